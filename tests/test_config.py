@@ -1,0 +1,122 @@
+import json
+
+import pytest
+
+from tfvitmae import PRESETS, ViTMAEConfig
+
+DOCUMENTED_DEFAULTS = dict(
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    hidden_act="gelu",
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+    initializer_range=0.02,
+    layer_norm_eps=1e-12,
+    image_size=224,
+    patch_size=16,
+    num_channels=3,
+    qkv_bias=True,
+    decoder_num_attention_heads=16,
+    decoder_hidden_size=512,
+    decoder_num_hidden_layers=8,
+    decoder_intermediate_size=2048,
+    mask_ratio=0.75,
+    norm_pix_loss=False,
+)
+
+
+def test_documented_defaults():
+    config = ViTMAEConfig()
+    for name, value in DOCUMENTED_DEFAULTS.items():
+        assert getattr(config, name) == value, name
+    assert config.num_patches == 196 and config.patch_dim == 768
+
+
+def test_dict_round_trip_keeps_unknown_keys():
+    data = ViTMAEConfig(hidden_size=64, num_attention_heads=4).to_dict()
+    data["architectures"] = ["ViTMAEForPreTraining"]
+    data["transformers_version"] = "4.40.0"
+    config = ViTMAEConfig.from_dict(data)
+    assert config.to_dict() == data
+    assert config.to_dict()["model_type"] == "vit_mae"
+
+
+def test_save_and_load_pretrained(tmp_path):
+    config = ViTMAEConfig(image_size=(32, 48), patch_size=8, norm_pix_loss=True, extra_key={"a": 1})
+    path = config.save_pretrained(tmp_path)
+    assert json.loads(open(path).read())["image_size"] == [32, 48]
+    loaded = ViTMAEConfig.from_pretrained(tmp_path)
+    assert loaded == config and loaded.grid_size == (4, 6) and loaded.extra["extra_key"] == {"a": 1}
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_reads_a_hugging_face_config_json(tmp_path):
+    import transformers  # in the test extra: the reference implementation
+    hf = transformers.ViTMAEConfig(hidden_size=64, num_attention_heads=4, mask_ratio=0.5, norm_pix_loss=True)
+    hf.save_pretrained(tmp_path)
+    ours = ViTMAEConfig.from_pretrained(tmp_path)
+    for name in DOCUMENTED_DEFAULTS:
+        assert getattr(ours, name) == getattr(hf, name), name
+    ours.save_pretrained(tmp_path / "back")
+    again = transformers.ViTMAEConfig.from_pretrained(tmp_path / "back")
+    for name in DOCUMENTED_DEFAULTS:
+        assert getattr(again, name) == getattr(hf, name), name
+
+
+def test_presets():
+    assert set(PRESETS) == {"base", "large", "huge"}
+    huge = ViTMAEConfig.from_preset("huge")
+    assert (huge.hidden_size, huge.num_hidden_layers, huge.num_attention_heads, huge.patch_size) == (1280, 32, 16, 14)
+    large = ViTMAEConfig.from_preset("large", image_size=448)
+    assert large.hidden_size == 1024 and large.image_size == 448 and large.decoder_hidden_size == 512
+    with pytest.raises(ValueError, match="Unknown preset 'giant'"):
+        ViTMAEConfig.from_preset("giant")
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        (dict(mask_ratio=1.0), r"mask_ratio must be a number in \[0, 1\), received 1.0"),
+        (dict(mask_ratio=-0.1), r"mask_ratio .* received -0.1"),
+        (dict(hidden_size=100, num_attention_heads=12), r"hidden_size \(100\) must be divisible .* heads \(12\)"),
+        (dict(decoder_hidden_size=30, decoder_num_attention_heads=4), r"decoder_hidden_size \(30\)"),
+        (dict(image_size=225), r"image_size must be divisible by patch_size 16, received image_size=225"),
+        (dict(hidden_act="gelu_foo"), r"hidden_act must be one of .* received 'gelu_foo'"),
+        (dict(num_channels=0), r"num_channels must be a positive integer, received 0"),
+        (dict(layer_norm_eps=0), r"layer_norm_eps must be a positive number, received 0"),
+        (dict(patch_size=(16,)), r"patch_size must be .* received \(16,\)"),
+        (dict(qkv_bias="yes"), r"qkv_bias must be True or False, received 'yes'"),
+        (dict(hidden_dropout_prob=1.5), r"hidden_dropout_prob .* received 1.5"),
+    ],
+)
+def test_invalid_values_name_field_and_value(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        ViTMAEConfig(**kwargs)
+
+
+def test_from_dict_rejects_other_model_types(tmp_path):
+    with pytest.raises(ValueError, match="model_type 'vit_mae', received 'bert'"):
+        ViTMAEConfig.from_dict({"model_type": "bert"})
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        ViTMAEConfig.from_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="found nothing"):
+        ViTMAEConfig.from_pretrained(tmp_path / "missing")
+
+
+def test_copy_revalidates():
+    config = ViTMAEConfig()
+    assert config.copy(mask_ratio=0.5).mask_ratio == 0.5 and config.mask_ratio == 0.75
+    with pytest.raises(ValueError, match="mask_ratio"):
+        config.copy(mask_ratio=2)
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+
+    code = "import sys, tfvitmae; tfvitmae.ViTMAEConfig(); print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,221 @@
+import numpy as np
+import pytest
+
+from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel, TFViTMAEModelOutput
+
+from .helpers import max_diff, noise_for, numpy_mae_loss, numpy_patchify, pixels, tiny_config
+
+SHAPE_CASES = {
+    "default-like": dict(),
+    "one-channel": dict(num_channels=1),
+    "patch-4": dict(patch_size=4, image_size=16),
+    "no-mask": dict(mask_ratio=0.0),
+    "non-square": dict(image_size=(16, 24), patch_size=8),
+    "qkv-no-bias-gelu-new": dict(qkv_bias=False, hidden_act="gelu_new", mask_ratio=0.5),
+}
+
+
+@pytest.mark.parametrize("overrides", SHAPE_CASES.values(), ids=SHAPE_CASES.keys())
+def test_output_shapes(overrides):
+    config = tiny_config(**overrides)
+    n = config.num_patches
+    keep = int(n * (1 - config.mask_ratio))
+    x = pixels(config, batch=3)
+    out = TFViTMAEForPreTraining(config)(x, output_hidden_states=True, output_attentions=True)
+    assert list(out.keys()) == ["loss", "logits", "mask", "ids_restore", "hidden_states", "attentions"]
+    assert out.loss.shape == () and out.logits.shape == (3, n, config.patch_dim)
+    assert out.mask.shape == (3, n) and out.ids_restore.shape == (3, n)
+    assert float(out.mask.numpy().sum()) == 3 * (n - keep)
+    assert len(out.hidden_states) == config.num_hidden_layers + 1
+    assert all(h.shape == (3, 1 + keep, config.hidden_size) for h in out.hidden_states)
+    assert len(out.attentions) == config.num_hidden_layers
+    assert all(a.shape == (3, config.num_attention_heads, 1 + keep, 1 + keep) for a in out.attentions)
+
+    enc = TFViTMAEModel(config)(x)
+    assert isinstance(enc, TFViTMAEModelOutput)
+    assert enc.last_hidden_state.shape == (3, 1 + keep, config.hidden_size)
+    assert enc.hidden_states is None and enc.attentions is None and "attentions" not in enc
+
+
+def test_outputs_by_attribute_key_index_and_tuple():
+    config = tiny_config()
+    model = TFViTMAEForPreTraining(config)
+    x, noise = pixels(config), noise_for(config)
+    out = model(x, noise=noise)
+    assert out.loss is out["loss"] and out[0] is out.loss and out[1] is out.logits
+    assert out.hidden_states is None
+    as_tuple = model(x, noise=noise, return_dict=False)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == 4
+    for a, b in zip(as_tuple, out.to_tuple()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(AttributeError):
+        out.not_a_field
+
+
+def test_fixed_noise_is_deterministic_and_random_masks_differ():
+    config = tiny_config()
+    model = TFViTMAEForPreTraining(config)
+    x, noise = pixels(config), noise_for(config)
+    a, b = model(x, noise=noise), model(x, noise=noise)
+    np.testing.assert_array_equal(a.logits, b.logits)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    np.testing.assert_array_equal(a.ids_restore, np.argsort(np.argsort(noise, 1), 1))
+    # Without noise each call draws new masks (equal by chance with probability ~1e-7).
+    assert not np.array_equal(model(x).ids_restore, model(x).ids_restore)
+
+
+def test_seeded_models_mask_alike():
+    config = tiny_config()
+    x = pixels(config)
+    masks = [TFViTMAEModel(config, seed=11)(x).mask.numpy() for _ in range(2)]
+    np.testing.assert_array_equal(*masks)
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(qkv_bias=False, num_channels=1)])
+def test_fused_and_explicit_attention_agree(overrides):
+    config = tiny_config(**overrides)
+    model = TFViTMAEForPreTraining(config)
+    x, noise = pixels(config), noise_for(config)
+    assert model.attn_implementation == "sdpa"
+    fused = model(x, noise=noise, output_hidden_states=True)
+    model.attn_implementation = "eager"
+    explicit = model(x, noise=noise, output_hidden_states=True)
+    assert max_diff(fused.logits, explicit.logits) < 1e-5
+    assert abs(float(fused.loss) - float(explicit.loss)) < 1e-5
+    for a, b in zip(fused.hidden_states, explicit.hidden_states):
+        assert max_diff(a, b) < 1e-5
+    eager_model = TFViTMAEForPreTraining(config, attn_implementation="eager")
+    eager_model.set_weights(model.get_weights())
+    assert max_diff(eager_model(x, noise=noise).logits, fused.logits) < 1e-5
+    with pytest.raises(ValueError, match="attn_implementation must be one of .* received 'flash'"):
+        model.attn_implementation = "flash"
+
+
+@pytest.mark.parametrize("norm_pix_loss", [False, True])
+def test_loss_matches_numpy_reference(norm_pix_loss):
+    config = tiny_config(norm_pix_loss=norm_pix_loss, num_channels=2, patch_size=4, image_size=16)
+    model = TFViTMAEForPreTraining(config)
+    x, noise = pixels(config, batch=3), noise_for(config, batch=3)
+    out = model(x, noise=noise)
+    expected = numpy_mae_loss(x, out.logits.numpy(), out.mask.numpy(), 4, norm_pix_loss)
+    assert abs(float(out.loss) - expected) < 1e-5 * max(1.0, expected)
+    assert abs(float(model.forward_loss(x, out.logits, out.mask)) - expected) < 1e-5 * max(1.0, expected)
+
+
+def test_norm_pix_loss_uses_unbiased_variance():
+    config = tiny_config(norm_pix_loss=True)
+    model = TFViTMAEForPreTraining(config)
+    x, noise = pixels(config), noise_for(config)
+    out = model(x, noise=noise)
+    unbiased = numpy_mae_loss(x, out.logits.numpy(), out.mask.numpy(), 8, True)
+    target = numpy_patchify(x.astype(np.float64), 8)
+    biased_target = (target - target.mean(-1, keepdims=True)) / np.sqrt(target.var(-1, keepdims=True) + 1e-6)
+    per_patch = ((out.logits.numpy() - biased_target) ** 2).mean(-1)
+    biased = (per_patch * out.mask.numpy()).sum() / out.mask.numpy().sum()
+    assert abs(float(out.loss) - unbiased) < 1e-5 and abs(unbiased - biased) > 1e-4
+
+
+def test_loss_only_counts_masked_patches():
+    config = tiny_config()
+    model = TFViTMAEForPreTraining(config)
+    x, noise = pixels(config), noise_for(config)
+    out = model(x, noise=noise)
+    target = numpy_patchify(x, 8)
+    visible = out.mask.numpy() == 0
+    # Replacing the prediction of visible patches by anything leaves the loss unchanged.
+    logits = out.logits.numpy().copy()
+    logits[visible] = target[visible] + 100.0
+    assert abs(float(model.forward_loss(x, logits, out.mask)) - float(out.loss)) < 1e-5
+
+
+def test_mask_ratio_zero_gives_unmasked_encoder_and_zero_loss_weight():
+    config = tiny_config(mask_ratio=0.0)
+    model = TFViTMAEForPreTraining(config)
+    out = model(pixels(config))
+    assert not out.mask.numpy().any() and float(out.loss) == 0.0
+    np.testing.assert_array_equal(out.ids_restore, np.tile(np.arange(16), (2, 1)))
+
+
+def test_patchify_matches_loops_and_unpatchify_inverts():
+    for channels in (1, 3, 4):
+        config = tiny_config(num_channels=channels, image_size=(16, 24), patch_size=8)
+        model = TFViTMAEForPreTraining(config)
+        x = pixels(config)
+        patches = model.patchify(x)
+        assert max_diff(patches, numpy_patchify(x, 8)) == 0
+        assert max_diff(model.unpatchify(patches, (16, 24)), x) == 0
+    last = TFViTMAEForPreTraining(tiny_config(), data_format="channels_last")
+    x = pixels(tiny_config(), channels_last=True)
+    assert max_diff(last.unpatchify(last.patchify(x)), x) == 0
+
+
+def test_channels_last_matches_channels_first():
+    config = tiny_config()
+    first = TFViTMAEForPreTraining(config)
+    last = TFViTMAEForPreTraining(config, data_format="channels_last")
+    last.set_weights(first.get_weights())
+    x, noise = pixels(config), noise_for(config)
+    a = first(x, noise=noise)
+    b = last(np.transpose(x, (0, 2, 3, 1)), noise=noise)
+    assert max_diff(a.logits, b.logits) < 1e-6 and abs(float(a.loss) - float(b.loss)) < 1e-6
+
+
+@pytest.mark.parametrize("height, width", [(48, 48), (24, 40), (16, 8)])
+def test_interpolate_pos_encoding_runs_on_other_resolutions(height, width):
+    config = tiny_config()
+    model = TFViTMAEForPreTraining(config)
+    x = pixels(config, height=height, width=width)
+    noise = noise_for(config, height=height, width=width)
+    out = model(x, noise=noise, interpolate_pos_encoding=True)
+    n = (height // 8) * (width // 8)
+    assert out.logits.shape == (2, n, config.patch_dim) and np.isfinite(float(out.loss))
+    expected = numpy_mae_loss(x, out.logits.numpy(), out.mask.numpy(), 8, False)
+    assert abs(float(out.loss) - expected) < 1e-5 * max(1, expected)
+
+
+def test_interpolation_at_native_size_is_identity():
+    config = tiny_config()
+    model = TFViTMAEForPreTraining(config)
+    x, noise = pixels(config), noise_for(config)
+    assert max_diff(model(x, noise=noise).logits, model(x, noise=noise, interpolate_pos_encoding=True).logits) == 0
+
+
+def test_head_mask():
+    config = tiny_config()
+    model = TFViTMAEModel(config)
+    x, noise = pixels(config), noise_for(config)
+    base = model(x, noise=noise).last_hidden_state
+    ones = model(x, noise=noise, head_mask=np.ones(4, "float32")).last_hidden_state
+    assert max_diff(base, ones) < 1e-5
+    per_layer = np.ones((2, 4), "float32")
+    per_layer[1, 2] = 0
+    out = model(x, noise=noise, head_mask=per_layer, output_attentions=True)
+    assert not out.attentions[1].numpy()[:, 2].any() and out.attentions[0].numpy()[:, 2].any()
+    assert max_diff(out.last_hidden_state, base) > 1e-4
+
+
+def test_hidden_states_are_block_outputs():
+    config = tiny_config()
+    model = TFViTMAEModel(config)
+    x, noise = pixels(config), noise_for(config)
+    out = model(x, noise=noise, output_hidden_states=True)
+    h = out.hidden_states[0]
+    for i, block in enumerate(model.vit.blocks):
+        h, _ = block(h)
+        assert max_diff(h, out.hidden_states[i + 1]) < 1e-6
+    assert max_diff(model.vit.layernorm(h), out.last_hidden_state) < 1e-6
+
+
+def test_config_controls_default_outputs():
+    config = tiny_config(output_hidden_states=True, output_attentions=True, return_dict=False)
+    out = TFViTMAEModel(config)(pixels(config))
+    assert isinstance(out, tuple) and len(out) == 5
+
+
+def test_dict_inputs():
+    config = tiny_config()
+    model = TFViTMAEForPreTraining(config)
+    x, noise = pixels(config), noise_for(config)
+    a = model({"pixel_values": x, "noise": noise})
+    b = model(x, noise=noise)
+    assert max_diff(a.logits, b.logits) == 0

@@ -1,0 +1,23 @@
+"""The README's commands are the ones CI and users run."""
+
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def readme_commands():
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_readme_opens_with_install_and_test_commands():
+    first, second = readme_commands()[:2]
+    assert first == "pip install . && tfvitmae demo"
+    assert '".[test]"' in second and "pytest" in second
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert readme_commands()[1] in ci
