@@ -7,6 +7,8 @@ randomly, prepend CLS, run pre-norm blocks, LayerNorm; the decoder re-inserts
 mask tokens, un-shuffles, and predicts every patch's pixels.
 """
 
+import os
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -469,6 +471,93 @@ class TFViTMAEPreTrainedModel(keras.Model):
     def _return(self, output, return_dict):
         use_dict = self.config.use_return_dict if return_dict is None else return_dict
         return output if use_dict else output.to_tuple()
+
+    # ------------------------------------------------- checkpoints and Hub
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *, config=None, from_pt=None, strict=True,
+                        output_loading_info=False, revision=None, token=None, cache_dir=None,
+                        local_files_only=False, force_download=False, **kwargs):
+        """Build the model from a checkpoint directory, weights file or Hub repo id.
+
+        The directory (or repo) holds `config.json` and one of: this package's
+        `model.weights.h5`, `model.safetensors` (or a sharded index),
+        `pytorch_model.bin`, or Hugging Face's legacy `tf_model.h5`. An
+        original-MAE `.pth` file loads on its own (its config is inferred).
+        PyTorch layouts from `transformers` 4 and 5 are recognised by their names.
+
+        Args:
+            pretrained_model_name_or_path: Directory, weights file, or Hub id
+                such as `"facebook/vit-mae-base"`.
+            config: A `ViTMAEConfig` to use instead of the checkpoint's.
+            from_pt: Accepted for compatibility; the format is detected.
+            strict: Raise when the checkpoint does not fit the model exactly
+                (missing, unused or mis-shaped tensors), leaving nothing
+                loaded. `strict=False` loads what fits and warns about the rest.
+                A decoder missing from, or extra to, the checkpoint only warns.
+            output_loading_info: Also return the `weights.LoadReport`.
+            revision, token, cache_dir, local_files_only, force_download:
+                Passed to `huggingface_hub` for Hub ids.
+            **kwargs: `ViTMAEConfig` fields to override (e.g. `mask_ratio=0.5`)
+                and model arguments (`data_format`, `attn_implementation`, ...).
+
+        Returns:
+            The model, or `(model, report)` with `output_loading_info=True`.
+        """
+        from . import hub
+
+        return hub.from_pretrained(
+            cls, pretrained_model_name_or_path, config=config, from_pt=from_pt, strict=strict,
+            output_loading_info=output_loading_info, revision=revision, token=token, cache_dir=cache_dir,
+            local_files_only=local_files_only, force_download=force_download, **kwargs,
+        )
+
+    def load_pretrained_weights(self, path, strict=True):
+        """Load a checkpoint directory or weights file into this model, all or nothing.
+
+        Returns:
+            A `weights.LoadReport` of what was loaded, missing and unused.
+        """
+        from . import hub
+
+        config_path, weights_path = hub.resolve_files(os.fspath(path))
+        config = ViTMAEConfig.from_pretrained(config_path) if config_path else self.config
+        return hub.load_weights_file(self, config, weights_path, strict=strict)
+
+    def save_pretrained(self, save_directory, pytorch=False, safe_serialization=True, push_to_hub=False, **hub_kwargs):
+        """Write `config.json` and the weights to `save_directory`.
+
+        Args:
+            save_directory: Created if missing. Files are staged in a temporary
+                folder first, so a failed save leaves the directory as it was.
+            pytorch: Write the `transformers` PyTorch layout, which
+                `transformers.ViTMAEForPreTraining.from_pretrained` (or
+                `ViTMAEModel`) loads, instead of this package's `model.weights.h5`.
+            safe_serialization: With `pytorch=True`, `model.safetensors`
+                (default) rather than `pytorch_model.bin` (which needs torch).
+            push_to_hub: Also upload to the Hub repo `hub_kwargs["repo_id"]`
+                (default: the directory's name).
+            **hub_kwargs: Arguments of `push_to_hub`.
+
+        Returns:
+            The paths written.
+        """
+        from . import hub
+
+        written = hub.save_pretrained(self, save_directory, pytorch=pytorch, safe_serialization=safe_serialization)
+        if push_to_hub:
+            repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.abspath(save_directory)))
+            self.push_to_hub(repo_id, pytorch=pytorch, safe_serialization=safe_serialization, **hub_kwargs)
+        return written
+
+    def push_to_hub(self, repo_id, commit_message=None, private=None, token=None, revision=None, create_pr=False,
+                    pytorch=False, safe_serialization=True):
+        """Upload `config.json` and the weights (as `save_pretrained` writes them) to a Hub repo."""
+        from . import hub
+
+        return hub.push_to_hub(
+            self, repo_id, commit_message=commit_message, private=private, token=token, revision=revision,
+            create_pr=create_pr, pytorch=pytorch, safe_serialization=safe_serialization,
+        )
 
     # -------------------------------------------------------- serialization
     def build(self, input_shape=None):
