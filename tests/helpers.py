@@ -65,3 +65,72 @@ def numpy_mae_loss(images_nchw, logits, mask, patch, norm_pix_loss):
 
 def max_diff(a, b):
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+# ------------------------------------------------------- PyTorch reference
+REFERENCE_CONFIG = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=37,
+    decoder_hidden_size=16,
+    decoder_num_hidden_layers=2,
+    decoder_num_attention_heads=2,
+    decoder_intermediate_size=20,
+    image_size=32,
+    patch_size=8,
+)
+
+
+def torch_reference_model(seed=0, encoder_only=False, **overrides):
+    """A randomly initialised `transformers` ViTMAE (eager attention) with real
+    sin-cos position tables (transformers 5 leaves them at zero when a model
+    is built from a config)."""
+    import torch
+    import transformers
+    from transformers.models.vit_mae import modeling_vit_mae as hf
+
+    config = transformers.ViTMAEConfig(**{**REFERENCE_CONFIG, **overrides}, attn_implementation="eager")
+    torch.manual_seed(seed)
+    cls = transformers.ViTMAEModel if encoder_only else transformers.ViTMAEForPreTraining
+    model = cls(config).eval()
+    grid = config.image_size // config.patch_size
+    base = model if encoder_only else model.vit
+    tables = [(base.embeddings.position_embeddings, config.hidden_size)]
+    if not encoder_only:
+        tables.append((model.decoder.decoder_pos_embed, config.decoder_hidden_size))
+    with torch.no_grad():
+        for param, dim in tables:
+            table = hf.build_2d_sinusoidal_position_embedding(grid, grid, embed_dim=dim, cls_token=True)
+            half = dim // 2  # transformers rotates the halves into the MAE checkpoint layout
+            param.copy_(torch.cat([table[:, half:], table[:, :half]], dim=1)[None].float())
+    return model
+
+
+def torch_outputs(model, x, noise, interpolate_pos_encoding=False):
+    """The reference's outputs as NumPy, with hidden states and attentions."""
+    import torch
+
+    with torch.no_grad():
+        out = model(
+            torch.from_numpy(x),
+            noise=torch.from_numpy(noise),
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            output_hidden_states=True,
+            output_attentions=True,
+        )
+    return {k: (tuple(t.numpy() for t in v) if isinstance(v, tuple) else v.numpy()) for k, v in out.items()}
+
+
+def assert_outputs_close(ours, reference, atol=1e-5):
+    """Every field of `reference` equals ours; hidden states and attentions entry by entry."""
+    for key, expected in reference.items():
+        actual = ours[key]
+        if isinstance(expected, tuple):
+            assert len(actual) == len(expected), key
+            for i, (a, e) in enumerate(zip(actual, expected)):
+                assert max_diff(a, e) < atol, f"{key}[{i}]: {max_diff(a, e)}"
+        elif key in ("mask", "ids_restore"):
+            np.testing.assert_array_equal(np.asarray(actual), expected, err_msg=key)
+        else:
+            assert max_diff(actual, expected) < atol, f"{key}: {max_diff(actual, expected)}"

@@ -6,6 +6,7 @@ Hub repo id (fetched with `huggingface_hub`, which honours its cache,
 the files present (see `weights.WEIGHT_FILES` for the order).
 """
 
+import json
 import os
 import shutil
 import tempfile
@@ -37,19 +38,20 @@ def _is_local(name):
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
-def _download(repo_id, filename, hub_kwargs):
-    """A file of a Hub repo (from the cache when offline), or None if it has none."""
+def _download(repo_id, filename, hub_kwargs, unreachable):
+    """A file of a Hub repo (from the cache when offline), or None if it is not
+    there. Files that only the unreachable Hub could tell about are added to
+    `unreachable`."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     try:
         return hf_hub_download(repo_id, filename, library_name="tfvitmae", **hub_kwargs)
+    except LocalEntryNotFoundError:  # offline, local_files_only, or no connection, and not cached
+        unreachable.append(filename)  # (a subclass of EntryNotFoundError: caught first)
+        return None
     except EntryNotFoundError:
         return None
-    except LocalEntryNotFoundError:
-        if hub_kwargs.get("local_files_only"):
-            return None
-        raise
 
 
 def resolve_files(name_or_path, revision=None, token=None, cache_dir=None, local_files_only=False,
@@ -70,30 +72,34 @@ def resolve_files(name_or_path, revision=None, token=None, cache_dir=None, local
         )
     if _is_local(name_or_path):
         raise FileNotFoundError(f"No file or directory at {name_or_path!r}")
+    from huggingface_hub.errors import HFValidationError
+
     hub_kwargs = dict(
         revision=revision, token=token, cache_dir=cache_dir, local_files_only=local_files_only,
         force_download=force_download,
     )
-    from huggingface_hub.errors import HFValidationError
-
+    unreachable = []
     try:
-        config = _download(name_or_path, CONFIG_NAME, hub_kwargs)
+        config = _download(name_or_path, CONFIG_NAME, hub_kwargs, unreachable)
     except HFValidationError as e:
         raise FileNotFoundError(f"{name_or_path!r} is neither a local path nor a valid Hub repo id: {e}") from None
     for filename in WEIGHT_FILES:
-        path = _download(name_or_path, filename, hub_kwargs)
+        path = _download(name_or_path, filename, hub_kwargs, unreachable)
         if path is None:
             continue
         if filename == SAFE_WEIGHTS_INDEX_NAME:
-            import json
-
             with open(path, encoding="utf-8") as f:
-                for shard in sorted(set(json.load(f)["weight_map"].values())):
-                    if _download(name_or_path, shard, hub_kwargs) is None:
-                        raise CheckpointError(f"{name_or_path}: the shard {shard} listed in {filename} is missing")
+                shards = sorted(set(json.load(f)["weight_map"].values()))
+            for shard in shards:
+                if _download(name_or_path, shard, hub_kwargs, unreachable) is None:
+                    raise CheckpointError(f"{name_or_path}: the shard {shard} listed in {filename} is not available")
         return config, path
-    where = "in the local cache" if local_files_only else "in the repo"
-    raise CheckpointError(f"No weights for {name_or_path!r} {where}: expected one of {', '.join(WEIGHT_FILES)}")
+    if unreachable:
+        raise CheckpointError(
+            f"No weights for {name_or_path!r} in the local cache, and the Hub was not asked (offline mode or "
+            f"local_files_only) or could not be reached; looked for {', '.join(WEIGHT_FILES)}"
+        )
+    raise CheckpointError(f"No weights in the Hub repo {name_or_path!r}: expected one of {', '.join(WEIGHT_FILES)}")
 
 
 def _read_keras_weights(path, config):

@@ -128,13 +128,22 @@ def _expand(name):
 
 
 def _legacy_tf_name(torch_name):
-    """Hugging Face's TF-port name for a transformers name (`:0` omitted)."""
-    parts = re.sub(r"encoder\.layer\.(\d+)", r"encoder/layer_._\1", torch_name)
-    parts = re.sub(r"decoder_layers\.(\d+)", r"decoder_layers@\1", parts).replace(".", "/").replace("@", ".")
-    head, _, last = parts.rpartition("/")
-    is_norm = "norm" in head.rsplit("/", 1)[-1]
-    last = {"weight": "gamma" if is_norm else "kernel", "bias": "beta" if is_norm else "bias"}.get(last, last)
-    return f"{head}/{last}" if head else last
+    """Hugging Face's TF-port name for a transformers name (`:0` omitted).
+
+    `encoder.layer.3` became `encoder/layer_._3`, `decoder_layers.3` stayed
+    one name, and Keras calls weights `kernel`, or `gamma`/`beta` in norms.
+    """
+    out = []
+    for part in torch_name.split("."):
+        if part.isdigit():
+            owner = out.pop()
+            out.append(f"layer_._{part}" if owner == "layer" else f"{owner}.{part}")
+        else:
+            out.append(part)
+    last = out.pop()
+    is_norm = bool(out) and "norm" in out[-1]
+    out.append({"weight": "gamma" if is_norm else "kernel", "bias": "beta" if is_norm else "bias"}.get(last, last))
+    return "/".join(out)
 
 
 def weight_table(config, fmt="transformers", include_decoder=True):
@@ -210,7 +219,7 @@ class LoadReport:
     source: str = ""
 
     def summary(self):
-        lines = [f"{len(self.loaded)} variables loaded from {self.source or 'the checkpoint'} ({self.format} layout)"]
+        lines = [f"{len(self.loaded)} variables mapped from {self.source or 'the checkpoint'} ({self.format} layout)"]
         for title, items in (("missing", self.missing), ("unexpected", self.unexpected)):
             if items:
                 shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
