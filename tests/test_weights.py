@@ -384,3 +384,17 @@ def test_failed_save_leaves_directory_untouched(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         model.save_pretrained(tmp_path, pytorch=True)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_bfloat16_safetensors(checkpoint, tmp_path):
+    from safetensors.torch import save_file as save_torch_file
+
+    torch_model, path = checkpoint()
+    folder = tmp_path / "bf16"
+    folder.mkdir()
+    (folder / "config.json").write_text((path / "config.json").read_text())
+    state = {k: v.to(torch.bfloat16).contiguous() for k, v in torch_model.state_dict().items()}
+    save_torch_file(state, str(folder / "model.safetensors"))
+    model = TFViTMAEForPreTraining.from_pretrained(folder)
+    expected = state["vit.layers.0.mlp.fc1.weight"].float().numpy().T
+    np.testing.assert_array_equal(model.vit.blocks[0].mlp.intermediate.kernel.numpy(), expected)

@@ -453,6 +453,8 @@ class TFViTMAEPreTrainedModel(keras.Model):
 
     def _encode(self, pixel_values, noise, head_mask, output_attentions, output_hidden_states,
                 interpolate_pos_encoding, training):
+        """Check the inputs and run the encoder; returns `(channels-last images, encoder output)`."""
+        pixel_values, noise = self._unpack_inputs(pixel_values, noise)
         images = self._check_pixel_values(pixel_values, interpolate_pos_encoding)
         noise = self._check_noise(noise, images)
         outputs = self.vit(
@@ -639,7 +641,6 @@ class TFViTMAEModel(TFViTMAEPreTrainedModel):
         training=False,
         interpolate_pos_encoding=False,
     ):
-        pixel_values, noise = self._unpack_inputs(pixel_values, noise)
         _, outputs = self._encode(
             pixel_values, noise, head_mask, output_attentions, output_hidden_states,
             interpolate_pos_encoding, training,
@@ -702,7 +703,6 @@ class TFViTMAEForPreTraining(TFViTMAEPreTrainedModel):
         training=False,
         interpolate_pos_encoding=False,
     ):
-        pixel_values, noise = self._unpack_inputs(pixel_values, noise)
         images, outputs = self._encode(
             pixel_values, noise, head_mask, output_attentions, output_hidden_states,
             interpolate_pos_encoding, training,

@@ -359,8 +359,38 @@ def _read_safetensors(path):
 
     try:
         return load_file(path)
+    except TypeError:  # NumPy has no bfloat16: read those files through ml_dtypes
+        return _read_safetensors_bfloat16(path)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"Cannot read {path}: {e} (truncated or not a safetensors file?)") from None
+
+
+def _read_safetensors_bfloat16(path):
+    """Read a safetensors file holding bfloat16 tensors, upcast to float32.
+
+    The format is an 8-byte little-endian header length, a JSON header of
+    `{name: {dtype, shape, data_offsets}}`, then the raw data.
+    """
+    import ml_dtypes  # a TensorFlow dependency
+
+    dtypes = {"BF16": ml_dtypes.bfloat16, "F16": np.float16, "F32": np.float32, "F64": np.float64,
+              "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        size = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + size])
+        body = memoryview(data)[8 + size:]
+        state = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            start, end = info["data_offsets"]
+            array = np.frombuffer(body[start:end], dtype=dtypes[info["dtype"]]).reshape(info["shape"])
+            state[name] = array.astype(np.float32) if info["dtype"] == "BF16" else array.copy()
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"Cannot read {path}: {e} (truncated or not a safetensors file?)") from None
+    return state
 
 
 def _read_safetensors_index(path):
