@@ -97,7 +97,7 @@ def test_invalid_values_name_field_and_value(kwargs, pattern):
 
 
 def test_from_dict_rejects_other_model_types(tmp_path):
-    with pytest.raises(ValueError, match="model_type 'vit_mae', received 'bert'"):
+    with pytest.raises(ValueError, match=r"model_type 'vit_mae' \(or 'vit'\), received 'bert'"):
         ViTMAEConfig.from_dict({"model_type": "bert"})
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):

@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 from tfvitmae.layers import (
+    DropPath,
     PatchEmbedding,
     RandomMasking,
     ViTMAEAttention,
@@ -167,7 +168,8 @@ def test_attention_paths_agree_and_match_numpy():
         RandomMasking(0.6, seed=2),
         ViTMAEAttention(8, 2, qkv_bias=False, attention_dropout=0.1, attn_implementation="eager"),
         ViTMAEMLP(8, 12, hidden_act="gelu_new", dropout=0.2),
-        ViTMAEBlock(8, 2, 12, layer_norm_eps=1e-6, attn_implementation="eager"),
+        ViTMAEBlock(8, 2, 12, layer_norm_eps=1e-6, attn_implementation="eager", drop_path=0.1),
+        DropPath(0.2, seed=1),
     ],
     ids=lambda layer: type(layer).__name__,
 )
@@ -182,3 +184,16 @@ def test_layer_get_config_round_trip(layer):
 def test_block_uses_explicit_layer_norm_eps():
     block = ViTMAEBlock(8, 2, 12, layer_norm_eps=1e-12)
     assert block.layernorm_before.epsilon == 1e-12 and block.layernorm_after.epsilon == 1e-12
+
+
+def test_drop_path_drops_whole_samples_and_keeps_the_mean():
+    layer = DropPath(0.5, seed=0)
+    x = np.ones((2000, 3, 4), "float32")
+    assert np.array_equal(layer(x), x)  # inference: identity
+    out = layer(x, training=True).numpy()
+    per_sample = out.reshape(2000, -1)
+    assert set(np.unique(per_sample)) <= {0.0, 2.0}
+    assert all(len(set(row)) == 1 for row in per_sample[:50])  # a sample is dropped or kept whole
+    assert abs(out.mean() - 1.0) < 0.1
+    with pytest.raises(ValueError, match=r"drop path rate must be in \[0, 1\), received 1"):
+        DropPath(1)

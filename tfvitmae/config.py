@@ -123,7 +123,10 @@ class ViTMAEConfig:
         self.output_attentions = kwargs.pop("output_attentions", False)
         self.output_hidden_states = kwargs.pop("output_hidden_states", False)
         self.use_return_dict = kwargs.pop("return_dict", kwargs.pop("use_return_dict", True))
-        kwargs.pop("model_type", None)
+        # "vit" marks a transformers ViT (classification) config; the fields are the same.
+        self.model_type = kwargs.pop("model_type", type(self).model_type)
+        if self.model_type not in ("vit_mae", "vit"):
+            raise ValueError(f"ViTMAEConfig.model_type must be 'vit_mae' or 'vit', received {self.model_type!r}")
         self.extra = kwargs
         self.validate()
 
@@ -269,17 +272,19 @@ class ViTMAEConfig:
     def from_dict(cls, config_dict, **overrides):
         """Build a config from a dict such as a parsed `config.json`.
 
-        A `model_type` other than `"vit_mae"` is rejected, since its keys would
-        silently mean something else.
+        `model_type` must be `"vit_mae"`, or `"vit"` (a transformers ViT, e.g.
+        `ViTForImageClassification`, whose encoder fields are the same; the
+        decoder fields then keep their defaults). Other types are rejected,
+        since their keys would silently mean something else.
         """
         if not isinstance(config_dict, dict):
             raise ValueError(
                 f"ViTMAEConfig.from_dict expects a dict, received {type(config_dict).__name__}"
             )
         model_type = config_dict.get("model_type", cls.model_type)
-        if model_type != cls.model_type:
+        if model_type not in (cls.model_type, "vit"):
             raise ValueError(
-                f"Expected a config with model_type {cls.model_type!r}, received {model_type!r}"
+                f"Expected a config with model_type {cls.model_type!r} (or 'vit'), received {model_type!r}"
             )
         merged = dict(config_dict)
         merged.update(overrides)

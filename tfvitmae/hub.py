@@ -29,7 +29,18 @@ from .weights import (
 )
 
 # The names Hugging Face's PyTorch classes use for our classes, in config.json.
-_PYTORCH_ARCHITECTURE = {"TFViTMAEModel": "ViTMAEModel", "TFViTMAEForPreTraining": "ViTMAEForPreTraining"}
+_PYTORCH_ARCHITECTURE = {
+    "TFViTMAEModel": "ViTMAEModel",
+    "TFViTMAEForPreTraining": "ViTMAEForPreTraining",
+    "TFViTMAEForImageClassification": "ViTForImageClassification",
+}
+
+
+def _model_classes():
+    from .classification import TFViTMAEForImageClassification
+    from .modeling import TFViTMAEForPreTraining, TFViTMAEModel
+
+    return {c.__name__: c for c in (TFViTMAEModel, TFViTMAEForPreTraining, TFViTMAEForImageClassification)}
 _CONFIG_FIELDS = set(ViTMAEConfig().to_dict()) - {"model_type"}
 
 
@@ -104,10 +115,10 @@ def resolve_files(name_or_path, revision=None, token=None, cache_dir=None, local
 
 def _read_keras_weights(path, config):
     """The variables of our own `.weights.h5`, by path, via the class that wrote it."""
-    from .modeling import TFViTMAEForPreTraining, TFViTMAEModel
-
-    writer = TFViTMAEModel if "TFViTMAEModel" in config.extra.get("architectures", ()) else TFViTMAEForPreTraining
-    source = writer(config)
+    classes = _model_classes()
+    names = [a for a in config.extra.get("architectures", ()) if a in classes]
+    writer = classes[names[0]] if names else classes["TFViTMAEForPreTraining"]
+    source = writer(config, **writer.init_kwargs_from_config(config))
     try:
         source.load_weights(path)
     except Exception as e:  # Keras raises several types for corrupt or mismatched files
@@ -151,7 +162,7 @@ def from_pretrained(cls, name_or_path, config=None, from_pt=None, strict=True, o
         config = infer_mae_config(state)  # the original MAE release ships no config
     if overrides:
         config = config.copy(**overrides)
-    model = cls(config, **kwargs)
+    model = cls(config, **{**cls.init_kwargs_from_config(config), **kwargs})
     if state is not None:
         report = load_state_dict(model, state, strict=strict, source=os.path.basename(weights_path))
     else:
@@ -175,13 +186,13 @@ def save_pretrained(model, save_directory, pytorch=False, safe_serialization=Tru
     os.makedirs(save_directory, exist_ok=True)
     class_name = type(model).__name__
     architecture = _PYTORCH_ARCHITECTURE.get(class_name, class_name) if pytorch else class_name
-    config = model.config.copy(architectures=[architecture])
+    config = model.config.copy(architectures=[architecture], **model.config_extras(pytorch))
     # Write everything into a temporary folder first: an interrupted save
     # leaves the directory as it was.
     staging = tempfile.mkdtemp(prefix=".tmp-save-", dir=save_directory)
     try:
         if pytorch:
-            state = to_state_dict(model, "transformers")
+            state = model.pytorch_state_dict()
             weights_name = SAFE_WEIGHTS_NAME if safe_serialization else PT_WEIGHTS_NAME
             writer = write_safetensors if safe_serialization else write_torch_bin
             writer(state, os.path.join(staging, weights_name))

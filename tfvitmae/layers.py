@@ -408,6 +408,38 @@ class ViTMAEMLP(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfvitmae")
+class DropPath(keras.layers.Layer):
+    """Stochastic depth: zero a residual branch for whole samples, scaling the
+    kept ones by `1 / (1 - rate)`, in training only.
+
+    Args:
+        rate: Probability of dropping the branch for a sample, in `[0, 1)`.
+        seed: Seed of the layer's `keras.random.SeedGenerator`.
+    """
+
+    def __init__(self, rate=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= rate < 1:
+            raise ValueError(f"drop path rate must be in [0, 1), received {rate}")
+        self.rate = rate
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
+
+    def call(self, branch, training=False):
+        if not training or self.rate == 0:
+            return branch
+        keep = 1.0 - self.rate
+        shape = (ops.shape(branch)[0],) + (1,) * (len(branch.shape) - 1)
+        mask = ops.floor(keep + keras.random.uniform(shape, seed=self.seed_generator, dtype=branch.dtype))
+        return branch * mask / keep
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(rate=self.rate, seed=self.seed)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfvitmae")
 class ViTMAEBlock(keras.layers.Layer):
     """Pre-norm transformer block: `x + Attn(LN(x))`, then `x + MLP(LN(x))`.
 
@@ -420,6 +452,7 @@ class ViTMAEBlock(keras.layers.Layer):
             of 1e-3 differs from every checkpoint).
         initializer_range: Stddev of the truncated-normal kernel init.
         attn_implementation: `"sdpa"` or `"eager"`.
+        drop_path: Stochastic-depth rate of both residual branches (training only).
         seed: Seed for the dropout layers.
 
     Call arguments:
@@ -444,6 +477,7 @@ class ViTMAEBlock(keras.layers.Layer):
         layer_norm_eps=1e-12,
         initializer_range=0.02,
         attn_implementation="sdpa",
+        drop_path=0.0,
         seed=None,
         **kwargs,
     ):
@@ -451,6 +485,7 @@ class ViTMAEBlock(keras.layers.Layer):
         self.hidden_size = hidden_size
         self.num_heads = num_heads
         self.intermediate_size = intermediate_size
+        self.drop_path_rate = drop_path
         self.hidden_act = hidden_act
         self.qkv_bias = qkv_bias
         self.hidden_dropout = hidden_dropout
@@ -486,6 +521,7 @@ class ViTMAEBlock(keras.layers.Layer):
             name="mlp",
             dtype=self.dtype_policy,
         )
+        self.drop_path = DropPath(drop_path, seed=seed, name="drop_path", dtype=self.dtype_policy)
 
     @property
     def attn_implementation(self):
@@ -509,8 +545,9 @@ class ViTMAEBlock(keras.layers.Layer):
             output_attentions=output_attentions,
             training=training,
         )
-        hidden_states = hidden_states + attended
-        hidden_states = hidden_states + self.mlp(self.layernorm_after(hidden_states), training=training)
+        hidden_states = hidden_states + self.drop_path(attended, training=training)
+        mlp_out = self.mlp(self.layernorm_after(hidden_states), training=training)
+        hidden_states = hidden_states + self.drop_path(mlp_out, training=training)
         return hidden_states, probs
 
     def get_config(self):
@@ -526,6 +563,7 @@ class ViTMAEBlock(keras.layers.Layer):
             layer_norm_eps=self.layer_norm_eps,
             initializer_range=self.initializer_range,
             attn_implementation=self.attn_implementation,
+            drop_path=self.drop_path_rate,
             seed=self.seed,
         )
         return config

@@ -43,7 +43,10 @@ def _sub_seed(seed, offset):
     return None if seed is None else seed + offset
 
 
-def _block_stack(config, hidden_size, num_layers, num_heads, intermediate_size, attn_implementation, seed, dtype):
+def _block_stack(config, hidden_size, num_layers, num_heads, intermediate_size, attn_implementation, seed, dtype,
+                 drop_path_rate=0.0):
+    # Stochastic depth grows linearly with depth, to drop_path_rate at the last block.
+    rates = [drop_path_rate * i / max(num_layers - 1, 1) for i in range(num_layers)]
     return [
         ViTMAEBlock(
             hidden_size=hidden_size,
@@ -56,6 +59,7 @@ def _block_stack(config, hidden_size, num_layers, num_heads, intermediate_size, 
             layer_norm_eps=config.layer_norm_eps,
             initializer_range=config.initializer_range,
             attn_implementation=attn_implementation,
+            drop_path=rates[i],
             seed=_sub_seed(seed, 1 + i),
             name=f"layer_{i}",
             dtype=dtype,
@@ -152,6 +156,9 @@ class ViTMAEEmbeddings(_ConfigLayer):
 class ViTMAEEncoder(_ConfigLayer):
     """The MAE encoder: embeddings, `num_hidden_layers` blocks, final LayerNorm.
 
+    `drop_path_rate` (stochastic depth, for fine-tuning) rises linearly from 0
+    at the first block to the given rate at the last.
+
     Call arguments:
         images: Channels-last float images `(batch, height, width, num_channels)`.
         noise: Optional `(batch, num_patches)` masking noise.
@@ -159,22 +166,30 @@ class ViTMAEEncoder(_ConfigLayer):
         output_attentions, output_hidden_states: Collect the per-block values.
         interpolate_pos_encoding: Allow other resolutions.
         training: Enables dropout.
+        final_norm: Apply the final LayerNorm (off for MAE's mean-pooled
+            fine-tuning head, which normalises after pooling).
 
     Returns:
         A `TFViTMAEModelOutput`.
     """
 
-    def __init__(self, config, attn_implementation="sdpa", seed=None, **kwargs):
+    def __init__(self, config, attn_implementation="sdpa", seed=None, drop_path_rate=0.0, **kwargs):
         super().__init__(config, attn_implementation=attn_implementation, seed=seed, **kwargs)
         c = self.config
+        self.drop_path_rate = drop_path_rate
         self.embeddings = ViTMAEEmbeddings(c, seed=seed, name="embeddings", dtype=self.dtype_policy)
         self.blocks = _block_stack(
             c, c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.intermediate_size,
-            attn_implementation, seed, self.dtype_policy,
+            attn_implementation, seed, self.dtype_policy, drop_path_rate,
         )
         self.layernorm = keras.layers.LayerNormalization(
             epsilon=c.layer_norm_eps, name="layernorm", dtype=self.dtype_policy
         )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(drop_path_rate=self.drop_path_rate)
+        return config
 
     def build(self, input_shape=None):
         self.embeddings.build()
@@ -191,6 +206,7 @@ class ViTMAEEncoder(_ConfigLayer):
         output_hidden_states=False,
         interpolate_pos_encoding=False,
         training=False,
+        final_norm=True,
     ):
         hidden_states, mask, ids_restore = self.embeddings(
             images, noise=noise, interpolate_pos_encoding=interpolate_pos_encoding, training=training
@@ -199,7 +215,7 @@ class ViTMAEEncoder(_ConfigLayer):
             self.blocks, hidden_states, head_masks, output_attentions, output_hidden_states, training
         )
         return TFViTMAEModelOutput(
-            last_hidden_state=self.layernorm(hidden_states),
+            last_hidden_state=self.layernorm(hidden_states) if final_norm else hidden_states,
             mask=mask,
             ids_restore=ids_restore,
             hidden_states=all_hidden,
@@ -308,12 +324,14 @@ class TFViTMAEPreTrainedModel(keras.Model):
             numbers; `output_attentions=True` always takes the explicit path.
         seed: Seed for the masking noise and dropout. Without it, masks still
             follow `keras.utils.set_random_seed` when that was called first.
+        drop_path_rate: Stochastic depth of the encoder (for fine-tuning).
         **kwargs: `keras.Model` arguments (`name`, `dtype`, ...).
     """
 
     default_name = "vit_mae"
 
-    def __init__(self, config, data_format="channels_first", attn_implementation="sdpa", seed=None, **kwargs):
+    def __init__(self, config, data_format="channels_first", attn_implementation="sdpa", seed=None,
+                 drop_path_rate=0.0, **kwargs):
         kwargs.setdefault("name", self.default_name)
         super().__init__(**kwargs)
         if data_format not in DATA_FORMATS:
@@ -325,8 +343,10 @@ class TFViTMAEPreTrainedModel(keras.Model):
         self.config = _as_config(config)
         self.data_format = data_format
         self.seed = seed
+        self.drop_path_rate = drop_path_rate
         self.vit = ViTMAEEncoder(
-            self.config, attn_implementation=attn_implementation, seed=seed, name="vit", dtype=self.dtype_policy
+            self.config, attn_implementation=attn_implementation, seed=seed, drop_path_rate=drop_path_rate,
+            name="vit", dtype=self.dtype_policy,
         )
 
     # -------------------------------------------------------------- options
@@ -561,6 +581,21 @@ class TFViTMAEPreTrainedModel(keras.Model):
             create_pr=create_pr, pytorch=pytorch, safe_serialization=safe_serialization,
         )
 
+    @classmethod
+    def init_kwargs_from_config(cls, config):
+        """Constructor arguments stored in a saved `config.json` beside the config."""
+        return {}
+
+    def config_extras(self, pytorch=False):
+        """Keys `save_pretrained` adds to `config.json` (see `init_kwargs_from_config`)."""
+        return {}
+
+    def pytorch_state_dict(self):
+        """The weights in the transformers PyTorch layout, as NumPy arrays."""
+        from .weights import to_state_dict
+
+        return to_state_dict(self, "transformers")
+
     # -------------------------------------------------------- serialization
     def build(self, input_shape=None):
         # Every shape is known from the config: build all weights up front so a
@@ -577,6 +612,7 @@ class TFViTMAEPreTrainedModel(keras.Model):
             "data_format": self.data_format,
             "attn_implementation": self.attn_implementation,
             "seed": self.seed,
+            "drop_path_rate": self.drop_path_rate,
         }
 
     @classmethod

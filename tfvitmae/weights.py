@@ -103,10 +103,25 @@ MODEL_TABLE = (
     ("decoder/decoder_pred/bias", NONE, "decoder.decoder_pred.bias", "decoder_pred.bias"),
 )
 
-# Name variants that some writers produce, tried when the table name is absent.
+# Classification heads (`TFViTMAEForImageClassification`): Keras path, transform,
+# transformers `ViTForImageClassification` name, original-MAE fine-tuning name.
+# `fc_norm` (mean pooling) and `probe_norm` (linear probe) have no transformers
+# counterpart; their names here are this package's.
+HEAD_TABLE = (
+    ("classifier/kernel", LINEAR, "classifier.weight", "head.weight"),
+    ("classifier/bias", NONE, "classifier.bias", "head.bias"),
+    ("fc_norm/gamma", NONE, "fc_norm.weight", "fc_norm.weight"),
+    ("fc_norm/beta", NONE, "fc_norm.bias", "fc_norm.bias"),
+    ("probe_norm/moving_mean", NONE, "probe_norm.running_mean", "head.0.running_mean"),
+    ("probe_norm/moving_variance", NONE, "probe_norm.running_var", "head.0.running_var"),
+)
+# Top-level Keras layer -> model part; a model has "vit" and optionally the others.
+PARTS = {"vit": "vit", "decoder": "decoder", "classifier": "head", "fc_norm": "head", "probe_norm": "head"}
+
+# Name variants that some writers produce: (alias, canonical name fragment).
 _ALIASES = (
     # transformers 5 writes decoder blocks under this (non-loadable by 4.x) prefix.
-    ("decoder.decoder_layers.", "decoder.decoder_encoder.layer."),
+    ("decoder.decoder_encoder.layer.", "decoder.decoder_layers."),
 )
 
 
@@ -146,17 +161,21 @@ def _legacy_tf_name(torch_name):
     return "/".join(out)
 
 
-def weight_table(config, fmt="transformers", include_decoder=True):
-    """The `Entry` list for a model of `config` in checkpoint layout `fmt`."""
+def part_of(keras_path):
+    """`"vit"`, `"decoder"` or `"head"`: the model part a Keras path belongs to."""
+    return PARTS[keras_path.split("/", 1)[0]]
+
+
+def weight_table(config, fmt="transformers", parts=("vit", "decoder")):
+    """The `Entry` list for the `parts` of a model of `config` in layout `fmt`."""
     if fmt not in FORMATS:
         raise ValueError(f"Unknown checkpoint format {fmt!r}; expected one of {FORMATS}")
     column = {"transformers": 0, "tf-legacy": 0, "keras": 0, "transformers-v5": 1, "mae": 2}[fmt]
     entries = []
-    for keras_path, transform, hf_name, mae_name in MODEL_TABLE:
-        if keras_path.startswith("decoder/") and not include_decoder:
-            continue
-        entries.append(Entry(keras_path, transform, _expand((hf_name, hf_name, mae_name)[column])))
-    depths = (config.num_hidden_layers, config.decoder_num_hidden_layers if include_decoder else 0)
+    for keras_path, transform, hf_name, mae_name in MODEL_TABLE + HEAD_TABLE:
+        if part_of(keras_path) in parts:
+            entries.append(Entry(keras_path, transform, _expand((hf_name, hf_name, mae_name)[column])))
+    depths = (config.num_hidden_layers, config.decoder_num_hidden_layers if "decoder" in parts else 0)
     for (keras_prefix, *prefixes), depth in zip(STACK_TABLE, depths):
         for i in range(depth):
             for suffix, transform, *names in BLOCK_TABLE:
@@ -235,19 +254,25 @@ def keras_variables(model):
     for variable in model.weights:
         parts = variable.path.split("/")
         for i, part in enumerate(parts):
-            if part in ("vit", "decoder"):
+            if part in PARTS:
                 out["/".join(parts[i:])] = variable
                 break
     return out
 
 
-def _lookup(state, name):
-    if name in state:
-        return name
-    for canonical, alias in _ALIASES:
-        if canonical in name and name.replace(canonical, alias) in state:
-            return name.replace(canonical, alias)
-    return None
+def model_parts(model):
+    """The parts (`"vit"`, `"decoder"`, `"head"`) that `model` has."""
+    return tuple(sorted({part_of(path) for path in keras_variables(model)}))
+
+
+def _canonical_names(state):
+    """Rename aliased keys (see `_ALIASES`) to the table's names."""
+    out = {}
+    for key, value in state.items():
+        for alias, canonical in _ALIASES:
+            key = key.replace(alias, canonical)
+        out[key] = value
+    return out
 
 
 def load_state_dict(model, state, fmt=None, strict=True, source=""):
@@ -259,53 +284,56 @@ def load_state_dict(model, state, fmt=None, strict=True, source=""):
         fmt: The layout; detected from the names when `None`.
         strict: Raise on missing variables, unused keys and shape mismatches.
             With `strict=False` what matches is loaded and the rest reported.
-            Either way, a decoder absent from the checkpoint (encoder-only
-            checkpoints) and a decoder present for an encoder-only model are
-            reported with a warning, not an error.
+            Either way, a part (decoder, classification head) that the
+            checkpoint lacks keeps its initialisation, and checkpoint weights of
+            a part the model lacks are ignored, each with a warning.
         source: File name for messages.
 
     Returns:
         A `LoadReport`. Nothing is assigned when an error is raised.
     """
-    state = _add_model_prefix(dict(state))
+    state = _canonical_names(_add_model_prefix(dict(state)))
     fmt = fmt or detect_format(state)
-    has_decoder = hasattr(model, "decoder")
     variables = keras_variables(model)
-    entries = weight_table(model.config, fmt, include_decoder=has_decoder)
+    parts = model_parts(model)
+    # The full table, to tell keys of parts this model lacks from unknown keys.
+    everything = weight_table(model.config, fmt, parts=("vit", "decoder", "head"))
+    entries = [e for e in everything if e.keras_path in variables]
+    other_parts = {n for e in everything if e.keras_path not in variables for n in e.names}
     report = LoadReport(format=fmt, source=source)
     used, assignments = set(), []
     where = f" in {source}" if source else ""
     for entry in entries:
-        names = [_lookup(state, n) for n in entry.names]
-        if any(n is None for n in names):
+        if any(n not in state for n in entry.names):
             report.missing.append(entry.keras_path)
             continue
-        used.update(names)
+        used.update(entry.names)
         variable = variables[entry.keras_path]
-        expected = _torch_shape(variable.shape, entry.transform, len(names))
-        found = [tuple(np.shape(state[n])) for n in names]
+        expected = _torch_shape(variable.shape, entry.transform, len(entry.names))
+        found = [tuple(np.shape(state[n])) for n in entry.names]
         if any(shape != expected for shape in found):
             bad = next(i for i, shape in enumerate(found) if shape != expected)
-            report.mismatched.append((names[bad], expected, found[bad]))
+            report.mismatched.append((entry.names[bad], expected, found[bad]))
             continue
-        parts = [_to_keras(np.asarray(state[n]), entry.transform) for n in names]
-        value = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
+        arrays = [_to_keras(np.asarray(state[n]), entry.transform) for n in entry.names]
+        value = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=-1)
         assignments.append((variable, value.astype(variable.dtype)))
         report.loaded.append(entry.keras_path)
-    report.unexpected = sorted(set(state) - used)
-    # Moving between the encoder-only and the pretraining model is expected:
-    # the decoder part is reported with a warning rather than as an error.
-    if not has_decoder and any(k.startswith("decoder") for k in report.unexpected):
-        dropped = [k for k in report.unexpected if k.startswith("decoder")]
-        report.unexpected = [k for k in report.unexpected if not k.startswith("decoder")]
-        warnings.warn(f"Ignored {len(dropped)} decoder weights{where}: an encoder-only model has no decoder")
-    decoder_paths = [e.keras_path for e in entries if e.keras_path.startswith("decoder/")]
-    if has_decoder and decoder_paths and all(p in report.missing for p in decoder_paths):
-        report.missing = [p for p in report.missing if p not in decoder_paths]
-        warnings.warn(
-            f"The checkpoint{where} has no decoder; the decoder keeps its initialisation. "
-            f"Not loaded: {', '.join(decoder_paths)}"
-        )
+    unused = set(state) - used
+    # Moving between the encoder, pretraining and classification models is
+    # expected: a part only one side has is reported with a warning, not an error.
+    ignored = sorted(unused & other_parts)
+    report.unexpected = sorted(unused - other_parts)
+    if ignored:
+        warnings.warn(f"Ignored {len(ignored)} weights{where} of parts this model does not have: "
+                      f"{', '.join(ignored[:6])}{', ...' if len(ignored) > 6 else ''}")
+    for part in ("decoder", "head"):
+        paths = [e.keras_path for e in entries if part_of(e.keras_path) == part]
+        if part in parts and paths and all(p in report.missing for p in paths):
+            report.missing = [p for p in report.missing if p not in paths]
+            warnings.warn(
+                f"The checkpoint{where} has no {part}; it keeps its initialisation. Not loaded: {', '.join(paths)}"
+            )
     if strict and (report.missing or report.unexpected or report.mismatched):
         raise CheckpointError(
             f"The checkpoint{where} does not fit this model ({model.config.num_hidden_layers} encoder / "
@@ -326,14 +354,15 @@ def to_state_dict(model, fmt="transformers"):
     """
     if fmt not in ("transformers", "mae"):
         raise ValueError(f"Can only write the 'transformers' or 'mae' layouts, received {fmt!r}")
-    has_decoder = hasattr(model, "decoder")
     variables = keras_variables(model)
     state = {}
-    for entry in weight_table(model.config, fmt, include_decoder=has_decoder):
+    for entry in weight_table(model.config, fmt, parts=model_parts(model)):
+        if entry.keras_path not in variables:
+            continue
         value = np.asarray(variables[entry.keras_path].numpy())
         for name, part in zip(entry.names, np.split(value, len(entry.names), axis=-1)):
             state[name] = np.ascontiguousarray(_to_torch(part, entry.transform))
-    if not has_decoder and fmt == "transformers":
+    if model_parts(model) == ("vit",) and fmt == "transformers":
         state = {k[len("vit."):]: v for k, v in state.items()}
     return state
 

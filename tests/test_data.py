@@ -1,0 +1,131 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfvitmae import data
+
+
+def write_images(folder, count=6, size=(40, 50), classes=("cats", "dogs")):
+    """A folder of real PNG/JPEG/BMP files in class sub-folders, plus junk."""
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        (folder / name).mkdir(parents=True)
+        for i in range(count):
+            pixels = rng.integers(0, 256, size=size + (3,), dtype=np.uint8)
+            encoded = [tf.io.encode_png, tf.io.encode_jpeg][i % 2](pixels)
+            tf.io.write_file(str(folder / name / f"{i}.{'png' if i % 2 == 0 else 'jpg'}"), encoded)
+    gray = tf.io.encode_png(rng.integers(0, 256, size=(30, 30, 1), dtype=np.uint8))
+    tf.io.write_file(str(folder / classes[0] / "gray.png"), gray)
+    rgba = tf.io.encode_png(rng.integers(0, 256, size=(20, 60, 4), dtype=np.uint8))
+    tf.io.write_file(str(folder / classes[1] / "rgba.png"), rgba)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / classes[0] / "fake.jpg").write_text("also not an image")
+    return 2 * count + 2
+
+
+def test_folder_pipeline_shapes_ranges_and_labels(tmp_path):
+    n = write_images(tmp_path)
+    paths, labels, classes, skipped = data.list_image_files(str(tmp_path))
+    assert len(paths) == n and classes == ["cats", "dogs"] and skipped == 2
+    assert sorted(set(labels)) == [0, 1]
+    ds, info = data.make_dataset(str(tmp_path), 32, 4, with_labels=True, seed=0, return_info=True)
+    assert info == dict(num_examples=n, skipped=2, class_names=["cats", "dogs"])
+    batches = list(ds)
+    assert sum(len(y) for _, y in batches) == n
+    x, y = batches[0]
+    assert x.shape == (4, 3, 32, 32) and x.dtype == tf.float32
+    # ImageNet-normalised uint8 pixels stay within these bounds.
+    low = (0 - max(data.IMAGENET_MEAN)) / min(data.IMAGENET_STD)
+    high = (1 - min(data.IMAGENET_MEAN)) / min(data.IMAGENET_STD)
+    assert low - 1e-4 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= high + 1e-4
+
+
+def test_truncated_image_is_skipped_not_fatal(tmp_path):
+    write_images(tmp_path, count=2)
+    good = (tmp_path / "cats" / "0.png").read_bytes()
+    (tmp_path / "cats" / "broken.png").write_bytes(good[: len(good) // 2])  # right header, broken data
+    ds = data.make_dataset(str(tmp_path), 16, 3, augment=False, shuffle=False)
+    total = sum(int(b.shape[0]) for b in ds)
+    assert total == 6  # 4 + gray + rgba; the broken one dropped
+
+
+def test_deterministic_under_seed_and_new_each_epoch():
+    images = np.random.default_rng(1).integers(0, 256, size=(10, 40, 50, 3), dtype=np.uint8)
+    a = [b.numpy() for b in data.make_dataset(images, 24, 4, seed=7)]
+    b = [b.numpy() for b in data.make_dataset(images, 24, 4, seed=7)]
+    c = [b.numpy() for b in data.make_dataset(images, 24, 4, seed=8)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0], c[0])
+    ds = data.make_dataset(images, 24, 4, seed=7)
+    first, second = [next(iter(ds)).numpy() for _ in range(2)]
+    assert not np.array_equal(first, second)  # a new shuffle and augmentation each epoch
+
+
+def test_eval_preprocessing_is_resize_and_normalise():
+    images = np.random.default_rng(2).integers(0, 256, size=(3, 20, 30, 3), dtype=np.uint8)
+    ds = data.make_dataset(images, (16, 24), 3, augment=False, shuffle=False, data_format="channels_last")
+    expected = tf.image.resize(images.astype("float32"), (16, 24), method="bicubic")
+    expected = (np.clip(expected, 0, 255) / 255 - np.array(data.IMAGENET_MEAN)) / np.array(data.IMAGENET_STD)
+    np.testing.assert_allclose(next(iter(ds)).numpy(), expected, atol=1e-5)
+
+
+def test_random_resized_crop_follows_the_recipe():
+    image = tf.reshape(tf.range(100 * 80, dtype=tf.float32) % 251, (100, 80, 1))
+    for i in range(20):
+        out = data.random_resized_crop(image, (32, 32), tf.constant([i, 3]))
+        assert out.shape == (32, 32, 1)
+        assert 0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 255
+    # The same seed gives the same crop.
+    a = data.random_resized_crop(image, (32, 32), tf.constant([5, 5]))
+    b = data.random_resized_crop(image, (32, 32), tf.constant([5, 5]))
+    np.testing.assert_array_equal(a, b)
+    # An image far outside the aspect range falls back to a centre crop.
+    thin = tf.ones((4, 300, 3))
+    assert data.random_resized_crop(thin, (16, 16), tf.constant([1, 1])).shape == (16, 16, 3)
+
+
+def test_arrays_datasets_and_channel_conversion():
+    gray = np.random.default_rng(3).random((5, 20, 20)).astype("float32")  # floats in [0, 1]
+    x = next(iter(data.make_dataset(gray, 16, 5, augment=False, shuffle=False)))
+    assert x.shape == (5, 3, 16, 16)
+    rgba = np.random.default_rng(4).integers(0, 256, size=(4, 20, 20, 4), dtype=np.uint8)
+    x = next(iter(data.make_dataset(rgba, 16, 4, num_channels=1, augment=False)))
+    assert x.shape == (4, 1, 16, 16)
+    source = tf.data.Dataset.from_tensor_slices({"image": rgba[..., :3], "label": np.arange(4)})
+    x, y = next(iter(data.make_dataset(source, 16, 4, with_labels=True, shuffle=False, augment=False)))
+    assert x.shape == (4, 3, 16, 16) and list(y.numpy()) == [0, 1, 2, 3]
+
+
+def test_mixup_cutmix_give_soft_labels():
+    images = np.random.default_rng(5).integers(0, 256, size=(8, 20, 20, 3), dtype=np.uint8)
+    ds = data.make_dataset(images, 16, 4, labels=np.arange(8) % 4, with_labels=True, num_classes=4,
+                           mixup_alpha=0.8, cutmix_alpha=1.0, seed=1)
+    for x, y in ds:
+        assert y.shape == (4, 4)
+        np.testing.assert_allclose(y.numpy().sum(-1), 1.0, atol=1e-5)
+
+
+def test_split_files_is_deterministic():
+    paths, labels = [f"{i}.png" for i in range(10)], list(range(10))
+    (a, _), (b, _) = data.split_files(paths, labels, 0.3, seed=0)
+    assert len(b) == 3 and not set(a) & set(b) and data.split_files(paths, labels, 0.3, seed=0)[1][0] == b
+
+
+@pytest.mark.parametrize(
+    "call, pattern",
+    [
+        (lambda d: data.make_dataset(str(d / "empty"), 16, 2), r"No images found in .*empty"),
+        (lambda d: data.make_dataset(str(d / "missing"), 16, 2), r"not a directory"),
+        (lambda d: data.make_dataset(np.zeros((2, 8, 8, 3), "uint8"), 16, 4, drop_remainder=True),
+         r"batch_size 4 is larger than the dataset \(2 images\)"),
+        (lambda d: data.make_dataset(np.zeros((2, 8), "uint8"), 16, 2), r"received shape \(2, 8\)"),
+        (lambda d: data.make_dataset(np.zeros((2, 8, 8, 3), "uint8"), 16, 0), r"batch_size must be at least 1"),
+        (lambda d: data.make_dataset(np.zeros((2, 8, 8, 3), "uint8"), 16, 2, labels=[1]), r"one label per image"),
+        (lambda d: data.make_dataset(np.zeros((2, 8, 8, 3), "uint8"), 16, 2, mixup_alpha=0.8), r"num_classes"),
+    ],
+)
+def test_bad_input(tmp_path, call, pattern):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no images here")
+    with pytest.raises(ValueError, match=pattern):
+        call(tmp_path)
