@@ -158,6 +158,19 @@ def _convert(args):
     return 0
 
 
+def _export(args):
+    from .export import export_for_serving
+    from .hub import load_any_model
+
+    model = load_any_model(args.model)
+    signatures = export_for_serving(model, args.export_base, version=args.version, raw_inputs=not args.no_raw_inputs,
+                                    warmup=args.warmup, top_k=args.top_k, verbose=False)
+    path = os.path.join(args.export_base, str(args.version))
+    print(f"exported {type(model).__name__} to {path} with signatures: {', '.join(signatures)}")
+    print(f"inspect with: saved_model_cli show --dir {path} --all")
+    return 0
+
+
 def _add_common_training(parser, epochs, batch_size):
     parser.add_argument("--output-dir", required=True, help="where checkpoints (and images) are written")
     parser.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default: {epochs})")
@@ -258,6 +271,21 @@ def build_parser():
     rec.add_argument("--mask-ratio", type=float, help="fraction of patches masked (default: the model's)")
     rec.add_argument("--seed", type=int, default=0, help="seed of the mask (default: 0)")
     rec.set_defaults(func=_reconstruct)
+
+    exp = commands.add_parser(
+        "export", help="export a SavedModel for TensorFlow Serving",
+        description="Write MODEL as EXPORT_BASE/VERSION/saved_model.pb + variables/, the layout TensorFlow Serving "
+        "loads. Signatures: serving_default (encoder features), reconstruct[_with_seed] for pretraining models, "
+        "classify for classifiers, each also taking encoded image bytes (_image_bytes) and uint8 images (_uint8).",
+    )
+    exp.add_argument("model", metavar="MODEL", help="checkpoint directory, weights file or Hub id")
+    exp.add_argument("export_base", metavar="EXPORT_BASE", help="model base directory of TF Serving")
+    exp.add_argument("--version", type=int, default=1, help="version sub-directory, must be new (default: 1)")
+    exp.add_argument("--no-raw-inputs", action="store_true", help="skip the image-bytes and uint8 signatures")
+    exp.add_argument("--warmup", action="store_true",
+                     help="write assets.extra/tf_serving_warmup_requests (needs tensorflow-serving-api)")
+    exp.add_argument("--top-k", type=int, default=5, help="classes in classify's top-k outputs (default: 5)")
+    exp.set_defaults(func=_export)
 
     convert = commands.add_parser(
         "convert", help="convert a checkpoint between PyTorch and Keras layouts",

@@ -128,6 +128,17 @@ def _read_keras_weights(path, config):
     return {name: variable.numpy() for name, variable in keras_variables(source).items()}
 
 
+def load_any_model(name_or_path, **kwargs):
+    """The checkpoint's own model class (from `architectures` in its config),
+    loaded with `from_pretrained`; `TFViTMAEForPreTraining` when unsaid."""
+    config_path, _ = resolve_files(os.fspath(name_or_path))
+    classes = _model_classes()
+    by_name = {**{v: classes[k] for k, v in _PYTORCH_ARCHITECTURE.items()}, **classes}
+    architectures = ViTMAEConfig.from_pretrained(config_path).extra.get("architectures", []) if config_path else []
+    cls = next((by_name[a] for a in architectures if a in by_name), classes["TFViTMAEForPreTraining"])
+    return cls.from_pretrained(name_or_path, **kwargs)
+
+
 def load_weights_file(model, config, weights_path, strict=True):
     """Load one resolved weights file into `model` (all or nothing); returns a `LoadReport`."""
     source = os.path.basename(weights_path)

@@ -196,6 +196,8 @@ class RandomMasking(keras.layers.Layer):
     Call arguments:
         sequence: `(batch, num_patches, dim)`.
         noise: Optional float `(batch, num_patches)`; makes masking deterministic.
+        mask_ratio: Optional override of the layer's ratio for this call
+            (`0.0` without `noise`: the unmasked sequence, in order).
 
     Returns:
         `(kept, mask, ids_restore)`: kept tokens `(batch, len_keep, dim)`, the
@@ -214,9 +216,9 @@ class RandomMasking(keras.layers.Layer):
     def build(self, input_shape=None):
         pass
 
-    def call(self, sequence, noise=None):
+    def call(self, sequence, noise=None, mask_ratio=None):
         batch, length = ops.shape(sequence)[0], sequence.shape[1]
-        len_keep = int(length * (1 - self.mask_ratio))
+        len_keep = int(length * (1 - (self.mask_ratio if mask_ratio is None else mask_ratio)))
         if noise is None:
             if len_keep == length:
                 order = ops.broadcast_to(ops.arange(length, dtype="int32")[None], (batch, length))

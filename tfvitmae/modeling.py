@@ -112,6 +112,7 @@ class ViTMAEEmbeddings(_ConfigLayer):
         images: Channels-last `(batch, height, width, num_channels)`.
         noise: Optional `(batch, num_patches)` masking noise.
         interpolate_pos_encoding: Resize the position table to the input grid.
+        unmasked: Keep every patch, in order (feature extraction).
 
     Returns:
         `(embeddings, mask, ids_restore)` with embeddings `(batch, 1 + len_keep, hidden)`.
@@ -139,14 +140,16 @@ class ViTMAEEmbeddings(_ConfigLayer):
             shape=table.shape, initializer=keras.initializers.Constant(table), trainable=False, name="position_embeddings"
         )
 
-    def call(self, images, noise=None, interpolate_pos_encoding=False, training=False):
+    def call(self, images, noise=None, interpolate_pos_encoding=False, training=False, unmasked=False):
         embeddings = self.patch_embeddings(images)
         position = ops.cast(self.position_embeddings, embeddings.dtype)
         grid = (images.shape[1] // self.config.patch_hw[0], images.shape[2] // self.config.patch_hw[1])
         if interpolate_pos_encoding:
             position = resize_position_table(position, self.config.grid_size, grid)
         embeddings = embeddings + position[:, 1:]
-        embeddings, mask, ids_restore = self.random_masking(embeddings, noise=noise)
+        embeddings, mask, ids_restore = self.random_masking(
+            embeddings, noise=noise, mask_ratio=0.0 if unmasked else None
+        )
         cls = ops.cast(self.cls_token, embeddings.dtype) + position[:, :1]
         cls = ops.broadcast_to(cls, (ops.shape(embeddings)[0], 1, self.config.hidden_size))
         return ops.concatenate([cls, embeddings], axis=1), mask, ids_restore
@@ -168,6 +171,7 @@ class ViTMAEEncoder(_ConfigLayer):
         training: Enables dropout.
         final_norm: Apply the final LayerNorm (off for MAE's mean-pooled
             fine-tuning head, which normalises after pooling).
+        unmasked: Encode every patch, in order, whatever `config.mask_ratio`.
 
     Returns:
         A `TFViTMAEModelOutput`.
@@ -207,9 +211,11 @@ class ViTMAEEncoder(_ConfigLayer):
         interpolate_pos_encoding=False,
         training=False,
         final_norm=True,
+        unmasked=False,
     ):
         hidden_states, mask, ids_restore = self.embeddings(
-            images, noise=noise, interpolate_pos_encoding=interpolate_pos_encoding, training=training
+            images, noise=noise, interpolate_pos_encoding=interpolate_pos_encoding, training=training,
+            unmasked=unmasked,
         )
         hidden_states, all_hidden, all_attentions = _run_blocks(
             self.blocks, hidden_states, head_masks, output_attentions, output_hidden_states, training
@@ -596,6 +602,24 @@ class TFViTMAEPreTrainedModel(keras.Model):
 
         return to_state_dict(self, "transformers")
 
+    def export(self, filepath, format="tf_saved_model", verbose=True, **kwargs):
+        """Export a SavedModel for TensorFlow Serving (see `tfvitmae.export`).
+
+        Args:
+            filepath: A new directory (for TF Serving, `BASE/VERSION`).
+            format: `"tf_saved_model"`; other formats go to `keras.Model.export`.
+            verbose: Print the signatures.
+            **kwargs: `raw_inputs`, `warmup`, `top_k` of `export.export_saved_model`.
+
+        Returns:
+            The exported signature names.
+        """
+        if format != "tf_saved_model":
+            return super().export(filepath, format=format, verbose=verbose, **kwargs)
+        from .export import export_saved_model
+
+        return export_saved_model(self, filepath, verbose=verbose, **kwargs)
+
     # -------------------------------------------------------- serialization
     def build(self, input_shape=None):
         # Every shape is known from the config: build all weights up front so a
@@ -807,16 +831,51 @@ class TFViTMAEForPreTraining(TFViTMAEPreTrainedModel):
         x = ops.reshape(x, (-1, rows * patch_h, cols * patch_w, c.num_channels))
         return ops.transpose(x, (0, 3, 1, 2)) if self.data_format == "channels_first" else x
 
+    def _patch_targets(self, images):
+        """Float32 target patches, and the per-patch `(mean, std)` that
+        `norm_pix_loss` normalises them with (`None` without it)."""
+        target = self._patchify_nhwc(ops.cast(images, "float32"))
+        if not self.config.norm_pix_loss:
+            return target, None
+        mean = ops.mean(target, axis=-1, keepdims=True)
+        var = ops.sum(ops.square(target - mean), axis=-1, keepdims=True) / (target.shape[-1] - 1)  # unbiased
+        std = ops.sqrt(var + NORM_PIX_EPS)
+        return (target - mean) / std, (mean, std)
+
+    def _per_patch_error(self, images, logits):
+        target, _ = self._patch_targets(images)
+        return ops.mean(ops.square(ops.cast(logits, "float32") - target), axis=-1)
+
     def _masked_patch_loss(self, images, logits, mask):
         """Mean squared error over the removed patches, in float32."""
-        target = self._patchify_nhwc(ops.cast(images, "float32"))
-        if self.config.norm_pix_loss:
-            mean = ops.mean(target, axis=-1, keepdims=True)
-            count = target.shape[-1]
-            var = ops.sum(ops.square(target - mean), axis=-1, keepdims=True) / (count - 1)  # unbiased, as PyTorch
-            target = (target - mean) / ops.sqrt(var + NORM_PIX_EPS)
-        per_patch = ops.mean(ops.square(ops.cast(logits, "float32") - target), axis=-1)
+        per_patch = self._per_patch_error(images, logits)
         return tf.math.divide_no_nan(ops.sum(per_patch * mask), ops.sum(mask))
+
+    def per_example_loss(self, pixel_values, logits, mask, interpolate_pos_encoding=False):
+        """The loss of each image separately, `(batch,)` (for serving and analysis)."""
+        images = self._check_pixel_values(pixel_values, interpolate_pos_encoding)
+        mask = ops.convert_to_tensor(mask, "float32")
+        per_patch = self._per_patch_error(images, logits)
+        return tf.math.divide_no_nan(ops.sum(per_patch * mask, axis=1), ops.sum(mask, axis=1))
+
+    def reconstruct_image(self, pixel_values, logits, mask=None, interpolate_pos_encoding=False):
+        """Images from predicted patches, in the model's layout and the input's pixel space.
+
+        With `norm_pix_loss` the predictions are per-patch normalised; they are
+        mapped back with each input patch's own mean and std, as MAE's
+        visualisation does. With a `mask`, the visible patches (mask 0) are
+        the input's own, so only the removed ones are predictions.
+        """
+        images = self._check_pixel_values(pixel_values, interpolate_pos_encoding)
+        target, stats = self._patch_targets(images)
+        pred = ops.cast(logits, "float32")
+        if stats is not None:
+            mean, std = stats
+            pred, target = pred * std + mean, target * std + mean
+        if mask is not None:
+            mask = ops.convert_to_tensor(mask, "float32")[..., None]
+            pred = pred * mask + target * (1.0 - mask)
+        return self.unpatchify(pred, tuple(images.shape[1:3]))
 
     def forward_loss(self, pixel_values, pred, mask, interpolate_pos_encoding=False):
         """The pretraining loss for `pixel_values` (model layout), logits and mask."""

@@ -213,28 +213,25 @@ def reconstruct(model, pixel_values, seed=0, noise=None):
     Returns:
         `(masked, reconstruction, pasted)`, each channels-last float in the
         normalised pixel space: the input with removed patches zeroed, the
-        predicted image (de-normalised per patch when `norm_pix_loss`), and the
-        prediction with the visible patches replaced by the input's.
+        predicted image (see `reconstruct_image`), and the prediction with the
+        visible patches replaced by the input's.
     """
-    config = model.config
     pixel_values = np.asarray(pixel_values, "float32")
     if noise is None:
-        noise = np.random.default_rng(seed).random((len(pixel_values), config.num_patches)).astype("float32")
+        noise = np.random.default_rng(seed).random((len(pixel_values), model.config.num_patches)).astype("float32")
     out = model(pixel_values, noise=noise)
-    logits = out.logits.numpy()
-    target = model.patchify(pixel_values).numpy()
-    if config.norm_pix_loss:  # predictions are per-patch normalised: undo with the input's statistics
-        mean = target.mean(-1, keepdims=True)
-        var = target.var(-1, ddof=1, keepdims=True)
-        logits = logits * np.sqrt(var + 1e-6) + mean
-    mask = out.mask.numpy()[..., None]
     height, width = pixel_values.shape[2:] if model.data_format == "channels_first" else pixel_values.shape[1:3]
+    visible = model.patchify(pixel_values) * (1.0 - out.mask[..., None])
 
-    def image(patches):
-        x = model.unpatchify(patches, (height, width)).numpy()
+    def channels_last(x):
+        x = np.asarray(x)
         return np.transpose(x, (0, 2, 3, 1)) if model.data_format == "channels_first" else x
 
-    return image(target * (1 - mask)), image(logits), image(logits * mask + target * (1 - mask))
+    return (
+        channels_last(model.unpatchify(visible, (height, width))),
+        channels_last(model.reconstruct_image(pixel_values, out.logits)),
+        channels_last(model.reconstruct_image(pixel_values, out.logits, out.mask)),
+    )
 
 
 def write_reconstruction_grid(model, pixel_values, path, mean, std, seed=0):
