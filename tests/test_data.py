@@ -129,3 +129,12 @@ def test_bad_input(tmp_path, call, pattern):
     (tmp_path / "empty" / "readme.txt").write_text("no images here")
     with pytest.raises(ValueError, match=pattern):
         call(tmp_path)
+
+
+def test_channel_stats():
+    mean, std = data.channel_stats(data.IMAGENET_MEAN, data.IMAGENET_STD, 3)
+    np.testing.assert_allclose(mean, data.IMAGENET_MEAN)
+    np.testing.assert_allclose(std, data.IMAGENET_STD)
+    mean, std = data.channel_stats(data.IMAGENET_MEAN, data.IMAGENET_STD, 1)  # grayscale: the RGB average
+    np.testing.assert_allclose(mean, [np.mean(data.IMAGENET_MEAN)], rtol=1e-6)
+    np.testing.assert_allclose(std, [np.mean(data.IMAGENET_STD)], rtol=1e-6)

@@ -1,7 +1,9 @@
 """tfvitmae: ViTMAE (masked autoencoders) for Keras 3 on TensorFlow.
 
 The public API follows Hugging Face's documented `TFViTMAEModel` /
-`TFViTMAEForPreTraining`. Model classes are imported on first use, so
+`TFViTMAEForPreTraining`, plus `TFViTMAEForImageClassification` for probing
+and fine-tuning; `tfvitmae.data`, `tfvitmae.training` and `tfvitmae.export`
+hold the input pipeline, the training recipe and the serving export. Model classes are imported on first use, so
 `import tfvitmae` (and the `tfvitmae` command's `--help`) stays fast and
 `ViTMAEConfig` can be used without loading TensorFlow.
 """
@@ -16,6 +18,7 @@ _LAZY = {
     "TFViTMAEModel": "modeling",
     "TFViTMAEForPreTraining": "modeling",
     "TFViTMAEPreTrainedModel": "modeling",
+    "TFViTMAEForImageClassification": "classification",
     "TFViTMAEModelOutput": "outputs",
     "TFViTMAEForPreTrainingOutput": "outputs",
     "TFViTMAEDecoderOutput": "outputs",

@@ -87,12 +87,20 @@ def decode_image(contents, num_channels=3):
     return image
 
 
+def channel_stats(mean, std, channels):
+    """Per-channel float32 `(mean, std)` for `channels` channels. Statistics
+    for another channel count (ImageNet's RGB ones for a grayscale model) are
+    replaced by their average on every channel."""
+    mean, std = np.asarray(mean, "float32"), np.asarray(std, "float32")
+    if len(mean) != channels:
+        mean, std = np.full(channels, mean.mean(), "float32"), np.full(channels, std.mean(), "float32")
+    return mean, std
+
+
 def normalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """uint8 (or float in [0, 255]) images -> float32 `(x / 255 - mean) / std`."""
     images = tf.cast(images, tf.float32) / 255.0
-    channels = images.shape[-1]
-    mean = tf.constant(mean[:channels] if len(mean) >= channels else [np.mean(mean)] * channels, tf.float32)
-    std = tf.constant(std[:channels] if len(std) >= channels else [np.mean(std)] * channels, tf.float32)
+    mean, std = channel_stats(mean, std, images.shape[-1])
     return (images - mean) / std
 
 

@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .data import IMAGENET_MEAN, IMAGENET_STD, decode_image, preprocess_images
+from .data import IMAGENET_MEAN, IMAGENET_STD, channel_stats, decode_image, preprocess_images
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
@@ -97,9 +97,7 @@ class _Signatures:
         }
         if raw:  # raw-image requests also get a viewable uint8 image
             rgb = tf.transpose(image, (0, 2, 3, 1)) if self.channels_first else image
-            c = self.config.num_channels
-            mean = tf.constant(IMAGENET_MEAN[:c] if c <= 3 else IMAGENET_MEAN, tf.float32)
-            std = tf.constant(IMAGENET_STD[:c] if c <= 3 else IMAGENET_STD, tf.float32)
+            mean, std = channel_stats(IMAGENET_MEAN, IMAGENET_STD, self.config.num_channels)
             result["reconstructed_image_uint8"] = tf.cast(
                 tf.clip_by_value(tf.round((rgb * std + mean) * 255.0), 0, 255), tf.uint8
             )

@@ -243,8 +243,9 @@ def write_reconstruction_grid(model, pixel_values, path, mean, std, seed=0):
     if model.data_format == "channels_first":
         original = np.transpose(original, (0, 2, 3, 1))
     channels = original.shape[-1]
-    mean = np.asarray(mean[:channels] if len(mean) >= channels else [np.mean(mean)] * channels, "float32")
-    std = np.asarray(std[:channels] if len(std) >= channels else [np.mean(std)] * channels, "float32")
+    from .data import channel_stats
+
+    mean, std = channel_stats(mean, std, channels)
     zoom = max(1, 96 // original.shape[1])  # small images are enlarged (nearest) to stay visible
     rows = []
     for columns in zip(original, masked, reconstruction, pasted):
