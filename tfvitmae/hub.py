@@ -23,7 +23,6 @@ from .weights import (
     infer_mae_config,
     load_state_dict,
     read_checkpoint,
-    to_state_dict,
     write_safetensors,
     write_torch_bin,
 )

@@ -10,7 +10,6 @@ mask tokens, un-shuffles, and predicts every patch's pixels.
 import os
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import ops
 
