@@ -202,7 +202,7 @@ def build_parser():
         "demo", help="pretrain, reconstruct and linear-probe a small MAE on bundled real images (offline)",
         description="Pretrain a small MAE with model.fit on scikit-learn's bundled handwritten digits, write a "
         "reconstruction grid, and report the linear-probe accuracy of the pretrained encoder against a randomly "
-        "initialised one. Needs no network; about two minutes on two CPU cores.",
+        "initialised one. Needs no network; about a minute and a half on two CPU cores.",
     )
     demo.add_argument("--output-dir", default="tfvitmae-demo", help="where the model and PNG go (default: %(default)s)")
     demo.add_argument("--epochs", type=int, default=30, help="pretraining epochs (default: %(default)s)")
