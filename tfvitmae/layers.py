@@ -240,6 +240,13 @@ class RandomMasking(keras.layers.Layer):
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
+def check_attn_implementation(value):
+    """Return `value` if it is a known attention path, else raise `ValueError`."""
+    if value not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, received {value!r}")
+    return value
+
+
 @keras.saving.register_keras_serializable(package="tfvitmae")
 class ViTMAEAttention(keras.layers.Layer):
     """Multi-head self-attention with one fused query/key/value projection.
@@ -285,10 +292,7 @@ class ViTMAEAttention(keras.layers.Layer):
         super().__init__(**kwargs)
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads, received {num_heads}")
-        if attn_implementation not in ATTENTION_IMPLEMENTATIONS:
-            raise ValueError(
-                f"attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, received {attn_implementation!r}"
-            )
+        check_attn_implementation(attn_implementation)
         self.hidden_size = hidden_size
         self.num_heads = num_heads
         self.head_dim = hidden_size // num_heads
@@ -531,9 +535,7 @@ class ViTMAEBlock(keras.layers.Layer):
 
     @attn_implementation.setter
     def attn_implementation(self, value):
-        if value not in ATTENTION_IMPLEMENTATIONS:
-            raise ValueError(f"attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, received {value!r}")
-        self.attention.attn_implementation = value
+        self.attention.attn_implementation = check_attn_implementation(value)
 
     def build(self, input_shape=None):
         shape = (None, None, self.hidden_size)

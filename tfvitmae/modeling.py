@@ -15,10 +15,10 @@ from keras import ops
 
 from .config import ViTMAEConfig
 from .layers import (
-    ATTENTION_IMPLEMENTATIONS,
     PatchEmbedding,
     RandomMasking,
     ViTMAEBlock,
+    check_attn_implementation,
     resize_position_table,
     sincos_position_table,
 )
@@ -341,10 +341,7 @@ class TFViTMAEPreTrainedModel(keras.Model):
         super().__init__(**kwargs)
         if data_format not in DATA_FORMATS:
             raise ValueError(f"data_format must be one of {DATA_FORMATS}, received {data_format!r}")
-        if attn_implementation not in ATTENTION_IMPLEMENTATIONS:
-            raise ValueError(
-                f"attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, received {attn_implementation!r}"
-            )
+        check_attn_implementation(attn_implementation)
         self.config = _as_config(config)
         self.data_format = data_format
         self.seed = seed
@@ -362,8 +359,7 @@ class TFViTMAEPreTrainedModel(keras.Model):
     @attn_implementation.setter
     def attn_implementation(self, value):
         """Switch every block between `"sdpa"` and `"eager"` (weights are shared)."""
-        if value not in ATTENTION_IMPLEMENTATIONS:
-            raise ValueError(f"attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, received {value!r}")
+        check_attn_implementation(value)
         for layer in self._attention_stacks():
             layer._attn_implementation = value
             for block in layer.blocks:

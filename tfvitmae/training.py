@@ -274,6 +274,16 @@ class SavePretrained(keras.callbacks.Callback):
         self.model.save_pretrained(self.directory)
 
 
+def _steps_per_epoch(dataset, steps_per_epoch):
+    """`steps_per_epoch`, or the dataset's length when it is known."""
+    if steps_per_epoch is not None:
+        return steps_per_epoch
+    cardinality = int(dataset.cardinality())
+    if cardinality <= 0:
+        raise ValueError("The dataset's length is unknown or infinite: pass steps_per_epoch")
+    return cardinality
+
+
 def _is_multi_worker(strategy):
     import tensorflow as tf
 
@@ -388,11 +398,7 @@ def pretrain(
     """
     import tensorflow as tf
 
-    if steps_per_epoch is None:
-        cardinality = int(dataset.cardinality())
-        if cardinality <= 0:
-            raise ValueError("The dataset's length is unknown or infinite: pass steps_per_epoch")
-        steps_per_epoch = cardinality
+    steps_per_epoch = _steps_per_epoch(dataset, steps_per_epoch)
     os.makedirs(output_dir, exist_ok=True)
     optimizer = mae_optimizer(batch_size, steps_per_epoch, epochs, warmup_epochs, base_lr, weight_decay)
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
@@ -458,10 +464,7 @@ def train_classifier(model, train_data, epochs, batch_size, steps_per_epoch=None
     Returns:
         The Keras `History`.
     """
-    if steps_per_epoch is None:
-        steps_per_epoch = int(train_data.cardinality())
-        if steps_per_epoch <= 0:
-            raise ValueError("The dataset's length is unknown or infinite: pass steps_per_epoch")
+    steps_per_epoch = _steps_per_epoch(train_data, steps_per_epoch)
     optimizer = classifier_optimizer(model, batch_size, steps_per_epoch, epochs, base_lr, warmup_epochs,
                                      weight_decay, layer_decay)
     if one_hot_labels:

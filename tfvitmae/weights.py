@@ -495,29 +495,30 @@ def read_checkpoint(path):
     raise CheckpointError(f"Unknown checkpoint type {name!r}: expected .safetensors, .bin, .pth or .h5")
 
 
-def write_safetensors(state, path):
-    """Write `state` to `path` atomically (temporary file, then rename)."""
-    from safetensors.numpy import save_file
-
+def _write_atomically(path, write):
+    """Call `write(temporary_path)`, then rename into `path`; no partial file is left."""
     tmp = path + ".tmp"
     try:
-        save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, tmp, metadata={"format": "pt"})
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_safetensors(state, path):
+    """Write `state` to `path` atomically (temporary file, then rename)."""
+    from safetensors.numpy import save_file
+
+    arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
+    _write_atomically(path, lambda tmp: save_file(arrays, tmp, metadata={"format": "pt"}))
 
 
 def write_torch_bin(state, path):
     import torch
 
-    tmp = path + ".tmp"
-    try:
-        torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
+    _write_atomically(path, lambda tmp: torch.save(tensors, tmp))
 
 
 def infer_mae_config(state, **overrides):
