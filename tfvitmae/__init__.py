@@ -2,10 +2,23 @@
 
 The public API follows Hugging Face's documented `TFViTMAEModel` /
 `TFViTMAEForPreTraining`, plus `TFViTMAEForImageClassification` for probing
-and fine-tuning; `tfvitmae.data`, `tfvitmae.training` and `tfvitmae.export`
-hold the input pipeline, the training recipe and the serving export. Model classes are imported on first use, so
-`import tfvitmae` (and the `tfvitmae` command's `--help`) stays fast and
+and fine-tuning. Model classes are imported on first use, so `import
+tfvitmae` (and the `tfvitmae` command's `--help`) stays fast and
 `ViTMAEConfig` can be used without loading TensorFlow.
+
+Modules, bottom up (a module imports only from the rows above it, or earlier
+in its own row; `tests/test_architecture.py` checks this):
+
+- `config`, `activations`, `seeds`, `files`: plain Python.
+- `position`, `attention`, `layers`, `outputs`, `inputs`, `patches`: Keras layers and ops.
+- `stacks`: the encoder and decoder.
+- `checkpoint_files`, `weights`, `state_dicts`, `hub`: checkpoint I/O. Model-agnostic: they take the
+  model or class as an argument, or find it in Keras' registry.
+- `data`, `export`: the `tf.data` pipeline and the SavedModel signatures (model-agnostic).
+- `base_model`, `modeling`, `classification`: the models, whose documented methods
+  (`from_pretrained`, `save_pretrained`, `export`, ...) call the rows above.
+- `schedules`, `optimizers`, `visualization`, `callbacks`, `loops`, `training`: the recipe.
+- `demo`, `commands`, `cli`: the `tfvitmae` command.
 """
 
 import importlib
@@ -17,7 +30,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "TFViTMAEModel": "modeling",
     "TFViTMAEForPreTraining": "modeling",
-    "TFViTMAEPreTrainedModel": "modeling",
+    "TFViTMAEPreTrainedModel": "base_model",
     "TFViTMAEForImageClassification": "classification",
     "TFViTMAEModelOutput": "outputs",
     "TFViTMAEForPreTrainingOutput": "outputs",

@@ -9,9 +9,14 @@ import os
 import warnings
 
 import keras
+import numpy as np
 from keras import ops
 
-from .modeling import TFViTMAEPreTrainedModel, _as_config
+from .base_model import TFViTMAEPreTrainedModel
+from .config import as_config
+from .inputs import unpack_inputs
+from .modeling import TFViTMAEModel
+from .weights import keras_variables
 
 POOLINGS = ("cls", "mean")
 
@@ -47,28 +52,56 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
 
     default_name = "vit_mae_for_image_classification"
 
-    def __init__(self, config, num_labels=1000, pooling="cls", linear_probe=False, drop_path_rate=0.0,
-                 id2label=None, data_format="channels_first", attn_implementation="sdpa", seed=None, **kwargs):
+    def __init__(
+        self,
+        config,
+        num_labels=1000,
+        pooling="cls",
+        linear_probe=False,
+        drop_path_rate=0.0,
+        id2label=None,
+        data_format="channels_first",
+        attn_implementation="sdpa",
+        seed=None,
+        **kwargs,
+    ):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, received {pooling!r}")
         if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
             raise ValueError(f"num_labels must be a positive integer, received {num_labels!r}")
-        config = _as_config(config).copy(mask_ratio=0.0)
-        super().__init__(config, data_format, attn_implementation, seed, drop_path_rate=drop_path_rate, **kwargs)
+        config = as_config(config).copy(mask_ratio=0.0)
+        super().__init__(
+            config, data_format, attn_implementation, seed, drop_path_rate=drop_path_rate, **kwargs
+        )
         self.num_labels = num_labels
         self.pooling = pooling
         self.linear_probe = linear_probe
         self.id2label = {int(k): str(v) for k, v in (id2label or {}).items()}
         dtype = self.dtype_policy
-        self.fc_norm = keras.layers.LayerNormalization(
-            epsilon=config.layer_norm_eps, name="fc_norm", dtype=dtype
-        ) if pooling == "mean" else None
-        self.probe_norm = keras.layers.BatchNormalization(
-            center=False, scale=False, epsilon=1e-6, momentum=0.9, name="probe_norm", dtype=dtype
-        ) if linear_probe else None
+        self.fc_norm = (
+            keras.layers.LayerNormalization(
+                epsilon=config.layer_norm_eps, name="fc_norm", dtype=dtype
+            )
+            if pooling == "mean"
+            else None
+        )
+        self.probe_norm = (
+            keras.layers.BatchNormalization(
+                center=False,
+                scale=False,
+                epsilon=1e-6,
+                momentum=0.9,
+                name="probe_norm",
+                dtype=dtype,
+            )
+            if linear_probe
+            else None
+        )
         self.classifier = keras.layers.Dense(
             num_labels,
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.01 if linear_probe else 2e-5),
+            kernel_initializer=keras.initializers.TruncatedNormal(
+                stddev=0.01 if linear_probe else 2e-5
+            ),
             name="classifier",
             dtype=dtype,
         )
@@ -85,7 +118,7 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
 
     def features(self, pixel_values, training=False, interpolate_pos_encoding=False):
         """The pooled encoder features `(batch, hidden_size)` the head sees."""
-        images = self._check_pixel_values(self._unpack_inputs(pixel_values, None)[0], interpolate_pos_encoding)
+        images = self.check_pixel_values(unpack_inputs(pixel_values)[0], interpolate_pos_encoding)
         encoder_training = training and not self.linear_probe
         hidden = self.vit(
             images,
@@ -98,29 +131,41 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
         return self.fc_norm(ops.mean(hidden[:, 1:], axis=1))
 
     def call(self, pixel_values, training=False, interpolate_pos_encoding=False):
-        features = self.features(pixel_values, training=training, interpolate_pos_encoding=interpolate_pos_encoding)
+        features = self.features(
+            pixel_values, training=training, interpolate_pos_encoding=interpolate_pos_encoding
+        )
         if self.probe_norm is not None:
             features = self.probe_norm(features, training=training)
         return ops.cast(self.classifier(features), "float32")
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_labels=self.num_labels, pooling=self.pooling, linear_probe=self.linear_probe,
-                      id2label=self.id2label)
+        config.update(
+            num_labels=self.num_labels,
+            pooling=self.pooling,
+            linear_probe=self.linear_probe,
+            id2label=self.id2label,
+        )
         return config
 
     # ------------------------------------------------------- checkpoints
     @classmethod
     def init_kwargs_from_config(cls, config):
         id2label = {int(k): v for k, v in config.extra.get("id2label", {}).items()}
-        kwargs = dict(pooling=config.extra.get("pooling", "cls"), linear_probe=config.extra.get("linear_probe", False))
+        kwargs = dict(
+            pooling=config.extra.get("pooling", "cls"),
+            linear_probe=config.extra.get("linear_probe", False),
+        )
         if id2label:
             kwargs.update(num_labels=len(id2label), id2label=id2label)
         return kwargs
 
     def config_extras(self, pytorch=False):
         labels = self.id2label or {i: f"LABEL_{i}" for i in range(self.num_labels)}
-        extras = dict(id2label={str(k): v for k, v in labels.items()}, label2id={v: k for k, v in labels.items()})
+        extras = dict(
+            id2label={str(k): v for k, v in labels.items()},
+            label2id={v: k for k, v in labels.items()},
+        )
         if pytorch:  # transformers' ViTForImageClassification config
             extras["model_type"] = "vit"
         else:
@@ -129,16 +174,21 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
 
     def pytorch_state_dict(self):
         """transformers `ViTForImageClassification` weights; a probe's BatchNorm
-        (no affine) is folded into the classifier, which is exact."""
-        import numpy as np
-
+        (no affine) is folded into the classifier, which is exact. Mean pooling
+        has no counterpart there and is refused."""
+        if self.pooling == "mean":
+            raise ValueError(
+                "transformers' ViTForImageClassification pools the CLS token; a mean-pooled "
+                "classifier cannot be written in its layout. Save it with pytorch=False."
+            )
         state = super().pytorch_state_dict()
         if self.linear_probe:
             mean = state.pop("probe_norm.running_mean")
             scale = 1.0 / np.sqrt(state.pop("probe_norm.running_var") + self.probe_norm.epsilon)
             weight = state["classifier.weight"]
-            state["classifier.weight"] = (weight * scale[None, :]).astype(weight.dtype)
-            state["classifier.bias"] = (state["classifier.bias"] - state["classifier.weight"] @ mean).astype(
+            folded = (weight * scale[None, :]).astype(weight.dtype)
+            state["classifier.weight"] = folded
+            state["classifier.bias"] = (state["classifier.bias"] - folded @ mean).astype(
                 weight.dtype
             )
         return state
@@ -154,37 +204,20 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
             **kwargs: Further constructor arguments (`pooling`, `linear_probe`, ...).
         """
         if isinstance(encoder, (str, os.PathLike)):
-            from .modeling import TFViTMAEModel
-
             with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Ignored .* parts this model does not have")
+                warnings.filterwarnings(
+                    "ignore", message="Ignored .* parts this model does not have"
+                )
                 encoder = TFViTMAEModel.from_pretrained(encoder)
         if not isinstance(encoder, TFViTMAEPreTrainedModel):
             raise ValueError(
-                f"encoder must be a ViTMAE model or a checkpoint path, received {type(encoder).__name__}"
+                "encoder must be a ViTMAE model or a checkpoint path, received "
+                f"{type(encoder).__name__}"
             )
         kwargs.setdefault("data_format", encoder.data_format)
         model = cls(encoder.config, num_labels=num_labels, **kwargs)
-        from .weights import keras_variables
-
         source = keras_variables(encoder)
         for path, variable in keras_variables(model).items():
             if path.startswith("vit/"):
                 variable.assign(source[path])
         return model
-
-    def save_pretrained(self, save_directory, pytorch=False, safe_serialization=True, push_to_hub=False,
-                        **hub_kwargs):
-        """As `TFViTMAEPreTrainedModel.save_pretrained`. With `pytorch=True`,
-        writes transformers' `ViTForImageClassification` layout and config; the
-        linear probe's BatchNorm is folded into the classifier. Mean pooling has
-        no counterpart there and is refused."""
-        if pytorch and self.pooling == "mean":
-            raise ValueError(
-                "transformers' ViTForImageClassification pools the CLS token; a mean-pooled classifier cannot "
-                "be written in its layout. Save it with pytorch=False."
-            )
-        return super().save_pretrained(save_directory, pytorch=pytorch, safe_serialization=safe_serialization,
-                                       push_to_hub=push_to_hub, **hub_kwargs)
-
-

@@ -9,21 +9,10 @@ import copy
 import json
 import os
 
-CONFIG_NAME = "config.json"
+from .activations import ACTIVATIONS
+from .files import atomic_write_text
 
-# Activations accepted in `hidden_act`, by their Hugging Face names.
-ACTIVATIONS = (
-    "gelu",  # exact erf form (PyTorch's default)
-    "gelu_new",  # tanh approximation
-    "gelu_pytorch_tanh",  # tanh approximation
-    "gelu_fast",  # tanh approximation
-    "quick_gelu",  # x * sigmoid(1.702 x)
-    "relu",
-    "silu",
-    "swish",
-    "tanh",
-    "sigmoid",
-)
+CONFIG_NAME = "config.json"
 
 # Hugging Face `PretrainedConfig` keys that carry no model structure; written
 # so the file stays loadable by `transformers`, otherwise only passed through.
@@ -47,7 +36,7 @@ class ViTMAEConfig:
         num_hidden_layers: Number of encoder blocks.
         num_attention_heads: Encoder attention heads; must divide `hidden_size`.
         intermediate_size: Width of the encoder MLP.
-        hidden_act: MLP activation, one of `ACTIVATIONS`. `"gelu"` is the exact
+        hidden_act: MLP activation, a key of `activations.ACTIVATIONS`. `"gelu"` is the exact
             erf GELU, as in PyTorch.
         hidden_dropout_prob: Dropout after each attention/MLP output projection.
         attention_probs_dropout_prob: Dropout on the attention probabilities.
@@ -77,6 +66,34 @@ class ViTMAEConfig:
     """
 
     model_type = "vit_mae"
+
+    # Every field `from_dict` and `copy` accept by name (besides unknown keys,
+    # which are kept verbatim): the structure, then Hugging Face's output flags.
+    FIELDS = (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "hidden_act",
+        "hidden_dropout_prob",
+        "attention_probs_dropout_prob",
+        "initializer_range",
+        "layer_norm_eps",
+        "image_size",
+        "patch_size",
+        "num_channels",
+        "qkv_bias",
+        "decoder_num_attention_heads",
+        "decoder_hidden_size",
+        "decoder_num_hidden_layers",
+        "decoder_intermediate_size",
+        "mask_ratio",
+        "norm_pix_loss",
+        "output_attentions",
+        "output_hidden_states",
+        "return_dict",
+        "use_return_dict",
+    )
 
     def __init__(
         self,
@@ -126,7 +143,9 @@ class ViTMAEConfig:
         # "vit" marks a transformers ViT (classification) config; the fields are the same.
         self.model_type = kwargs.pop("model_type", type(self).model_type)
         if self.model_type not in ("vit_mae", "vit"):
-            raise ValueError(f"ViTMAEConfig.model_type must be 'vit_mae' or 'vit', received {self.model_type!r}")
+            raise ValueError(
+                f"ViTMAEConfig.model_type must be 'vit_mae' or 'vit', received {self.model_type!r}"
+            )
         self.extra = kwargs
         self.validate()
 
@@ -155,8 +174,12 @@ class ViTMAEConfig:
                 fail(field, "a number in [0, 1)")
 
         for field in (
-            "hidden_size", "num_attention_heads", "intermediate_size",
-            "num_channels", "decoder_num_attention_heads", "decoder_hidden_size",
+            "hidden_size",
+            "num_attention_heads",
+            "intermediate_size",
+            "num_channels",
+            "decoder_num_attention_heads",
+            "decoder_hidden_size",
             "decoder_intermediate_size",
         ):
             positive_int(field)
@@ -168,7 +191,7 @@ class ViTMAEConfig:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 fail(field, "a positive number")
-        if self.hidden_act not in ACTIVATIONS:
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACTIVATIONS:
             fail("hidden_act", f"one of {list(ACTIVATIONS)}")
         for field in ("qkv_bias", "norm_pix_loss"):
             if not isinstance(getattr(self, field), bool):
@@ -248,8 +271,12 @@ class ViTMAEConfig:
             "attention_probs_dropout_prob": self.attention_probs_dropout_prob,
             "initializer_range": self.initializer_range,
             "layer_norm_eps": self.layer_norm_eps,
-            "image_size": list(self.image_size) if isinstance(self.image_size, tuple) else self.image_size,
-            "patch_size": list(self.patch_size) if isinstance(self.patch_size, tuple) else self.patch_size,
+            "image_size": list(self.image_size)
+            if isinstance(self.image_size, tuple)
+            else self.image_size,
+            "patch_size": list(self.patch_size)
+            if isinstance(self.patch_size, tuple)
+            else self.patch_size,
             "num_channels": self.num_channels,
             "qkv_bias": self.qkv_bias,
             "decoder_num_attention_heads": self.decoder_num_attention_heads,
@@ -284,7 +311,8 @@ class ViTMAEConfig:
         model_type = config_dict.get("model_type", cls.model_type)
         if model_type not in (cls.model_type, "vit"):
             raise ValueError(
-                f"Expected a config with model_type {cls.model_type!r} (or 'vit'), received {model_type!r}"
+                f"Expected a config with model_type {cls.model_type!r} (or 'vit'), received "
+                f"{model_type!r}"
             )
         merged = dict(config_dict)
         merged.update(overrides)
@@ -300,14 +328,11 @@ class ViTMAEConfig:
         interrupted save never leaves a truncated `config.json`.
         """
         if os.path.isfile(save_directory):
-            raise ValueError(f"save_directory must be a directory, received the file {save_directory!r}")
+            raise ValueError(
+                f"save_directory must be a directory, received the file {save_directory!r}"
+            )
         os.makedirs(save_directory, exist_ok=True)
-        path = os.path.join(save_directory, CONFIG_NAME)
-        tmp_path = path + ".tmp"
-        with open(tmp_path, "w", encoding="utf-8") as f:
-            f.write(self.to_json_string())
-        os.replace(tmp_path, path)
-        return path
+        return atomic_write_text(os.path.join(save_directory, CONFIG_NAME), self.to_json_string())
 
     @classmethod
     def from_json_file(cls, path):
@@ -356,7 +381,34 @@ class ViTMAEConfig:
 # The released MAE sizes (He et al. 2021; `facebook/vit-mae-{base,large,huge}`).
 # The decoder (512 wide, 8 blocks, 16 heads) is the same for every size.
 PRESETS = {
-    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, patch_size=16),
-    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096, patch_size=16),
-    "huge": dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, intermediate_size=5120, patch_size=14),
+    "base": dict(
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        patch_size=16,
+    ),
+    "large": dict(
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        patch_size=16,
+    ),
+    "huge": dict(
+        hidden_size=1280,
+        num_hidden_layers=32,
+        num_attention_heads=16,
+        intermediate_size=5120,
+        patch_size=14,
+    ),
 }
+
+
+def as_config(config):
+    """`config` as a `ViTMAEConfig`: one is returned as is, a dict is parsed."""
+    if isinstance(config, ViTMAEConfig):
+        return config
+    if isinstance(config, dict):
+        return ViTMAEConfig.from_dict(config)
+    raise ValueError(f"config must be a ViTMAEConfig or a dict, received {type(config).__name__}")

@@ -18,6 +18,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from .inputs import check_data_format
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_SCALE = (0.2, 1.0)
@@ -46,7 +48,9 @@ def list_image_files(folder):
         for images directly in `folder`), and the number of other files skipped.
     """
     if not os.path.isdir(folder):
-        raise ValueError(f"Expected a folder of images, received {folder!r}, which is not a directory")
+        raise ValueError(
+            f"Expected a folder of images, received {folder!r}, which is not a directory"
+        )
     paths, skipped = [], 0
     for root, dirs, files in os.walk(folder):
         dirs.sort()
@@ -93,7 +97,10 @@ def channel_stats(mean, std, channels):
     replaced by their average on every channel."""
     mean, std = np.asarray(mean, "float32"), np.asarray(std, "float32")
     if len(mean) != channels:
-        mean, std = np.full(channels, mean.mean(), "float32"), np.full(channels, std.mean(), "float32")
+        mean, std = (
+            np.full(channels, mean.mean(), "float32"),
+            np.full(channels, std.mean(), "float32"),
+        )
     return mean, std
 
 
@@ -102,6 +109,14 @@ def normalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     images = tf.cast(images, tf.float32) / 255.0
     mean, std = channel_stats(mean, std, images.shape[-1])
     return (images - mean) / std
+
+
+def denormalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """Inverse of `normalize` for display: channels-last float images ->
+    uint8 in [0, 255] (rounded and clipped)."""
+    images = tf.cast(images, tf.float32)
+    mean, std = channel_stats(mean, std, images.shape[-1])
+    return tf.cast(tf.clip_by_value(tf.round((images * std + mean) * 255.0), 0, 255), tf.uint8)
 
 
 def preprocess_images(images, image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD):
@@ -137,7 +152,9 @@ def random_resized_crop(image, image_size, seed, scale=CROP_SCALE, ratio=CROP_RA
     attempts = 10
     seeds = tf.random.experimental.stateless_split(seed, 3)
     target = area * tf.random.stateless_uniform((attempts,), seeds[0], scale[0], scale[1])
-    log_ratio = tf.random.stateless_uniform((attempts,), seeds[1], math.log(ratio[0]), math.log(ratio[1]))
+    log_ratio = tf.random.stateless_uniform(
+        (attempts,), seeds[1], math.log(ratio[0]), math.log(ratio[1])
+    )
     aspect = tf.exp(log_ratio)
     crop_w = tf.round(tf.sqrt(target * aspect))
     crop_h = tf.round(tf.sqrt(target / aspect))
@@ -145,16 +162,26 @@ def random_resized_crop(image, image_size, seed, scale=CROP_SCALE, ratio=CROP_RA
     first = tf.argmax(tf.cast(fits, tf.int32))
     # Fallback: the largest centre crop with an aspect ratio inside `ratio`.
     in_ratio = width / height
-    fallback_w = tf.where(in_ratio < ratio[0], width, tf.where(in_ratio > ratio[1], tf.round(height * ratio[1]), width))
+    fallback_w = tf.where(
+        in_ratio < ratio[0],
+        width,
+        tf.where(in_ratio > ratio[1], tf.round(height * ratio[1]), width),
+    )
     fallback_h = tf.where(in_ratio < ratio[0], tf.round(width / ratio[0]), height)
     found = tf.reduce_any(fits)
     crop_h = tf.cast(tf.where(found, crop_h[first], fallback_h), tf.int32)
     crop_w = tf.cast(tf.where(found, crop_w[first], fallback_w), tf.int32)
     offsets = tf.random.stateless_uniform((2,), seeds[2], 0.0, 1.0)
-    top = tf.where(found, tf.cast(offsets[0] * tf.cast(shape[0] - crop_h + 1, tf.float32), tf.int32),
-                   (shape[0] - crop_h) // 2)
-    left = tf.where(found, tf.cast(offsets[1] * tf.cast(shape[1] - crop_w + 1, tf.float32), tf.int32),
-                    (shape[1] - crop_w) // 2)
+    top = tf.where(
+        found,
+        tf.cast(offsets[0] * tf.cast(shape[0] - crop_h + 1, tf.float32), tf.int32),
+        (shape[0] - crop_h) // 2,
+    )
+    left = tf.where(
+        found,
+        tf.cast(offsets[1] * tf.cast(shape[1] - crop_w + 1, tf.float32), tf.int32),
+        (shape[1] - crop_w) // 2,
+    )
     top = tf.minimum(top, shape[0] - crop_h)
     left = tf.minimum(left, shape[1] - crop_w)
     crop = tf.image.crop_to_bounding_box(image, top, left, crop_h, crop_w)
@@ -173,19 +200,30 @@ def _keras_cv_layers():
 
 def _from_source(source, labels, num_channels):
     """A dataset of `(uint8-or-float image (H, W, C), label)` and a description."""
-    files = isinstance(source, (list, tuple)) and source and isinstance(source[0], (str, os.PathLike))
+    files = (
+        isinstance(source, (list, tuple)) and source and isinstance(source[0], (str, os.PathLike))
+    )
     if isinstance(source, (str, os.PathLike)) or files:
         if files:  # an explicit list of image files
-            paths, folder_labels, class_names, skipped = [os.fspath(p) for p in source], [0] * len(source), [], 0
+            paths, folder_labels, class_names, skipped = (
+                [os.fspath(p) for p in source],
+                [0] * len(source),
+                [],
+                0,
+            )
         else:
             paths, folder_labels, class_names, skipped = list_image_files(os.fspath(source))
         if labels is not None and len(labels) != len(paths):
             raise ValueError(f"Expected one label per image ({len(paths)}), received {len(labels)}")
-        ds = tf.data.Dataset.from_tensor_slices((paths, folder_labels if labels is None else list(labels)))
+        ds = tf.data.Dataset.from_tensor_slices(
+            (paths, folder_labels if labels is None else list(labels))
+        )
         # Images whose header looks right but whose data is broken are dropped
         # by ignore_errors() below instead of stopping the epoch.
-        ds = ds.map(lambda p, y: (decode_image(tf.io.read_file(p), num_channels), y),
-                    num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
+        ds = ds.map(
+            lambda p, y: (decode_image(tf.io.read_file(p), num_channels), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        ).ignore_errors(log_warning=True)
         info = dict(num_examples=len(paths), skipped=skipped, class_names=class_names)
         return ds, info
     if isinstance(source, tf.data.Dataset):
@@ -201,12 +239,15 @@ def _from_source(source, labels, num_channels):
             return element, 0
 
         if isinstance(spec, dict) and not ({"image", "pixel_values"} & set(spec)):
-            raise ValueError(f"A dataset of dicts needs an 'image' key, received keys {sorted(spec)}")
+            raise ValueError(
+                f"A dataset of dicts needs an 'image' key, received keys {sorted(spec)}"
+            )
         ds = source.map(split)
         image_spec = ds.element_spec[0]
         if image_spec.shape.rank != 3:
             raise ValueError(
-                f"Dataset images must be single (height, width, channels) images, received shape {image_spec.shape}"
+                "Dataset images must be single (height, width, channels) images, received shape "
+                f"{image_spec.shape}"
             )
         return ds, dict(num_examples=None, skipped=0, class_names=[])
     array = np.asarray(source)
@@ -214,7 +255,8 @@ def _from_source(source, labels, num_channels):
         array = array[..., None]
     if array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
         raise ValueError(
-            f"Image arrays must be (n, height, width[, channels]) channels-last with 1, 3 or 4 channels, "
+            "Image arrays must be (n, height, width[, channels]) channels-last with 1, 3 or 4 "
+            "channels, "
             f"received shape {array.shape}"
         )
     if array.shape[0] == 0:
@@ -225,7 +267,9 @@ def _from_source(source, labels, num_channels):
     y = np.zeros(len(array), np.int64) if labels is None else np.asarray(labels)
     if len(y) != len(array):
         raise ValueError(f"Expected one label per image ({len(array)}), received {len(y)}")
-    return tf.data.Dataset.from_tensor_slices((array, y)), dict(num_examples=len(array), skipped=0, class_names=[])
+    return tf.data.Dataset.from_tensor_slices((array, y)), dict(
+        num_examples=len(array), skipped=0, class_names=[]
+    )
 
 
 def _match_channels(array, num_channels):
@@ -291,8 +335,7 @@ def make_dataset(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, received {batch_size}")
-    if data_format not in ("channels_first", "channels_last"):
-        raise ValueError(f"data_format must be 'channels_first' or 'channels_last', received {data_format!r}")
+    check_data_format(data_format)
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     ds, info = _from_source(source, labels, num_channels)
     if info["num_examples"] is not None and drop_remainder and info["num_examples"] < batch_size:
@@ -357,9 +400,14 @@ def _batch_augment(ds, flip, seed, num_classes, mixup_alpha, cutmix_alpha):
             if len(mixers) == 1:
                 images, labels = mix(mixers[0], images, labels)
             else:
-                coin = tf.random.stateless_uniform((), tf.stack([tf.cast(index, tf.int32), seed])) < 0.5
+                coin = (
+                    tf.random.stateless_uniform((), tf.stack([tf.cast(index, tf.int32), seed]))
+                    < 0.5
+                )
                 images, labels = tf.cond(
-                    coin, lambda: mix(mixers[0], images, labels), lambda: mix(mixers[1], images, labels)
+                    coin,
+                    lambda: mix(mixers[0], images, labels),
+                    lambda: mix(mixers[1], images, labels),
                 )
         return images, labels
 

@@ -45,12 +45,15 @@ def demo_config():
         image_size=DEMO_IMAGE_SIZE,
         patch_size=4,
         num_channels=1,
-        norm_pix_loss=False,  # plain pixel targets: better features than norm-pix at this tiny scale
+        # Plain pixel targets: better features than norm-pix at this tiny scale.
+        norm_pix_loss=False,
         layer_norm_eps=1e-6,
     )
 
 
-def run_demo(output_dir="tfvitmae-demo", epochs=30, probe_epochs=15, batch_size=128, seed=0, verbose=2):
+def run_demo(
+    output_dir="tfvitmae-demo", epochs=30, probe_epochs=15, batch_size=128, seed=0, verbose=2
+):
     """Pretrain, reconstruct and linear-probe on the digits.
 
     Writes `output_dir/` (`config.json` + `model.weights.h5`, loadable with
@@ -65,7 +68,8 @@ def run_demo(output_dir="tfvitmae-demo", epochs=30, probe_epochs=15, batch_size=
     from .classification import TFViTMAEForImageClassification
     from .data import make_dataset
     from .modeling import TFViTMAEForPreTraining
-    from .training import pretrain, train_classifier, write_reconstruction_grid
+    from .training import pretrain, train_classifier
+    from .visualization import write_reconstruction_grid
 
     start = time.time()
     keras.utils.set_random_seed(seed)
@@ -76,33 +80,78 @@ def run_demo(output_dir="tfvitmae-demo", epochs=30, probe_epochs=15, batch_size=
     config = demo_config()
 
     def batches(idx, **kwargs):
-        return make_dataset(images[idx], DEMO_IMAGE_SIZE, batch_size, labels=labels[idx], num_channels=1,
-                            mean=mean, std=std, seed=seed, **kwargs)
+        return make_dataset(
+            images[idx],
+            DEMO_IMAGE_SIZE,
+            batch_size,
+            labels=labels[idx],
+            num_channels=1,
+            mean=mean,
+            std=std,
+            seed=seed,
+            **kwargs,
+        )
 
     model = TFViTMAEForPreTraining(config, seed=seed)
-    print(f"tfvitmae demo: pretraining a {model.count_params():,}-parameter MAE on {len(train)} real digit images "
-          f"({config.image_size}x{config.image_size}, {config.mask_ratio:.0%} of patches masked), {epochs} epochs")
+    print(
+        f"tfvitmae demo: pretraining a {model.count_params():,}-parameter MAE on {len(train)} "
+        "real digit images "
+        f"({config.image_size}x{config.image_size}, {config.mask_ratio:.0%} of patches masked), "
+        f"{epochs} epochs"
+    )
     sample = next(iter(batches(test[:8], augment=False, shuffle=False)))
     history = pretrain(
-        model, batches(train, augment=False), epochs=epochs, batch_size=batch_size, output_dir=output_dir,
-        base_lr=2e-3, warmup_epochs=max(1, epochs // 10), resume=False, verbose=verbose,
+        model,
+        batches(train, augment=False),
+        epochs=epochs,
+        batch_size=batch_size,
+        output_dir=output_dir,
+        base_lr=2e-3,
+        warmup_epochs=max(1, epochs // 10),
+        resume=False,
+        verbose=verbose,
     )
     losses = history.history["loss"]
     print(f"pretraining loss {losses[0]:.3f} -> {losses[-1]:.3f} ({time.time() - start:.0f}s)")
-    grid = write_reconstruction_grid(model, sample, os.path.join(output_dir, "reconstruction.png"), mean, std, seed)
-    print(f"wrote {grid} (columns: original, masked, reconstruction, reconstruction + visible patches)")
+    grid = write_reconstruction_grid(
+        model, sample, os.path.join(output_dir, "reconstruction.png"), mean, std, seed
+    )
+    print(
+        f"wrote {grid} (columns: original, masked, reconstruction, reconstruction + visible "
+        "patches)"
+    )
 
     def probe(encoder):
         classifier = TFViTMAEForImageClassification.from_encoder(
             encoder, num_labels=10, linear_probe=True, pooling="mean", seed=seed
         )
-        train_classifier(classifier, batches(train, augment=False, with_labels=True), epochs=probe_epochs,
-                         batch_size=batch_size, base_lr=0.1, warmup_epochs=1, verbose=0)
-        return classifier.evaluate(batches(test, augment=False, shuffle=False, with_labels=True), verbose=0)[1]
+        train_classifier(
+            classifier,
+            batches(train, augment=False, with_labels=True),
+            epochs=probe_epochs,
+            batch_size=batch_size,
+            base_lr=0.1,
+            warmup_epochs=1,
+            verbose=0,
+        )
+        return classifier.evaluate(
+            batches(test, augment=False, shuffle=False, with_labels=True), verbose=0
+        )[1]
 
     accuracy = probe(model)
     random_accuracy = probe(TFViTMAEForPreTraining(config, seed=seed + 1))
-    print(f"linear probe (mean-pooled features) on {len(test)} held-out digits: pretrained encoder "
-          f"{accuracy:.1%}, randomly initialised encoder {random_accuracy:.1%} ({time.time() - start:.0f}s in all)")
-    print(f"saved the pretrained model in {output_dir}/ (TFViTMAEForPreTraining.from_pretrained('{output_dir}'))")
-    return dict(history=history, reconstruction=grid, probe_accuracy=accuracy, random_probe_accuracy=random_accuracy)
+    print(
+        f"linear probe (mean-pooled features) on {len(test)} held-out digits: pretrained encoder "
+        f"{accuracy:.1%}, randomly initialised encoder {random_accuracy:.1%} "
+        f"({time.time() - start:.0f}s in all)"
+    )
+    print(
+        f"saved the pretrained model in {output_dir}/ "
+        f"(TFViTMAEForPreTraining.from_pretrained('{output_dir}'))"
+    )
+    return dict(
+        history=history,
+        reconstruction=grid,
+        probe_accuracy=accuracy,
+        random_probe_accuracy=random_accuracy,
+    )

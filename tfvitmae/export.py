@@ -25,14 +25,14 @@ of any size. Both are resized and normalised in the graph by
 """
 
 import os
-import shutil
-import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from .data import IMAGENET_MEAN, IMAGENET_STD, channel_stats, decode_image, preprocess_images
+from .data import decode_image, denormalize, preprocess_images
+from .files import publish_dir, staging_dir
+from .inputs import check_pixel_values
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
@@ -63,8 +63,13 @@ class _Signatures:
 
     def from_uint8(self, images):
         channels = self.config.num_channels
-        checks = [tf.debugging.assert_equal(tf.shape(images)[-1], channels,
-                                            message=f"images must have {channels} channels (last axis)")]
+        checks = [
+            tf.debugging.assert_equal(
+                tf.shape(images)[-1],
+                channels,
+                message=f"images must have {channels} channels (last axis)",
+            )
+        ]
         with tf.control_dependencies(checks):  # the clear message before any shape error
             images = tf.ensure_shape(tf.identity(images), (None, None, None, channels))
         return self.to_model_layout(preprocess_images(images, self.config.image_hw))
@@ -75,15 +80,19 @@ class _Signatures:
         def one(contents):
             return preprocess_images(decode_image(contents, c), (h, w))
 
-        images = tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec((h, w, c), tf.float32))
+        images = tf.map_fn(
+            one, image_bytes, fn_output_signature=tf.TensorSpec((h, w, c), tf.float32)
+        )
         return self.to_model_layout(images)
 
     # --------------------------------------------------------------- outputs
     def features(self, pixel_values, raw=False):
-        images = self.model._check_pixel_values(pixel_values, False)
+        images = check_pixel_values(pixel_values, self.config, self.model.data_format)
         hidden = self.model.vit(images, unmasked=True).last_hidden_state
-        return {"cls_features": tf.cast(hidden[:, 0], tf.float32),
-                "mean_features": tf.cast(tf.reduce_mean(hidden[:, 1:], axis=1), tf.float32)}
+        return {
+            "cls_features": tf.cast(hidden[:, 0], tf.float32),
+            "mean_features": tf.cast(tf.reduce_mean(hidden[:, 1:], axis=1), tf.float32),
+        }
 
     def reconstruct(self, pixel_values, raw=False, noise=None):
         model = self.model
@@ -97,10 +106,7 @@ class _Signatures:
         }
         if raw:  # raw-image requests also get a viewable uint8 image
             rgb = tf.transpose(image, (0, 2, 3, 1)) if self.channels_first else image
-            mean, std = channel_stats(IMAGENET_MEAN, IMAGENET_STD, self.config.num_channels)
-            result["reconstructed_image_uint8"] = tf.cast(
-                tf.clip_by_value(tf.round((rgb * std + mean) * 255.0), 0, 255), tf.uint8
-            )
+            result["reconstructed_image_uint8"] = denormalize(rgb)
         return result
 
     def classify(self, pixel_values, raw=False):
@@ -142,7 +148,9 @@ class _Signatures:
         seed_spec = tf.TensorSpec((), tf.int64, name="seed")
         inputs = {"": (self.pixel_spec(), lambda x: x)}
         if raw_inputs:
-            inputs.update(_image_bytes=(bytes_spec, self.from_bytes), _uint8=(uint8_spec, self.from_uint8))
+            inputs.update(
+                _image_bytes=(bytes_spec, self.from_bytes), _uint8=(uint8_spec, self.from_uint8)
+            )
         heads = {"features": self.features}
         if hasattr(self.model, "decoder"):
             heads["reconstruct"] = self.reconstruct
@@ -154,7 +162,10 @@ class _Signatures:
                 name = "serving_default" if (head, suffix) == ("features", "") else head + suffix
                 out[name] = (self._endpoint(compute, convert, bool(suffix)), [spec])
                 if head == "reconstruct":
-                    out[f"reconstruct{suffix}_with_seed"] = (self._seeded(convert, bool(suffix)), [spec, seed_spec])
+                    out[f"reconstruct{suffix}_with_seed"] = (
+                        self._seeded(convert, bool(suffix)),
+                        [spec, seed_spec],
+                    )
         return out
 
 
@@ -178,21 +189,24 @@ def export_saved_model(model, export_dir, raw_inputs=True, warmup=False, top_k=5
     """
     export_dir = os.fspath(export_dir)
     if not getattr(model, "built", False) or not model.weights:
-        raise ValueError(f"Cannot export {type(model).__name__}: the model is not built (it has no weights yet)")
+        raise ValueError(
+            f"Cannot export {type(model).__name__}: the model is not built (it has no weights yet)"
+        )
     if not hasattr(model, "vit"):
-        raise ValueError(f"export_saved_model exports tfvitmae models, received {type(model).__name__}")
+        raise ValueError(
+            f"export_saved_model exports tfvitmae models, received {type(model).__name__}"
+        )
     if os.path.exists(export_dir) and (not os.path.isdir(export_dir) or os.listdir(export_dir)):
         raise FileExistsError(
-            f"{export_dir} already exists; TF Serving versions are immutable, so export to a new version directory"
+            f"{export_dir} already exists; TF Serving versions are immutable, so export to a new "
+            "version directory"
         )
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, received {top_k}")
     if warmup:
         _serving_apis()  # fail before any work if the package is missing
     parent = os.path.dirname(os.path.abspath(export_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".tmp-export-", dir=parent)
-    try:
+    with staging_dir(parent, prefix=".tmp-export-") as staging:
         archive = keras.export.ExportArchive()
         archive.track(model)
         endpoints = _Signatures(model, top_k).endpoints(raw_inputs)
@@ -201,11 +215,7 @@ def export_saved_model(model, export_dir, raw_inputs=True, warmup=False, top_k=5
         archive.write_out(staging, verbose=verbose)
         if warmup:
             write_warmup_requests(staging, model, list(endpoints))
-        if os.path.isdir(export_dir):
-            os.rmdir(export_dir)  # empty, checked above
-        os.rename(staging, export_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        publish_dir(staging, export_dir)
     return sorted(endpoints)
 
 
@@ -222,7 +232,9 @@ def example_inputs(model, signature, batch=1, seed=0):
     c, (h, w) = model.config.num_channels, model.config.image_hw
     if signature.endswith("_image_bytes") or "_image_bytes_" in signature:
         images = rng.integers(0, 256, size=(batch, h + 5, w + 3, c), dtype=np.uint8)
-        inputs = {"image_bytes": np.array([tf.io.encode_png(i).numpy() for i in images], dtype=object)}
+        inputs = {
+            "image_bytes": np.array([tf.io.encode_png(i).numpy() for i in images], dtype=object)
+        }
     elif signature.endswith("_uint8") or "_uint8_" in signature:
         inputs = {"images": rng.integers(0, 256, size=(batch, h + 5, w + 3, c), dtype=np.uint8)}
     else:
@@ -237,8 +249,10 @@ def _serving_apis():
     try:
         from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
     except ImportError:
-        raise ImportError("Warm-up records need the tensorflow-serving-api package (pip install "
-                          "tensorflow-serving-api)") from None
+        raise ImportError(
+            "Warm-up records need the tensorflow-serving-api package (pip install "
+            "tensorflow-serving-api)"
+        ) from None
     return model_pb2, predict_pb2, prediction_log_pb2
 
 
@@ -254,6 +268,8 @@ def write_warmup_requests(saved_model_dir, model, signatures, model_name="vit_ma
             )
             for name, value in example_inputs(model, signature).items():
                 request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
             writer.write(log.SerializeToString())
     return path

@@ -1,127 +1,19 @@
-"""The building blocks of ViTMAE as Keras layers.
+"""The building blocks of ViTMAE as Keras layers: patch embedding, random
+masking, the MLP, stochastic depth and the pre-norm transformer block.
 
-Patch embedding, the fixed 2-D sin-cos position tables (and their PyTorch-exact
-bicubic resize), random masking, attention, MLP and the pre-norm transformer
-block. The encoder and decoder stacks built from them live in `modeling.py`.
+Attention is in `attention.py`, the fixed position tables in `position.py`;
+the encoder and decoder stacks built from these are in `stacks.py`.
 """
 
-import math
-
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import ops
 
-# --------------------------------------------------------------- activations
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+from .activations import get_activation
+from .attention import ViTMAEAttention, check_attn_implementation
+from .seeds import sub_seed
 
 
-def _gelu_tanh(x):
-    return 0.5 * x * (1.0 + ops.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * ops.power(x, 3))))
-
-
-# Hugging Face activation name -> function. "gelu" is the exact erf form: Keras'
-# default GELU is the tanh approximation, which is what "gelu_new" means.
-_ACTIVATIONS = {
-    "gelu": lambda x: ops.gelu(x, approximate=False),
-    "gelu_new": _gelu_tanh,
-    "gelu_pytorch_tanh": _gelu_tanh,
-    "gelu_fast": _gelu_tanh,
-    "quick_gelu": lambda x: x * ops.sigmoid(1.702 * x),
-    "relu": ops.relu,
-    "silu": ops.silu,
-    "swish": ops.silu,
-    "tanh": ops.tanh,
-    "sigmoid": ops.sigmoid,
-}
-
-
-def get_activation(name):
-    """The activation function for a Hugging Face `hidden_act` name."""
-    try:
-        return _ACTIVATIONS[name]
-    except KeyError:
-        raise ValueError(f"hidden_act must be one of {sorted(_ACTIVATIONS)}, received {name!r}") from None
-
-
-# ------------------------------------------------------- fixed position tables
-def sincos_position_table(grid_size, dim, cls_token=True):
-    """The MAE 2-D sin-cos position table, as float32 NumPy.
-
-    The first `dim / 2` channels encode the column (width) coordinate and the
-    last `dim / 2` the row, each as `[sin(pos * omega), cos(pos * omega)]` with
-    `omega_i = 1 / 10000 ** (i / (dim / 4))`; computed in float64 like PyTorch.
-
-    Args:
-        grid_size: `(rows, cols)` of the patch grid.
-        dim: Table width, divisible by 4.
-        cls_token: Prepend an all-zero row for the CLS token.
-
-    Returns:
-        Array of shape `(rows * cols [+ 1], dim)`, rows in row-major patch order.
-    """
-    rows, cols = grid_size
-    if dim % 4:
-        raise ValueError(f"The sin-cos table width must be divisible by 4, received {dim}")
-    omega = 1.0 / 10000.0 ** (np.arange(dim // 4, dtype=np.float64) / (dim // 4))
-    row, col = np.meshgrid(np.arange(rows, dtype=np.float64), np.arange(cols, dtype=np.float64), indexing="ij")
-
-    def encode(pos):
-        angles = np.outer(pos.reshape(-1), omega)
-        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
-
-    table = np.concatenate([encode(col), encode(row)], axis=1)
-    if cls_token:
-        table = np.concatenate([np.zeros((1, dim)), table], axis=0)
-    return table.astype(np.float32)
-
-
-def _cubic_weights(t, a=-0.75):
-    """PyTorch's cubic-convolution weights for offsets -1, 0, 1, 2."""
-
-    def near(x):  # |x| <= 1
-        return ((a + 2) * x - (a + 3)) * x * x + 1
-
-    def far(x):  # 1 < |x| < 2
-        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-
-    return (far(t + 1), near(t), near(1 - t), far(2 - t))
-
-
-def bicubic_resize_matrix(in_size, out_size):
-    """Matrix `R` of shape `(out_size, in_size)` with `R @ x` equal to PyTorch's
-    `F.interpolate(mode="bicubic", align_corners=False)` along one axis.
-
-    `tf.image.resize` uses a different cubic kernel (a = -0.5) and edge handling,
-    so parity with PyTorch needs this explicit form (a = -0.75, clamped edges).
-    """
-    matrix = np.zeros((out_size, in_size), dtype=np.float64)
-    scale = in_size / out_size
-    for out_index in range(out_size):
-        source = (out_index + 0.5) * scale - 0.5
-        base = math.floor(source)
-        for offset, weight in zip((-1, 0, 1, 2), _cubic_weights(source - base)):
-            matrix[out_index, min(max(base + offset, 0), in_size - 1)] += weight
-    return matrix
-
-
-def resize_position_table(table, grid_size, new_grid_size):
-    """Resize a `(1, 1 + rows * cols, dim)` table to a new patch grid.
-
-    The CLS row is kept; the patch rows are resized as an image with PyTorch's
-    bicubic kernel (a constant matrix product, so it also runs under XLA).
-    """
-    if tuple(grid_size) == tuple(new_grid_size):
-        return table
-    (rows, cols), (new_rows, new_cols) = grid_size, new_grid_size
-    dim = table.shape[-1]
-    resize = np.kron(bicubic_resize_matrix(rows, new_rows), bicubic_resize_matrix(cols, new_cols))
-    patches = ops.reshape(table[0, 1:], (rows * cols, dim))
-    patches = ops.matmul(ops.convert_to_tensor(resize.astype(np.float32), dtype=table.dtype), patches)
-    return ops.concatenate([table[:, :1], patches[None]], axis=1)
-
-
-# ------------------------------------------------------------------- layers
 def _dense_init(initializer_range):
     return keras.initializers.TruncatedNormal(stddev=initializer_range)
 
@@ -177,7 +69,9 @@ class PatchEmbedding(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(hidden_size=self.hidden_size, patch_size=self.patch_size, num_channels=self.num_channels)
+        config.update(
+            hidden_size=self.hidden_size, patch_size=self.patch_size, num_channels=self.num_channels
+        )
         return config
 
 
@@ -237,130 +131,6 @@ class RandomMasking(keras.layers.Layer):
         return config
 
 
-ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
-
-
-def check_attn_implementation(value):
-    """Return `value` if it is a known attention path, else raise `ValueError`."""
-    if value not in ATTENTION_IMPLEMENTATIONS:
-        raise ValueError(f"attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, received {value!r}")
-    return value
-
-
-@keras.saving.register_keras_serializable(package="tfvitmae")
-class ViTMAEAttention(keras.layers.Layer):
-    """Multi-head self-attention with one fused query/key/value projection.
-
-    Two paths give the same numbers: `"sdpa"` calls
-    `keras.ops.dot_product_attention`; `"eager"` materialises the attention
-    probabilities, and is used whenever they are needed (`output_attentions`,
-    a `head_mask`, or attention dropout while training).
-
-    Args:
-        hidden_size: Model width.
-        num_heads: Attention heads; must divide `hidden_size`.
-        qkv_bias: Whether the query/key/value projection has a bias.
-        attention_dropout: Dropout rate on the attention probabilities.
-        output_dropout: Dropout rate after the output projection.
-        initializer_range: Stddev of the truncated-normal kernel init.
-        attn_implementation: `"sdpa"` (default) or `"eager"`.
-        seed: Seed for the dropout layers.
-
-    Call arguments:
-        hidden_states: `(batch, seq, hidden_size)`.
-        head_mask: Optional `(num_heads,)` multiplier of the probabilities.
-        output_attentions: Whether to return the probabilities.
-        training: Enables dropout.
-
-    Returns:
-        `(output, probabilities)`: `(batch, seq, hidden_size)` and, when
-        requested, `(batch, num_heads, seq, seq)`, else `None`.
-    """
-
-    def __init__(
-        self,
-        hidden_size,
-        num_heads,
-        qkv_bias=True,
-        attention_dropout=0.0,
-        output_dropout=0.0,
-        initializer_range=0.02,
-        attn_implementation="sdpa",
-        seed=None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        if hidden_size % num_heads:
-            raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads, received {num_heads}")
-        check_attn_implementation(attn_implementation)
-        self.hidden_size = hidden_size
-        self.num_heads = num_heads
-        self.head_dim = hidden_size // num_heads
-        self.qkv_bias = qkv_bias
-        self.attention_dropout = attention_dropout
-        self.output_dropout = output_dropout
-        self.initializer_range = initializer_range
-        self.attn_implementation = attn_implementation
-        self.seed = seed
-        self.qkv = keras.layers.Dense(
-            3 * hidden_size,
-            use_bias=qkv_bias,
-            kernel_initializer=_dense_init(initializer_range),
-            name="qkv",
-            dtype=self.dtype_policy,
-        )
-        self.output_dense = keras.layers.Dense(
-            hidden_size, kernel_initializer=_dense_init(initializer_range), name="output", dtype=self.dtype_policy
-        )
-        self.probs_dropout = keras.layers.Dropout(attention_dropout, seed=seed, dtype=self.dtype_policy)
-        self.dropout = keras.layers.Dropout(output_dropout, seed=seed, dtype=self.dtype_policy)
-
-    def build(self, input_shape=None):
-        self.qkv.build((None, None, self.hidden_size))
-        self.output_dense.build((None, None, self.hidden_size))
-
-    def call(self, hidden_states, head_mask=None, output_attentions=False, training=False):
-        batch, length = ops.shape(hidden_states)[0], ops.shape(hidden_states)[1]
-        qkv = ops.reshape(self.qkv(hidden_states), (batch, length, 3, self.num_heads, self.head_dim))
-        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        scale = self.head_dim**-0.5
-        needs_probs = (
-            output_attentions
-            or head_mask is not None
-            or self.attn_implementation == "eager"
-            or (training and self.attention_dropout > 0)
-        )
-        probs = None
-        if needs_probs:
-            # Same op order as keras.ops.dot_product_attention: scale the logits,
-            # softmax in float32.
-            logits = ops.cast(ops.einsum("bthd,bshd->bhts", query, key), "float32") * scale
-            probs = ops.cast(ops.softmax(logits, axis=-1), query.dtype)
-            probs = self.probs_dropout(probs, training=training)
-            if head_mask is not None:
-                probs = probs * ops.cast(ops.reshape(head_mask, (1, -1, 1, 1)), probs.dtype)
-            context = ops.einsum("bhts,bshd->bthd", probs, value)
-        else:
-            context = ops.dot_product_attention(query, key, value, scale=scale)
-        context = ops.reshape(context, (batch, length, self.hidden_size))
-        output = self.dropout(self.output_dense(context), training=training)
-        return output, (probs if output_attentions else None)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            hidden_size=self.hidden_size,
-            num_heads=self.num_heads,
-            qkv_bias=self.qkv_bias,
-            attention_dropout=self.attention_dropout,
-            output_dropout=self.output_dropout,
-            initializer_range=self.initializer_range,
-            attn_implementation=self.attn_implementation,
-            seed=self.seed,
-        )
-        return config
-
-
 @keras.saving.register_keras_serializable(package="tfvitmae")
 class ViTMAEMLP(keras.layers.Layer):
     """`Dense(intermediate) -> activation -> Dense(hidden) -> Dropout`.
@@ -375,7 +145,14 @@ class ViTMAEMLP(keras.layers.Layer):
     """
 
     def __init__(
-        self, hidden_size, intermediate_size, hidden_act="gelu", dropout=0.0, initializer_range=0.02, seed=None, **kwargs
+        self,
+        hidden_size,
+        intermediate_size,
+        hidden_act="gelu",
+        dropout=0.0,
+        initializer_range=0.02,
+        seed=None,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.hidden_size = hidden_size
@@ -389,8 +166,12 @@ class ViTMAEMLP(keras.layers.Layer):
         self.intermediate = keras.layers.Dense(
             intermediate_size, kernel_initializer=init, name="intermediate", dtype=self.dtype_policy
         )
-        self.output_dense = keras.layers.Dense(hidden_size, kernel_initializer=init, name="output", dtype=self.dtype_policy)
-        self.dropout = keras.layers.Dropout(dropout, seed=seed, dtype=self.dtype_policy)
+        self.output_dense = keras.layers.Dense(
+            hidden_size, kernel_initializer=init, name="output", dtype=self.dtype_policy
+        )
+        self.dropout = keras.layers.Dropout(
+            dropout, seed=sub_seed(seed, "dropout"), dtype=self.dtype_policy
+        )
 
     def build(self, input_shape=None):
         self.intermediate.build((None, None, self.hidden_size))
@@ -436,7 +217,9 @@ class DropPath(keras.layers.Layer):
             return branch
         keep = 1.0 - self.rate
         shape = (ops.shape(branch)[0],) + (1,) * (len(branch.shape) - 1)
-        mask = ops.floor(keep + keras.random.uniform(shape, seed=self.seed_generator, dtype=branch.dtype))
+        mask = ops.floor(
+            keep + keras.random.uniform(shape, seed=self.seed_generator, dtype=branch.dtype)
+        )
         return branch * mask / keep
 
     def get_config(self):
@@ -510,7 +293,7 @@ class ViTMAEBlock(keras.layers.Layer):
             output_dropout=hidden_dropout,
             initializer_range=initializer_range,
             attn_implementation=attn_implementation,
-            seed=seed,
+            seed=sub_seed(seed, "attention"),
             name="attention",
             dtype=self.dtype_policy,
         )
@@ -523,11 +306,13 @@ class ViTMAEBlock(keras.layers.Layer):
             hidden_act=hidden_act,
             dropout=hidden_dropout,
             initializer_range=initializer_range,
-            seed=seed,
+            seed=sub_seed(seed, "mlp"),
             name="mlp",
             dtype=self.dtype_policy,
         )
-        self.drop_path = DropPath(drop_path, seed=seed, name="drop_path", dtype=self.dtype_policy)
+        self.drop_path = DropPath(
+            drop_path, seed=sub_seed(seed, "drop_path"), name="drop_path", dtype=self.dtype_policy
+        )
 
     @property
     def attn_implementation(self):

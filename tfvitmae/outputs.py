@@ -32,7 +32,9 @@ class ModelOutput(OrderedDict):
         items = OrderedDict(*args, **kwargs)
         unknown = set(items) - set(self.FIELDS)
         if unknown:
-            raise TypeError(f"{type(self).__name__} has no fields {sorted(unknown)}; fields are {self.FIELDS}")
+            raise TypeError(
+                f"{type(self).__name__} has no fields {sorted(unknown)}; fields are {self.FIELDS}"
+            )
         super().__init__((name, items[name]) for name in self.FIELDS if items.get(name) is not None)
 
     def __getattr__(self, name):

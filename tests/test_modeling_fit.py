@@ -1,0 +1,128 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel
+
+from .helpers import max_diff, noise_for, pixels, tiny_config
+
+
+def smooth_images(config, n=32, seed=0):
+    """Learnable images: one fixed smooth pattern, scaled and shifted per image,
+    so the masked pixels are predictable from position and visible patches."""
+    rng = np.random.default_rng(seed)
+    h, w = config.image_hw
+    yy, xx = np.meshgrid(np.linspace(0, 1, h), np.linspace(0, 1, w), indexing="ij")
+    pattern = np.sin(2 * np.pi * xx) * np.cos(np.pi * yy)
+    scale = rng.uniform(0.5, 1.5, size=(n, config.num_channels, 1, 1))
+    shift = rng.uniform(-1, 1, size=(n, config.num_channels, 1, 1))
+    return (scale * pattern + shift).astype("float32")
+
+
+@pytest.mark.slow
+def test_fit_reduces_loss_on_arrays():
+    keras.utils.set_random_seed(0)
+    config = tiny_config()
+    model = TFViTMAEForPreTraining(config, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    history = model.fit(smooth_images(config, n=64), batch_size=8, epochs=10, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_fit_evaluate_predict_on_datasets():
+    config = tiny_config()
+    model = TFViTMAEForPreTraining(config, seed=0)
+    model.compile(optimizer="adam")
+    images = smooth_images(config, n=12)
+    as_dicts = tf.data.Dataset.from_tensor_slices({"pixel_values": images}).batch(4)
+    with_labels = tf.data.Dataset.from_tensor_slices((images, np.arange(12))).batch(4)  # labels are ignored
+    for data in (as_dicts, with_labels):
+        history = model.fit(data, epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    result = model.evaluate(as_dicts, verbose=0)
+    assert np.isfinite(result)
+    assert all(np.array_equal(a, b.numpy()) for a, b in zip(before, model.trainable_weights))
+    preds = model.predict(images, batch_size=5, verbose=0)
+    assert set(preds) == {"logits", "mask", "ids_restore"}
+    assert preds["logits"].shape == (12, config.num_patches, config.patch_dim)
+    assert preds["mask"].sum() == 12 * 12
+
+
+def test_fit_with_fixed_noise_in_dict_batches_is_deterministic():
+    config = tiny_config()
+    images = smooth_images(config, n=8)
+    noise = np.tile(noise_for(config, batch=1), (8, 1))
+    data = {"pixel_values": images, "noise": noise}
+    results = []
+    for _ in range(2):
+        keras.utils.set_random_seed(1)
+        model = TFViTMAEForPreTraining(config)
+        model.compile(optimizer="sgd")
+        results.append(model.evaluate(data, batch_size=4, verbose=0))
+    assert results[0] == results[1]
+
+
+def test_train_step_updates_weights_but_not_position_tables():
+    config = tiny_config()
+    model = TFViTMAEForPreTraining(config)
+    table = model.vit.embeddings.position_embeddings.numpy().copy()
+    kernel = model.decoder.decoder_pred.kernel.numpy().copy()
+    model.compile(optimizer="adam")
+    model.fit(smooth_images(config, n=8), batch_size=4, epochs=1, verbose=0)
+    assert np.array_equal(table, model.vit.embeddings.position_embeddings.numpy())
+    assert not np.array_equal(kernel, model.decoder.decoder_pred.kernel.numpy())
+    trainable = {w.path.split("/")[-1] for w in model.trainable_weights}
+    assert "position_embeddings" not in trainable and "decoder_pos_embed" not in trainable
+    assert {"cls_token", "mask_token"} <= trainable
+
+
+def test_dropout_only_in_training():
+    config = tiny_config(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3)
+    model = TFViTMAEForPreTraining(config, seed=0)
+    x, noise = pixels(config), noise_for(config)
+    a, b = model(x, noise=noise), model(x, noise=noise)
+    assert max_diff(a.logits, b.logits) == 0
+    c = model(x, noise=noise, training=True)
+    assert max_diff(a.logits, c.logits) > 1e-4
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision(policy):
+    keras.config.set_dtype_policy(policy)
+    config = tiny_config()
+    model = TFViTMAEForPreTraining(config)
+    compute = policy.split("_")[1]
+    assert model.vit.blocks[0].attention.qkv.compute_dtype == compute
+    assert model.vit.blocks[0].attention.qkv.kernel.dtype == "float32"
+    out = model(pixels(config), noise=noise_for(config), output_hidden_states=True)
+    assert out.loss.dtype == tf.float32 and out.logits.dtype == tf.float32 and out.mask.dtype == tf.float32
+    assert out.hidden_states[-1].dtype == compute
+    encoder = TFViTMAEModel(config)
+    assert encoder(pixels(config)).last_hidden_state.dtype == compute
+    model.compile(optimizer="adam")
+    history = model.fit(smooth_images(config, n=8), batch_size=4, epochs=2, verbose=0)
+    assert all(np.isfinite(history.history["loss"]))
+
+
+def test_xla_call_matches_eager():
+    config = tiny_config(norm_pix_loss=True)
+    model = TFViTMAEForPreTraining(config)
+    x, noise = pixels(config), noise_for(config)
+    eager = model(x, noise=noise, output_hidden_states=True)
+    compiled = tf.function(lambda a, n: model(a, noise=n, output_hidden_states=True), jit_compile=True)(x, noise)
+    assert max_diff(eager.logits, compiled.logits) < 1e-5
+    assert abs(float(eager.loss) - float(compiled.loss)) < 1e-5
+    np.testing.assert_array_equal(eager.ids_restore, compiled.ids_restore)
+    random_masks = tf.function(lambda a: model(a).mask, jit_compile=True)(x)
+    assert random_masks.numpy().sum() == 2 * 12
+
+
+def test_fit_with_jit_compile():
+    config = tiny_config()
+    model = TFViTMAEForPreTraining(config, seed=0)
+    model.compile(optimizer="adam", jit_compile=True)
+    history = model.fit(smooth_images(config, n=8), batch_size=4, epochs=2, verbose=0)
+    assert all(np.isfinite(history.history["loss"]))

@@ -1,0 +1,225 @@
+"""Checkpoint files: every reader and writer, and the file names looked for.
+
+Readers return `{name: numpy array}` in the checkpoint's own naming; the name
+table in `weights.py` maps those names onto a model. Nothing here knows a
+model class. Writers go through `files.atomic_write`, so an interrupted save
+never leaves a partial file.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from .files import atomic_write
+
+SAFE_WEIGHTS_NAME = "model.safetensors"
+SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+PT_WEIGHTS_NAME = "pytorch_model.bin"
+TF_LEGACY_WEIGHTS_NAME = "tf_model.h5"
+KERAS_WEIGHTS_NAME = "model.weights.h5"
+
+# Looked for in this order; the first present is loaded.
+WEIGHT_FILES = (
+    KERAS_WEIGHTS_NAME,
+    SAFE_WEIGHTS_INDEX_NAME,
+    SAFE_WEIGHTS_NAME,
+    PT_WEIGHTS_NAME,
+    TF_LEGACY_WEIGHTS_NAME,
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, or does not fit the model."""
+
+
+def _read_safetensors(path):
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(path)
+    except TypeError:  # NumPy has no bfloat16: read those files through ml_dtypes
+        return _read_safetensors_bfloat16(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"Cannot read {path}: {e} (truncated or not a safetensors file?)"
+        ) from None
+
+
+def _read_safetensors_bfloat16(path):
+    """Read a safetensors file holding bfloat16 tensors, upcast to float32.
+
+    The format is an 8-byte little-endian header length, a JSON header of
+    `{name: {dtype, shape, data_offsets}}`, then the raw data.
+    """
+    import ml_dtypes  # a TensorFlow dependency
+
+    dtypes = {
+        "BF16": ml_dtypes.bfloat16,
+        "F16": np.float16,
+        "F32": np.float32,
+        "F64": np.float64,
+        "I64": np.int64,
+        "I32": np.int32,
+        "I16": np.int16,
+        "I8": np.int8,
+        "U8": np.uint8,
+        "BOOL": np.bool_,
+    }
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        size = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + size])
+        body = memoryview(data)[8 + size :]
+        state = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            start, end = info["data_offsets"]
+            array = np.frombuffer(body[start:end], dtype=dtypes[info["dtype"]]).reshape(
+                info["shape"]
+            )
+            state[name] = array.astype(np.float32) if info["dtype"] == "BF16" else array.copy()
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(
+            f"Cannot read {path}: {e} (truncated or not a safetensors file?)"
+        ) from None
+    return state
+
+
+def _read_safetensors_index(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            weight_map = json.load(f)["weight_map"]
+    except (OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"Cannot read the shard index {path}: {e}") from None
+    state = {}
+    folder = os.path.dirname(path)
+    for shard in sorted(set(weight_map.values())):
+        shard_path = os.path.join(folder, shard)
+        if not os.path.isfile(shard_path):
+            raise CheckpointError(f"{path} lists the shard {shard}, which is missing")
+        state.update(_read_safetensors(shard_path))
+    return state
+
+
+def _read_torch(path):
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(
+            f"Reading {os.path.basename(path)} needs PyTorch (pip install torch); "
+            "safetensors checkpoints load without it"
+        ) from None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt files
+        raise CheckpointError(f"Cannot read {path}: {type(e).__name__}: {e}") from None
+    for key in ("model", "state_dict"):  # original MAE releases nest the weights
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds a {type(data).__name__}, expected a state dict")
+    return {
+        k: v.detach().float().numpy() if v.is_floating_point() else v.numpy()
+        for k, v in data.items()
+    }
+
+
+def read_keras_weights(path):
+    """The variables of a Keras `.weights.h5` file, by layer path.
+
+    Keras stores each layer's own variables as `vars/0`, `vars/1`, ... in a
+    group carrying the layer's name; the chain of names from the model's
+    top-level layers down gives the layer path (`"vit/layer_0/attention/qkv"`).
+    Reading needs no model: `state_dicts.keras_state` names the variables.
+    The optimizer state that a compiled model's file also holds is skipped.
+
+    Returns:
+        `{layer path: [arrays in the layer's variable order]}`.
+    """
+    import h5py
+
+    layers = {}
+    try:
+        with h5py.File(path, "r") as f:
+
+            def visit(group, names):
+                own = group.get("vars")
+                if isinstance(own, h5py.Group) and group.name != "/":  # "/" is the model
+                    name = own.attrs.get("name")
+                    names = names + [name.decode() if isinstance(name, bytes) else str(name)]
+                    arrays = [np.asarray(own[k]) for k in sorted(own, key=int)]
+                    if arrays:
+                        layers["/".join(names)] = arrays
+                for key, child in group.items():
+                    # A compiled model's file also holds its optimizer's state.
+                    skip = key == "vars" or (group.name == "/" and key == "optimizer")
+                    if not skip and isinstance(child, h5py.Group):
+                        visit(child, names)
+
+            visit(f, [])
+    except (OSError, ValueError, KeyError) as e:
+        raise CheckpointError(
+            f"Cannot read {path}: {e} (truncated or not a Keras weights file?)"
+        ) from None
+    if not layers:
+        raise CheckpointError(f"{path} holds no Keras layer weights")
+    return layers
+
+
+def _read_tf_legacy(path):
+    import h5py
+
+    state = {}
+    try:
+        with h5py.File(path, "r") as f:
+
+            def visit(name, obj):
+                if isinstance(obj, h5py.Dataset):
+                    # "<group>/<model name>/vit/.../kernel:0" -> "vit/.../kernel"
+                    parts = name.split("/")
+                    for i, part in enumerate(parts):
+                        if part in ("vit", "decoder") and i > 0:
+                            state["/".join(parts[i:]).removesuffix(":0")] = np.asarray(obj)
+                            return
+
+            f.visititems(visit)
+    except OSError as e:
+        raise CheckpointError(f"Cannot read {path}: {e} (truncated or not an HDF5 file?)") from None
+    return state
+
+
+def read_checkpoint(path):
+    """`{name: numpy array}` from a safetensors (or index), `.bin`/`.pth` or `tf_model.h5` file."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"No checkpoint file at {path}")
+    name = os.path.basename(path)
+    if name.endswith(".index.json"):
+        return _read_safetensors_index(path)
+    if name.endswith(".safetensors"):
+        return _read_safetensors(path)
+    if name.endswith((".bin", ".pth", ".pt")):
+        return _read_torch(path)
+    if name.endswith(".h5"):
+        return _read_tf_legacy(path)
+    raise CheckpointError(
+        f"Unknown checkpoint type {name!r}: expected .safetensors, .bin, .pth or .h5"
+    )
+
+
+def write_safetensors(state, path):
+    """Write `state` to `path` atomically (temporary file, then rename)."""
+    from safetensors.numpy import save_file
+
+    arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
+    atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata={"format": "pt"}))
+
+
+def write_torch_bin(state, path):
+    import torch
+
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
+    atomic_write(path, lambda tmp: torch.save(tensors, tmp))

@@ -1,0 +1,61 @@
+"""Atomic writes: the one way this package puts files and folders on disk.
+
+Everything is first written under a temporary name in the destination's own
+folder (so the final rename stays on one file system, where it is atomic),
+then renamed into place. An interrupted or failed write leaves the
+destination as it was, and no temporary file behind.
+"""
+
+import contextlib
+import os
+import shutil
+import tempfile
+
+
+@contextlib.contextmanager
+def staging_dir(parent, prefix=".tmp-"):
+    """A fresh temporary folder inside `parent` (created if missing), removed
+    on exit whatever happens. Move finished files out of it with `os.replace`."""
+    os.makedirs(parent, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def atomic_write(path, write):
+    """Call `write(temporary_path)`, then rename the result to `path`.
+
+    Args:
+        path: The file to create or replace.
+        write: A function that writes the whole file to the path it is given.
+
+    Returns:
+        `path`.
+    """
+    path = os.fspath(path)
+    with staging_dir(os.path.dirname(os.path.abspath(path))) as folder:
+        tmp = os.path.join(folder, os.path.basename(path))
+        write(tmp)
+        os.replace(tmp, path)
+    return path
+
+
+def atomic_write_text(path, text):
+    """Write `text` (UTF-8) to `path` atomically."""
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    return atomic_write(path, write)
+
+
+def publish_dir(staged, target):
+    """Rename the finished folder `staged` to `target`, which must not exist
+    or be empty (TF Serving versions, for instance, are never overwritten)."""
+    if os.path.isdir(target):
+        os.rmdir(target)  # raises if not empty
+    os.rename(staged, target)
+    return target

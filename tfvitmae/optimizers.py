@@ -1,0 +1,165 @@
+"""The MAE optimizers: AdamW with the paper's settings and weight-decay
+exclusions, layer-wise lr decay for fine-tuning, SGD for the linear probe.
+
+Defaults follow the paper and the original code: AdamW with betas (0.9, 0.95),
+weight decay 0.05 (none on biases, norms, tokens and position tables),
+`lr = base_lr * batch / 256` with `base_lr = 1.5e-4`, linear warmup then a
+half-cycle cosine decay per step.
+"""
+
+import keras
+from keras import ops
+
+from .schedules import WarmupCosineDecay, scaled_learning_rate
+
+# Variable names (the last path component) that get no weight decay.
+NO_WEIGHT_DECAY = (
+    "bias",
+    "gamma",
+    "beta",
+    "cls_token",
+    "mask_token",
+    "position_embeddings",
+    "decoder_pos_embed",
+)
+PRETRAIN_BASE_LR = 1.5e-4
+FINETUNE_BASE_LR = 5e-4  # MAE, ViT-B (1e-3 for ViT-L/H)
+PROBE_BASE_LR = 0.1
+
+
+@keras.saving.register_keras_serializable(package="tfvitmae")
+class LayerDecayAdamW(keras.optimizers.Adam):
+    """AdamW with a learning-rate multiplier per variable (layer-wise lr decay).
+
+    As MAE's `lr_scale`, the multiplier scales the whole step of a variable:
+    the Adam update and the decoupled weight decay alike
+    (`w -= lr * scale * (adam_update + weight_decay * w)`). Keras' own weight
+    decay would use the unscaled rate, so the decay is applied here instead.
+
+    Args:
+        lr_multipliers: `{variable path: multiplier}`; variables not listed use 1.
+        weight_decay: Decoupled weight decay.
+        no_weight_decay: Variable names (the last path component, such as
+            `"bias"`) that get no weight decay.
+        **kwargs: `keras.optimizers.Adam` arguments.
+    """
+
+    def __init__(self, lr_multipliers=None, weight_decay=0.004, no_weight_decay=(), **kwargs):
+        super().__init__(**kwargs)
+        self.lr_multipliers = dict(lr_multipliers or {})
+        self.decoupled_weight_decay = float(weight_decay or 0.0)
+        self.no_weight_decay = tuple(no_weight_decay)
+
+    def update_step(self, gradient, variable, learning_rate):
+        # The TF backend passes the raw tf.Variable, named "<path>:0".
+        path = getattr(variable, "path", None) or variable.name.split(":")[0]
+        learning_rate = ops.cast(learning_rate, variable.dtype) * self.lr_multipliers.get(path, 1.0)
+        if self.decoupled_weight_decay and path.rsplit("/", 1)[-1] not in self.no_weight_decay:
+            decay = ops.cast(self.decoupled_weight_decay, variable.dtype)
+            self.assign_sub(variable, variable * decay * learning_rate)
+        return super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            lr_multipliers=self.lr_multipliers,
+            weight_decay=self.decoupled_weight_decay,
+            no_weight_decay=list(self.no_weight_decay),
+        )
+        return config
+
+
+def layer_decay_multipliers(model, layer_decay):
+    """MAE/BEiT layer-wise decay: block `i` of `L` gets `decay ** (L - i)`, the
+    embeddings `decay ** (L + 1)`, and everything after the blocks 1."""
+    blocks = model.vit.blocks
+    depth = len(blocks)
+    multipliers = {}
+    for variable in model.vit.embeddings.weights:
+        multipliers[variable.path] = layer_decay ** (depth + 1)
+    for i, block in enumerate(blocks):
+        for variable in block.weights:
+            multipliers[variable.path] = layer_decay ** (depth - i)
+    return multipliers
+
+
+def mae_optimizer(
+    batch_size,
+    steps_per_epoch,
+    epochs,
+    warmup_epochs=40,
+    base_lr=PRETRAIN_BASE_LR,
+    weight_decay=0.05,
+    beta_1=0.9,
+    beta_2=0.95,
+    min_lr=0.0,
+    model=None,
+    layer_decay=None,
+):
+    """AdamW with the MAE schedule and weight-decay exclusions.
+
+    Args:
+        batch_size: The global batch size (for the lr scaling rule).
+        steps_per_epoch, epochs: The length of training (the schedule is per step).
+        warmup_epochs: Linear warmup length, capped at `epochs`.
+        base_lr: Learning rate per 256 images.
+        weight_decay, beta_1, beta_2, min_lr: AdamW and schedule settings.
+        model, layer_decay: With both, a `LayerDecayAdamW` with layer-wise decay
+            (of the step and the weight decay, as MAE).
+
+    Returns:
+        A Keras optimizer. Its `learning_rate` schedule is driven by
+        `optimizer.iterations`, so training resumed from a backup continues
+        at the same point of the schedule.
+    """
+    total = max(1, int(steps_per_epoch * epochs))
+    warmup = min(int(steps_per_epoch * warmup_epochs), total)
+    schedule = WarmupCosineDecay(scaled_learning_rate(base_lr, batch_size), warmup, total, min_lr)
+    kwargs = dict(learning_rate=schedule, weight_decay=weight_decay, beta_1=beta_1, beta_2=beta_2)
+    if layer_decay is None:
+        optimizer = keras.optimizers.AdamW(**kwargs)
+        optimizer.exclude_from_weight_decay(var_names=list(NO_WEIGHT_DECAY))
+        return optimizer
+    if model is None:
+        raise ValueError("layer_decay needs the model, to know its blocks")
+    return LayerDecayAdamW(
+        lr_multipliers=layer_decay_multipliers(model, layer_decay),
+        no_weight_decay=NO_WEIGHT_DECAY,
+        **kwargs,
+    )
+
+
+def classifier_optimizer(
+    model,
+    batch_size,
+    steps_per_epoch,
+    epochs,
+    base_lr=None,
+    warmup_epochs=None,
+    weight_decay=None,
+    layer_decay=0.65,
+):
+    """The MAE downstream optimizers.
+
+    Linear probe (`model.linear_probe`): SGD with momentum 0.9, no weight
+    decay, `base_lr` 0.1 per 256 images, warmup 10 epochs, cosine. (MAE uses
+    LARS, which Keras does not ship; SGD with momentum is the usual stand-in.)
+    Fine-tuning: AdamW (betas 0.9/0.999, weight decay 0.05), `base_lr` 5e-4
+    per 256 images, warmup 5 epochs, cosine, layer-wise lr decay 0.65.
+    """
+    total = max(1, int(steps_per_epoch * epochs))
+    if model.linear_probe:
+        warmup = min(int(steps_per_epoch * (10 if warmup_epochs is None else warmup_epochs)), total)
+        lr = scaled_learning_rate(PROBE_BASE_LR if base_lr is None else base_lr, batch_size)
+        return keras.optimizers.SGD(WarmupCosineDecay(lr, warmup, total), momentum=0.9)
+    return mae_optimizer(
+        batch_size,
+        steps_per_epoch,
+        epochs,
+        warmup_epochs=5 if warmup_epochs is None else warmup_epochs,
+        base_lr=FINETUNE_BASE_LR if base_lr is None else base_lr,
+        weight_decay=0.05 if weight_decay is None else weight_decay,
+        beta_2=0.999,
+        model=model,
+        layer_decay=layer_decay,
+    )

@@ -1,0 +1,183 @@
+"""Moving weights between a model and a state dict, by the name table.
+
+`load_state_dict` assigns a checkpoint's arrays to a model, all or nothing,
+and reports what it did; `to_state_dict` writes a model's arrays in a
+PyTorch layout; `keras_state` names the arrays of a Keras `.weights.h5`.
+"""
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .checkpoint_files import CheckpointError
+from .weights import (
+    PARTS,
+    add_model_prefix,
+    canonical_names,
+    detect_format,
+    keras_variables,
+    model_parts,
+    part_of,
+    to_keras_layout,
+    to_torch_layout,
+    torch_shape,
+    weight_table,
+)
+
+
+@dataclass
+class LoadReport:
+    """What a checkpoint load did.
+
+    Attributes:
+        format: Checkpoint layout that was read.
+        loaded: Keras variable paths that received a value.
+        missing: Keras variable paths the checkpoint had no value for.
+        unexpected: Checkpoint keys that map to no variable of this model.
+        mismatched: `(key, expected_shape, found_shape)` for skipped tensors.
+    """
+
+    format: str
+    loaded: list = field(default_factory=list)
+    missing: list = field(default_factory=list)
+    unexpected: list = field(default_factory=list)
+    mismatched: list = field(default_factory=list)
+    source: str = ""
+
+    def summary(self):
+        lines = [
+            f"{len(self.loaded)} variables mapped from {self.source or 'the checkpoint'} "
+            f"({self.format} layout)"
+        ]
+        for title, items in (("missing", self.missing), ("unexpected", self.unexpected)):
+            if items:
+                shown = ", ".join(items[:8]) + (
+                    f", ... ({len(items)} in all)" if len(items) > 8 else ""
+                )
+                lines.append(f"{title}: {shown}")
+        for key, expected, found in self.mismatched:
+            lines.append(f"shape mismatch: {key} expected {expected}, found {found}")
+        return "\n".join(lines)
+
+
+def load_state_dict(model, state, fmt=None, strict=True, source=""):
+    """Assign a checkpoint's arrays to `model`, all or nothing.
+
+    Args:
+        model: A `TFViTMAEModel` or `TFViTMAEForPreTraining`.
+        state: `{name: numpy array}` in one of `FORMATS`.
+        fmt: The layout; detected from the names when `None`.
+        strict: Raise on missing variables, unused keys and shape mismatches.
+            With `strict=False` what matches is loaded and the rest reported.
+            Either way, a part (decoder, classification head) that the
+            checkpoint lacks keeps its initialisation, and checkpoint weights of
+            a part the model lacks are ignored, each with a warning.
+        source: File name for messages.
+
+    Returns:
+        A `LoadReport`. Nothing is assigned when an error is raised.
+    """
+    state = canonical_names(add_model_prefix(dict(state)))
+    fmt = fmt or detect_format(state)
+    variables = keras_variables(model)
+    parts = model_parts(model)
+    # The full table, to tell keys of parts this model lacks from unknown keys.
+    everything = weight_table(model.config, fmt, parts=("vit", "decoder", "head"))
+    entries = [e for e in everything if e.keras_path in variables]
+    other_parts = {n for e in everything if e.keras_path not in variables for n in e.names}
+    report = LoadReport(format=fmt, source=source)
+    used, assignments = set(), []
+    where = f" in {source}" if source else ""
+    for entry in entries:
+        if any(n not in state for n in entry.names):
+            report.missing.append(entry.keras_path)
+            continue
+        used.update(entry.names)
+        variable = variables[entry.keras_path]
+        expected = torch_shape(variable.shape, entry.transform, len(entry.names))
+        found = [tuple(np.shape(state[n])) for n in entry.names]
+        if any(shape != expected for shape in found):
+            bad = next(i for i, shape in enumerate(found) if shape != expected)
+            report.mismatched.append((entry.names[bad], expected, found[bad]))
+            continue
+        arrays = [to_keras_layout(np.asarray(state[n]), entry.transform) for n in entry.names]
+        value = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=-1)
+        assignments.append((variable, value.astype(variable.dtype)))
+        report.loaded.append(entry.keras_path)
+    unused = set(state) - used
+    # Moving between the encoder, pretraining and classification models is
+    # expected: a part only one side has is reported with a warning, not an error.
+    ignored = sorted(unused & other_parts)
+    report.unexpected = sorted(unused - other_parts)
+    if ignored:
+        warnings.warn(
+            f"Ignored {len(ignored)} weights{where} of parts this model does not have: "
+            f"{', '.join(ignored[:6])}{', ...' if len(ignored) > 6 else ''}"
+        )
+    for part in ("decoder", "head"):
+        paths = [e.keras_path for e in entries if part_of(e.keras_path) == part]
+        if part in parts and paths and all(p in report.missing for p in paths):
+            report.missing = [p for p in report.missing if p not in paths]
+            warnings.warn(
+                f"The checkpoint{where} has no {part}; it keeps its initialisation. Not loaded: "
+                f"{', '.join(paths)}"
+            )
+    if strict and (report.missing or report.unexpected or report.mismatched):
+        raise CheckpointError(
+            f"The checkpoint{where} does not fit this model ({model.config.num_hidden_layers} "
+            "encoder / "
+            f"{model.config.decoder_num_hidden_layers} decoder blocks); nothing was loaded.\n"
+            f"{report.summary()}\nPass strict=False to load what matches."
+        )
+    for variable, value in assignments:
+        variable.assign(value)
+    if not strict and (report.missing or report.unexpected or report.mismatched):
+        warnings.warn(f"Partial load: {report.summary()}")
+    return report
+
+
+def to_state_dict(model, fmt="transformers"):
+    """The model's weights as `{name: numpy array}` in a PyTorch layout.
+
+    For `TFViTMAEModel` the names lack the `vit.` prefix, like `ViTMAEModel`.
+    """
+    if fmt not in ("transformers", "mae"):
+        raise ValueError(f"Can only write the 'transformers' or 'mae' layouts, received {fmt!r}")
+    variables = keras_variables(model)
+    state = {}
+    for entry in weight_table(model.config, fmt, parts=model_parts(model)):
+        if entry.keras_path not in variables:
+            continue
+        value = np.asarray(variables[entry.keras_path].numpy())
+        for name, part in zip(entry.names, np.split(value, len(entry.names), axis=-1)):
+            state[name] = np.ascontiguousarray(to_torch_layout(part, entry.transform))
+    if model_parts(model) == ("vit",) and fmt == "transformers":
+        state = {k[len("vit.") :]: v for k, v in state.items()}
+    return state
+
+
+def keras_state(model, layers):
+    """Name the arrays of `checkpoint_files.read_keras_weights` by variable
+    path, giving the `keras` layout that `load_state_dict` reads.
+
+    A layer's arrays take, in order, the names of `model`'s variables at the
+    same layer path; for a layer `model` lacks (a decoder, a head) the names
+    come from the weight table. Arrays of layers neither knows stay under
+    `"<layer path>/<index>"` and are reported as unexpected.
+    """
+    names = {}
+    for entry in weight_table(model.config, "keras", parts=tuple(sorted(set(PARTS.values())))):
+        layer = entry.keras_path.rpartition("/")[0]
+        names.setdefault(layer, []).append(entry.keras_path)
+    own = {}
+    for path in keras_variables(model):
+        own.setdefault(path.rpartition("/")[0], []).append(path)
+    names.update(own)
+    state = {}
+    for layer, arrays in layers.items():
+        layer_names = names.get(layer, ())
+        if len(layer_names) != len(arrays):
+            layer_names = [f"{layer}/{i}" for i in range(len(arrays))]
+        state.update(zip(layer_names, arrays))
+    return state
