@@ -1,8 +1,9 @@
 """Run a few MAE training steps single-device, mirrored on two logical CPUs, or
 as one worker of a MultiWorkerMirroredStrategy cluster (TF_CONFIG set by the
-caller), and save the final weights. Used by tests/test_distributed.py.
+caller), and save the final weights. Used by tests/test_loops.py and
+tests/test_training.py (through tests/helpers.py).
 
-    python -m tests.distributed_run MODE OUT.npz      MODE: single | mirrored | worker | random-masks
+    python -m tests.distributed_run MODE OUT.npz    MODE: single | mirrored | worker | random-masks
 """
 
 import os
@@ -19,13 +20,14 @@ GLOBAL_BATCH = 8
 def main(mode, out):
     if mode in ("mirrored", "random-masks"):
         cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+        )
     import keras
 
-
-    from tfvitmae import TFViTMAEForPreTraining
-    from tfvitmae.training import train_loop
     from tests.helpers import noise_for, pixels, tiny_config
+    from tfvitmae import TFViTMAEForPreTraining
+    from tfvitmae.loops import train_loop
 
     strategy = {
         "single": lambda: tf.distribute.get_strategy(),
@@ -48,8 +50,12 @@ def main(mode, out):
             history.history = train_loop(model, dataset, epochs=2, verbose=0)
         else:
             history = model.fit(dataset, epochs=2, verbose=0)
-    np.savez(out, loss=np.array(history.history["loss"]), replicas=strategy.num_replicas_in_sync,
-             **{f"w{i}": w.numpy() for i, w in enumerate(model.weights)})
+    np.savez(
+        out,
+        loss=np.array(history.history["loss"]),
+        replicas=strategy.num_replicas_in_sync,
+        **{f"w{i}": w.numpy() for i, w in enumerate(model.weights)},
+    )
 
 
 if __name__ == "__main__":

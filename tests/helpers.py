@@ -1,8 +1,22 @@
-"""Shared builders for the tests: tiny configs, inputs and a NumPy reference."""
+"""Shared builders for the tests: tiny configs, inputs, data sets, the NumPy
+and PyTorch references, and the distributed-training runner.
+
+Test files import from here (and from `harness`), never from each other.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 
 from tfvitmae import ViTMAEConfig
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+# A tiny transformers ViTMAEForPreTraining checkpoint with reference outputs
+# (written by tests/fixtures/make_reference.py).
+FIXTURE = ROOT / "tests" / "fixtures" / "tiny_vit_mae"
 
 TINY = dict(
     hidden_size=32,
@@ -26,7 +40,11 @@ def pixels(config, batch=2, seed=0, height=None, width=None, channels_last=False
     """Random float32 images for `config`, channels-first unless asked."""
     height = height or config.image_hw[0]
     width = width or config.image_hw[1]
-    x = np.random.default_rng(seed).normal(size=(batch, config.num_channels, height, width)).astype("float32")
+    x = (
+        np.random.default_rng(seed)
+        .normal(size=(batch, config.num_channels, height, width))
+        .astype("float32")
+    )
     return np.transpose(x, (0, 2, 3, 1)) if channels_last else x
 
 
@@ -38,6 +56,25 @@ def noise_for(config, batch=2, seed=1, height=None, width=None):
     return np.random.default_rng(seed).random((batch, n)).astype("float32")
 
 
+def smooth_images(config, n=32, seed=0):
+    """Learnable images: one fixed smooth pattern, scaled and shifted per image,
+    so the masked pixels are predictable from position and visible patches."""
+    rng = np.random.default_rng(seed)
+    h, w = config.image_hw
+    yy, xx = np.meshgrid(np.linspace(0, 1, h), np.linspace(0, 1, w), indexing="ij")
+    pattern = np.sin(2 * np.pi * xx) * np.cos(np.pi * yy)
+    scale = rng.uniform(0.5, 1.5, size=(n, config.num_channels, 1, 1))
+    shift = rng.uniform(-1, 1, size=(n, config.num_channels, 1, 1))
+    return (scale * pattern + shift).astype("float32")
+
+
+def labelled(config, n=24, num_labels=3, seed=0):
+    """Images whose class is visible (a per-class brightness offset), and the labels."""
+    labels = np.arange(n) % num_labels
+    x = pixels(config, batch=n, seed=seed) * 0.3 + (labels[:, None, None, None] - 1.0)
+    return x.astype("float32"), labels
+
+
 def numpy_patchify(images_nchw, patch):
     """Reference patchify by explicit loops: patch (r, c) -> row-major index,
     inside a patch (row, col, channel) order."""
@@ -46,7 +83,7 @@ def numpy_patchify(images_nchw, patch):
     out = np.zeros((b, rows * cols, patch * patch * ch), dtype=np.float64)
     for r in range(rows):
         for c in range(cols):
-            block = images_nchw[:, :, r * patch:(r + 1) * patch, c * patch:(c + 1) * patch]
+            block = images_nchw[:, :, r * patch : (r + 1) * patch, c * patch : (c + 1) * patch]
             out[:, r * cols + c] = block.transpose(0, 2, 3, 1).reshape(b, -1)
     return out
 
@@ -90,7 +127,9 @@ def torch_reference_model(seed=0, encoder_only=False, **overrides):
     import transformers
     from transformers.models.vit_mae import modeling_vit_mae as hf
 
-    config = transformers.ViTMAEConfig(**{**REFERENCE_CONFIG, **overrides}, attn_implementation="eager")
+    config = transformers.ViTMAEConfig(
+        **{**REFERENCE_CONFIG, **overrides}, attn_implementation="eager"
+    )
     torch.manual_seed(seed)
     cls = transformers.ViTMAEModel if encoder_only else transformers.ViTMAEForPreTraining
     model = cls(config).eval()
@@ -101,7 +140,9 @@ def torch_reference_model(seed=0, encoder_only=False, **overrides):
         tables.append((model.decoder.decoder_pos_embed, config.decoder_hidden_size))
     with torch.no_grad():
         for param, dim in tables:
-            table = hf.build_2d_sinusoidal_position_embedding(grid, grid, embed_dim=dim, cls_token=True)
+            table = hf.build_2d_sinusoidal_position_embedding(
+                grid, grid, embed_dim=dim, cls_token=True
+            )
             half = dim // 2  # transformers rotates the halves into the MAE checkpoint layout
             param.copy_(torch.cat([table[:, half:], table[:, :half]], dim=1)[None].float())
     return model
@@ -119,7 +160,10 @@ def torch_outputs(model, x, noise, interpolate_pos_encoding=False):
             output_hidden_states=True,
             output_attentions=True,
         )
-    return {k: (tuple(t.numpy() for t in v) if isinstance(v, tuple) else v.numpy()) for k, v in out.items()}
+    return {
+        k: (tuple(t.numpy() for t in v) if isinstance(v, tuple) else v.numpy())
+        for k, v in out.items()
+    }
 
 
 def assert_outputs_close(ours, reference, atol=1e-5):
@@ -134,3 +178,54 @@ def assert_outputs_close(ours, reference, atol=1e-5):
             np.testing.assert_array_equal(np.asarray(actual), expected, err_msg=key)
         else:
             assert max_diff(actual, expected) < atol, f"{key}: {max_diff(actual, expected)}"
+
+
+def hub_style(state):
+    """transformers 4 (and Hub) names: transformers 5 saves decoder blocks elsewhere."""
+    return {
+        k.replace("decoder.decoder_encoder.layer.", "decoder.decoder_layers."): v
+        for k, v in state.items()
+    }
+
+
+def save_torch_reference(directory, **overrides):
+    """A `torch_reference_model` saved with `save_pretrained` to `directory`;
+    returns `(torch model, directory)`."""
+    model = torch_reference_model(**overrides)
+    model.save_pretrained(directory)
+    return model, directory
+
+
+# ------------------------------------------------- distributed training runs
+def start_distributed_run(mode, out, env=None):
+    """Start `python -m tests.distributed_run MODE OUT` (see that module)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.distributed_run", mode, str(out)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish_distributed_run(process, timeout=600):
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-3000:]
+
+
+def distributed_run_results(path):
+    """`(final weights, the whole .npz)` written by a distributed run."""
+    data = np.load(path)
+    count = len([k for k in data.files if k.startswith("w")])
+    return [data[f"w{i}"] for i in range(count)], data
+
+
+def assert_same_training(result, reference):
+    """Two distributed runs gave the same losses and final weights."""
+    (ours, data), (theirs, ref_data) = result, reference
+    np.testing.assert_allclose(data["loss"], ref_data["loss"], rtol=1e-4)
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, atol=2e-5)

@@ -16,9 +16,18 @@ import os
 import numpy as np
 
 DOC_CONFIG = dict(
-    hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
-    decoder_hidden_size=8, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=16,
-    image_size=8, patch_size=4, num_channels=1, norm_pix_loss=True,
+    hidden_size=8,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=16,
+    decoder_hidden_size=8,
+    decoder_num_hidden_layers=1,
+    decoder_num_attention_heads=2,
+    decoder_intermediate_size=16,
+    image_size=8,
+    patch_size=4,
+    num_channels=1,
+    norm_pix_loss=True,
 )
 
 
@@ -54,19 +63,38 @@ def requests():
     uint8 = np.full((1, 8, 8, 1), 20, np.uint8)
     uint8[0, 2:6, 2:6] = 230
     return {
-        "serving_default": ("pretraining", {"signature_name": "serving_default", "instances": pixels}),
-        "features_image_bytes": ("pretraining", {"signature_name": "features_image_bytes",
-                                                 "instances": [{"b64": b64}]}),
+        "serving_default": (
+            "pretraining",
+            {"signature_name": "serving_default", "instances": pixels},
+        ),
+        "features_image_bytes": (
+            "pretraining",
+            {"signature_name": "features_image_bytes", "instances": [{"b64": b64}]},
+        ),
         "reconstruct": ("pretraining", {"signature_name": "reconstruct", "instances": pixels}),
-        "reconstruct_with_seed": ("pretraining", {"signature_name": "reconstruct_with_seed",
-                                                  "inputs": {"pixel_values": pixels, "seed": 7}}),
-        "reconstruct_image_bytes": ("pretraining", {"signature_name": "reconstruct_image_bytes",
-                                                    "inputs": {"image_bytes": [{"b64": b64}]}}),
-        "reconstruct_uint8": ("pretraining", {"signature_name": "reconstruct_uint8",
-                                              "instances": uint8.tolist()}),
+        "reconstruct_with_seed": (
+            "pretraining",
+            {
+                "signature_name": "reconstruct_with_seed",
+                "inputs": {"pixel_values": pixels, "seed": 7},
+            },
+        ),
+        "reconstruct_image_bytes": (
+            "pretraining",
+            {
+                "signature_name": "reconstruct_image_bytes",
+                "inputs": {"image_bytes": [{"b64": b64}]},
+            },
+        ),
+        "reconstruct_uint8": (
+            "pretraining",
+            {"signature_name": "reconstruct_uint8", "instances": uint8.tolist()},
+        ),
         "classify": ("classifier", {"signature_name": "classify", "instances": pixels}),
-        "classify_image_bytes": ("classifier", {"signature_name": "classify_image_bytes",
-                                                "instances": [{"b64": b64}]}),
+        "classify_image_bytes": (
+            "classifier",
+            {"signature_name": "classify_image_bytes", "instances": [{"b64": b64}]},
+        ),
     }
 
 
@@ -100,7 +128,9 @@ def responses(exports):
         fn = loaded[key].signatures[signature]
         result = fn(**rest_to_tensors(request, fn))
         columns = {k: _round(v.numpy()) for k, v in sorted(result.items())}
-        out[signature] = {"outputs": columns} if "inputs" in request else {"predictions": _rows(columns)}
+        out[signature] = (
+            {"outputs": columns} if "inputs" in request else {"predictions": _rows(columns)}
+        )
     return out
 
 
@@ -134,8 +164,11 @@ def main():
     answers = responses(exports)
     parts = []
     for signature, (_, request) in requests().items():
-        parts.append(f"#### `{signature}`\n\n<!-- rest-request {signature} -->\n```json\n{json.dumps(request)}\n```\n\n"
-                     f"<!-- rest-response {signature} -->\n```json\n{json.dumps(answers[signature])}\n```\n")
+        parts.append(
+            f"#### `{signature}`\n\n"
+            f"<!-- rest-request {signature} -->\n```json\n{json.dumps(request)}\n```\n\n"
+            f"<!-- rest-response {signature} -->\n```json\n{json.dumps(answers[signature])}\n```\n"
+        )
     readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
     text = open(readme, encoding="utf-8").read()
     head, rest = text.split(START)

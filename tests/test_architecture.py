@@ -38,9 +38,7 @@ def package_imports(path):
             elif node.module and node.module.startswith("tfvitmae."):
                 found.add(node.module.split(".")[1])
         elif isinstance(node, ast.Import):
-            found.update(
-                a.name.split(".")[1] for a in node.names if a.name.startswith("tfvitmae.")
-            )
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("tfvitmae."))
     return found
 
 

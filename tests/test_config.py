@@ -3,6 +3,7 @@ import json
 import pytest
 
 from tfvitmae import PRESETS, ViTMAEConfig
+from tfvitmae.config import as_config
 
 DOCUMENTED_DEFAULTS = dict(
     hidden_size=768,
@@ -54,7 +55,10 @@ def test_save_and_load_pretrained(tmp_path):
 
 def test_reads_a_hugging_face_config_json(tmp_path):
     import transformers  # in the test extra: the reference implementation
-    hf = transformers.ViTMAEConfig(hidden_size=64, num_attention_heads=4, mask_ratio=0.5, norm_pix_loss=True)
+
+    hf = transformers.ViTMAEConfig(
+        hidden_size=64, num_attention_heads=4, mask_ratio=0.5, norm_pix_loss=True
+    )
     hf.save_pretrained(tmp_path)
     ours = ViTMAEConfig.from_pretrained(tmp_path)
     for name in DOCUMENTED_DEFAULTS:
@@ -68,9 +72,16 @@ def test_reads_a_hugging_face_config_json(tmp_path):
 def test_presets():
     assert set(PRESETS) == {"base", "large", "huge"}
     huge = ViTMAEConfig.from_preset("huge")
-    assert (huge.hidden_size, huge.num_hidden_layers, huge.num_attention_heads, huge.patch_size) == (1280, 32, 16, 14)
+    assert (
+        huge.hidden_size,
+        huge.num_hidden_layers,
+        huge.num_attention_heads,
+        huge.patch_size,
+    ) == (1280, 32, 16, 14)
     large = ViTMAEConfig.from_preset("large", image_size=448)
-    assert large.hidden_size == 1024 and large.image_size == 448 and large.decoder_hidden_size == 512
+    assert (
+        large.hidden_size == 1024 and large.image_size == 448 and large.decoder_hidden_size == 512
+    )
     with pytest.raises(ValueError, match="Unknown preset 'giant'"):
         ViTMAEConfig.from_preset("giant")
 
@@ -80,9 +91,18 @@ def test_presets():
     [
         (dict(mask_ratio=1.0), r"mask_ratio must be a number in \[0, 1\), received 1.0"),
         (dict(mask_ratio=-0.1), r"mask_ratio .* received -0.1"),
-        (dict(hidden_size=100, num_attention_heads=12), r"hidden_size \(100\) must be divisible .* heads \(12\)"),
-        (dict(decoder_hidden_size=30, decoder_num_attention_heads=4), r"decoder_hidden_size \(30\)"),
-        (dict(image_size=225), r"image_size must be divisible by patch_size 16, received image_size=225"),
+        (
+            dict(hidden_size=100, num_attention_heads=12),
+            r"hidden_size \(100\) must be divisible .* heads \(12\)",
+        ),
+        (
+            dict(decoder_hidden_size=30, decoder_num_attention_heads=4),
+            r"decoder_hidden_size \(30\)",
+        ),
+        (
+            dict(image_size=225),
+            r"image_size must be divisible by patch_size 16, received image_size=225",
+        ),
         (dict(hidden_act="gelu_foo"), r"hidden_act must be one of .* received 'gelu_foo'"),
         (dict(num_channels=0), r"num_channels must be a positive integer, received 0"),
         (dict(layer_norm_eps=0), r"layer_norm_eps must be a positive number, received 0"),
@@ -120,3 +140,35 @@ def test_import_is_light():
     code = "import sys, tfvitmae; tfvitmae.ViTMAEConfig(); print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_output_flags_round_trip_and_are_fields():
+    assert {"output_attentions", "output_hidden_states", "return_dict"} <= set(ViTMAEConfig.FIELDS)
+    config = ViTMAEConfig(output_hidden_states=True, return_dict=False)
+    assert config.output_hidden_states and not config.output_attentions
+    assert not config.use_return_dict
+    data = config.to_dict()
+    assert data["output_hidden_states"] is True and data["return_dict"] is False
+    assert "output_attentions" not in data  # defaults are not written
+    assert ViTMAEConfig.from_dict(data) == config
+    again = config.copy(output_attentions=True, return_dict=True)
+    assert again.output_attentions and again.use_return_dict and again.output_hidden_states
+    assert not ViTMAEConfig().output_hidden_states and ViTMAEConfig().use_return_dict
+
+
+def test_every_field_is_accepted_by_name():
+    config = ViTMAEConfig()
+    for name in ViTMAEConfig.FIELDS:
+        if name in ("return_dict", "use_return_dict"):
+            assert config.copy(**{name: False}).use_return_dict is False
+        else:
+            assert hasattr(config, name), name
+            assert config.copy(**{name: getattr(config, name)}) == config, name
+
+
+def test_as_config():
+    config = ViTMAEConfig(hidden_size=64, num_attention_heads=4)
+    assert as_config(config) is config
+    assert as_config(config.to_dict()) == config
+    with pytest.raises(ValueError, match="config must be a ViTMAEConfig or a dict, received str"):
+        as_config("facebook/vit-mae-base")

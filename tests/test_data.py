@@ -8,7 +8,7 @@ from tfvitmae import data
 def write_images(folder, count=6, size=(40, 50), classes=("cats", "dogs")):
     """A folder of real PNG/JPEG/BMP files in class sub-folders, plus junk."""
     rng = np.random.default_rng(0)
-    for c, name in enumerate(classes):
+    for name in classes:
         (folder / name).mkdir(parents=True)
         for i in range(count):
             pixels = rng.integers(0, 256, size=size + (3,), dtype=np.uint8)
@@ -43,7 +43,9 @@ def test_folder_pipeline_shapes_ranges_and_labels(tmp_path):
 def test_truncated_image_is_skipped_not_fatal(tmp_path):
     write_images(tmp_path, count=2)
     good = (tmp_path / "cats" / "0.png").read_bytes()
-    (tmp_path / "cats" / "broken.png").write_bytes(good[: len(good) // 2])  # right header, broken data
+    (tmp_path / "cats" / "broken.png").write_bytes(
+        good[: len(good) // 2]
+    )  # right header, broken data
     ds = data.make_dataset(str(tmp_path), 16, 3, augment=False, shuffle=False)
     total = sum(int(b.shape[0]) for b in ds)
     assert total == 6  # 4 + gray + rgba; the broken one dropped
@@ -63,9 +65,13 @@ def test_deterministic_under_seed_and_new_each_epoch():
 
 def test_eval_preprocessing_is_resize_and_normalise():
     images = np.random.default_rng(2).integers(0, 256, size=(3, 20, 30, 3), dtype=np.uint8)
-    ds = data.make_dataset(images, (16, 24), 3, augment=False, shuffle=False, data_format="channels_last")
+    ds = data.make_dataset(
+        images, (16, 24), 3, augment=False, shuffle=False, data_format="channels_last"
+    )
     expected = tf.image.resize(images.astype("float32"), (16, 24), method="bicubic")
-    expected = (np.clip(expected, 0, 255) / 255 - np.array(data.IMAGENET_MEAN)) / np.array(data.IMAGENET_STD)
+    expected = (np.clip(expected, 0, 255) / 255 - np.array(data.IMAGENET_MEAN)) / np.array(
+        data.IMAGENET_STD
+    )
     np.testing.assert_allclose(next(iter(ds)).numpy(), expected, atol=1e-5)
 
 
@@ -92,23 +98,49 @@ def test_arrays_datasets_and_channel_conversion():
     x = next(iter(data.make_dataset(rgba, 16, 4, num_channels=1, augment=False)))
     assert x.shape == (4, 1, 16, 16)
     source = tf.data.Dataset.from_tensor_slices({"image": rgba[..., :3], "label": np.arange(4)})
-    x, y = next(iter(data.make_dataset(source, 16, 4, with_labels=True, shuffle=False, augment=False)))
+    x, y = next(
+        iter(data.make_dataset(source, 16, 4, with_labels=True, shuffle=False, augment=False))
+    )
     assert x.shape == (4, 3, 16, 16) and list(y.numpy()) == [0, 1, 2, 3]
 
 
-def test_mixup_cutmix_give_soft_labels():
+def test_mixup_cutmix_mix_images_and_labels():
+    """Each batch gets MixUp or CutMix: the labels become soft (summing to 1,
+    with the image's own class kept) and the images differ from the same
+    pipeline without mixing, which is otherwise reproducible."""
     images = np.random.default_rng(5).integers(0, 256, size=(8, 20, 20, 3), dtype=np.uint8)
-    ds = data.make_dataset(images, 16, 4, labels=np.arange(8) % 4, with_labels=True, num_classes=4,
-                           mixup_alpha=0.8, cutmix_alpha=1.0, seed=1)
-    for x, y in ds:
-        assert y.shape == (4, 4)
-        np.testing.assert_allclose(y.numpy().sum(-1), 1.0, atol=1e-5)
+    common = dict(labels=np.arange(8) % 4, with_labels=True, num_classes=4, seed=1)
+
+    def batches(**mixing):
+        return [
+            (x.numpy(), y.numpy()) for x, y in data.make_dataset(images, 16, 4, **common, **mixing)
+        ]
+
+    mixed = batches(mixup_alpha=0.8, cutmix_alpha=1.0)
+    plain, again = batches(), batches()
+    assert len(mixed) == len(plain) == 2
+    for (x, y), (x_again, y_again) in zip(plain, again):  # same seed, same images
+        np.testing.assert_array_equal(x, x_again)
+        np.testing.assert_array_equal(y, y_again)
+    soft_rows = 0
+    for (x, y), (plain_x, plain_y) in zip(mixed, plain):
+        assert y.shape == (4, 4) and plain_y.shape == (4,)
+        np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-5)
+        assert (y >= 0).all()
+        assert (y[np.arange(4), plain_y] > 0).all()  # the image's own class keeps a share
+        soft_rows += int(((y > 1e-6) & (y < 1 - 1e-6)).any(-1).sum())
+        assert not np.allclose(x, plain_x)  # the images were mixed too
+    assert soft_rows >= 4, [y for _, y in mixed]  # most rows hold two classes
 
 
 def test_split_files_is_deterministic():
     paths, labels = [f"{i}.png" for i in range(10)], list(range(10))
     (a, _), (b, _) = data.split_files(paths, labels, 0.3, seed=0)
-    assert len(b) == 3 and not set(a) & set(b) and data.split_files(paths, labels, 0.3, seed=0)[1][0] == b
+    assert (
+        len(b) == 3
+        and not set(a) & set(b)
+        and data.split_files(paths, labels, 0.3, seed=0)[1][0] == b
+    )
 
 
 @pytest.mark.parametrize(
@@ -116,12 +148,25 @@ def test_split_files_is_deterministic():
     [
         (lambda d: data.make_dataset(str(d / "empty"), 16, 2), r"No images found in .*empty"),
         (lambda d: data.make_dataset(str(d / "missing"), 16, 2), r"not a directory"),
-        (lambda d: data.make_dataset(np.zeros((2, 8, 8, 3), "uint8"), 16, 4, drop_remainder=True),
-         r"batch_size 4 is larger than the dataset \(2 images\)"),
+        (
+            lambda d: data.make_dataset(
+                np.zeros((2, 8, 8, 3), "uint8"), 16, 4, drop_remainder=True
+            ),
+            r"batch_size 4 is larger than the dataset \(2 images\)",
+        ),
         (lambda d: data.make_dataset(np.zeros((2, 8), "uint8"), 16, 2), r"received shape \(2, 8\)"),
-        (lambda d: data.make_dataset(np.zeros((2, 8, 8, 3), "uint8"), 16, 0), r"batch_size must be at least 1"),
-        (lambda d: data.make_dataset(np.zeros((2, 8, 8, 3), "uint8"), 16, 2, labels=[1]), r"one label per image"),
-        (lambda d: data.make_dataset(np.zeros((2, 8, 8, 3), "uint8"), 16, 2, mixup_alpha=0.8), r"num_classes"),
+        (
+            lambda d: data.make_dataset(np.zeros((2, 8, 8, 3), "uint8"), 16, 0),
+            r"batch_size must be at least 1",
+        ),
+        (
+            lambda d: data.make_dataset(np.zeros((2, 8, 8, 3), "uint8"), 16, 2, labels=[1]),
+            r"one label per image",
+        ),
+        (
+            lambda d: data.make_dataset(np.zeros((2, 8, 8, 3), "uint8"), 16, 2, mixup_alpha=0.8),
+            r"num_classes",
+        ),
     ],
 )
 def test_bad_input(tmp_path, call, pattern):
@@ -135,6 +180,8 @@ def test_channel_stats():
     mean, std = data.channel_stats(data.IMAGENET_MEAN, data.IMAGENET_STD, 3)
     np.testing.assert_allclose(mean, data.IMAGENET_MEAN)
     np.testing.assert_allclose(std, data.IMAGENET_STD)
-    mean, std = data.channel_stats(data.IMAGENET_MEAN, data.IMAGENET_STD, 1)  # grayscale: the RGB average
+    mean, std = data.channel_stats(
+        data.IMAGENET_MEAN, data.IMAGENET_STD, 1
+    )  # grayscale: the RGB average
     np.testing.assert_allclose(mean, [np.mean(data.IMAGENET_MEAN)], rtol=1e-6)
     np.testing.assert_allclose(std, [np.mean(data.IMAGENET_STD)], rtol=1e-6)

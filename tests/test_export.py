@@ -4,10 +4,12 @@ saved_model_cli, and replay the README's REST requests."""
 
 import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -15,7 +17,7 @@ import tensorflow as tf
 from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel
 from tfvitmae.classification import TFViTMAEForImageClassification
 from tfvitmae.data import decode_image, preprocess_images
-from tfvitmae.export import example_inputs, export_for_serving, seeded_noise
+from tfvitmae.export import example_inputs, export_for_serving, export_saved_model, seeded_noise
 
 from . import serving_examples
 from .helpers import max_diff, tiny_config
@@ -23,9 +25,15 @@ from .helpers import max_diff, tiny_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PRETRAINING_SIGNATURES = [
-    "features_image_bytes", "features_uint8", "reconstruct", "reconstruct_image_bytes",
-    "reconstruct_image_bytes_with_seed", "reconstruct_uint8", "reconstruct_uint8_with_seed",
-    "reconstruct_with_seed", "serving_default",
+    "features_image_bytes",
+    "features_uint8",
+    "reconstruct",
+    "reconstruct_image_bytes",
+    "reconstruct_image_bytes_with_seed",
+    "reconstruct_uint8",
+    "reconstruct_uint8_with_seed",
+    "reconstruct_with_seed",
+    "serving_default",
 ]
 
 
@@ -36,7 +44,10 @@ def exported(tmp_path_factory):
     base = tmp_path_factory.mktemp("serving")
     pretraining = TFViTMAEForPreTraining(tiny_config(norm_pix_loss=True), seed=0)
     classifier = TFViTMAEForImageClassification.from_encoder(
-        pretraining, num_labels=4, id2label={0: "a", 1: "b", 2: "c", 3: "d"}, data_format="channels_last",
+        pretraining,
+        num_labels=4,
+        id2label={0: "a", 1: "b", 2: "c", 3: "d"},
+        data_format="channels_last",
         linear_probe=True,
     )
     encoder = TFViTMAEModel(tiny_config(num_channels=1))
@@ -48,6 +59,7 @@ def exported(tmp_path_factory):
     return models, paths, signatures
 
 
+@pytest.mark.slow
 def test_layout_and_signature_names(exported):
     models, paths, signatures = exported
     for path in paths.values():
@@ -55,7 +67,9 @@ def test_layout_and_signature_names(exported):
         assert os.path.isdir(os.path.join(path, "variables"))
     assert signatures["pretraining"] == PRETRAINING_SIGNATURES
     assert signatures["encoder"] == ["features_image_bytes", "features_uint8", "serving_default"]
-    assert {"classify", "classify_image_bytes", "classify_uint8", "serving_default"} <= set(signatures["classifier"])
+    assert {"classify", "classify_image_bytes", "classify_uint8", "serving_default"} <= set(
+        signatures["classifier"]
+    )
     assert not [p for p in os.listdir(os.path.dirname(paths["encoder"])) if p.startswith(".tmp")]
 
 
@@ -86,8 +100,20 @@ print("signatures:", sorted(loaded.signatures))
 def run_fresh(path, requests, tmp_path):
     np.savez(tmp_path / "requests.npz", requests=np.array(requests, dtype=object))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run([sys.executable, "-c", FRESH_PROCESS, path, str(tmp_path / "requests.npz"),
-                          str(tmp_path / "results.npz")], capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            FRESH_PROCESS,
+            path,
+            str(tmp_path / "requests.npz"),
+            str(tmp_path / "results.npz"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     results = np.load(tmp_path / "results.npz", allow_pickle=True)
     grouped = {}
@@ -101,25 +127,36 @@ def keras_reference(model, signature, inputs):
     """What the in-process Keras model gives for a signature's inputs."""
     c, (h, w) = model.config.num_channels, model.config.image_hw
     if "image_bytes" in inputs:
-        images = tf.stack([preprocess_images(decode_image(b, c), (h, w)) for b in inputs["image_bytes"]])
+        images = tf.stack(
+            [preprocess_images(decode_image(b, c), (h, w)) for b in inputs["image_bytes"]]
+        )
     elif "images" in inputs:
         images = preprocess_images(inputs["images"], (h, w))
     else:
         images = None
     pixel_values = inputs.get("pixel_values")
     if images is not None:
-        pixel_values = tf.transpose(images, (0, 3, 1, 2)) if model.data_format == "channels_first" else images
+        pixel_values = (
+            tf.transpose(images, (0, 3, 1, 2)) if model.data_format == "channels_first" else images
+        )
     batch = int(tf.shape(pixel_values)[0])
     if signature.startswith("reconstruct"):
-        noise = seeded_noise(inputs["seed"], batch, model.config.num_patches) if "seed" in inputs else None
+        noise = (
+            seeded_noise(inputs["seed"], batch, model.config.num_patches)
+            if "seed" in inputs
+            else None
+        )
         out = model(pixel_values, noise=noise)
-        return {"reconstruction": out.logits, "mask": out.mask,
-                "loss": model.per_example_loss(pixel_values, out.logits, out.mask),
-                "reconstructed_image": model.reconstruct_image(pixel_values, out.logits, out.mask)}
+        return {
+            "reconstruction": out.logits,
+            "mask": out.mask,
+            "loss": model.per_example_loss(pixel_values, out.logits, out.mask),
+            "reconstructed_image": model.reconstruct_image(pixel_values, out.logits, out.mask),
+        }
     if signature.startswith("classify"):
         logits = model(pixel_values)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
-    hidden = model.vit(model._check_pixel_values(pixel_values, False), unmasked=True).last_hidden_state
+    hidden = model.vit(model.check_pixel_values(pixel_values), unmasked=True).last_hidden_state
     return {"cls_features": hidden[:, 0], "mean_features": tf.reduce_mean(hidden[:, 1:], axis=1)}
 
 
@@ -128,7 +165,11 @@ def keras_reference(model, signature, inputs):
 def test_fresh_process_outputs_equal_keras(exported, kind, tmp_path):
     models, paths, signatures = exported
     model = models[kind]
-    requests = {f"{s}|{b}": example_inputs(model, s, batch=b, seed=b) for s in signatures[kind] for b in (1, 7)}
+    requests = {
+        f"{s}|{b}": example_inputs(model, s, batch=b, seed=b)
+        for s in signatures[kind]
+        for b in (1, 7)
+    }
     results = run_fresh(paths[kind], requests, tmp_path)
     for (signature, batch), outputs in results.items():
         inputs = requests[f"{signature}|{batch}"]
@@ -140,13 +181,20 @@ def test_fresh_process_outputs_equal_keras(exported, kind, tmp_path):
         expected = keras_reference(model, signature, inputs)
         for name, value in expected.items():
             assert outputs[name].shape[0] == batch, (signature, name)
-            assert max_diff(outputs[name], value) < 1e-5, (signature, name, max_diff(outputs[name], value))
+            assert max_diff(outputs[name], value) < 1e-5, (
+                signature,
+                name,
+                max_diff(outputs[name], value),
+            )
         if signature.startswith("classify"):
             top = np.argsort(-outputs["probabilities"], axis=1)[:, :4]
             np.testing.assert_array_equal(outputs["top_k_indices"], top)
-            assert [v.decode() for v in outputs["top_k_labels"][0]] == [model.id2label[i] for i in top[0]]
+            assert [v.decode() for v in outputs["top_k_labels"][0]] == [
+                model.id2label[i] for i in top[0]
+            ]
 
 
+@pytest.mark.slow
 def test_raw_bytes_match_python_preprocessing(exported, tmp_path):
     models, paths, _ = exported
     model = models["pretraining"]
@@ -159,42 +207,70 @@ def test_raw_bytes_match_python_preprocessing(exported, tmp_path):
         # The Python pipeline (data.make_dataset without augmentation) on the same image:
         from tfvitmae.data import make_dataset
 
-        pixel_values = next(iter(make_dataset(decoded.numpy()[None], 32, 1, augment=False, shuffle=False)))
+        pixel_values = next(
+            iter(make_dataset(decoded.numpy()[None], 32, 1, augment=False, shuffle=False))
+        )
         expected = keras_reference(model, "serving_default", {"pixel_values": pixel_values})
         assert max_diff(served["cls_features"], expected["cls_features"]) < 1e-5
         assert max_diff(served["mean_features"], expected["mean_features"]) < 1e-5
 
 
+@pytest.mark.slow
 def test_random_masks_differ_between_requests_and_seeds_repeat(exported):
     models, paths, _ = exported
     loaded = tf.saved_model.load(paths["pretraining"])
     x = tf.constant(example_inputs(models["pretraining"], "reconstruct", batch=2)["pixel_values"])
     a, b = (loaded.signatures["reconstruct"](pixel_values=x)["mask"].numpy() for _ in range(2))
     assert not np.array_equal(a, b)
-    seeded = [loaded.signatures["reconstruct_with_seed"](pixel_values=x, seed=tf.constant(5, tf.int64))["mask"]
-              for _ in range(2)]
+    seeded = [
+        loaded.signatures["reconstruct_with_seed"](pixel_values=x, seed=tf.constant(5, tf.int64))[
+            "mask"
+        ]
+        for _ in range(2)
+    ]
     np.testing.assert_array_equal(*seeded)
 
 
+@pytest.mark.slow
 def test_saved_model_cli_show_and_run(exported, tmp_path):
     _, paths, _ = exported
-    show = subprocess.run(["saved_model_cli", "show", "--dir", paths["pretraining"], "--all"],
-                          capture_output=True, text=True, timeout=300)
+    show = subprocess.run(
+        ["saved_model_cli", "show", "--dir", paths["pretraining"], "--all"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert show.returncode == 0, show.stderr
     text = show.stdout
     for signature in PRETRAINING_SIGNATURES:
         assert f"signature_def['{signature}']" in text
     block = text.split("signature_def['reconstruct_with_seed']")[1].split("signature_def[")[0]
-    assert re.search(r"inputs\['pixel_values'\].*?dtype: DT_FLOAT.*?shape: \(-1, 3, 32, 32\)", block, re.S)
+    assert re.search(
+        r"inputs\['pixel_values'\].*?dtype: DT_FLOAT.*?shape: \(-1, 3, 32, 32\)", block, re.S
+    )
     assert re.search(r"inputs\['seed'\].*?dtype: DT_INT64.*?shape: \(\)", block, re.S)
     assert re.search(r"outputs\['reconstructed_image'\].*?shape: \(-1, 3, 32, 32\)", block, re.S)
     bytes_block = text.split("signature_def['features_image_bytes']")[1].split("signature_def[")[0]
-    assert re.search(r"inputs\['image_bytes'\].*?dtype: DT_STRING.*?shape: \(-1\)", bytes_block, re.S)
+    assert re.search(
+        r"inputs\['image_bytes'\].*?dtype: DT_STRING.*?shape: \(-1\)", bytes_block, re.S
+    )
     np.save(tmp_path / "x.npy", np.zeros((2, 3, 32, 32), np.float32))
     run = subprocess.run(
-        ["saved_model_cli", "run", "--dir", paths["pretraining"], "--tag_set", "serve", "--signature_def",
-         "serving_default", "--inputs", f"pixel_values={tmp_path / 'x.npy'}"],
-        capture_output=True, text=True, timeout=300,
+        [
+            "saved_model_cli",
+            "run",
+            "--dir",
+            paths["pretraining"],
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--inputs",
+            f"pixel_values={tmp_path / 'x.npy'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr
     assert "cls_features" in run.stdout and "mean_features" in run.stdout
@@ -203,9 +279,13 @@ def test_saved_model_cli_show_and_run(exported, tmp_path):
 @pytest.mark.slow
 def test_readme_rest_requests_run_against_the_export(tmp_path):
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-    blocks = dict(re.findall(r"<!-- rest-(request \w+|response \w+) -->\n```json\n(.*?)\n```", readme, re.S))
+    blocks = dict(
+        re.findall(r"<!-- rest-(request \w+|response \w+) -->\n```json\n(.*?)\n```", readme, re.S)
+    )
     documented = {k.split()[1] for k in blocks if k.startswith("request")}
-    assert documented == set(serving_examples.requests())  # every example is in the README, and only those
+    assert documented == set(
+        serving_examples.requests()
+    )  # every example is in the README, and only those
     models = serving_examples.doc_models()
     exports = {}
     for key, model in models.items():
@@ -222,19 +302,38 @@ def test_readme_rest_requests_run_against_the_export(tmp_path):
         if isinstance(documented_outputs, dict):
             assert set(documented_outputs) == set(result), signature
         for name, value in result.items():
-            doc = response["outputs"][name] if "outputs" in response else (
-                [row[name] for row in response["predictions"]] if isinstance(response["predictions"][0], dict)
-                else response["predictions"])
+            doc = (
+                response["outputs"][name]
+                if "outputs" in response
+                else (
+                    [row[name] for row in response["predictions"]]
+                    if isinstance(response["predictions"][0], dict)
+                    else response["predictions"]
+                )
+            )
             assert np.shape(doc) == tuple(value.shape), (signature, name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "signature, inputs, pattern",
     [
-        ("features_image_bytes", {"image_bytes": tf.constant([b"not an image"])}, "Unknown image file format"),
-        ("features_uint8", {"images": tf.zeros((1, 20, 20, 4), tf.uint8)}, "images must have 3 channels"),
-        ("features_uint8", {"images": tf.zeros((20, 20, 3), tf.uint8)},
-         r"Shape of tensor images \[20,20,3\] is not compatible with expected shape \[\?,\?,\?,3\]"),
+        (
+            "features_image_bytes",
+            {"image_bytes": tf.constant([b"not an image"])},
+            "Unknown image file format",
+        ),
+        (
+            "features_uint8",
+            {"images": tf.zeros((1, 20, 20, 4), tf.uint8)},
+            "images must have 3 channels",
+        ),
+        (
+            "features_uint8",
+            {"images": tf.zeros((20, 20, 3), tf.uint8)},
+            r"Shape of tensor images \[20,20,3\] is not compatible with expected shape "
+            r"\[\?,\?,\?,3\]",
+        ),
     ],
 )
 def test_bad_requests_fail_with_invalid_argument(exported, signature, inputs, pattern):
@@ -244,69 +343,62 @@ def test_bad_requests_fail_with_invalid_argument(exported, signature, inputs, pa
         fn(**inputs)
 
 
+@pytest.mark.slow
 def test_wrong_dtype_is_rejected(exported):
     _, paths, _ = exported
     fn = tf.saved_model.load(paths["pretraining"]).signatures["serving_default"]
-    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError), match="int32|float|dtype"):
+    with pytest.raises(
+        (TypeError, ValueError, tf.errors.InvalidArgumentError), match="int32|float|dtype"
+    ):
         fn(pixel_values=tf.zeros((1, 3, 32, 32), tf.int32))
 
 
-def test_export_errors_leave_nothing_behind(exported, tmp_path):
-    models, paths, _ = exported
+def test_export_errors_leave_nothing_behind(tmp_path, monkeypatch):
+    encoder = TFViTMAEModel(tiny_config(num_channels=1))
+    (tmp_path / "served" / "3").mkdir(parents=True)
+    (tmp_path / "served" / "3" / "saved_model.pb").write_bytes(b"version 3")
     with pytest.raises(FileExistsError, match="already exists.*new version directory"):
-        export_for_serving(models["encoder"], os.path.dirname(paths["encoder"]), version=3, verbose=False)
+        export_for_serving(encoder, tmp_path / "served", version=3, verbose=False)
+    assert os.listdir(tmp_path / "served" / "3") == ["saved_model.pb"]
     with pytest.raises(ValueError, match="version must be a non-negative integer, received -1"):
-        export_for_serving(models["encoder"], tmp_path, version=-1)
-    import keras
-
-    from tfvitmae.export import export_saved_model
-
+        export_for_serving(encoder, tmp_path, version=-1)
     with pytest.raises(ValueError, match="not built"):
         export_saved_model(keras.Sequential(), tmp_path / "x")
-    # A failure mid-export leaves no directory.
-    import tfvitmae.export as export_module
 
+    # A failure mid-export, with files half written, leaves nothing behind.
     class Boom(Exception):
         pass
 
-    original = export_module._Signatures.endpoints
-
-    def broken(self, raw_inputs=True):
+    def broken(self, filepath, *args, **kwargs):
+        (pathlib.Path(filepath) / "saved_model.pb").write_bytes(b"partial")
         raise Boom("simulated failure")
 
-    export_module._Signatures.endpoints = broken
-    try:
-        with pytest.raises(Boom):
-            export_for_serving(models["encoder"], tmp_path / "base", version=1, verbose=False)
-    finally:
-        export_module._Signatures.endpoints = original
+    # keras.export.ExportArchive() builds the backend's archive class: patch that one.
+    monkeypatch.setattr(type(keras.export.ExportArchive()), "write_out", broken)
+    with pytest.raises(Boom):
+        export_for_serving(encoder, tmp_path / "base", version=1, verbose=False)
     assert not (tmp_path / "base" / "1").exists()
-    assert not [p for p in os.listdir(tmp_path / "base") if p.startswith(".tmp")]
+    assert os.listdir(tmp_path / "base") == []
 
 
+@pytest.mark.slow
 def test_warmup_records(exported, tmp_path):
     from tensorflow_serving.apis import prediction_log_pb2
 
     models, _, _ = exported
-    export_for_serving(models["classifier"], tmp_path, version=1, warmup=True, verbose=False)
+    signatures = export_for_serving(
+        models["classifier"], tmp_path, version=1, warmup=True, verbose=False
+    )
     path = tmp_path / "1" / "assets.extra" / "tf_serving_warmup_requests"
-    logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(path))]
+    logs = [
+        prediction_log_pb2.PredictionLog.FromString(r.numpy())
+        for r in tf.data.TFRecordDataset(str(path))
+    ]
     names = {log.predict_log.request.model_spec.signature_name for log in logs}
+    assert sorted(names) == signatures and len(logs) == len(signatures)  # one per signature
     assert "classify_image_bytes" in names and "serving_default" in names
     loaded = tf.saved_model.load(str(tmp_path / "1"))
     for log in logs:  # every warm-up request is valid for its signature
         request = log.predict_log.request
         fn = loaded.signatures[request.model_spec.signature_name]
         fn(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
-
-
-def test_export_command(tmp_path, capsys):
-    from tfvitmae.cli import main
-
-    TFViTMAEForImageClassification(tiny_config(), num_labels=2).save_pretrained(tmp_path / "ckpt")
-    assert main(["export", str(tmp_path / "ckpt"), str(tmp_path / "serving"), "--version", "2"]) == 0
-    out = capsys.readouterr().out
-    assert "exported TFViTMAEForImageClassification" in out and "classify_image_bytes" in out
-    assert (tmp_path / "serving" / "2" / "saved_model.pb").exists()
-    assert main(["export", str(tmp_path / "ckpt"), str(tmp_path / "serving"), "--version", "2"]) == 1
-    assert "already exists" in capsys.readouterr().err

@@ -1,8 +1,7 @@
-"""Hub loading through huggingface_hub's real cache (no network here), push_to_hub,
-and the `tfvitmae convert` command."""
+"""`from_pretrained`, `save_pretrained` and `push_to_hub`: local directories and
+files, huggingface_hub's real cache (no network here), and uploads."""
 
 import os
-import pathlib
 import shutil
 import subprocess
 import sys
@@ -11,12 +10,11 @@ import numpy as np
 import pytest
 
 from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel, ViTMAEConfig
-from tfvitmae.cli import main
+from tfvitmae.classification import TFViTMAEForImageClassification
+from tfvitmae.hub import architecture_class, registered_class, resolve_files
 from tfvitmae.weights import CheckpointError
 
-from .helpers import REFERENCE_CONFIG, max_diff, noise_for, pixels
-
-FIXTURE = pathlib.Path(__file__).resolve().parent / "fixtures" / "tiny_vit_mae"
+from .helpers import FIXTURE, REFERENCE_CONFIG, max_diff, noise_for, pixels, tiny_config
 
 
 def fill_hub_cache(cache, repo_id, files, revision="main", commit="a" * 40):
@@ -33,12 +31,38 @@ def fill_hub_cache(cache, repo_id, files, revision="main", commit="a" * 40):
 @pytest.fixture
 def hub_cache(tmp_path):
     cache = tmp_path / "hub"
-    fill_hub_cache(cache, "facebook/vit-mae-tiny", {n: FIXTURE / n for n in ("config.json", "model.safetensors")})
+    files = {n: FIXTURE / n for n in ("config.json", "model.safetensors")}
+    fill_hub_cache(cache, "facebook/vit-mae-tiny", files)
     return cache
 
 
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """Replace huggingface_hub.HfApi's network calls; returns what they received."""
+    import huggingface_hub
+
+    calls = {}
+
+    def create_repo(self, repo_id, private=None, exist_ok=False, **kwargs):
+        calls["create"] = (repo_id, private, exist_ok)
+
+    def upload_folder(
+        self, *, repo_id, folder_path, commit_message=None, revision=None, create_pr=None, **kw
+    ):
+        calls["upload"] = (repo_id, sorted(os.listdir(folder_path)), commit_message)
+        calls["config"] = ViTMAEConfig.from_pretrained(folder_path)
+        return "commit-info"
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    return calls
+
+
+# --------------------------------------------------------------- the Hub cache
 def test_from_hub_cache_with_local_files_only(hub_cache):
-    model = TFViTMAEForPreTraining.from_pretrained("facebook/vit-mae-tiny", cache_dir=hub_cache, local_files_only=True)
+    model = TFViTMAEForPreTraining.from_pretrained(
+        "facebook/vit-mae-tiny", cache_dir=hub_cache, local_files_only=True
+    )
     reference = TFViTMAEForPreTraining.from_pretrained(FIXTURE)
     x, noise = pixels(model.config), noise_for(model.config)
     assert max_diff(model(x, noise=noise).logits, reference(x, noise=noise).logits) == 0
@@ -47,15 +71,22 @@ def test_from_hub_cache_with_local_files_only(hub_cache):
 def test_revision_selects_the_snapshot(hub_cache, tmp_path):
     other = TFViTMAEForPreTraining(ViTMAEConfig(**REFERENCE_CONFIG))
     other.save_pretrained(tmp_path / "v2", pytorch=True)
-    fill_hub_cache(hub_cache, "facebook/vit-mae-tiny",
-                   {n: tmp_path / "v2" / n for n in ("config.json", "model.safetensors")},
-                   revision="v2", commit="b" * 40)
+    fill_hub_cache(
+        hub_cache,
+        "facebook/vit-mae-tiny",
+        {n: tmp_path / "v2" / n for n in ("config.json", "model.safetensors")},
+        revision="v2",
+        commit="b" * 40,
+    )
     model = TFViTMAEForPreTraining.from_pretrained(
         "facebook/vit-mae-tiny", revision="v2", cache_dir=hub_cache, local_files_only=True
     )
-    np.testing.assert_array_equal(model.vit.embeddings.cls_token.numpy(), other.vit.embeddings.cls_token.numpy())
+    np.testing.assert_array_equal(
+        model.vit.embeddings.cls_token.numpy(), other.vit.embeddings.cls_token.numpy()
+    )
 
 
+@pytest.mark.slow
 def test_offline_mode_reads_the_cache_in_a_fresh_process(hub_cache):
     code = (
         "from tfvitmae import TFViTMAEModel\n"
@@ -67,8 +98,12 @@ def test_offline_mode_reads_the_cache_in_a_fresh_process(hub_cache):
         "except Exception as e:\n"
         "    print(type(e).__name__, e)\n"
     )
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(hub_cache), TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    env = dict(
+        os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(hub_cache), TF_CPP_MIN_LOG_LEVEL="3"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     first, second = out.stdout.strip().splitlines()[-2:]
     assert first == "32"
@@ -80,48 +115,159 @@ def test_missing_files_in_cache(tmp_path):
         TFViTMAEModel.from_pretrained("someone/absent", cache_dir=tmp_path, local_files_only=True)
 
 
-def test_push_to_hub_uploads_what_save_pretrained_writes(monkeypatch):
-    import huggingface_hub
+# ------------------------------------------------------------- local folders
+def test_resolve_files(tmp_path):
+    config, weights = resolve_files(str(FIXTURE))
+    assert config == str(FIXTURE / "config.json")
+    assert weights == str(FIXTURE / "model.safetensors")
+    assert resolve_files(weights) == (config, weights)
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert resolve_files(str(tmp_path / "model.safetensors"))[0] is None
+    # this package's own weights come first when several formats are present
+    (tmp_path / "model.weights.h5").write_bytes(b"")
+    assert resolve_files(str(tmp_path)) == (None, str(tmp_path / "model.weights.h5"))
 
-    calls = {}
 
-    def create_repo(self, repo_id, private=None, exist_ok=False, **kwargs):
-        calls["create"] = (repo_id, private, exist_ok)
+def test_missing_paths_and_empty_directories(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No file or directory at './nowhere'"):
+        TFViTMAEForPreTraining.from_pretrained("./nowhere")
+    (tmp_path / "config.json").write_text(ViTMAEConfig(**REFERENCE_CONFIG).to_json_string())
+    with pytest.raises(
+        CheckpointError,
+        match=r"No weights in the directory .* expected one of model\.weights\.h5, "
+        r".* found \['config.json'\]",
+    ):
+        TFViTMAEForPreTraining.from_pretrained(tmp_path)
 
-    def upload_folder(self, *, repo_id, folder_path, commit_message=None, revision=None, create_pr=None, **kw):
-        calls["upload"] = (repo_id, sorted(os.listdir(folder_path)), commit_message)
-        calls["config"] = ViTMAEConfig.from_pretrained(folder_path)
-        return "commit-info"
 
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+def test_weights_without_config(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes((FIXTURE / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="No config.json beside .*pass config="):
+        TFViTMAEForPreTraining.from_pretrained(tmp_path / "model.safetensors")
+    model = TFViTMAEForPreTraining.from_pretrained(
+        tmp_path / "model.safetensors", config=ViTMAEConfig.from_pretrained(FIXTURE)
+    )
+    reference = TFViTMAEForPreTraining.from_pretrained(FIXTURE)
+    for a, b in zip(model.weights, reference.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_keras_format_round_trip_and_cross_class(tmp_path):
+    config = ViTMAEConfig(**REFERENCE_CONFIG)
+    model = TFViTMAEForPreTraining(config)
+    written = model.save_pretrained(tmp_path)
+    assert sorted(os.path.basename(p) for p in written) == ["config.json", "model.weights.h5"]
+    loaded = TFViTMAEForPreTraining.from_pretrained(tmp_path)
+    for a, b in zip(model.weights, loaded.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.warns(UserWarning, match="Ignored .* parts this model does not have"):
+        encoder = TFViTMAEModel.from_pretrained(tmp_path)
+    np.testing.assert_array_equal(
+        encoder.vit.layernorm.gamma.numpy(), model.vit.layernorm.gamma.numpy()
+    )
+    encoder.save_pretrained(tmp_path / "enc")
+    with pytest.warns(UserWarning, match="has no decoder"):
+        TFViTMAEForPreTraining.from_pretrained(tmp_path / "enc")
+    # Saving another format over a directory removes the stale weights that would shadow it.
+    model.save_pretrained(tmp_path, pytorch=True)
+    assert not (tmp_path / "model.weights.h5").exists()
+    assert (tmp_path / "model.safetensors").exists()
+
+
+def test_from_pretrained_takes_config_fields_and_model_options(tmp_path):
+    """Config fields, the output flags included, and model arguments can be
+    passed to from_pretrained, as in transformers."""
+    config = tiny_config()
+    TFViTMAEForPreTraining(config).save_pretrained(tmp_path)
+    x = pixels(config)
+    model = TFViTMAEForPreTraining.from_pretrained(
+        tmp_path,
+        output_attentions=True,
+        return_dict=False,
+        mask_ratio=0.5,
+        data_format="channels_last",
+        seed=3,
+    )
+    assert model.config.mask_ratio == 0.5 and model.data_format == "channels_last"
+    assert model.seed == 3
+    out = model(np.transpose(x, (0, 2, 3, 1)))
+    assert isinstance(out, tuple) and len(out) == 5  # loss, logits, mask, ids_restore, attentions
+    assert len(out[4]) == config.num_hidden_layers
+    assert out[4][0].shape == (2, config.num_attention_heads, 1 + 8, 1 + 8)
+
+
+def test_from_pretrained_output_hidden_states(tmp_path):
+    config = tiny_config()
+    TFViTMAEModel(config).save_pretrained(tmp_path)
+    model = TFViTMAEModel.from_pretrained(tmp_path, output_hidden_states=True)
+    out = model(pixels(config))
+    assert len(out.hidden_states) == config.num_hidden_layers + 1 and out.attentions is None
+    assert out.hidden_states[-1].shape == (2, 5, config.hidden_size)
+    assert model(pixels(config), output_hidden_states=False).hidden_states is None
+
+
+def test_failed_save_leaves_directory_untouched(tmp_path, monkeypatch):
+    model = TFViTMAEForPreTraining(ViTMAEConfig(**REFERENCE_CONFIG))
+    model.save_pretrained(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def fail(state, path):
+        with open(path, "wb") as f:  # a partial file, then the failure
+            f.write(b"partial")
+        raise OSError("disk full")
+
+    import tfvitmae.hub
+
+    monkeypatch.setattr(tfvitmae.hub, "write_safetensors", fail)
+    with pytest.raises(OSError, match="disk full"):
+        model.save_pretrained(tmp_path, pytorch=True)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_save_pretrained_onto_a_file(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="must be a directory, received the file"):
+        TFViTMAEModel(tiny_config()).save_pretrained(tmp_path / "file")
+
+
+def test_classes_are_found_by_architecture_name():
+    assert registered_class("TFViTMAEModel") is TFViTMAEModel
+    assert registered_class("ViTMAEForPreTraining") is TFViTMAEForPreTraining  # PyTorch name
+    assert registered_class("ViTForImageClassification") is TFViTMAEForImageClassification
+    assert registered_class("BertModel") is None
+    config = tiny_config(architectures=["BertModel", "ViTMAEModel"])
+    assert architecture_class(config, TFViTMAEForPreTraining) is TFViTMAEModel
+    assert architecture_class(tiny_config(), TFViTMAEForPreTraining) is TFViTMAEForPreTraining
+
+
+# ---------------------------------------------------------------- push_to_hub
+def test_push_to_hub_uploads_what_save_pretrained_writes(fake_hub, tmp_path):
     model = TFViTMAEForPreTraining(ViTMAEConfig(**REFERENCE_CONFIG))
     assert model.push_to_hub("me/tiny-mae", private=True, pytorch=True) == "commit-info"
-    assert calls["create"] == ("me/tiny-mae", True, True)
-    assert calls["upload"] == ("me/tiny-mae", ["config.json", "model.safetensors"], "Upload TFViTMAEForPreTraining")
-    assert calls["config"].extra["architectures"] == ["ViTMAEForPreTraining"]
+    assert fake_hub["create"] == ("me/tiny-mae", True, True)
+    assert fake_hub["upload"] == (
+        "me/tiny-mae",
+        ["config.json", "model.safetensors"],
+        "Upload TFViTMAEForPreTraining",
+    )
+    assert fake_hub["config"].extra["architectures"] == ["ViTMAEForPreTraining"]
+    fake_hub.clear()
+    model.save_pretrained(tmp_path / "local", push_to_hub=True, commit_message="first")
+    assert fake_hub["create"] == ("local", None, True)
+    assert fake_hub["upload"] == ("local", ["config.json", "model.weights.h5"], "first")
 
 
-def test_convert_command_both_directions(tmp_path, capsys):
-    assert main(["convert", str(FIXTURE), str(tmp_path / "keras")]) == 0
-    out = capsys.readouterr().out
-    assert f"{14 + 12 * 4} variables mapped from model.safetensors (transformers layout)" in out  # 2 + 2 blocks
-    assert "model.weights.h5" in out
-    assert main(["convert", str(tmp_path / "keras"), str(tmp_path / "torch")]) == 0
-    assert "transformers PyTorch layout" in capsys.readouterr().out
-    import transformers
-
-    torch_model, info = transformers.ViTMAEForPreTraining.from_pretrained(tmp_path / "torch", output_loading_info=True)
-    assert not any(info.values())
-    assert main(["convert", str(FIXTURE), str(tmp_path / "enc"), "--encoder-only", "--to", "pytorch", "--bin"]) == 0
-    from safetensors.numpy import load_file
-
-    decoder_keys = [k for k in load_file(FIXTURE / "model.safetensors") if k.startswith("decoder.")]
-    assert f"Ignored {len(decoder_keys)} weights in model.safetensors of parts" in capsys.readouterr().out
-    assert sorted(os.listdir(tmp_path / "enc")) == ["config.json", "pytorch_model.bin"]
-
-
-def test_convert_command_reports_bad_input(tmp_path, capsys):
-    assert main(["convert", str(tmp_path / "missing"), str(tmp_path / "out")]) == 1
-    assert "tfvitmae convert: error: No file or directory" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+def test_push_to_hub_refuses_what_save_pretrained_refuses(fake_hub, tmp_path):
+    """A mean-pooled classifier has no transformers PyTorch layout: pushing it
+    so fails like saving it so, before anything reaches the Hub."""
+    model = TFViTMAEForImageClassification(tiny_config(), num_labels=2, pooling="mean")
+    with pytest.raises(ValueError) as saved:
+        model.save_pretrained(tmp_path, pytorch=True)
+    assert "mean-pooled classifier cannot be written" in str(saved.value)
+    with pytest.raises(ValueError) as pushed:
+        model.push_to_hub("me/classifier", pytorch=True)
+    assert str(pushed.value) == str(saved.value)
+    assert fake_hub == {}  # neither create_repo nor upload_folder was called
+    with pytest.raises(ValueError, match="mean-pooled classifier cannot be written"):
+        model.save_pretrained(tmp_path / "both", pytorch=True, push_to_hub=True)
+    assert fake_hub == {}

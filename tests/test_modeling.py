@@ -1,9 +1,98 @@
 import numpy as np
 import pytest
 
-from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel, TFViTMAEModelOutput
+from tfvitmae import (
+    TFViTMAEForPreTraining,
+    TFViTMAEForPreTrainingOutput,
+    TFViTMAEModel,
+    TFViTMAEModelOutput,
+)
 
+from .harness import run_model_test
 from .helpers import max_diff, noise_for, numpy_mae_loss, numpy_patchify, pixels, tiny_config
+
+
+# ------------------------------------------------------------------ harness
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+def test_model_harness(data_format):
+    config = tiny_config(norm_pix_loss=True)
+    init = dict(config=config, data_format=data_format, attn_implementation="eager", seed=5)
+    x = pixels(config, channels_last=data_format == "channels_last")
+    n, keep = config.num_patches, 4
+    _, loaded = run_model_test(
+        TFViTMAEModel,
+        init,
+        x,
+        call_kwargs=dict(
+            noise=noise_for(config), output_hidden_states=True, output_attentions=True
+        ),
+        expected_output_shape=dict(
+            last_hidden_state=(2, 1 + keep, 32),
+            mask=(2, n),
+            ids_restore=(2, n),
+            hidden_states=[(2, 1 + keep, 32)] * 3,
+            attentions=[(2, 4, 1 + keep, 1 + keep)] * 2,
+        ),
+    )
+    assert loaded.config == config and loaded.data_format == data_format
+    assert loaded.attn_implementation == "eager" and loaded.seed == 5
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_pretraining_model_harness(attn_implementation):
+    config = tiny_config(norm_pix_loss=True)
+    init = dict(
+        config=config, data_format="channels_first", attn_implementation=attn_implementation
+    )
+    _, loaded = run_model_test(
+        TFViTMAEForPreTraining,
+        init,
+        pixels(config),
+        call_kwargs=dict(noise=noise_for(config), output_hidden_states=True),
+        expected_output_shape=dict(
+            loss=(),
+            logits=(2, 16, config.patch_dim),
+            mask=(2, 16),
+            ids_restore=(2, 16),
+            hidden_states=[(2, 5, 32)] * 3,
+        ),
+    )
+    assert isinstance(loaded(pixels(config)), TFViTMAEForPreTrainingOutput)
+    assert loaded.attn_implementation == attn_implementation
+
+
+def test_weights_exist_without_a_call():
+    config = tiny_config()
+    model = TFViTMAEForPreTraining(config)
+    assert model.built and model.count_params() > 0
+    names = {w.path.split("/", 1)[1] for w in model.weights}
+    assert "vit/embeddings/cls_token" in names and "decoder/mask_token" in names
+    assert "vit/layer_1/attention/qkv/kernel" in names and "decoder/decoder_pred/kernel" in names
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="data_format must be one of .* received 'NCHW'"):
+        TFViTMAEModel(tiny_config(), data_format="NCHW")
+    with pytest.raises(ValueError, match="attn_implementation must be one of .* received 'flash'"):
+        TFViTMAEModel(tiny_config(), attn_implementation="flash")
+    with pytest.raises(ValueError, match="config must be a ViTMAEConfig or a dict, received str"):
+        TFViTMAEModel("facebook/vit-mae-base")
+
+
+def test_check_pixel_values_is_public():
+    config = tiny_config()
+    x = pixels(config)
+    model = TFViTMAEModel(config)
+    np.testing.assert_array_equal(model.check_pixel_values(x), np.transpose(x, (0, 2, 3, 1)))
+    last = TFViTMAEModel(config, data_format="channels_last")
+    np.testing.assert_array_equal(
+        last.check_pixel_values(np.transpose(x, (0, 2, 3, 1))), np.transpose(x, (0, 2, 3, 1))
+    )
+    with pytest.raises(ValueError, match="must have 3 channels"):
+        last.check_pixel_values(x)
+
+
+# ------------------------------------------------------------------ outputs
 
 SHAPE_CASES = {
     "default-like": dict(),
@@ -22,14 +111,23 @@ def test_output_shapes(overrides):
     keep = int(n * (1 - config.mask_ratio))
     x = pixels(config, batch=3)
     out = TFViTMAEForPreTraining(config)(x, output_hidden_states=True, output_attentions=True)
-    assert list(out.keys()) == ["loss", "logits", "mask", "ids_restore", "hidden_states", "attentions"]
+    assert list(out.keys()) == [
+        "loss",
+        "logits",
+        "mask",
+        "ids_restore",
+        "hidden_states",
+        "attentions",
+    ]
     assert out.loss.shape == () and out.logits.shape == (3, n, config.patch_dim)
     assert out.mask.shape == (3, n) and out.ids_restore.shape == (3, n)
     assert float(out.mask.numpy().sum()) == 3 * (n - keep)
     assert len(out.hidden_states) == config.num_hidden_layers + 1
     assert all(h.shape == (3, 1 + keep, config.hidden_size) for h in out.hidden_states)
     assert len(out.attentions) == config.num_hidden_layers
-    assert all(a.shape == (3, config.num_attention_heads, 1 + keep, 1 + keep) for a in out.attentions)
+    assert all(
+        a.shape == (3, config.num_attention_heads, 1 + keep, 1 + keep) for a in out.attentions
+    )
 
     enc = TFViTMAEModel(config)(x)
     assert isinstance(enc, TFViTMAEModelOutput)
@@ -49,7 +147,7 @@ def test_outputs_by_attribute_key_index_and_tuple():
     for a, b in zip(as_tuple, out.to_tuple()):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(AttributeError):
-        out.not_a_field
+        _ = out.not_a_field
 
 
 def test_fixed_noise_is_deterministic_and_random_masks_differ():
@@ -99,7 +197,9 @@ def test_loss_matches_numpy_reference(norm_pix_loss):
     out = model(x, noise=noise)
     expected = numpy_mae_loss(x, out.logits.numpy(), out.mask.numpy(), 4, norm_pix_loss)
     assert abs(float(out.loss) - expected) < 1e-5 * max(1.0, expected)
-    assert abs(float(model.forward_loss(x, out.logits, out.mask)) - expected) < 1e-5 * max(1.0, expected)
+    assert abs(float(model.forward_loss(x, out.logits, out.mask)) - expected) < 1e-5 * max(
+        1.0, expected
+    )
 
 
 def test_norm_pix_loss_uses_unbiased_variance():
@@ -109,7 +209,9 @@ def test_norm_pix_loss_uses_unbiased_variance():
     out = model(x, noise=noise)
     unbiased = numpy_mae_loss(x, out.logits.numpy(), out.mask.numpy(), 8, True)
     target = numpy_patchify(x.astype(np.float64), 8)
-    biased_target = (target - target.mean(-1, keepdims=True)) / np.sqrt(target.var(-1, keepdims=True) + 1e-6)
+    biased_target = (target - target.mean(-1, keepdims=True)) / np.sqrt(
+        target.var(-1, keepdims=True) + 1e-6
+    )
     per_patch = ((out.logits.numpy() - biased_target) ** 2).mean(-1)
     biased = (per_patch * out.mask.numpy()).sum() / out.mask.numpy().sum()
     assert abs(float(out.loss) - unbiased) < 1e-5 and abs(unbiased - biased) > 1e-4
@@ -149,6 +251,14 @@ def test_patchify_matches_loops_and_unpatchify_inverts():
     assert max_diff(last.unpatchify(last.patchify(x)), x) == 0
 
 
+def test_unpatchify_checks_shape():
+    model = TFViTMAEForPreTraining(tiny_config())
+    with pytest.raises(
+        ValueError, match=r"shape \(batch, 16, 192\) for a 32x32 image, received \(2, 15, 192\)"
+    ):
+        model.unpatchify(np.zeros((2, 15, 192), "float32"))
+
+
 def test_channels_last_matches_channels_first():
     config = tiny_config()
     first = TFViTMAEForPreTraining(config)
@@ -177,7 +287,13 @@ def test_interpolation_at_native_size_is_identity():
     config = tiny_config()
     model = TFViTMAEForPreTraining(config)
     x, noise = pixels(config), noise_for(config)
-    assert max_diff(model(x, noise=noise).logits, model(x, noise=noise, interpolate_pos_encoding=True).logits) == 0
+    assert (
+        max_diff(
+            model(x, noise=noise).logits,
+            model(x, noise=noise, interpolate_pos_encoding=True).logits,
+        )
+        == 0
+    )
 
 
 def test_head_mask():

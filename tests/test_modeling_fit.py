@@ -1,3 +1,6 @@
+"""Keras `compile` / `fit` / `evaluate` / `predict` on the models: the model's
+own loss, dict batches, mixed precision, XLA, and saved models that train on."""
+
 import keras
 import numpy as np
 import pytest
@@ -5,19 +8,7 @@ import tensorflow as tf
 
 from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel
 
-from .helpers import max_diff, noise_for, pixels, tiny_config
-
-
-def smooth_images(config, n=32, seed=0):
-    """Learnable images: one fixed smooth pattern, scaled and shifted per image,
-    so the masked pixels are predictable from position and visible patches."""
-    rng = np.random.default_rng(seed)
-    h, w = config.image_hw
-    yy, xx = np.meshgrid(np.linspace(0, 1, h), np.linspace(0, 1, w), indexing="ij")
-    pattern = np.sin(2 * np.pi * xx) * np.cos(np.pi * yy)
-    scale = rng.uniform(0.5, 1.5, size=(n, config.num_channels, 1, 1))
-    shift = rng.uniform(-1, 1, size=(n, config.num_channels, 1, 1))
-    return (scale * pattern + shift).astype("float32")
+from .helpers import max_diff, noise_for, pixels, smooth_images, tiny_config
 
 
 @pytest.mark.slow
@@ -31,13 +22,16 @@ def test_fit_reduces_loss_on_arrays():
     assert losses[-1] < 0.8 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_fit_evaluate_predict_on_datasets():
     config = tiny_config()
     model = TFViTMAEForPreTraining(config, seed=0)
     model.compile(optimizer="adam")
     images = smooth_images(config, n=12)
     as_dicts = tf.data.Dataset.from_tensor_slices({"pixel_values": images}).batch(4)
-    with_labels = tf.data.Dataset.from_tensor_slices((images, np.arange(12))).batch(4)  # labels are ignored
+    with_labels = tf.data.Dataset.from_tensor_slices((images, np.arange(12))).batch(
+        4
+    )  # labels are ignored
     for data in (as_dicts, with_labels):
         history = model.fit(data, epochs=1, verbose=0)
         assert np.isfinite(history.history["loss"][0])
@@ -51,20 +45,28 @@ def test_fit_evaluate_predict_on_datasets():
     assert preds["mask"].sum() == 12 * 12
 
 
-def test_fit_with_fixed_noise_in_dict_batches_is_deterministic():
+@pytest.mark.slow
+def test_fixed_noise_in_dict_batches_decides_the_masks():
+    """Two models with the same weights but different masking seeds agree on
+    dict batches that carry the noise, and disagree without it."""
     config = tiny_config()
     images = smooth_images(config, n=8)
     noise = np.tile(noise_for(config, batch=1), (8, 1))
-    data = {"pixel_values": images, "noise": noise}
-    results = []
-    for _ in range(2):
-        keras.utils.set_random_seed(1)
-        model = TFViTMAEForPreTraining(config)
+    models = [TFViTMAEForPreTraining(config, seed=seed) for seed in (1, 2)]
+    models[1].set_weights(models[0].get_weights())
+    for model in models:
         model.compile(optimizer="sgd")
-        results.append(model.evaluate(data, batch_size=4, verbose=0))
-    assert results[0] == results[1]
+
+    def evaluate(data):
+        return [m.evaluate(data, batch_size=4, verbose=0) for m in models]
+
+    with_noise = evaluate({"pixel_values": images, "noise": noise})
+    assert with_noise[0] == with_noise[1]
+    without = evaluate({"pixel_values": images})
+    assert without[0] != without[1]
 
 
+@pytest.mark.slow
 def test_train_step_updates_weights_but_not_position_tables():
     config = tiny_config()
     model = TFViTMAEForPreTraining(config)
@@ -89,6 +91,7 @@ def test_dropout_only_in_training():
     assert max_diff(a.logits, c.logits) > 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision(policy):
     keras.config.set_dtype_policy(policy)
@@ -98,7 +101,11 @@ def test_mixed_precision(policy):
     assert model.vit.blocks[0].attention.qkv.compute_dtype == compute
     assert model.vit.blocks[0].attention.qkv.kernel.dtype == "float32"
     out = model(pixels(config), noise=noise_for(config), output_hidden_states=True)
-    assert out.loss.dtype == tf.float32 and out.logits.dtype == tf.float32 and out.mask.dtype == tf.float32
+    assert (
+        out.loss.dtype == tf.float32
+        and out.logits.dtype == tf.float32
+        and out.mask.dtype == tf.float32
+    )
     assert out.hidden_states[-1].dtype == compute
     encoder = TFViTMAEModel(config)
     assert encoder(pixels(config)).last_hidden_state.dtype == compute
@@ -107,12 +114,15 @@ def test_mixed_precision(policy):
     assert all(np.isfinite(history.history["loss"]))
 
 
+@pytest.mark.slow
 def test_xla_call_matches_eager():
     config = tiny_config(norm_pix_loss=True)
     model = TFViTMAEForPreTraining(config)
     x, noise = pixels(config), noise_for(config)
     eager = model(x, noise=noise, output_hidden_states=True)
-    compiled = tf.function(lambda a, n: model(a, noise=n, output_hidden_states=True), jit_compile=True)(x, noise)
+    compiled = tf.function(
+        lambda a, n: model(a, noise=n, output_hidden_states=True), jit_compile=True
+    )(x, noise)
     assert max_diff(eager.logits, compiled.logits) < 1e-5
     assert abs(float(eager.loss) - float(compiled.loss)) < 1e-5
     np.testing.assert_array_equal(eager.ids_restore, compiled.ids_restore)
@@ -120,9 +130,27 @@ def test_xla_call_matches_eager():
     assert random_masks.numpy().sum() == 2 * 12
 
 
+@pytest.mark.slow
 def test_fit_with_jit_compile():
     config = tiny_config()
     model = TFViTMAEForPreTraining(config, seed=0)
     model.compile(optimizer="adam", jit_compile=True)
     history = model.fit(smooth_images(config, n=8), batch_size=4, epochs=2, verbose=0)
     assert all(np.isfinite(history.history["loss"]))
+
+
+@pytest.mark.slow
+def test_saved_model_loads_into_training(tmp_path):
+    config = tiny_config()
+    model = TFViTMAEForPreTraining(config)
+    model.compile(optimizer="adam")
+    images = pixels(config, batch=8)
+    model.fit(images, batch_size=4, epochs=1, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert int(loaded.optimizer.iterations) == 2  # the optimizer state came along
+    before = [w.numpy().copy() for w in loaded.trainable_weights]
+    history = loaded.fit(images, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert int(loaded.optimizer.iterations) == 4
+    assert any(not np.array_equal(a, b.numpy()) for a, b in zip(before, loaded.trainable_weights))

@@ -21,3 +21,9 @@ def test_readme_opens_with_install_and_test_commands():
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert readme_commands()[1] in ci
+
+
+def test_ci_lints_with_the_dev_extras_ruff():
+    ci = (ROOT / ".ci" / "run").read_text()
+    pin = re.search(r"ruff==[\d.]+", (ROOT / "setup.cfg").read_text()).group(0)
+    assert f'pip install "{pin}" && ruff check . && ruff format --check .' in ci

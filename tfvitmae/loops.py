@@ -24,7 +24,7 @@ def train_loop(model, dataset, epochs, steps_per_epoch=None, callbacks=(), verbo
         `{"loss": [mean loss per epoch]}`.
     """
     strategy = tf.distribute.get_strategy()
-    optimizer = model.optimizer
+    optimizer = getattr(model, "optimizer", None)
     if optimizer is None:
         raise ValueError("Compile the model with an optimizer before train_loop")
     resolver = getattr(strategy, "cluster_resolver", None)

@@ -1,0 +1,36 @@
+import re
+from math import erf, sqrt
+
+import numpy as np
+import pytest
+
+from tfvitmae.activations import ACTIVATIONS, get_activation
+
+from .helpers import max_diff
+
+
+def test_gelu_is_exact_and_gelu_new_is_the_tanh_form():
+    x = np.linspace(-4, 4, 101).astype("float32")
+    exact = np.array([0.5 * v * (1 + erf(v / sqrt(2))) for v in x])
+    assert max_diff(get_activation("gelu")(x), exact) < 1e-6
+    tanh_form = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    assert max_diff(get_activation("gelu_new")(x), tanh_form) < 1e-6
+    assert max_diff(get_activation("gelu")(x), tanh_form) > 1e-4  # the two forms really differ
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_every_name_matches_transformers(name):
+    import torch
+    from transformers.activations import ACT2FN
+
+    x = np.linspace(-6, 6, 201).astype("float32")
+    expected = ACT2FN[name](torch.from_numpy(x)).numpy()
+    assert max_diff(get_activation(name)(x), expected) < 1e-6
+
+
+@pytest.mark.parametrize("name", ["nope", None, ["gelu"]])
+def test_unknown_names_are_rejected(name):
+    with pytest.raises(
+        ValueError, match=f"hidden_act must be one of .* received {re.escape(repr(name))}"
+    ):
+        get_activation(name)

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+
+from tfvitmae.attention import (
+    ATTENTION_IMPLEMENTATIONS,
+    ViTMAEAttention,
+    check_attn_implementation,
+)
+
+from .harness import run_layer_test
+from .helpers import max_diff
+
+
+@pytest.mark.parametrize("attn_implementation", ATTENTION_IMPLEMENTATIONS)
+def test_layer_harness(attn_implementation):
+    x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
+    init = dict(
+        hidden_size=8,
+        num_heads=2,
+        qkv_bias=False,
+        attention_dropout=0.1,
+        output_dropout=0.2,
+        initializer_range=0.05,
+        attn_implementation=attn_implementation,
+        seed=4,
+    )
+    run_layer_test(
+        ViTMAEAttention,
+        init,
+        x,
+        expected_output_shape=[(2, 5, 8), None],
+        random_call_kwargs=dict(training=True),
+        expected_num_trainable_weights=3,  # fused qkv kernel (no bias), output kernel and bias
+    )
+    run_layer_test(
+        ViTMAEAttention,
+        {**init, "qkv_bias": True},
+        x,
+        expected_output_shape=[(2, 5, 8), (2, 2, 5, 5)],
+        call_kwargs=dict(output_attentions=True),
+        expected_num_trainable_weights=4,
+    )
+
+
+def test_paths_agree_and_match_numpy():
+    layer = ViTMAEAttention(16, 4, attn_implementation="sdpa")
+    layer.build()
+    x = np.random.default_rng(0).normal(size=(2, 5, 16)).astype("float32")
+    fused, none = layer(x)
+    explicit, probs = layer(x, output_attentions=True)
+    assert none is None and probs.shape == (2, 4, 5, 5)
+    assert max_diff(fused, explicit) < 1e-6
+    # NumPy reference from the fused kernel
+    qkv = x @ layer.qkv.kernel.numpy() + layer.qkv.bias.numpy()
+    q, k, v = (
+        qkv[..., i * 16 : (i + 1) * 16].reshape(2, 5, 4, 4).transpose(0, 2, 1, 3) for i in range(3)
+    )
+    logits = q @ k.transpose(0, 1, 3, 2) / 2.0
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    ctx = (p @ v).transpose(0, 2, 1, 3).reshape(2, 5, 16)
+    ref = ctx @ layer.output_dense.kernel.numpy() + layer.output_dense.bias.numpy()
+    assert max_diff(probs, p) < 1e-6 and max_diff(fused, ref) < 1e-5
+    # head_mask zeroes a head's contribution
+    masked, _ = layer(x, head_mask=np.array([1, 0, 1, 1], "float32"))
+    head = np.array([1, 0, 1, 1])[None, :, None, None]
+    ctx_masked = (p * head @ v).transpose(0, 2, 1, 3).reshape(2, 5, 16)
+    ref_masked = ctx_masked @ layer.output_dense.kernel.numpy() + layer.output_dense.bias.numpy()
+    assert max_diff(masked, ref_masked) < 1e-5
+    layer.attn_implementation = "eager"
+    assert max_diff(layer(x)[0], ref) < 1e-5
+
+
+def test_check_attn_implementation():
+    for name in ATTENTION_IMPLEMENTATIONS:
+        assert check_attn_implementation(name) == name
+    with pytest.raises(ValueError, match="attn_implementation must be one of .* received 'flash'"):
+        check_attn_implementation("flash")
+    with pytest.raises(ValueError, match="received 'flash'"):
+        ViTMAEAttention(8, 2, attn_implementation="flash")
+    with pytest.raises(ValueError, match=r"hidden_size \(10\) must be divisible by num_heads"):
+        ViTMAEAttention(10, 4)

@@ -1,0 +1,199 @@
+"""Checkpoint files: each reader and writer, sharded, legacy and bfloat16
+files, and corrupt files that must name themselves."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file, save_file
+
+from tfvitmae import TFViTMAEForPreTraining, ViTMAEConfig
+from tfvitmae.checkpoint_files import (
+    CheckpointError,
+    read_checkpoint,
+    read_keras_weights,
+    write_safetensors,
+    write_torch_bin,
+)
+
+from .helpers import (
+    REFERENCE_CONFIG,
+    assert_outputs_close,
+    hub_style,
+    noise_for,
+    pixels,
+    torch_outputs,
+)
+
+
+def test_safetensors_and_bin_writers_round_trip(tmp_path):
+    state = {
+        "a.weight": np.arange(6, dtype="float32").reshape(2, 3).T,  # not contiguous
+        "b.bias": np.ones(4, "float32"),
+    }
+    write_safetensors(state, tmp_path / "model.safetensors")
+    write_torch_bin(state, tmp_path / "pytorch_model.bin")
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        back = read_checkpoint(str(tmp_path / name))
+        assert sorted(back) == sorted(state), name
+        for key, value in state.items():
+            np.testing.assert_array_equal(back[key], value, err_msg=f"{name}: {key}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "pytorch_model.bin"]
+
+
+def test_original_mae_pth_is_unnested(tmp_path):
+    state = {"cls_token": torch.zeros(1, 1, 4), "blocks.0.attn.qkv.weight": torch.ones(12, 4)}
+    torch.save({"model": state, "epoch": 799}, tmp_path / "mae.pth")
+    back = read_checkpoint(str(tmp_path / "mae.pth"))
+    assert sorted(back) == sorted(state) and back["blocks.0.attn.qkv.weight"].sum() == 48
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(CheckpointError, match="holds a list, expected a state dict"):
+        read_checkpoint(str(tmp_path / "list.pth"))
+
+
+def test_unknown_and_missing_files(tmp_path):
+    (tmp_path / "weights.npz").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="Unknown checkpoint type 'weights.npz'"):
+        read_checkpoint(str(tmp_path / "weights.npz"))
+    with pytest.raises(CheckpointError, match="No checkpoint file at"):
+        read_checkpoint(str(tmp_path / "absent.safetensors"))
+
+
+def test_read_keras_weights_by_layer_path(tmp_path):
+    model = TFViTMAEForPreTraining(ViTMAEConfig(**REFERENCE_CONFIG))
+    model.save_weights(tmp_path / "model.weights.h5")
+    layers = read_keras_weights(str(tmp_path / "model.weights.h5"))
+    qkv = model.vit.blocks[1].attention.qkv
+    arrays = layers["vit/layer_1/attention/qkv"]
+    assert len(arrays) == 2
+    np.testing.assert_array_equal(arrays[0], qkv.kernel.numpy())
+    np.testing.assert_array_equal(arrays[1], qkv.bias.numpy())
+    assert sum(len(a) for a in layers.values()) == len(model.weights)
+
+
+def test_sharded_safetensors(checkpoint, tmp_path):
+    _, path = checkpoint()
+    state = hub_style(load_file(path / "model.safetensors"))
+    keys = sorted(state)
+    shards = {
+        "model-00001-of-00002.safetensors": keys[::2],
+        "model-00002-of-00002.safetensors": keys[1::2],
+    }
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    for shard, shard_keys in shards.items():
+        save_file({k: state[k] for k in shard_keys}, str(folder / shard))
+    index = {"metadata": {}, "weight_map": {k: s for s, ks in shards.items() for k in ks}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    (folder / "config.json").write_text((path / "config.json").read_text())
+    model = TFViTMAEForPreTraining.from_pretrained(folder)
+    reference = TFViTMAEForPreTraining.from_pretrained(path)
+    for a, b in zip(model.weights, reference.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def write_legacy_tf_h5(state, path, model_name="tf_vi_tmae_for_pre_training"):
+    """A tf_model.h5 as Hugging Face's TF port saved it (Keras 2 h5: a group per
+    top-level layer, `weight_names` attributes, Keras layouts)."""
+    import re
+
+    import h5py
+
+    groups = {}
+    for key, value in state.items():
+        name = re.sub(r"encoder\.layer\.(\d+)\.", r"encoder/layer_#_\1/", key)
+        name = (
+            re.sub(r"decoder_layers\.(\d+)\.", r"decoder_layers#\1/", name)
+            .replace(".", "/")
+            .replace("#", ".")
+        )
+        layer = name.rsplit("/", 2)[-2]
+        is_norm = "norm" in layer
+        if name.endswith("/weight"):
+            name = name[: -len("weight")] + ("gamma" if is_norm else "kernel")
+            value = (
+                value.transpose(2, 3, 1, 0) if value.ndim == 4 else (value if is_norm else value.T)
+            )
+        elif name.endswith("/bias") and is_norm:
+            name = name[: -len("bias")] + "beta"
+        groups.setdefault(name.split("/")[0], {})[f"{model_name}/{name}:0"] = value
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [n.encode() for n in groups]
+        for group_name, weights in groups.items():
+            group = f.create_group(group_name)
+            group.attrs["weight_names"] = [n.encode() for n in weights]
+            for name, value in weights.items():
+                group.create_dataset(name, data=value)
+
+
+def test_legacy_tf_h5(checkpoint, tmp_path):
+    torch_model, path = checkpoint(norm_pix_loss=True)
+    folder = tmp_path / "tf"
+    folder.mkdir()
+    (folder / "config.json").write_text((path / "config.json").read_text())
+    write_legacy_tf_h5(hub_style(load_file(path / "model.safetensors")), folder / "tf_model.h5")
+    model, report = TFViTMAEForPreTraining.from_pretrained(folder, output_loading_info=True)
+    assert report.format == "tf-legacy" and not report.missing and not report.unexpected
+    x, noise = pixels(model.config), noise_for(model.config)
+    assert_outputs_close(
+        model(x, noise=noise),
+        {
+            k: v
+            for k, v in torch_outputs(torch_model, x, noise).items()
+            if k in ("loss", "logits", "mask", "ids_restore")
+        },
+    )
+
+
+@pytest.mark.parametrize("filename", ["model.safetensors", "pytorch_model.bin", "tf_model.h5"])
+def test_truncated_files_name_the_file(checkpoint, tmp_path, filename):
+    _, path = checkpoint()
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "config.json").write_text((path / "config.json").read_text())
+    data = (path / "model.safetensors").read_bytes()
+    (folder / filename).write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointError, match=f"Cannot read .*{filename}"):
+        TFViTMAEForPreTraining.from_pretrained(folder)
+
+
+def test_keras_weights_for_another_config(tmp_path):
+    TFViTMAEForPreTraining(ViTMAEConfig(**REFERENCE_CONFIG)).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["num_hidden_layers"] = 3
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        CheckpointError,
+        match=r"(?s)checkpoint in model\.weights\.h5 does not fit this model \(3 encoder.*"
+        r"nothing was loaded.*missing: vit/layer_2/",
+    ):
+        TFViTMAEForPreTraining.from_pretrained(tmp_path)
+    # with strict=False the two blocks the file has are loaded
+    with pytest.warns(UserWarning, match="Partial load"):
+        model, report = TFViTMAEForPreTraining.from_pretrained(
+            tmp_path, strict=False, output_loading_info=True
+        )
+    assert "vit/layer_1/mlp/output/kernel" in report.loaded
+    assert all(p.startswith("vit/layer_2/") for p in report.missing) and report.missing
+
+
+def test_bfloat16_safetensors(checkpoint, tmp_path):
+    from safetensors.torch import save_file as save_torch_file
+
+    torch_model, path = checkpoint()
+    folder = tmp_path / "bf16"
+    folder.mkdir()
+    (folder / "config.json").write_text((path / "config.json").read_text())
+    state = {k: v.to(torch.bfloat16).contiguous() for k, v in torch_model.state_dict().items()}
+    save_torch_file(state, str(folder / "model.safetensors"))
+    model = TFViTMAEForPreTraining.from_pretrained(folder)
+    expected = state["vit.layers.0.mlp.fc1.weight"].float().numpy().T
+    np.testing.assert_array_equal(model.vit.blocks[0].mlp.intermediate.kernel.numpy(), expected)
+
+
+def test_shard_listed_in_the_index_but_missing(tmp_path):
+    index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors"}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="lists the shard model-00001-of-00002.safetensors"):
+        read_checkpoint(str(tmp_path / "model.safetensors.index.json"))

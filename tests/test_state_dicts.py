@@ -1,0 +1,81 @@
+"""Moving arrays between a model and a state dict: all or nothing, with a report."""
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel, ViTMAEConfig
+from tfvitmae.checkpoint_files import CheckpointError
+from tfvitmae.state_dicts import load_state_dict, to_state_dict
+
+from .helpers import REFERENCE_CONFIG
+
+
+@pytest.mark.parametrize("fmt", ["transformers", "mae"])
+def test_to_state_dict_and_back(fmt):
+    config = ViTMAEConfig(**REFERENCE_CONFIG)
+    model, other = TFViTMAEForPreTraining(config), TFViTMAEForPreTraining(config)
+    state = to_state_dict(model, fmt)
+    report = load_state_dict(other, state)
+    assert report.format == fmt and not report.missing and not report.unexpected
+    assert sorted(report.loaded) == sorted(w.path.split("/", 1)[1] for w in model.weights)
+    for a, b in zip(model.weights, other.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_encoder_state_dict_has_no_model_prefix():
+    encoder = TFViTMAEModel(ViTMAEConfig(**REFERENCE_CONFIG))
+    state = to_state_dict(encoder)
+    assert "embeddings.cls_token" in state and not any(k.startswith("vit.") for k in state)
+    assert not any(k.startswith("decoder") for k in state)
+    with pytest.raises(ValueError, match="received 'keras'"):
+        to_state_dict(encoder, "keras")
+
+
+def test_mismatched_config_names_key_and_shapes_and_loads_nothing(checkpoint):
+    _, path = checkpoint()
+    model = TFViTMAEForPreTraining(ViTMAEConfig(**{**REFERENCE_CONFIG, "intermediate_size": 40}))
+    before = [w.numpy().copy() for w in model.weights]
+    with pytest.raises(
+        CheckpointError,
+        match=r"(?s)model\.safetensors.*nothing was loaded.*shape mismatch: "
+        r"vit\.encoder\.layer\.0\.intermediate\.dense\.weight expected "
+        r"\(40, 32\), found \(37, 32\)",
+    ):
+        model.load_pretrained_weights(path)
+    assert all(np.array_equal(a, b.numpy()) for a, b in zip(before, model.weights))
+
+
+def test_layer_count_mismatch_and_strict_false(checkpoint):
+    _, path = checkpoint()
+    with pytest.raises(CheckpointError, match=r"unexpected: vit\.encoder\.layer\.1\."):
+        TFViTMAEForPreTraining.from_pretrained(path, num_hidden_layers=1)
+    with pytest.raises(CheckpointError, match=r"missing: vit/layer_2/"):
+        TFViTMAEForPreTraining.from_pretrained(path, num_hidden_layers=3)
+    with pytest.warns(UserWarning, match="Partial load"):
+        model, report = TFViTMAEForPreTraining.from_pretrained(
+            path, num_hidden_layers=3, strict=False, output_loading_info=True
+        )
+    assert (
+        any(p.startswith("vit/layer_2/") for p in report.missing)
+        and "vit/layer_1/mlp/output/kernel" in report.loaded
+    )
+
+
+def test_unmapped_keys_are_an_error_unless_not_strict(checkpoint, tmp_path):
+    _, path = checkpoint()
+    state = load_file(path / "model.safetensors")
+    state["vit.extra_projection.weight"] = np.zeros((2, 2), "float32")
+    folder = tmp_path / "extra"
+    folder.mkdir()
+    save_file(state, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text((path / "config.json").read_text())
+    with pytest.raises(
+        CheckpointError, match=r"(?s)model\.safetensors.*unexpected: vit\.extra_projection\.weight"
+    ):
+        TFViTMAEForPreTraining.from_pretrained(folder)
+    with pytest.warns(UserWarning, match="vit.extra_projection.weight"):
+        _, report = TFViTMAEForPreTraining.from_pretrained(
+            folder, strict=False, output_loading_info=True
+        )
+    assert report.unexpected == ["vit.extra_projection.weight"] and not report.missing

@@ -1,0 +1,48 @@
+import numpy as np
+import tensorflow as tf
+
+from tfvitmae import TFViTMAEForPreTraining
+from tfvitmae.data import denormalize
+from tfvitmae.visualization import reconstruct, write_reconstruction_grid
+
+from .helpers import max_diff, noise_for, numpy_patchify, pixels, tiny_config
+
+
+def test_reconstruct_masks_predicts_and_pastes():
+    config = tiny_config(norm_pix_loss=True)
+    model = TFViTMAEForPreTraining(config)
+    x, noise = pixels(config), noise_for(config)
+    masked, reconstruction, pasted = reconstruct(model, x, noise=noise)
+    assert masked.shape == reconstruction.shape == pasted.shape == (2, 32, 32, 3)
+    mask = np.asarray(model(x, noise=noise).mask) == 1
+    as_patches = lambda images: numpy_patchify(np.transpose(images, (0, 3, 1, 2)), 8)  # noqa: E731
+    original = numpy_patchify(x, 8)
+    assert not as_patches(masked)[mask].any()  # removed patches are blank
+    assert max_diff(as_patches(masked)[~mask], original[~mask]) < 1e-6
+    assert max_diff(as_patches(pasted)[~mask], original[~mask]) < 1e-5  # visible: the input's
+    assert max_diff(as_patches(pasted)[mask], as_patches(reconstruction)[mask]) < 1e-5
+    assert max_diff(as_patches(reconstruction)[~mask], original[~mask]) > 1e-2  # a prediction
+
+
+def test_reconstruct_seed_picks_the_mask():
+    config = tiny_config()
+    model = TFViTMAEForPreTraining(config, data_format="channels_last")
+    x = pixels(config, channels_last=True)
+    a, b, c = (reconstruct(model, x, seed=s)[0] for s in (1, 1, 2))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_grid_layout(tmp_path):
+    config = tiny_config(num_channels=1, image_size=16, patch_size=4)
+    model = TFViTMAEForPreTraining(config)
+    x = pixels(config, batch=3)
+    path = str(tmp_path / "sub" / "grid.png")
+    assert write_reconstruction_grid(model, x, path, mean=[0.5], std=[0.25], seed=0) == path
+    grid = tf.io.decode_png(tf.io.read_file(path)).numpy()
+    zoom = 96 // 16  # small images are enlarged
+    tile = 16 * zoom
+    assert grid.shape == (3 * tile + 2 * 2, 4 * tile + 3 * 2, 1)  # 2-pixel white gaps
+    first = np.asarray(denormalize(np.transpose(x, (0, 2, 3, 1))[0], [0.5], [0.25]))
+    np.testing.assert_array_equal(grid[:tile:zoom, :tile:zoom], first)
+    assert (grid[tile : tile + 2] == 255).all() and (grid[:, tile : tile + 2] == 255).all()
