@@ -154,3 +154,42 @@ def test_saved_model_loads_into_training(tmp_path):
     assert np.isfinite(history.history["loss"][0])
     assert int(loaded.optimizer.iterations) == 4
     assert any(not np.array_equal(a, b.numpy()) for a, b in zip(before, loaded.trainable_weights))
+
+
+def test_compile_turns_xla_on_where_it_is_faster():
+    """Keras' own "auto" leaves XLA off on a CPU-only machine; the model's is on
+    for float32, off for 16-bit policies on CPU and inside a strategy."""
+    model = TFViTMAEForPreTraining(tiny_config())
+    model.compile(optimizer="adam")
+    assert model.jit_compile is True
+    model.compile(optimizer="adam", jit_compile=False)
+    assert model.jit_compile is False
+    model.compile(optimizer="adam", run_eagerly=True)
+    assert model.jit_compile is False
+    on_gpu = bool(tf.config.list_logical_devices("GPU"))
+    bf16 = TFViTMAEForPreTraining(tiny_config(), dtype="mixed_bfloat16")
+    bf16.compile(optimizer="adam")
+    assert bf16.jit_compile is on_gpu
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        mirrored = TFViTMAEForPreTraining(tiny_config())
+        mirrored.compile(optimizer="adam")
+    assert mirrored.jit_compile is False
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_bfloat16_outputs_track_float32(attn_implementation):
+    """The documented bf16 tolerance: with the same weights and masks, logits
+    within 2% of their float32 range and the loss within 1%; masks exact."""
+    config = tiny_config(norm_pix_loss=True)
+    fp32 = TFViTMAEForPreTraining(config, attn_implementation=attn_implementation)
+    bf16 = TFViTMAEForPreTraining(
+        config, attn_implementation=attn_implementation, dtype="mixed_bfloat16"
+    )
+    bf16.set_weights(fp32.get_weights())
+    x, noise = pixels(config, batch=4), noise_for(config, batch=4)
+    a, b = fp32(x, noise=noise), bf16(x, noise=noise)
+    scale = float(np.max(np.abs(a.logits)))
+    assert max_diff(a.logits, b.logits) < 0.02 * scale
+    assert abs(float(a.loss) - float(b.loss)) < 0.01 * float(a.loss)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    np.testing.assert_array_equal(a.ids_restore, b.ids_restore)

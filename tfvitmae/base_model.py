@@ -9,6 +9,7 @@ model-agnostic `hub` and `export` modules.
 import os
 
 import keras
+import tensorflow as tf
 
 from . import export as serving_export
 from . import hub
@@ -27,9 +28,9 @@ class TFViTMAEPreTrainedModel(keras.Model):
         data_format: Layout of `pixel_values`: `"channels_first"` (the
             documented `(batch, num_channels, height, width)`, the default) or
             `"channels_last"` (`(batch, height, width, num_channels)`).
-        attn_implementation: `"sdpa"` (fused QKV + `keras.ops.dot_product_attention`,
-            the default) or `"eager"` (explicit softmax). Both give the same
-            numbers; `output_attentions=True` always takes the explicit path.
+        attn_implementation: `"sdpa"` (the default: batched matmuls in the layout
+            oneDNN and XLA run fastest) or `"eager"` (the explicit einsum
+            reference). Both give the same numbers and support every output.
         seed: Seed for the masking noise and dropout. Without it, masks still
             follow `keras.utils.set_random_seed` when that was called first.
         drop_path_rate: Stochastic depth of the encoder (for fine-tuning).
@@ -290,6 +291,29 @@ class TFViTMAEPreTrainedModel(keras.Model):
         if format != "tf_saved_model":
             return super().export(filepath, format=format, verbose=verbose, **kwargs)
         return serving_export.export_saved_model(self, filepath, verbose=verbose, **kwargs)
+
+    # ------------------------------------------------------------- training
+    def compile(self, *args, jit_compile="auto", **kwargs):
+        """Keras' `compile`, with this model's own `jit_compile="auto"`.
+
+        Keras' "auto" turns XLA off on a CPU-only machine; here "auto" means
+        `default_jit_compile()`, which turns it on where it was measured faster
+        (see `benchmarks/`). Pass `jit_compile=True` or `False` to choose.
+        """
+        if jit_compile == "auto":
+            jit_compile = False if kwargs.get("run_eagerly") else self.default_jit_compile()
+        super().compile(*args, jit_compile=jit_compile, **kwargs)
+
+    def default_jit_compile(self):
+        """Whether `compile` uses XLA by default: yes for float32 models, and for
+        16-bit ones on GPU; no for 16-bit policies on CPU (XLA's CPU bfloat16
+        matmuls run at a fraction of oneDNN's speed), and no inside a
+        distribution strategy (as Keras' own default)."""
+        if tf.distribute.has_strategy():
+            return False
+        if self.compute_dtype == "float32":
+            return True
+        return bool(tf.config.list_logical_devices("GPU"))
 
     # -------------------------------------------------------- serialization
     def build(self, input_shape=None):

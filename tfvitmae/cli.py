@@ -124,7 +124,12 @@ def build_parser():
         default=1,
         help="epochs between reconstruction PNGs; 0 for none (default: 1)",
     )
-    pre.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
+    pre.add_argument(
+        "--jit-compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compile the train step with XLA (default: on for float32, off for 16-bit on CPU)",
+    )
     pre.add_argument(
         "--multi-gpu", action="store_true", help="MirroredStrategy over all local GPUs"
     )

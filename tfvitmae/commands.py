@@ -87,7 +87,7 @@ def pretrain(args):
             base_lr=args.base_lr,
             warmup_epochs=args.warmup_epochs,
             weight_decay=args.weight_decay,
-            jit_compile=args.jit_compile,
+            jit_compile="auto" if args.jit_compile is None else args.jit_compile,
             reconstruction_images=next(iter(samples)).numpy()
             if args.reconstruction_every
             else None,

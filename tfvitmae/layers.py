@@ -100,6 +100,9 @@ class RandomMasking(keras.layers.Layer):
     """
 
     def __init__(self, mask_ratio=0.75, seed=None, **kwargs):
+        # No autocast: the noise decides the mask, and rounding it to 16 bits
+        # under mixed precision would create ties that reorder patches.
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         if not 0 <= mask_ratio < 1:
             raise ValueError(f"mask_ratio must be in [0, 1), received {mask_ratio}")

@@ -121,6 +121,9 @@ class ViTMAEEmbeddings(_ConfigLayer):
     """
 
     def __init__(self, config, seed=None, **kwargs):
+        # Inputs keep their dtype (the patch projection casts the images): the
+        # masking noise must reach `RandomMasking` in float32.
+        kwargs.setdefault("autocast", False)
         super().__init__(config, seed=seed, **kwargs)
         c = self.config
         self.patch_embeddings = PatchEmbedding(
@@ -194,6 +197,7 @@ class ViTMAEEncoder(_ConfigLayer):
     """
 
     def __init__(self, config, attn_implementation="sdpa", seed=None, drop_path_rate=0.0, **kwargs):
+        kwargs.setdefault("autocast", False)  # keep the noise float32 (see ViTMAEEmbeddings)
         super().__init__(config, attn_implementation=attn_implementation, seed=seed, **kwargs)
         c = self.config
         self.drop_path_rate = drop_path_rate

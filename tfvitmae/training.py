@@ -53,7 +53,7 @@ def pretrain(
     base_lr=None,
     warmup_epochs=40,
     weight_decay=0.05,
-    jit_compile=False,
+    jit_compile="auto",
     reconstruction_images=None,
     reconstruction_every=1,
     resume=True,
@@ -77,7 +77,8 @@ def pretrain(
         steps_per_epoch: Defaults to the dataset's cardinality.
         base_lr: Learning rate per 256 images (default `PRETRAIN_BASE_LR`, 1.5e-4).
         warmup_epochs, weight_decay: The recipe (see `mae_optimizer`).
-        jit_compile: Compile the train step with XLA.
+        jit_compile: Compile the train step with XLA; `"auto"` (default) is the
+            model's own choice (`default_jit_compile`).
         reconstruction_images: A few normalised images for the reconstruction
             grid; none is written without them.
         reconstruction_every: Epochs between grids.
@@ -138,7 +139,7 @@ def train_classifier(
     weight_decay=None,
     layer_decay=0.65,
     output_dir=None,
-    jit_compile=False,
+    jit_compile="auto",
     verbose="auto",
 ):
     """Linear-probe or fine-tune a `TFViTMAEForImageClassification` with `fit`.

@@ -1,0 +1,75 @@
+"""benchmarks/run.py runs end to end on a tiny config, so it cannot rot.
+
+Only what is installed competes: Hugging Face's TF port needs the pinned peers
+of benchmarks/requirements.txt and is reported as skipped without them.
+Speed is never asserted here (timings are for benchmarks/, not tests).
+"""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from flops import forward_flops, step_flops  # noqa: E402
+
+from .helpers import tiny_config  # noqa: E402
+
+
+def test_flops_count_the_visible_patches_only():
+    config = tiny_config()  # 16 patches of 8x8x3, width 32, 2 blocks; decoder 16 wide, 1 block
+    d, i, dd, di, p = 32, 48, 16, 24, 8 * 8 * 3
+
+    def blocks(tokens, width, inter, layers):
+        return layers * (4 * tokens * width**2 + 2 * tokens**2 * width + 2 * tokens * width * inter)
+
+    kept = 4  # int(16 * 0.25)
+    expected = 16 * p * d + blocks(1 + kept, d, i, 2)
+    expected += (1 + kept) * d * dd + blocks(17, dd, di, 1) + 17 * dd * p
+    assert forward_flops(config) == 2 * expected
+    assert forward_flops(config, mask_ratio=0.0) > forward_flops(config)
+    assert forward_flops(config, decoder=False) == 2 * (16 * p * d + blocks(1 + kept, d, i, 2))
+    assert step_flops(config) == 3 * forward_flops(config)
+
+
+@pytest.mark.slow
+def test_run_writes_a_table_with_ratios_mfu_memory_and_loss_curves(tmp_path):
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "run.py"), "--config", "tiny",
+        "--rounds", "2", "--settle", "0", "--infer-batches", "1", "2", "--step-batches", "2",
+        "--loss-steps", "3", "--output", str(tmp_path),
+        "--only", "ours fp32", "ours fp32 attn=eager", "ours bf16", "hf-pt fp32", "hf-tf fp32",
+    ]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((tmp_path / "latest-tiny.json").read_text())
+    table = (tmp_path / "latest-tiny.md").read_text()
+    ran = {name for task in report["tasks"] for name in task["rows"]}
+    assert {"ours fp32", "ours fp32 attn=eager", "ours bf16", "hf-pt fp32"} <= ran
+    if "hf-tf fp32" not in ran:
+        assert "hf-tf fp32" in report["skipped"]
+    tasks = [t["task"] for t in report["tasks"]]
+    assert tasks == [
+        "inference mask 0.75 batch 1", "inference mask 0.75 batch 2", "train step batch 2",
+        "inference mask 0.0 batch 1", "inference mask 0.0 batch 2",
+    ]  # fmt: skip
+    for task in report["tasks"]:
+        rounds = task["seconds_per_round"]
+        assert all(len(times) == 2 and min(times) > 0 for times in rounds.values())
+        ours = task["rows"]["ours fp32"]
+        # The median of the per-round ratios, recomputed from the raw timings.
+        ratios = sorted(p / o for p, o in zip(rounds["hf-pt fp32"], rounds["ours fp32"]))
+        assert ours["vs hf-pt fp32"] == pytest.approx(sum(ratios) / 2)
+        assert 0 < ours["mfu"] < 1
+        assert f"| {task['task']} | ours fp32 |" in table
+    assert set(report["mae_speedup"]["speedup"]) == ran
+    assert {m["contestant"] for m in report["memory"]} >= {"ours fp32", "hf-pt fp32"}
+    assert all(m["peak_rss_mib"] >= m["baseline_rss_mib"] > 0 for m in report["memory"])
+    curves = report["loss_curves"]
+    assert len(curves["fp32"]) == len(curves["bf16"]) == 3
+    assert curves["max_relative_gap"] < 0.05
+    assert set(report["matmul_ceilings_gflops"]) >= {"tf_fp32", "tf_bf16", "torch_fp32"}
