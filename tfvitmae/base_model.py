@@ -304,6 +304,14 @@ class TFViTMAEPreTrainedModel(keras.Model):
             jit_compile = False if kwargs.get("run_eagerly") else self.default_jit_compile()
         super().compile(*args, jit_compile=jit_compile, **kwargs)
 
+    def compile_from_config(self, config):
+        """Re-compile a loaded `.keras` model. Keras skips this for models whose
+        `compile` is overridden; ours only resolves the XLA default, so it is
+        safe to call, and the optimizer state then loads with the weights."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def default_jit_compile(self):
         """Whether `compile` uses XLA by default: yes for float32 models, and for
         16-bit ones on GPU; no for 16-bit policies on CPU (XLA's CPU bfloat16

@@ -2,8 +2,8 @@
 
 One table maps every Keras variable to its name in each checkpoint layout and
 to the transform between the two array layouts. It is read in both
-directions: loading turns checkpoint arrays into Keras arrays, saving turns
-Keras arrays into a `transformers`-loadable state dict.
+directions (by `state_dicts`): loading turns checkpoint arrays into Keras
+arrays, saving turns Keras arrays into a `transformers`-loadable state dict.
 
 Layouts:
 - `transformers`: Hugging Face `ViTMAEForPreTraining`, as on the Hub
