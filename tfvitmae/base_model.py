@@ -13,7 +13,6 @@ import tensorflow as tf
 
 from . import export as serving_export
 from . import hub
-from .attention import check_attn_implementation
 from .config import ViTMAEConfig, as_config
 from .inputs import check_data_format, check_noise, check_pixel_values, head_masks, unpack_inputs
 from .stacks import ViTMAEEncoder
@@ -50,7 +49,6 @@ class TFViTMAEPreTrainedModel(keras.Model):
     ):
         kwargs.setdefault("name", self.default_name)
         super().__init__(**kwargs)
-        check_attn_implementation(attn_implementation)
         self.config = as_config(config)
         self.data_format = check_data_format(data_format)
         self.seed = seed

@@ -112,10 +112,11 @@ def check_noise(noise, images, config):
     num_patches = (images.shape[1] // patch_h) * (images.shape[2] // patch_w)
     expected = (images.shape[0], num_patches)
     shape = tuple(noise.shape)
-    batch_differs = None not in (shape[0] if shape else None, expected[0]) and (
-        shape[0] != expected[0]
-    )
-    if len(shape) != 2 or shape[1] != num_patches or batch_differs:
+    if (
+        len(shape) != 2
+        or shape[1] != num_patches
+        or (None not in (shape[0], expected[0]) and shape[0] != expected[0])
+    ):
         raise ValueError(
             f"noise must have shape (batch, num_patches) = {expected}, received {shape}"
         )
