@@ -53,12 +53,13 @@ def _best_rate(run, flops, repeats):
     return flops / best
 
 
-def matmul_ceilings(size=2048, repeats=5):
+def matmul_ceilings(size=2048, repeats=5, torch_bf16=True):
     """Measured dense-matmul FLOP/s of TensorFlow and PyTorch, fp32 and bf16.
 
     Returns:
         `{"tf_fp32": ..., "tf_bf16": ..., "torch_fp32": ..., "torch_bf16": ...}`
-        in FLOP/s (`torch_*` absent when PyTorch is not installed).
+        in FLOP/s (`torch_*` absent when PyTorch is not installed,
+        `torch_bf16` when `torch_bf16=False`).
     """
     import numpy as np
     import tensorflow as tf
@@ -79,6 +80,8 @@ def matmul_ceilings(size=2048, repeats=5):
     except ImportError:
         return rates
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        if name == "bf16" and not torch_bf16:
+            continue
         t = torch.from_numpy(a).to(dtype)
         rates[f"torch_{name}"] = _best_rate(lambda t=t: torch.matmul(t, t), flops, repeats)
     return rates

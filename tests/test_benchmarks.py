@@ -73,3 +73,24 @@ def test_run_writes_a_table_with_ratios_mfu_memory_and_loss_curves(tmp_path):
     assert len(curves["fp32"]) == len(curves["bf16"]) == 3
     assert curves["max_relative_gap"] < 0.05
     assert set(report["matmul_ceilings_gflops"]) >= {"tf_fp32", "tf_bf16", "torch_fp32"}
+
+
+@pytest.mark.slow
+def test_breakdown_times_each_part_for_both(tmp_path):
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "breakdown.py"), "--config", "tiny",
+        "--batch", "2", "--rounds", "1", "--output", str(tmp_path),
+    ]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((tmp_path / "breakdown-tiny.json").read_text())
+    parts = {row["part"]: row for row in report["parts"]}
+    assert "step: forward + backward" in parts
+    assert parts["encoder block (2, 5, 32)"]["count"] == 2  # tiny: two encoder blocks
+    for row in parts.values():
+        assert row["ours_ms"] > 0 and row["hf_pt_ms"] > 0
+        assert row["hf_pt_over_ours"] == pytest.approx(
+            row["hf_pt_ms"] / row["ours_ms"]
+        )  # per-part times are scaled by the same count
+    assert [m["part"].split()[0] for m in report["matmuls"]] == ["y", "dx", "dW"]
+    assert "| step: whole" in (tmp_path / "breakdown-tiny.md").read_text()
