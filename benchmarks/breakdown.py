@@ -31,14 +31,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from run import machine, make_checkpoint, make_config, make_inputs  # noqa: E402
 
 
-def interleaved(calls, rounds):
-    """Median seconds per call name, the calls interleaved round by round."""
+def interleaved(calls, rounds, settle):
+    """Median seconds per call name, the calls interleaved round by round,
+    after `settle` idle seconds each (see `run.run_task`: one framework's
+    spinning worker threads slow the other's next call)."""
     for call in calls.values():
         call()
         call()
     times = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
+            time.sleep(settle)
             start = time.perf_counter()
             call()
             times[name].append(time.perf_counter() - start)
@@ -203,7 +206,7 @@ def _matmul_calls(a, b, transpose_a, transpose_b):
     return {"ours": lambda: fn(tf_a, tf_b).numpy(), "hf-pt": lambda: torch.matmul(pt_a, pt_b)}
 
 
-def matmul_rates(config, batch, rounds):
+def matmul_rates(config, batch, rounds, settle):
     """GFLOP/s of y = xW, dx = dy W^T and dW = x^T dy at the decoder MLP's shape."""
     import numpy as np
 
@@ -219,7 +222,7 @@ def matmul_rates(config, batch, rounds):
     flops = 2 * rows * k * n
     rates = []
     for name, (a, b, ta, tb) in cases.items():
-        times = interleaved(_matmul_calls(a, b, ta, tb), rounds)
+        times = interleaved(_matmul_calls(a, b, ta, tb), rounds, settle)
         rates.append({"part": name, **{k: flops / t / 1e9 for k, t in times.items()}})
     return rates
 
@@ -229,6 +232,9 @@ def main(argv=None):
     parser.add_argument("--config", choices=("base", "tiny"), default="base")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--settle", type=float, default=1.0, help="idle seconds before each timed call"
+    )
     parser.add_argument("--output", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
     config = make_config(args.config)
@@ -237,13 +243,13 @@ def main(argv=None):
         parts = step_parts(config, make_checkpoint(config, folder), args.batch)
         parts += block_parts(config, args.batch)
         for name, count, ours, peer in parts:
-            times = interleaved({"ours": ours, "hf-pt": peer}, args.rounds)
+            times = interleaved({"ours": ours, "hf-pt": peer}, args.rounds, args.settle)
             rows.append(
                 {"part": name, "count": count, "ours_ms": times["ours"] * 1000 * count,
                  "hf_pt_ms": times["hf-pt"] * 1000 * count,
                  "hf_pt_over_ours": times["hf-pt"] / times["ours"]}
             )  # fmt: skip
-    rates = matmul_rates(config, args.batch, args.rounds)
+    rates = matmul_rates(config, args.batch, args.rounds, args.settle)
     lines = [
         f"Machine: {machine().get('cpu', '?')}, {os.cpu_count()} CPUs. Config: {args.config}, "
         f"batch {args.batch}, {args.rounds} interleaved rounds; ours under XLA, HF-PT with SDPA.",

@@ -299,6 +299,31 @@ def markdown(report):
     return "\n".join(lines) + "\n"
 
 
+def save(report, args):
+    """Write the report so far (JSON and Markdown): a run that dies late keeps its
+    earlier tables. Returns the Markdown."""
+    table = markdown(report)
+    os.makedirs(args.output, exist_ok=True)
+    stem = os.path.join(args.output, f"latest-{args.config}")
+    with open(stem + ".json", "w") as f:
+        json.dump(report, f, indent=2)
+    with open(stem + ".md", "w") as f:
+        f.write(table)
+    return table
+
+
+def release_memory():
+    """Free the models of a finished phase before the next one builds its own
+    (a ViT-B run holds every contestant at once, and peaked near 17 GB)."""
+    import gc
+
+    import keras
+
+    gc.collect()
+    keras.backend.clear_session()
+    gc.collect()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", choices=("base", "tiny"), default="base")
@@ -376,6 +401,7 @@ def main(argv=None):
                         "seconds_per_round": times,
                     }
                 )
+                save(report, args)
                 print(f"inference mask {ratio} batch {batch}: done", flush=True)
             if ratio == args.mask_ratios[0]:
                 for batch in args.step_batches:
@@ -390,10 +416,14 @@ def main(argv=None):
                             "seconds_per_round": times,
                         }
                     )
+                    save(report, args)
                     print(f"train step batch {batch}: done", flush=True)
             del runners
+            release_memory()
         if args.loss_steps:
             report["loss_curves"] = loss_curves(config, checkpoint, args.loss_steps, batch=8)
+            save(report, args)
+            release_memory()
     speedup_batch = max(args.infer_batches)
     by_task = {t["task"]: t["rows"] for t in report["tasks"]}
     masked = by_task.get(f"inference mask 0.75 batch {speedup_batch}")
@@ -414,15 +444,9 @@ def main(argv=None):
                             **measure_memory(c.name, args.config, batch),
                         }
                     )
-    table = markdown(report)
+    table = save(report, args)
     print(table)
-    os.makedirs(args.output, exist_ok=True)
-    stem = os.path.join(args.output, f"latest-{args.config}")
-    with open(stem + ".json", "w") as f:
-        json.dump(report, f, indent=2)
-    with open(stem + ".md", "w") as f:
-        f.write(table)
-    print(f"wrote {stem}.json and {stem}.md")
+    print(f"wrote {os.path.join(args.output, 'latest-' + args.config)}.json and .md")
     return report
 
 

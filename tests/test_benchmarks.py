@@ -79,7 +79,7 @@ def test_run_writes_a_table_with_ratios_mfu_memory_and_loss_curves(tmp_path):
 def test_breakdown_times_each_part_for_both(tmp_path):
     command = [
         sys.executable, str(ROOT / "benchmarks" / "breakdown.py"), "--config", "tiny",
-        "--batch", "2", "--rounds", "1", "--output", str(tmp_path),
+        "--batch", "2", "--rounds", "1", "--settle", "0", "--output", str(tmp_path),
     ]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
