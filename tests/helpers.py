@@ -196,6 +196,76 @@ def save_torch_reference(directory, **overrides):
     return model, directory
 
 
+def timm_style_vit(config, num_classes):
+    """timm's `VisionTransformer(global_pool="avg")`, written out in plain
+    PyTorch with timm's parameter names (`blocks.{i}.attn.qkv`, `fc_norm`,
+    `head`, no final `norm`), as MAE fine-tunes it: the reference for
+    mean-pooled classifiers (timm itself needs torchvision, which has no CPU
+    build for this torch here). LayerNorm eps is the config's."""
+    import torch
+    from torch import nn
+
+    width, heads = config.hidden_size, config.num_attention_heads
+    eps = config.layer_norm_eps
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = nn.Linear(width, 3 * width, bias=config.qkv_bias)
+            self.proj = nn.Linear(width, width)
+
+        def forward(self, x):
+            batch, tokens, _ = x.shape
+            qkv = self.qkv(x).reshape(batch, tokens, 3, heads, width // heads)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)
+            probs = torch.softmax(q @ k.transpose(-2, -1) * (width // heads) ** -0.5, dim=-1)
+            return self.proj((probs @ v).transpose(1, 2).reshape(batch, tokens, width))
+
+    class Mlp(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(width, config.intermediate_size)
+            self.fc2 = nn.Linear(config.intermediate_size, width)
+
+        def forward(self, x):
+            return self.fc2(nn.functional.gelu(self.fc1(x)))
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm1, self.attn = nn.LayerNorm(width, eps=eps), Attention()
+            self.norm2, self.mlp = nn.LayerNorm(width, eps=eps), Mlp()
+
+        def forward(self, x):
+            x = x + self.attn(self.norm1(x))
+            return x + self.mlp(self.norm2(x))
+
+    class PatchEmbed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            patch = config.patch_hw
+            self.proj = nn.Conv2d(config.num_channels, width, patch, stride=patch)
+
+    class VisionTransformer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
+            self.pos_embed = nn.Parameter(torch.zeros(1, 1 + config.num_patches, width))
+            self.patch_embed = PatchEmbed()
+            self.blocks = nn.ModuleList(Block() for _ in range(config.num_hidden_layers))
+            self.fc_norm = nn.LayerNorm(width, eps=eps)
+            self.head = nn.Linear(width, num_classes)
+
+        def forward(self, images):
+            x = self.patch_embed.proj(images).flatten(2).transpose(1, 2)
+            x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1) + self.pos_embed
+            for block in self.blocks:
+                x = block(x)
+            return self.head(self.fc_norm(x[:, 1:].mean(dim=1)))
+
+    return VisionTransformer().eval()
+
+
 # ------------------------------------------------- distributed training runs
 def start_distributed_run(mode, out, env=None):
     """Start `python -m tests.distributed_run MODE OUT` (see that module)."""

@@ -16,10 +16,10 @@ FLOORS = (
     ("activations", "seeds", "files", "config"),
     ("position", "attention", "layers", "outputs", "inputs", "patches"),
     ("stacks",),
-    ("checkpoint_files", "weights", "state_dicts", "hub"),
-    ("data", "export"),
+    ("checkpoint_files", "weights", "state_dicts", "hub", "image_processor"),
+    ("image_folders", "data", "export"),
     ("base_model", "modeling", "classification"),
-    ("schedules", "optimizers", "visualization", "callbacks", "loops", "training"),
+    ("schedules", "optimizers", "visualization", "callbacks", "loops", "runs", "training"),
     ("demo", "commands", "cli", "__main__"),
 )
 RANK = {name: (floor, i) for floor, names in enumerate(FLOORS) for i, name in enumerate(names)}
@@ -58,7 +58,17 @@ def test_imports_run_one_way(module):
 
 
 @pytest.mark.parametrize(
-    "module", ["checkpoint_files", "weights", "state_dicts", "hub", "data", "export"]
+    "module",
+    [
+        "checkpoint_files",
+        "weights",
+        "state_dicts",
+        "hub",
+        "image_processor",
+        "image_folders",
+        "data",
+        "export",
+    ],
 )
 def test_checkpoint_and_serving_code_never_imports_a_model(module):
     assert not package_imports(PACKAGE / f"{module}.py") & MODEL_MODULES

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -7,11 +9,12 @@ from tfvitmae.classification import TFViTMAEForImageClassification
 from tfvitmae.training import train_classifier
 
 from .harness import run_model_test
-from .helpers import labelled, max_diff, pixels, tiny_config
+from .helpers import labelled, max_diff, pixels, timm_style_vit, tiny_config
 
 # The classifier sees every patch: its config is the given one with mask_ratio 0.
 CONFIG = tiny_config(mask_ratio=0.0)
 LABELS = {0: "a", 1: "b", 2: "c", 3: "d"}
+LABELS_3 = {0: "a", 1: "b", 2: "c"}
 HEADS = {
     "cls": dict(pooling="cls"),
     "mean": dict(pooling="mean", drop_path_rate=0.1, id2label=LABELS),
@@ -95,9 +98,38 @@ def test_save_pretrained_keeps_the_head(tmp_path):
     assert (loaded.pooling, loaded.linear_probe, loaded.num_labels) == ("mean", True, 4)
     assert loaded.id2label == LABELS
     assert max_diff(loaded(x), model(x)) == 0
-    with pytest.raises(ValueError, match="mean-pooled classifier cannot be written"):
-        model.save_pretrained(tmp_path / "pt", pytorch=True)
-    assert not (tmp_path / "pt" / "config.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("linear_probe", [False, True], ids=["finetuned", "probe"])
+def test_mean_pooled_classifiers_go_to_pytorch_in_timms_layout(tmp_path, linear_probe):
+    import torch
+    from safetensors.torch import load_file
+
+    config = tiny_config(layer_norm_eps=1e-6)
+    model = TFViTMAEForImageClassification(
+        config, num_labels=3, pooling="mean", linear_probe=linear_probe, id2label=LABELS_3
+    )
+    rng = np.random.default_rng(0)
+    for variable in model.weights:  # every weight non-trivial, BatchNorm statistics too
+        values = rng.normal(0, 0.2, variable.shape)
+        variable.assign(np.abs(values) + 0.5 if "variance" in variable.path else values)
+    model.save_pretrained(tmp_path, pytorch=True)
+    reference = timm_style_vit(config, num_classes=3)
+    reference.load_state_dict(load_file(tmp_path / "model.safetensors"))  # strict: same names
+    x = pixels(config, batch=3)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x)).numpy()
+    assert max_diff(model(x), expected) < 1e-4  # the probe's BatchNorm folded into the head
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["architectures"] == ["TFViTMAEForImageClassification"]
+    assert (saved["global_pool"], saved["num_classes"]) == ("avg", 3)
+    assert saved["model_args"]["embed_dim"] == 32 and saved["model_args"]["depth"] == 2
+    assert saved["pretrained_cfg"]["label_names"] == ["a", "b", "c"]
+    assert saved["pretrained_cfg"]["mean"] == list(model.image_processor.image_mean)
+    back = TFViTMAEForImageClassification.from_pretrained(tmp_path)
+    assert (back.pooling, back.linear_probe, back.id2label) == ("mean", False, LABELS_3)
+    assert max_diff(back(x), expected) < 1e-4
 
 
 @pytest.mark.slow
@@ -159,3 +191,21 @@ def test_bad_arguments():
         ValueError, match="encoder must be a ViTMAE model or a checkpoint path, received int"
     ):
         TFViTMAEForImageClassification.from_encoder(3, num_labels=2)
+
+
+def test_predict_images_gives_probabilities_and_top_labels():
+    from sklearn.datasets import load_sample_images
+
+    model = TFViTMAEForImageClassification(CONFIG, num_labels=4, id2label=LABELS)
+    photos = list(load_sample_images().images)
+    out = model.predict_images(photos, top_k=2)
+    assert out["probabilities"].shape == (2, 4)
+    np.testing.assert_allclose(out["probabilities"].sum(-1), 1.0, atol=1e-5)
+    expected = np.argsort(-out["probabilities"], axis=-1)[:, :2]
+    np.testing.assert_array_equal(out["top_k_indices"], expected)
+    assert out["top_k_labels"].tolist() == [[LABELS[i] for i in row] for row in expected]
+    np.testing.assert_allclose(
+        out["top_k_probabilities"], np.take_along_axis(out["probabilities"], expected, -1)
+    )
+    logits = model(model.image_processor(photos)["pixel_values"])
+    assert max_diff(out["probabilities"], tf.nn.softmax(logits)) < 1e-6

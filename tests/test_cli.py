@@ -1,3 +1,4 @@
+import json
 import os
 import re
 import subprocess
@@ -186,6 +187,71 @@ def test_pretrain_probe_finetune_reconstruct_commands(
     assert grid.shape[-1] == 3 and grid.shape[0] > 2 * 16
 
 
+@pytest.mark.slow
+def test_reruns_resume_refuse_or_start_afresh_and_runs_are_logged(
+    image_folder, tiny_checkpoint, tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "run"
+    (tmp_path / "my_augment.py").write_text(
+        "import keras\n"
+        "def make():\n"
+        "    return keras.layers.RandomContrast(0.2, value_range=(0, 255), seed=0)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def pretrain(*extra):
+        args = ["pretrain", str(image_folder), "--model", str(tiny_checkpoint)]
+        args += ["--output-dir", str(out), "--batch-size", "4", "--warmup-epochs", "1"]
+        code = main(args + list(extra))
+        captured = capsys.readouterr()
+        return code, captured.out + captured.err
+
+    code, text = pretrain(
+        "--epochs", "1", "--image-mean", "0.4", "--image-std", "0.2",
+        "--augmenter", "my_augment:make", "--tensorboard",
+    )  # fmt: skip
+    assert code == 0 and f"starting a new run in {out}" in text
+    assert "scanned" in text and "16 images" in text  # the folder scan's count
+    saved = json.loads((out / "preprocessor_config.json").read_text())
+    assert saved["image_mean"] == [0.4, 0.4, 0.4] and saved["image_std"] == [0.2, 0.2, 0.2]
+    log = (out / "training_log.csv").read_text().splitlines()
+    assert log[0].split(",")[:3] == ["epoch", "learning_rate", "loss"] and len(log) == 2
+    events = [str(p) for p in (out / "logs").rglob("events.out.tfevents.*")]
+    assert any("/train/" in e for e in events) and any("/reconstructions/" in e for e in events)
+    same = ("--epochs", "1", "--image-mean", "0.4", "--image-std", "0.2")
+    same += ("--augmenter", "my_augment:make")
+
+    code, text = pretrain(*same)  # the finished run, again: nothing to do, and it says why
+    assert code == 1 and "has trained 1 epochs, and this one asks for 1" in text
+    more = ("--epochs", "2", *same[2:])
+    code, text = pretrain(*more)
+    assert code == 1
+    assert "holds a finished run (1 epochs) with other settings (epochs: 1 -> 2)" in text
+    code, text = pretrain(*more, "--resume")
+    assert code == 0 and "continuing the run" in text and "after epoch 1" in text
+    log = (out / "training_log.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in log[1:]] == ["0", "1"]  # appended: epochs 1 and 2
+    code, text = pretrain("--epochs", "1", "--batch-size", "8")
+    assert code == 1 and "batch_size: 4 -> 8" in text
+    assert "augmenter: 'my_augment:make' -> None" in text
+    code, text = pretrain("--epochs", "1", "--batch-size", "8", "--overwrite")
+    assert code == 0 and "starting afresh" in text
+    assert len((out / "training_log.csv").read_text().splitlines()) == 2
+    assert json.loads((out / "preprocessor_config.json").read_text())["image_mean"] != [0.4] * 3
+
+    probe = ["probe", str(image_folder), "--model", str(out), "--output-dir", str(tmp_path / "p")]
+    probe += ["--batch-size", "4"]
+    assert main(probe + ["--epochs", "1"]) == 0
+    assert main(probe + ["--epochs", "2", "--resume"]) == 0
+    assert "continuing the run" in capsys.readouterr().out
+    assert json.loads((tmp_path / "p" / "run.json").read_text())["epochs_done"] == 2
+    with pytest.raises(SystemExit):  # one or the other
+        main(probe + ["--resume", "--overwrite"])
+    assert "not allowed with argument" in capsys.readouterr().err
+    code, text = pretrain("--epochs", "1", "--augmenter", "nowhere:make", "--overwrite")
+    assert code == 1 and "--augmenter nowhere:make: cannot load make from nowhere" in text
+
+
 def test_commands_report_bad_input(image_folder, tiny_checkpoint, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -273,7 +339,11 @@ def test_convert_command_both_directions(tmp_path, capsys):
     assert f"Ignored {len(decoder_keys)} weights in model.safetensors of parts" in (
         capsys.readouterr().out
     )
-    assert sorted(os.listdir(tmp_path / "enc")) == ["config.json", "pytorch_model.bin"]
+    assert sorted(os.listdir(tmp_path / "enc")) == [
+        "config.json",
+        "preprocessor_config.json",
+        "pytorch_model.bin",
+    ]
 
 
 def test_convert_command_reports_bad_input(tmp_path, capsys):

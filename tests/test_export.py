@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel
 from tfvitmae.classification import TFViTMAEForImageClassification
-from tfvitmae.data import decode_image, preprocess_images
+from tfvitmae.data import decode_image
 from tfvitmae.export import example_inputs, export_for_serving, export_saved_model, seeded_noise
 
 from . import serving_examples
@@ -125,13 +125,11 @@ def run_fresh(path, requests, tmp_path):
 
 def keras_reference(model, signature, inputs):
     """What the in-process Keras model gives for a signature's inputs."""
-    c, (h, w) = model.config.num_channels, model.config.image_hw
+    c, processor = model.config.num_channels, model.image_processor
     if "image_bytes" in inputs:
-        images = tf.stack(
-            [preprocess_images(decode_image(b, c), (h, w)) for b in inputs["image_bytes"]]
-        )
+        images = tf.stack([processor.preprocess(decode_image(b, c)) for b in inputs["image_bytes"]])
     elif "images" in inputs:
-        images = preprocess_images(inputs["images"], (h, w))
+        images = processor.preprocess(inputs["images"])
     else:
         images = None
     pixel_values = inputs.get("pixel_values")
@@ -213,6 +211,35 @@ def test_raw_bytes_match_python_preprocessing(exported, tmp_path):
         expected = keras_reference(model, "serving_default", {"pixel_values": pixel_values})
         assert max_diff(served["cls_features"], expected["cls_features"]) < 1e-5
         assert max_diff(served["mean_features"], expected["mean_features"]) < 1e-5
+
+
+@pytest.mark.slow
+def test_raw_inputs_use_the_models_image_processor(tmp_path):
+    """A model trained on its own statistics serves with them: the uint8 and
+    image-bytes signatures normalise with the model's processor, and the
+    reconstructed uint8 image undoes that normalisation."""
+    from tfvitmae.image_processor import ViTMAEImageProcessor
+
+    processor = ViTMAEImageProcessor(size=32, resample=2, image_mean=[0.2], image_std=[0.3])
+    model = TFViTMAEForPreTraining(tiny_config(num_channels=1), image_processor=processor)
+    export_saved_model(model, str(tmp_path / "1"), verbose=False)
+    loaded = tf.saved_model.load(str(tmp_path / "1"))
+    images = np.random.default_rng(0).integers(0, 256, size=(2, 48, 40, 1), dtype=np.uint8)
+    served = loaded.signatures["features_uint8"](images=tf.constant(images))
+    pixel_values = model.image_processor(images)["pixel_values"]
+    hidden = model.vit(np.transpose(pixel_values, (0, 2, 3, 1)), unmasked=True).last_hidden_state
+    assert max_diff(served["cls_features"], hidden[:, 0]) < 1e-5
+    imagenet = ViTMAEImageProcessor(size=32).with_channels(1)(images)["pixel_values"]
+    assert max_diff(pixel_values, imagenet) > 0.1  # the other statistics would differ
+    out = loaded.signatures["reconstruct_uint8_with_seed"](
+        images=tf.constant(images), seed=tf.constant(3, tf.int64)
+    )
+    mask = out["mask"].numpy()[0]
+    resized = processor.resize(images[:1]).numpy()  # whole levels, as served
+    visible = model.patchify(np.transpose(resized, (0, 3, 1, 2))).numpy()[0][mask == 0]
+    served_image = np.transpose(out["reconstructed_image_uint8"].numpy()[:1], (0, 3, 1, 2))
+    kept = model.patchify(served_image.astype("float32")).numpy()[0][mask == 0]
+    np.testing.assert_array_equal(kept, visible)
 
 
 @pytest.mark.slow

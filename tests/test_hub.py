@@ -156,7 +156,11 @@ def test_keras_format_round_trip_and_cross_class(tmp_path):
     config = ViTMAEConfig(**REFERENCE_CONFIG)
     model = TFViTMAEForPreTraining(config)
     written = model.save_pretrained(tmp_path)
-    assert sorted(os.path.basename(p) for p in written) == ["config.json", "model.weights.h5"]
+    assert sorted(os.path.basename(p) for p in written) == [
+        "config.json",
+        "model.weights.h5",
+        "preprocessor_config.json",
+    ]
     loaded = TFViTMAEForPreTraining.from_pretrained(tmp_path)
     for a, b in zip(model.weights, loaded.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -172,6 +176,47 @@ def test_keras_format_round_trip_and_cross_class(tmp_path):
     model.save_pretrained(tmp_path, pytorch=True)
     assert not (tmp_path / "model.weights.h5").exists()
     assert (tmp_path / "model.safetensors").exists()
+
+
+def test_the_image_processor_travels_with_the_model(tmp_path):
+    """preprocessor_config.json is written beside the weights and read back,
+    from our folders, transformers-style Hub snapshots and .keras files."""
+    import json
+
+    import keras
+
+    from tfvitmae.image_processor import ViTMAEImageProcessor
+
+    processor = ViTMAEImageProcessor(size=32, resample=2, image_mean=[0.3], image_std=[0.4])
+    model = TFViTMAEForPreTraining(tiny_config(), image_processor=processor)
+    assert model.image_processor.image_mean == (0.3, 0.3, 0.3)  # one value per channel
+    model.save_pretrained(tmp_path / "ours")
+    for cls in (TFViTMAEForPreTraining, TFViTMAEForImageClassification):
+        loaded = cls.from_pretrained(tmp_path / "ours")
+        assert loaded.image_processor == model.image_processor
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert reloaded.image_processor == model.image_processor
+    # A Hub snapshot with transformers' own file (legacy int size, no resample).
+    hf_file = {"size": 224, "image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.2, 0.2]}
+    hf_file["feature_extractor_type"] = "ViTFeatureExtractor"
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(hf_file))
+    files = {n: FIXTURE / n for n in ("config.json", "model.safetensors")}
+    files["preprocessor_config.json"] = tmp_path / "preprocessor_config.json"
+    fill_hub_cache(tmp_path / "hub", "org/mae", files)
+    hub = TFViTMAEForPreTraining.from_pretrained(
+        "org/mae", cache_dir=tmp_path / "hub", local_files_only=True
+    )
+    assert hub.image_processor.image_mean == (0.5, 0.4, 0.3)
+    assert hub.image_processor.resample == 2  # ViTImageProcessor's default where unsaid
+    assert hub.image_processor.size == hub.config.image_hw  # the model's size always
+    # No file: MAE's preprocessing. An argument wins over the file.
+    fixture = TFViTMAEForPreTraining.from_pretrained(FIXTURE)
+    assert fixture.image_processor == ViTMAEImageProcessor.for_config(fixture.config)
+    chosen = TFViTMAEForPreTraining.from_pretrained(tmp_path / "ours", image_processor=None)
+    assert chosen.image_processor == ViTMAEImageProcessor.for_config(chosen.config)
+    with pytest.raises(ValueError, match=r"image_processor must be a ViTMAEImageProcessor"):
+        TFViTMAEForPreTraining(tiny_config(), image_processor="imagenet")
 
 
 def test_from_pretrained_takes_config_fields_and_model_options(tmp_path):
@@ -247,27 +292,36 @@ def test_push_to_hub_uploads_what_save_pretrained_writes(fake_hub, tmp_path):
     assert fake_hub["create"] == ("me/tiny-mae", True, True)
     assert fake_hub["upload"] == (
         "me/tiny-mae",
-        ["config.json", "model.safetensors"],
+        ["config.json", "model.safetensors", "preprocessor_config.json"],
         "Upload TFViTMAEForPreTraining",
     )
     assert fake_hub["config"].extra["architectures"] == ["ViTMAEForPreTraining"]
     fake_hub.clear()
     model.save_pretrained(tmp_path / "local", push_to_hub=True, commit_message="first")
     assert fake_hub["create"] == ("local", None, True)
-    assert fake_hub["upload"] == ("local", ["config.json", "model.weights.h5"], "first")
+    assert fake_hub["upload"] == (
+        "local",
+        ["config.json", "model.weights.h5", "preprocessor_config.json"],
+        "first",
+    )
 
 
-def test_push_to_hub_refuses_what_save_pretrained_refuses(fake_hub, tmp_path):
-    """A mean-pooled classifier has no transformers PyTorch layout: pushing it
-    so fails like saving it so, before anything reaches the Hub."""
-    model = TFViTMAEForImageClassification(tiny_config(), num_labels=2, pooling="mean")
+def test_push_to_hub_refuses_what_save_pretrained_refuses(fake_hub, tmp_path, monkeypatch):
+    """A model that refuses a PyTorch save refuses a PyTorch push the same way,
+    before anything reaches the Hub (pushes are saved to a folder first)."""
+    model = TFViTMAEForImageClassification(tiny_config(), num_labels=2)
+
+    def refuse():
+        raise ValueError("this model has no PyTorch layout")
+
+    monkeypatch.setattr(model, "pytorch_state_dict", refuse)
     with pytest.raises(ValueError) as saved:
         model.save_pretrained(tmp_path, pytorch=True)
-    assert "mean-pooled classifier cannot be written" in str(saved.value)
+    assert not os.listdir(tmp_path)  # refused before anything was written
     with pytest.raises(ValueError) as pushed:
         model.push_to_hub("me/classifier", pytorch=True)
-    assert str(pushed.value) == str(saved.value)
+    assert str(pushed.value) == str(saved.value) == "this model has no PyTorch layout"
     assert fake_hub == {}  # neither create_repo nor upload_folder was called
-    with pytest.raises(ValueError, match="mean-pooled classifier cannot be written"):
+    with pytest.raises(ValueError, match="no PyTorch layout"):
         model.save_pretrained(tmp_path / "both", pytorch=True, push_to_hub=True)
     assert fake_hub == {}

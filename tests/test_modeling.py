@@ -335,3 +335,50 @@ def test_dict_inputs():
     a = model({"pixel_values": x, "noise": noise})
     b = model(x, noise=noise)
     assert max_diff(a.logits, b.logits) == 0
+
+
+def photos():
+    """Two real photographs (427x640 RGB) that ship with scikit-learn."""
+    from sklearn.datasets import load_sample_images
+
+    return list(load_sample_images().images)
+
+
+def test_predict_images_features_of_real_photos(tmp_path):
+    from PIL import Image
+
+    model = TFViTMAEModel(tiny_config())
+    first, second = photos()
+    path = tmp_path / "photo.png"
+    Image.fromarray(first).save(path)
+    out = model.predict_images([str(path), Image.fromarray(second), second])
+    assert set(out) == {"cls_features", "mean_features"}
+    assert out["cls_features"].shape == out["mean_features"].shape == (3, 32)
+    np.testing.assert_allclose(out["cls_features"][1], out["cls_features"][2], atol=1e-6)
+    pixel_values = model.image_processor([first])["pixel_values"]
+    hidden = model.vit(np.transpose(pixel_values, (0, 2, 3, 1)), unmasked=True).last_hidden_state
+    assert max_diff(out["cls_features"][0], hidden[0, 0]) < 1e-5
+    assert max_diff(out["mean_features"][0], np.mean(hidden[0, 1:], axis=0)) < 1e-5
+
+
+def test_predict_images_reconstructions_of_real_photos():
+    model = TFViTMAEForPreTraining(tiny_config(), data_format="channels_last")
+    images = photos() * 3
+    out = model.predict_images(images, batch_size=4, seed=1)
+    assert out["reconstruction"].shape == out["prediction"].shape == (6, 32, 32, 3)
+    assert out["reconstruction"].dtype == np.uint8 and out["mask"].shape == (6, 16)
+    assert out["loss"].shape == (6,) and np.isfinite(out["loss"]).all()
+    # The visible patches of the reconstruction are the input's own pixels.
+    resized = model.image_processor.denormalize(
+        model.image_processor(images[:1], data_format="channels_last")["pixel_values"]
+    ).numpy()[0]
+    visible = model.patchify(resized[None].astype("float32")).numpy()[0][out["mask"][0] == 0]
+    kept = model.patchify(out["reconstruction"][:1].astype("float32")).numpy()[0]
+    np.testing.assert_array_equal(kept[out["mask"][0] == 0], visible)
+    # Masks come from (seed, image index), whatever the batching.
+    again = model.predict_images(images, batch_size=6, seed=1)
+    np.testing.assert_array_equal(again["mask"], out["mask"])
+    assert not np.array_equal(out["mask"][0], out["mask"][1])
+    assert not np.array_equal(model.predict_images(images[:1], seed=2)["mask"], out["mask"][:1])
+    with pytest.raises(ValueError, match=r"batch_size must be a positive integer, received 0"):
+        model.predict_images(images, batch_size=0)

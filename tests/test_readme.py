@@ -14,7 +14,7 @@ def readme_commands():
 
 def test_readme_opens_with_install_and_test_commands():
     first, second = readme_commands()[:2]
-    assert first == "pip install . && tfvitmae demo"
+    assert first == 'pip install ".[demo]" && tfvitmae demo'
     assert '".[test]"' in second and "pytest" in second
 
 
@@ -27,3 +27,18 @@ def test_ci_lints_with_the_dev_extras_ruff():
     ci = (ROOT / ".ci" / "run").read_text()
     pin = re.search(r"ruff==[\d.]+", (ROOT / "setup.cfg").read_text()).group(0)
     assert f'pip install "{pin}" && ruff check . && ruff format --check .' in ci
+
+
+def test_core_install_is_lean_and_the_demo_has_its_extra():
+    """keras-cv (with tensorflow-datasets, pyarrow and keras-core) and
+    scikit-learn (with scipy) are not in every install: keras-cv is a plug-in
+    augmenter, scikit-learn the demo's data."""
+    import configparser
+
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    core = setup["options"]["install_requires"].split()
+    assert not {"keras-cv", "scikit-learn"} & set(core)
+    extras = setup["options.extras_require"]
+    assert extras["demo"].split() == ["scikit-learn"]
+    assert {"keras-cv", "scikit-learn", "tensorboard", "pillow"} <= set(extras["test"].split())

@@ -1,6 +1,7 @@
 """The MAE recipes: `pretrain` (checkpoints, reconstructions, resume, NaN stop,
 several devices) and `train_classifier` (linear probe, fine-tuning)."""
 
+import json
 import os
 
 import keras
@@ -48,12 +49,20 @@ def test_pretrain_fit_loss_falls_and_writes_checkpoint_and_grid(tmp_path):
     )
     losses = history.history["loss"]
     assert losses[-1] < 0.92 * losses[0], losses
-    assert sorted(os.listdir(tmp_path)) == [  # backup/ removed at the end
+    assert sorted(os.listdir(tmp_path)) == [  # backup/ stays: the run can be continued
+        "backup",
         "config.json",
         "model.weights.h5",
+        "preprocessor_config.json",
         "reconstruction_epoch_3.png",
         "reconstruction_epoch_6.png",
+        "run.json",
+        "training_log.csv",
     ]
+    log = [line.split(",") for line in (tmp_path / "training_log.csv").read_text().splitlines()]
+    assert log[0][:3] == ["epoch", "learning_rate", "loss"] and len(log) == 7
+    assert float(log[-1][1]) == pytest.approx(float(model.optimizer.learning_rate))
+    assert [float(row[2]) for row in log[1:]] == pytest.approx(losses, rel=1e-5)
     grid = tf.io.decode_png(tf.io.read_file(str(tmp_path / "reconstruction_epoch_6.png")))
     assert grid.shape[-1] == 3 and grid.shape[1] > 4 * 32  # four columns
     loaded = TFViTMAEForPreTraining.from_pretrained(tmp_path)
@@ -103,7 +112,8 @@ def test_resume_continues_at_the_same_step_and_schedule(tmp_path):
     assert int(resumed.optimizer.iterations) == int(straight.optimizer.iterations) == 12
     lr = lambda m: float(m.optimizer.learning_rate)  # noqa: E731
     assert lr(resumed) == pytest.approx(lr(straight))
-    assert not (tmp_path / "run" / "backup").exists()
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["epochs_done"] == 3 and record["finished"]
 
 
 @pytest.mark.slow
@@ -112,7 +122,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     model = TFViTMAEForPreTraining(config)
     images = pixels(config, batch=8)
     good = tf.data.Dataset.from_tensor_slices(images).batch(4)
-    pretrain(model, good, epochs=1, batch_size=4, output_dir=str(tmp_path), resume=False, verbose=0)
+    pretrain(model, good, epochs=1, batch_size=4, output_dir=str(tmp_path), verbose=0)
     saved = (tmp_path / "model.weights.h5").read_bytes()
     bad_images = images.copy()
     bad_images[5] = np.nan
@@ -121,7 +131,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
         NonFiniteLossError, match=r"loss became nan at epoch 1, batch 2.*last good checkpoint"
     ):
         pretrain(
-            model, bad, epochs=2, batch_size=4, output_dir=str(tmp_path), resume=False, verbose=0
+            model, bad, epochs=2, batch_size=4, output_dir=str(tmp_path), overwrite=True, verbose=0
         )
     assert (tmp_path / "model.weights.h5").read_bytes() == saved
 

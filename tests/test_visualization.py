@@ -2,7 +2,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfvitmae import TFViTMAEForPreTraining
-from tfvitmae.data import denormalize
+from tfvitmae.image_processor import ViTMAEImageProcessor
 from tfvitmae.visualization import reconstruct, write_reconstruction_grid
 
 from .helpers import max_diff, noise_for, numpy_patchify, pixels, tiny_config
@@ -38,11 +38,17 @@ def test_grid_layout(tmp_path):
     model = TFViTMAEForPreTraining(config)
     x = pixels(config, batch=3)
     path = str(tmp_path / "sub" / "grid.png")
-    assert write_reconstruction_grid(model, x, path, mean=[0.5], std=[0.25], seed=0) == path
+    processor = ViTMAEImageProcessor(size=16, image_mean=[0.5], image_std=[0.25])
+    assert write_reconstruction_grid(model, x, path, processor=processor, seed=0) == path
     grid = tf.io.decode_png(tf.io.read_file(path)).numpy()
     zoom = 96 // 16  # small images are enlarged
     tile = 16 * zoom
     assert grid.shape == (3 * tile + 2 * 2, 4 * tile + 3 * 2, 1)  # 2-pixel white gaps
-    first = np.asarray(denormalize(np.transpose(x, (0, 2, 3, 1))[0], [0.5], [0.25]))
+    first = np.transpose(x, (0, 2, 3, 1))[0] * 0.25 + 0.5  # undo the normalisation by hand
+    first = np.clip(np.round(first * 255), 0, 255).astype("uint8")
     np.testing.assert_array_equal(grid[:tile:zoom, :tile:zoom], first)
+    # Without a processor, the model's own undoes the normalisation.
+    model.image_processor = processor
+    default = write_reconstruction_grid(model, x, str(tmp_path / "default.png"), seed=0)
+    assert tf.io.read_file(default).numpy() == tf.io.read_file(path).numpy()
     assert (grid[tile : tile + 2] == 255).all() and (grid[:, tile : tile + 2] == 255).all()

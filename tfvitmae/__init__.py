@@ -14,10 +14,12 @@ in its own row; `tests/test_architecture.py` checks this):
 - `stacks`: the encoder and decoder.
 - `checkpoint_files`, `weights`, `state_dicts`, `hub`: checkpoint I/O. Model-agnostic: they take the
   model or class as an argument, or find it in Keras' registry.
-- `data`, `export`: the `tf.data` pipeline and the SavedModel signatures (model-agnostic).
+- `image_processor`: raw images to `pixel_values`, and `preprocessor_config.json`.
+- `image_folders`, `data`, `export`: folder scans and splits, the `tf.data` pipeline, and the
+  SavedModel signatures (model-agnostic).
 - `base_model`, `modeling`, `classification`: the models, whose documented methods
   (`from_pretrained`, `save_pretrained`, `export`, ...) call the rows above.
-- `schedules`, `optimizers`, `visualization`, `callbacks`, `loops`, `training`: the recipe.
+- `schedules`, `optimizers`, `visualization`, `callbacks`, `loops`, `runs`, `training`: the recipe.
 - `demo`, `commands`, `cli`: the `tfvitmae` command.
 """
 
@@ -35,6 +37,7 @@ _LAZY = {
     "TFViTMAEModelOutput": "outputs",
     "TFViTMAEForPreTrainingOutput": "outputs",
     "TFViTMAEDecoderOutput": "outputs",
+    "ViTMAEImageProcessor": "image_processor",
 }
 
 __all__ = ["PRESETS", "ViTMAEConfig", "__version__", *_LAZY]

@@ -9,11 +9,14 @@ model-agnostic `hub` and `export` modules.
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from . import export as serving_export
 from . import hub
 from .config import ViTMAEConfig, as_config
+from .image_processor import ViTMAEImageProcessor, load_images
 from .inputs import check_data_format, check_noise, check_pixel_values, head_masks, unpack_inputs
 from .stacks import ViTMAEEncoder
 from .state_dicts import to_state_dict
@@ -33,6 +36,10 @@ class TFViTMAEPreTrainedModel(keras.Model):
         seed: Seed for the masking noise and dropout. Without it, masks still
             follow `keras.utils.set_random_seed` when that was called first.
         drop_path_rate: Stochastic depth of the encoder (for fine-tuning).
+        image_processor: How raw images become this model's `pixel_values`: a
+            `ViTMAEImageProcessor` or its `preprocessor_config.json` fields.
+            Default: MAE's (bicubic, ImageNet mean and std). Its size always
+            follows the config's `image_size`.
         **kwargs: `keras.Model` arguments (`name`, `dtype`, ...).
     """
 
@@ -45,11 +52,13 @@ class TFViTMAEPreTrainedModel(keras.Model):
         attn_implementation="sdpa",
         seed=None,
         drop_path_rate=0.0,
+        image_processor=None,
         **kwargs,
     ):
         kwargs.setdefault("name", self.default_name)
         super().__init__(**kwargs)
         self.config = as_config(config)
+        self.image_processor = image_processor
         self.data_format = check_data_format(data_format)
         self.seed = seed
         self.drop_path_rate = drop_path_rate
@@ -75,6 +84,29 @@ class TFViTMAEPreTrainedModel(keras.Model):
 
     def _attention_stacks(self):
         return [self.vit]
+
+    @property
+    def image_processor(self):
+        """The `ViTMAEImageProcessor` that turns raw images into this model's
+        inputs; saved with the model. Set it to a processor or a dict of its fields."""
+        return self._image_processor
+
+    @image_processor.setter
+    def image_processor(self, value):
+        if value is None:
+            processor = ViTMAEImageProcessor.for_config(self.config)
+        elif isinstance(value, dict):
+            processor = ViTMAEImageProcessor.from_dict(value)
+        elif isinstance(value, ViTMAEImageProcessor):
+            processor = value
+        else:
+            raise ValueError(
+                "image_processor must be a ViTMAEImageProcessor, a dict of its fields or None, "
+                f"received {type(value).__name__}"
+            )
+        if processor.size != self.config.image_hw:
+            processor = processor.copy(size=self.config.image_hw)
+        self._image_processor = processor.with_channels(self.config.num_channels)
 
     @property
     def input_dtype(self):
@@ -123,6 +155,51 @@ class TFViTMAEPreTrainedModel(keras.Model):
             training=training,
         )
         return images, outputs
+
+    # ------------------------------------------------------- raw images
+    def predict_images(self, images, batch_size=32, **kwargs):
+        """Run the model on raw images through its `image_processor`.
+
+        Args:
+            images: File paths, PIL images or uint8 `(height, width[, channels])`
+                arrays of any size: one, a list, or an `(n, H, W, C)` array.
+            batch_size: Images per forward pass.
+            **kwargs: Options of the model's outputs (`seed` for the mask of
+                `TFViTMAEForPreTraining`, `top_k` for classifiers).
+
+        Returns:
+            A dict of NumPy arrays with one row per image:
+            `TFViTMAEModel`: `cls_features` and `mean_features` of the
+            unmasked image, `(n, hidden_size)`;
+            `TFViTMAEForPreTraining`: `reconstruction` (uint8 images, visible
+            patches from the input), `prediction` (uint8, every patch
+            predicted), `mask` and `loss`;
+            `TFViTMAEForImageClassification`: `probabilities`,
+            `top_k_indices`, `top_k_probabilities` and `top_k_labels`.
+        """
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, (int, np.integer))
+            or batch_size < 1
+        ):
+            raise ValueError(f"batch_size must be a positive integer, received {batch_size!r}")
+        loaded = load_images(images, self.config.num_channels)
+        results = []
+        for start in range(0, len(loaded), batch_size):
+            chunk = loaded[start : start + batch_size]
+            pixels = self.image_processor(chunk, data_format=self.data_format)["pixel_values"]
+            results.append(self._image_outputs(pixels, start=start, **kwargs))
+        return {k: np.concatenate([np.asarray(r[k]) for r in results]) for k in results[0]}
+
+    def _image_outputs(self, pixel_values, start=0):
+        """`predict_images`' outputs for the batch of `pixel_values` that
+        starts at image `start`: features."""
+        images = self.check_pixel_values(pixel_values)
+        hidden = self.vit(images, unmasked=True).last_hidden_state
+        return {
+            "cls_features": ops.cast(hidden[:, 0], "float32"),
+            "mean_features": ops.cast(ops.mean(hidden[:, 1:], axis=1), "float32"),
+        }
 
     def _return(self, output, return_dict):
         use_dict = self.config.use_return_dict if return_dict is None else return_dict
@@ -338,6 +415,7 @@ class TFViTMAEPreTrainedModel(keras.Model):
             "attn_implementation": self.attn_implementation,
             "seed": self.seed,
             "drop_path_rate": self.drop_path_rate,
+            "image_processor": self.image_processor.to_dict(hf_keys=False),
         }
 
     @classmethod

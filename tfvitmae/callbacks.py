@@ -7,8 +7,7 @@ import os
 import keras
 import numpy as np
 
-from .data import IMAGENET_MEAN, IMAGENET_STD
-from .visualization import write_reconstruction_grid
+from .visualization import reconstruction_grid, write_png
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -56,28 +55,50 @@ class ReconstructionCallback(keras.callbacks.Callback):
         pixel_values: A small batch of normalised images in the model's layout.
         output_dir: Where `reconstruction_epoch_{N}.png` files go.
         every_n_epochs: How often to write one.
-        mean, std: The normalisation to undo for display.
+        processor: The `ViTMAEImageProcessor` whose normalisation is undone
+            for display (default: the model's).
         seed: Seed of the fixed masking noise.
+        log_dir: Also write each grid to TensorBoard there (`reconstructions/`).
     """
 
-    def __init__(self, pixel_values, output_dir, every_n_epochs=1, mean=None, std=None, seed=0):
+    def __init__(
+        self, pixel_values, output_dir, every_n_epochs=1, processor=None, seed=0, log_dir=None
+    ):
         super().__init__()
         self.pixel_values = np.asarray(pixel_values, "float32")
         self.output_dir = output_dir
         self.every_n_epochs = every_n_epochs
-        self.mean = IMAGENET_MEAN if mean is None else mean
-        self.std = IMAGENET_STD if std is None else std
+        self.processor = processor
         self.seed = seed
+        self.log_dir = log_dir
+        self._writer = None
         self.paths = []
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every_n_epochs:
             return
         path = os.path.join(self.output_dir, f"reconstruction_epoch_{epoch + 1}.png")
-        write_reconstruction_grid(
-            self.model, self.pixel_values, path, self.mean, self.std, self.seed
-        )
-        self.paths.append(path)
+        grid = reconstruction_grid(self.model, self.pixel_values, self.processor, self.seed)
+        self.paths.append(write_png(path, grid))
+        if self.log_dir:
+            import tensorflow as tf
+
+            if self._writer is None:
+                self._writer = tf.summary.create_file_writer(
+                    os.path.join(self.log_dir, "reconstructions")
+                )
+            with self._writer.as_default():
+                tf.summary.image("reconstruction", grid[None], step=epoch + 1)
+            self._writer.flush()
+
+
+class LogLearningRate(keras.callbacks.Callback):
+    """Put the optimizer's current learning rate in the epoch logs (as
+    `learning_rate`), so the CSV log and History record it."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and getattr(self.model, "optimizer", None) is not None:
+            logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
 
 
 class SavePretrained(keras.callbacks.Callback):

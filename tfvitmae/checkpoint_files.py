@@ -18,6 +18,7 @@ SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 PT_WEIGHTS_NAME = "pytorch_model.bin"
 TF_LEGACY_WEIGHTS_NAME = "tf_model.h5"
 KERAS_WEIGHTS_NAME = "model.weights.h5"
+PREPROCESSOR_NAME = "preprocessor_config.json"  # the image processor, beside config.json
 
 # Looked for in this order; the first present is loaded.
 WEIGHT_FILES = (

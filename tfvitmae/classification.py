@@ -16,6 +16,7 @@ from .base_model import TFViTMAEPreTrainedModel
 from .config import as_config
 from .inputs import unpack_inputs
 from .modeling import TFViTMAEModel
+from .state_dicts import to_state_dict
 from .weights import keras_variables
 
 POOLINGS = ("cls", "mean")
@@ -138,6 +139,19 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
             features = self.probe_norm(features, training=training)
         return ops.cast(self.classifier(features), "float32")
 
+    def _image_outputs(self, pixel_values, start=0, top_k=5):
+        """`predict_images`' outputs: class probabilities and the top `top_k`."""
+        probabilities = ops.softmax(self(pixel_values), axis=-1)
+        top = ops.top_k(probabilities, k=min(top_k, self.num_labels))
+        indices = np.asarray(top[1])
+        names = np.vectorize(lambda i: self.id2label.get(int(i), str(i)), otypes=[object])
+        return {
+            "probabilities": probabilities,
+            "top_k_indices": indices,
+            "top_k_probabilities": top[0],
+            "top_k_labels": names(indices),
+        }
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -166,31 +180,69 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
             id2label={str(k): v for k, v in labels.items()},
             label2id={v: k for k, v in labels.items()},
         )
-        if pytorch:  # transformers' ViTForImageClassification config
+        if pytorch and self.pooling == "cls":  # transformers' ViTForImageClassification config
             extras["model_type"] = "vit"
-        else:
-            extras.update(pooling=self.pooling, linear_probe=self.linear_probe)
+        else:  # a PyTorch layout has the probe's BatchNorm folded into a plain head
+            extras.update(pooling=self.pooling, linear_probe=self.linear_probe and not pytorch)
+        if pytorch and self.pooling == "mean":  # timm's VisionTransformer, as MAE fine-tunes it
+            extras.update(architectures=[type(self).__name__], **self._timm_config(labels))
         return extras
 
+    def _timm_config(self, labels):
+        """The keys timm reads from a Hub `config.json` (`architecture`,
+        `model_args`, `pretrained_cfg`), for a `global_pool="avg"` ViT."""
+        c, processor = self.config, self.image_processor
+        model_args = dict(
+            img_size=list(c.image_hw),
+            patch_size=list(c.patch_hw),
+            in_chans=c.num_channels,
+            embed_dim=c.hidden_size,
+            depth=c.num_hidden_layers,
+            num_heads=c.num_attention_heads,
+            mlp_ratio=c.intermediate_size / c.hidden_size,
+            qkv_bias=c.qkv_bias,
+            global_pool="avg",
+            num_classes=self.num_labels,
+        )
+        return dict(
+            architecture="vit_base_patch16_224",
+            num_classes=self.num_labels,
+            num_features=c.hidden_size,
+            global_pool="avg",
+            model_args=model_args,
+            pretrained_cfg=dict(
+                input_size=[c.num_channels, *c.image_hw],
+                interpolation={2: "bilinear", 3: "bicubic"}.get(processor.resample, "bicubic"),
+                mean=list(processor.image_mean),
+                std=list(processor.image_std),
+                num_classes=self.num_labels,
+                label_names=[labels[i] for i in range(self.num_labels)],
+            ),
+        )
+
+    def optional_weights(self):
+        """Variables a checkpoint may lack: mean pooling never uses the
+        encoder's final LayerNorm (timm's `global_pool="avg"` has none)."""
+        return ("vit/layernorm/gamma", "vit/layernorm/beta") if self.pooling == "mean" else ()
+
     def pytorch_state_dict(self):
-        """transformers `ViTForImageClassification` weights; a probe's BatchNorm
-        (no affine) is folded into the classifier, which is exact. Mean pooling
-        has no counterpart there and is refused."""
-        if self.pooling == "mean":
-            raise ValueError(
-                "transformers' ViTForImageClassification pools the CLS token; a mean-pooled "
-                "classifier cannot be written in its layout. Save it with pytorch=False."
-            )
-        state = super().pytorch_state_dict()
+        """The weights in a PyTorch layout: transformers'
+        `ViTForImageClassification` for CLS pooling, timm's `VisionTransformer`
+        (`global_pool="avg"`: `fc_norm`, `head`, no final `norm`) for mean
+        pooling, as in MAE's fine-tuning. A probe's BatchNorm (no affine) is
+        folded into the head, which is exact."""
+        if self.pooling == "cls":
+            state, head, norm = super().pytorch_state_dict(), "classifier", "probe_norm"
+        else:
+            state, head, norm = to_state_dict(self, "mae"), "head", "head.0"
+            state = {k: v for k, v in state.items() if not k.startswith("norm.")}
         if self.linear_probe:
-            mean = state.pop("probe_norm.running_mean")
-            scale = 1.0 / np.sqrt(state.pop("probe_norm.running_var") + self.probe_norm.epsilon)
-            weight = state["classifier.weight"]
+            mean = state.pop(f"{norm}.running_mean")
+            scale = 1.0 / np.sqrt(state.pop(f"{norm}.running_var") + self.probe_norm.epsilon)
+            weight = state[f"{head}.weight"]
             folded = (weight * scale[None, :]).astype(weight.dtype)
-            state["classifier.weight"] = folded
-            state["classifier.bias"] = (state["classifier.bias"] - folded @ mean).astype(
-                weight.dtype
-            )
+            state[f"{head}.weight"] = folded
+            state[f"{head}.bias"] = (state[f"{head}.bias"] - folded @ mean).astype(weight.dtype)
         return state
 
     @classmethod
@@ -202,6 +254,7 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
                 `from_pretrained` accepts (directory, weights file, Hub id).
             num_labels: Number of classes.
             **kwargs: Further constructor arguments (`pooling`, `linear_probe`, ...).
+                The encoder's `data_format` and `image_processor` carry over.
         """
         if isinstance(encoder, (str, os.PathLike)):
             with warnings.catch_warnings():
@@ -215,6 +268,7 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
                 f"{type(encoder).__name__}"
             )
         kwargs.setdefault("data_format", encoder.data_format)
+        kwargs.setdefault("image_processor", encoder.image_processor)
         model = cls(encoder.config, num_labels=num_labels, **kwargs)
         source = keras_variables(encoder)
         for path, variable in keras_variables(model).items():

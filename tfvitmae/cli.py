@@ -33,6 +33,32 @@ def _add_common_training(parser, epochs, batch_size):
     parser.add_argument(
         "--seed", type=int, default=0, help="seed for data order, augmentation and masks"
     )
+    parser.add_argument(
+        "--augmenter",
+        metavar="MODULE:FACTORY",
+        help="an extra Keras preprocessing layer for training batches (keras-cv's too), made by "
+        "calling FACTORY() from MODULE, e.g. mypkg.aug:make_layer; it sees pixels in [0, 255]",
+    )
+    runs = parser.add_mutually_exclusive_group()
+    runs.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --output-dir even if it finished or its settings differ "
+        "(a stopped run with the same settings resumes without it)",
+    )
+    runs.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in --output-dir, discarding the run saved there",
+    )
+    parser.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="log to TensorBoard in OUTPUT_DIR/logs (scalars, learning rate, reconstructions)",
+    )
+    parser.add_argument(
+        "--log-dir", help="log to TensorBoard in this folder (implies --tensorboard)"
+    )
 
 
 def _add_classifier_options(parser):
@@ -89,8 +115,9 @@ def build_parser():
         "weight decay 0.05, "
         "lr = base_lr * batch / 256, warmup + cosine, random resized crop + flip). Writes a "
         "from_pretrained "
-        "checkpoint every epoch, reconstruction PNGs, and a backup that an interrupted run "
-        "resumes from.",
+        "checkpoint (with its preprocessor_config.json) every epoch, reconstruction PNGs, a CSV "
+        "log, and a backup: rerun the same command to resume a stopped run; --resume or "
+        "--overwrite say what to do with a finished or different one.",
     )
     pre.add_argument(
         "data", metavar="DATA", help="folder of images (any size; JPEG, PNG, GIF, BMP)"
@@ -106,6 +133,19 @@ def build_parser():
     )
     pre.add_argument("--num-channels", type=int, help="image channels, for a preset (default: 3)")
     pre.add_argument("--mask-ratio", type=float, help="fraction of patches masked (default: 0.75)")
+    pre.add_argument(
+        "--image-mean",
+        type=float,
+        nargs="+",
+        help="per-channel normalisation mean, saved with the model (default: the model's; "
+        "ImageNet's for presets)",
+    )
+    pre.add_argument(
+        "--image-std",
+        type=float,
+        nargs="+",
+        help="per-channel normalisation std, saved with the model (default: as --image-mean)",
+    )
     pre.add_argument(
         "--norm-pix-loss",
         action=argparse.BooleanOptionalAction,

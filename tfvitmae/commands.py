@@ -6,6 +6,7 @@ the exit code; heavy imports happen inside, so the command line starts fast.
 
 import math
 import os
+import sys
 
 
 def set_mixed_precision(policy):
@@ -15,6 +16,45 @@ def set_mixed_precision(policy):
         keras.config.set_dtype_policy(
             {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[policy]
         )
+
+
+def run_options(args, *semantic):
+    """The `pretrain`/`train_classifier` run arguments from the command line:
+    resume/overwrite, the TensorBoard folder, and the settings (the data and
+    the `semantic` arguments) that make a rerun the same run."""
+    log_dir = args.log_dir or (os.path.join(args.output_dir, "logs") if args.tensorboard else None)
+    settings = {"data": os.path.abspath(args.data), "augment": not args.no_augment}
+    settings.update({name: getattr(args, name) for name in ("seed", "augmenter", *semantic)})
+    return dict(
+        resume=True if args.resume else None,
+        overwrite=args.overwrite,
+        run_settings=settings,
+        log_dir=log_dir,
+    )
+
+
+def load_augmenter(spec):
+    """The layer made by `MODULE:FACTORY` (`--augmenter`), or `None`."""
+    if not spec:
+        return None
+    import importlib
+
+    module_name, _, factory_name = spec.partition(":")
+    if not module_name or not factory_name:
+        raise ValueError(f"--augmenter must be MODULE:FACTORY, received {spec!r}")
+    try:
+        factory = getattr(importlib.import_module(module_name), factory_name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(
+            f"--augmenter {spec}: cannot load {factory_name} from {module_name}: {e}"
+        ) from None
+    augmenter = factory()
+    if not callable(augmenter):
+        raise ValueError(
+            f"--augmenter {spec}: {factory_name}() must return a layer or a function, "
+            f"received {type(augmenter).__name__}"
+        )
+    return augmenter
 
 
 def load_pretraining_model(spec, args):
@@ -34,8 +74,16 @@ def load_pretraining_model(spec, args):
         if v is not None
     }
     if spec in PRESETS:
-        return TFViTMAEForPreTraining(ViTMAEConfig.from_preset(spec, **overrides), seed=args.seed)
-    return TFViTMAEForPreTraining.from_pretrained(spec, seed=args.seed, **overrides)
+        model = TFViTMAEForPreTraining(ViTMAEConfig.from_preset(spec, **overrides), seed=args.seed)
+    else:
+        model = TFViTMAEForPreTraining.from_pretrained(spec, seed=args.seed, **overrides)
+    if args.image_mean or args.image_std:  # recorded in the saved preprocessor_config.json
+        processor = model.image_processor
+        model.image_processor = processor.copy(
+            image_mean=args.image_mean or processor.image_mean,
+            image_std=args.image_std or processor.image_std,
+        )
+    return model
 
 
 def pretrain(args):
@@ -51,14 +99,16 @@ def pretrain(args):
         config = model.config
         dataset, info = make_dataset(
             args.data,
-            config.image_hw,
-            args.batch_size,
+            batch_size=args.batch_size,
+            processor=model.image_processor,
             augment=not args.no_augment,
+            augmenter=load_augmenter(args.augmenter),
             seed=args.seed,
             num_channels=config.num_channels,
             repeat=True,
             drop_remainder=True,
             return_info=True,
+            progress=sys.stderr,
         )
         n = info["num_examples"]
         if info["skipped"]:
@@ -71,8 +121,8 @@ def pretrain(args):
         )
         samples = make_dataset(
             args.data,
-            config.image_hw,
-            min(n, 4),
+            batch_size=min(n, 4),
+            processor=model.image_processor,
             augment=False,
             shuffle=False,
             num_channels=config.num_channels,
@@ -92,6 +142,7 @@ def pretrain(args):
             if args.reconstruction_every
             else None,
             reconstruction_every=args.reconstruction_every or 1,
+            **run_options(args, "model", "mixed_precision"),
         )
     print(f"final loss {history.history['loss'][-1]:.4f}; model saved in {args.output_dir}")
     return 0
@@ -103,7 +154,7 @@ def train_classifier(args, linear_probe):
     from .training import train_classifier as run_training
 
     set_mixed_precision(args.mixed_precision)
-    paths, labels, class_names, skipped = list_image_files(args.data)
+    paths, labels, class_names, skipped = list_image_files(args.data, progress=sys.stderr)
     if len(class_names) < 2:
         raise ValueError(
             f"{args.data} needs one sub-folder per class (at least 2), found {class_names}"
@@ -127,11 +178,12 @@ def train_classifier(args, linear_probe):
     mixing = not linear_probe and (args.mixup or args.cutmix)
     train = make_dataset(
         train_paths,
-        config.image_hw,
-        args.batch_size,
+        batch_size=args.batch_size,
+        processor=model.image_processor,
         labels=train_labels,
         with_labels=True,
         augment=not args.no_augment,
+        augmenter=load_augmenter(args.augmenter),
         seed=args.seed,
         num_channels=config.num_channels,
         repeat=True,
@@ -142,8 +194,8 @@ def train_classifier(args, linear_probe):
     val = (
         make_dataset(
             val_paths,
-            config.image_hw,
-            args.batch_size,
+            batch_size=args.batch_size,
+            processor=model.image_processor,
             labels=val_labels,
             with_labels=True,
             augment=False,
@@ -171,6 +223,13 @@ def train_classifier(args, linear_probe):
         base_lr=args.base_lr,
         layer_decay=None if linear_probe else args.layer_decay,
         output_dir=args.output_dir,
+        **run_options(
+            args,
+            "model",
+            "val_fraction",
+            "mixed_precision",
+            *(() if linear_probe else ("mixup", "cutmix", "drop_path")),
+        ),
     )
     if val is not None:
         print(f"validation accuracy {history.history['val_accuracy'][-1]:.2%}")
@@ -179,9 +238,6 @@ def train_classifier(args, linear_probe):
 
 
 def reconstruct(args):
-    import tensorflow as tf
-
-    from .data import decode_image, preprocess_images
     from .modeling import TFViTMAEForPreTraining
     from .visualization import write_reconstruction_grid
 
@@ -190,16 +246,8 @@ def reconstruct(args):
         args.model, data_format="channels_last", **overrides
     )
     config = model.config
-    batch = []
-    for path in args.images:
-        try:
-            image = decode_image(tf.io.read_file(path), config.num_channels)
-        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
-            raise ValueError(
-                f"Cannot read {path} as an image: {e.message.splitlines()[0]}"
-            ) from None
-        batch.append(preprocess_images(image, config.image_hw))
-    path = write_reconstruction_grid(model, tf.stack(batch).numpy(), args.output, seed=args.seed)
+    pixel_values = model.image_processor(args.images, data_format="channels_last")["pixel_values"]
+    path = write_reconstruction_grid(model, pixel_values, args.output, seed=args.seed)
     print(
         f"wrote {path}: one row per image; columns original, masked ({config.mask_ratio:.0%}), "
         "reconstruction, "

@@ -1,142 +1,75 @@
-"""`tf.data` input pipelines: image folders, arrays or datasets in; batches of
-normalised `pixel_values` (and labels) out.
+"""`tf.data` input pipelines: image folders, file lists, arrays or datasets in;
+batches of normalised `pixel_values` (and labels) out.
 
-- Evaluation preprocessing (`preprocess_images`) resizes with bicubic
-  interpolation and normalises with the ImageNet mean and std, as
-  `ViTImageProcessor` does for the MAE checkpoints. Export reuses it.
+- Every raw image goes through a `ViTMAEImageProcessor` (the model's, or one
+  built from `image_size`, `mean` and `std`): its resize for evaluation, its
+  rescale and normalisation always.
 - MAE augmentation is a random resized crop (scale (0.2, 1), aspect (3/4, 4/3),
-  bicubic) and a horizontal flip. The crop is done here with stateless TF ops,
-  because keras-cv's `RandomCropAndResize` supports only bilinear and nearest
-  resizing. The flip, and MixUp/CutMix for fine-tuning, come from keras-cv,
-  which is imported lazily in `_keras_cv_layers`, the one place that uses it.
+  resized with the processor's method) done here with stateless TF ops, and a
+  horizontal flip. The flip, and MixUp/CutMix for fine-tuning, are Keras core
+  layers; any other Keras preprocessing layer (keras-cv's included) plugs in
+  as `augmenter`. Batch augmentation sees pixels in [0, 255], before normalising.
+- Folders are scanned once (`image_folders`), and file paths are shuffled
+  before anything is decoded.
 - Everything is deterministic for a given `seed`.
 """
 
 import math
 import os
 
+import keras
 import numpy as np
 import tensorflow as tf
 
+from .image_folders import list_image_files, split_files  # noqa: F401  (re-exported)
+from .image_processor import (  # noqa: F401  (re-exported: their first home)
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ViTMAEImageProcessor,
+    channel_stats,
+    decode_image,
+    match_channels,
+)
 from .inputs import check_data_format
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_SCALE = (0.2, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 
-# Leading bytes of the formats `tf.io.decode_image` reads.
-_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 
-
-def _is_image_file(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read(8).startswith(_MAGIC)
-    except OSError:
-        return False
-
-
-def list_image_files(folder):
-    """Image files under `folder`, with class labels from sub-folder names.
-
-    Files are recognised by content (JPEG, PNG, GIF, BMP), not by extension.
-
-    Returns:
-        `(paths, labels, class_names, skipped)`: sorted paths, an int label
-        per path (the index of its top-level sub-folder in `class_names`; 0
-        for images directly in `folder`), and the number of other files skipped.
-    """
-    if not os.path.isdir(folder):
-        raise ValueError(
-            f"Expected a folder of images, received {folder!r}, which is not a directory"
-        )
-    paths, skipped = [], 0
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in sorted(files):
-            path = os.path.join(root, name)
-            if _is_image_file(path):
-                paths.append(path)
-            else:
-                skipped += 1
-    if not paths:
-        raise ValueError(
-            f"No images found in {folder!r} (JPEG, PNG, GIF or BMP; {skipped} other files skipped)"
-        )
-    top = [os.path.relpath(p, folder).split(os.sep) for p in paths]
-    class_names = sorted({parts[0] for parts in top if len(parts) > 1})
-    index = {name: i for i, name in enumerate(class_names)}
-    labels = [index[parts[0]] if len(parts) > 1 else 0 for parts in top]
-    return paths, labels, class_names, skipped
-
-
-def split_files(paths, labels, val_fraction, seed=0):
-    """Deterministic train/validation split of file lists (stratification-free)."""
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), received {val_fraction}")
-    order = np.random.default_rng(seed).permutation(len(paths))
-    n_val = int(round(len(paths) * val_fraction))
-    pick = lambda idx: ([paths[i] for i in idx], [labels[i] for i in idx])  # noqa: E731
-    return pick(order[n_val:]), pick(order[:n_val])
-
-
-def decode_image(contents, num_channels=3):
-    """Encoded JPEG/PNG/GIF/BMP bytes -> uint8 `(height, width, num_channels)`.
-
-    Grayscale, RGBA and RGB inputs are all converted to `num_channels`.
-    """
-    image = tf.io.decode_image(contents, channels=num_channels, expand_animations=False)
-    image.set_shape((None, None, num_channels))
-    return image
-
-
-def channel_stats(mean, std, channels):
-    """Per-channel float32 `(mean, std)` for `channels` channels. Statistics
-    for another channel count (ImageNet's RGB ones for a grayscale model) are
-    replaced by their average on every channel."""
-    mean, std = np.asarray(mean, "float32"), np.asarray(std, "float32")
-    if len(mean) != channels:
-        mean, std = (
-            np.full(channels, mean.mean(), "float32"),
-            np.full(channels, std.mean(), "float32"),
-        )
-    return mean, std
+def _processor(image_size=None, mean=None, std=None, processor=None):
+    """`processor`, or MAE's, with `image_size`, `mean` and `std` where given."""
+    processor = processor or ViTMAEImageProcessor()
+    changes = {}
+    if image_size is not None:
+        changes["size"] = image_size
+    if mean is not None or std is not None:
+        changes["image_mean"] = processor.image_mean if mean is None else mean
+        changes["image_std"] = processor.image_std if std is None else std
+    return processor.copy(**changes) if changes else processor
 
 
 def normalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """uint8 (or float in [0, 255]) images -> float32 `(x / 255 - mean) / std`."""
-    images = tf.cast(images, tf.float32) / 255.0
-    mean, std = channel_stats(mean, std, images.shape[-1])
-    return (images - mean) / std
+    """uint8 (or float in [0, 255]) images -> float32 `(x / 255 - mean) / std`
+    (`ViTMAEImageProcessor.normalize` with these statistics)."""
+    return _processor(mean=mean, std=std).normalize(images)
 
 
 def denormalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """Inverse of `normalize` for display: channels-last float images ->
     uint8 in [0, 255] (rounded and clipped)."""
-    images = tf.cast(images, tf.float32)
-    mean, std = channel_stats(mean, std, images.shape[-1])
-    return tf.cast(tf.clip_by_value(tf.round((images * std + mean) * 255.0), 0, 255), tf.uint8)
+    return _processor(mean=mean, std=std).denormalize(images)
 
 
 def preprocess_images(images, image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """Evaluation preprocessing: bicubic resize to `image_size`, then normalise.
-
-    Args:
-        images: uint8 (or float in [0, 255]) channels-last images, one
-            `(height, width, channels)` or a batch.
-        image_size: `(height, width)` or an int.
-
-    Returns:
-        float32 channels-last images.
-    """
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    resized = tf.image.resize(tf.cast(images, tf.float32), size, method="bicubic")
-    return normalize(tf.clip_by_value(resized, 0.0, 255.0), mean, std)
+    """Evaluation preprocessing (`ViTMAEImageProcessor.preprocess`): bicubic
+    resize to `image_size` (an int or `(height, width)`), then normalise."""
+    return _processor(image_size, mean, std).preprocess(images)
 
 
-def random_resized_crop(image, image_size, seed, scale=CROP_SCALE, ratio=CROP_RATIO):
-    """torchvision-style `RandomResizedCrop` with bicubic resizing, stateless.
+def random_resized_crop(
+    image, image_size, seed, scale=CROP_SCALE, ratio=CROP_RATIO, method="bicubic"
+):
+    """torchvision-style `RandomResizedCrop`, stateless (bicubic, as MAE's recipe).
 
     Tries 10 boxes with area fraction in `scale` and log-uniform aspect ratio in
     `ratio`; falls back to a centre crop clamped to `ratio`, as torchvision does.
@@ -145,6 +78,7 @@ def random_resized_crop(image, image_size, seed, scale=CROP_SCALE, ratio=CROP_RA
         image: `(height, width, channels)`.
         image_size: `(height, width)` of the output.
         seed: Shape-(2,) int seed for the stateless random ops.
+        method: The `tf.image.resize` method (antialiased when shrinking).
     """
     shape = tf.shape(image)
     height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
@@ -185,47 +119,33 @@ def random_resized_crop(image, image_size, seed, scale=CROP_SCALE, ratio=CROP_RA
     top = tf.minimum(top, shape[0] - crop_h)
     left = tf.minimum(left, shape[1] - crop_w)
     crop = tf.image.crop_to_bounding_box(image, top, left, crop_h, crop_w)
-    resized = tf.image.resize(tf.cast(crop, tf.float32), image_size, method="bicubic")
+    resized = tf.image.resize(tf.cast(crop, tf.float32), image_size, method=method, antialias=True)
     return tf.clip_by_value(resized, 0.0, 255.0)
 
 
-def _keras_cv_layers():
-    """keras-cv, imported here only: the flip, MixUp and CutMix layers."""
-    try:
-        import keras_cv
-    except ImportError as e:  # pragma: no cover - keras-cv is a declared dependency
-        raise ImportError(f"Augmentation needs keras-cv (pip install keras-cv): {e}") from None
-    return keras_cv.layers
-
-
-def _from_source(source, labels, num_channels):
-    """A dataset of `(uint8-or-float image (H, W, C), label)` and a description."""
+def _from_source(source, labels, num_channels, progress):
+    """`(dataset, decode, info)`: a dataset of `(image or file path, label)`, the
+    function that turns an element into `(image (H, W, C), label)` (for file
+    paths, after shuffling), and `{"num_examples", "skipped", "class_names"}`."""
     files = (
         isinstance(source, (list, tuple)) and source and isinstance(source[0], (str, os.PathLike))
     )
     if isinstance(source, (str, os.PathLike)) or files:
         if files:  # an explicit list of image files
-            paths, folder_labels, class_names, skipped = (
-                [os.fspath(p) for p in source],
-                [0] * len(source),
-                [],
-                0,
-            )
+            paths, folder_labels, class_names, skipped = [os.fspath(p) for p in source], None, [], 0
         else:
-            paths, folder_labels, class_names, skipped = list_image_files(os.fspath(source))
-        if labels is not None and len(labels) != len(paths):
+            paths, folder_labels, class_names, skipped = list_image_files(source, progress)
+        labels = folder_labels if labels is None else list(labels)
+        if labels is None:
+            labels = [0] * len(paths)
+        if len(labels) != len(paths):
             raise ValueError(f"Expected one label per image ({len(paths)}), received {len(labels)}")
-        ds = tf.data.Dataset.from_tensor_slices(
-            (paths, folder_labels if labels is None else list(labels))
-        )
-        # Images whose header looks right but whose data is broken are dropped
-        # by ignore_errors() below instead of stopping the epoch.
-        ds = ds.map(
-            lambda p, y: (decode_image(tf.io.read_file(p), num_channels), y),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        ).ignore_errors(log_warning=True)
+
+        def decode(path, label):
+            return decode_image(tf.io.read_file(path), num_channels), label
+
         info = dict(num_examples=len(paths), skipped=skipped, class_names=class_names)
-        return ds, info
+        return tf.data.Dataset.from_tensor_slices((paths, labels)), decode, info
     if isinstance(source, tf.data.Dataset):
         spec = source.element_spec
 
@@ -249,105 +169,113 @@ def _from_source(source, labels, num_channels):
                 "Dataset images must be single (height, width, channels) images, received shape "
                 f"{image_spec.shape}"
             )
-        return ds, dict(num_examples=None, skipped=0, class_names=[])
+        return ds, None, dict(num_examples=None, skipped=0, class_names=[])
     array = np.asarray(source)
     if array.ndim == 3:  # (n, h, w) grayscale
         array = array[..., None]
     if array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
         raise ValueError(
             "Image arrays must be (n, height, width[, channels]) channels-last with 1, 3 or 4 "
-            "channels, "
-            f"received shape {array.shape}"
+            f"channels, received shape {array.shape}"
         )
     if array.shape[0] == 0:
         raise ValueError("The image array is empty")
     if np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0:
         array = array * 255.0  # floats in [0, 1]
-    array = _match_channels(array, num_channels)
+    array = match_channels(array, num_channels)
     y = np.zeros(len(array), np.int64) if labels is None else np.asarray(labels)
     if len(y) != len(array):
         raise ValueError(f"Expected one label per image ({len(array)}), received {len(y)}")
-    return tf.data.Dataset.from_tensor_slices((array, y)), dict(
-        num_examples=len(array), skipped=0, class_names=[]
-    )
-
-
-def _match_channels(array, num_channels):
-    channels = array.shape[-1]
-    if channels == num_channels:
-        return array
-    if channels == 4 and num_channels == 3:
-        return array[..., :3]
-    if channels == 1 and num_channels == 3:
-        return np.repeat(array, 3, axis=-1)
-    if num_channels == 1:
-        return array[..., :3].mean(axis=-1, keepdims=True) if channels >= 3 else array[..., :1]
-    raise ValueError(f"Cannot convert {channels}-channel images to {num_channels} channels")
+    info = dict(num_examples=len(array), skipped=0, class_names=[])
+    return tf.data.Dataset.from_tensor_slices((array, y)), None, info
 
 
 def make_dataset(
     source,
-    image_size,
-    batch_size,
+    image_size=None,
+    batch_size=32,
     *,
+    processor=None,
     labels=None,
     with_labels=False,
     augment=True,
+    augmenter=None,
     shuffle=True,
     seed=0,
     num_channels=3,
     data_format="channels_first",
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
+    mean=None,
+    std=None,
     num_classes=None,
     mixup_alpha=0.0,
     cutmix_alpha=0.0,
     drop_remainder=False,
     repeat=False,
     return_info=False,
+    progress=None,
 ):
     """Build a batched, prefetched `tf.data.Dataset` of `pixel_values`.
 
     Args:
         source: A folder of images (sub-folders are classes), a list of image
-            files, an array
-            `(n, height, width[, channels])` (uint8, or floats in [0, 1]), or a
-            `tf.data.Dataset` of single images, `(image, label)` pairs or
-            `{"image": ..., "label": ...}` dicts.
-        image_size: Output `(height, width)` or an int.
+            files, an array `(n, height, width[, channels])` (uint8, or floats
+            in [0, 1]), or a `tf.data.Dataset` of single images,
+            `(image, label)` pairs or `{"image": ..., "label": ...}` dicts.
+        image_size: Output `(height, width)` or an int (default: the
+            processor's size).
         batch_size: Batch size (the global batch under a distribution strategy).
-        labels: Optional labels for an array source.
+        processor: The `ViTMAEImageProcessor` (usually `model.image_processor`)
+            that resizes and normalises; default MAE's.
+        labels: Optional labels for an array or file-list source.
         with_labels: Yield `(pixel_values, labels)` instead of `pixel_values`.
         augment: MAE augmentation (random resized crop + horizontal flip);
-            otherwise `preprocess_images` (bicubic resize).
-        shuffle: Shuffle the examples each epoch.
+            otherwise the processor's resize.
+        augmenter: Any Keras preprocessing layer (keras-cv's too), or a
+            function, applied to every batch as
+            `augmenter({"images": images, "labels": labels})` (layers with
+            `training=True`) on channels-last pixels in [0, 255], after the
+            flip and MixUp/CutMix; it returns such a dict, or the images.
+        shuffle: Shuffle the examples (file paths, before decoding) each epoch.
         seed: Makes shuffling and augmentation repeatable.
         num_channels: Channels of the output (images are converted).
         data_format: `"channels_first"` (the model default) or `"channels_last"`.
-        mean, std: Normalisation (ImageNet's by default, as `ViTImageProcessor`).
+        mean, std: Override the processor's normalisation.
         num_classes: Needed with MixUp/CutMix (labels become one-hot).
-        mixup_alpha, cutmix_alpha: Enable MixUp / CutMix (fine-tuning); with
-            both, each batch gets one of them, chosen at random.
+        mixup_alpha, cutmix_alpha: Enable MixUp / CutMix (fine-tuning): each
+            image's mixing weight is drawn from Beta(alpha, alpha); CutMix's
+            alpha is at most 1 (MAE: 0.8 and 1.0). With both, each batch gets
+            one of them, chosen at random.
         drop_remainder: Drop the last, smaller batch.
         repeat: Repeat forever (pair with `steps_per_epoch`; folders with
             undecodable images have no known length otherwise).
         return_info: Also return `{"num_examples", "skipped", "class_names"}`.
+        progress: A stream (e.g. `sys.stderr`) for the folder scan's count.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, received {batch_size}")
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive integer, received {batch_size!r}")
     check_data_format(data_format)
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    ds, info = _from_source(source, labels, num_channels)
+    processor = _processor(image_size, mean, std, processor).with_channels(num_channels)
+    size = processor.size
+    ds, decode, info = _from_source(source, labels, num_channels, progress)
     if info["num_examples"] is not None and drop_remainder and info["num_examples"] < batch_size:
         raise ValueError(
             f"batch_size {batch_size} is larger than the dataset ({info['num_examples']} images) "
             "and drop_remainder=True would leave no batch"
         )
-    if shuffle:
+    if shuffle:  # file paths, or in-memory images: never a buffer of decoded files
         buffer = info["num_examples"] or 10_000
-        ds = ds.shuffle(min(buffer, 10_000), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(min(buffer, 100_000 if decode else 10_000), seed=seed)
     if repeat:
         ds = ds.repeat()
+    if decode is not None:
+        # Files whose header looks right but whose data is broken are dropped
+        # by ignore_errors() instead of stopping the epoch.
+        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.ignore_errors(log_warning=True)
     # One stateless seed per example, new each epoch, the same for the same `seed`.
     randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     ds = tf.data.Dataset.zip((ds, randoms))
@@ -355,41 +283,50 @@ def make_dataset(
     def prepare(example, random_pair):
         image, label = example
         if augment:
-            image = random_resized_crop(image, size, tf.cast(random_pair % (2**31 - 1), tf.int32))
-            image = normalize(image, mean, std)
+            pair = tf.cast(random_pair % (2**31 - 1), tf.int32)
+            image = random_resized_crop(image, size, pair, method=processor.method)
         else:
-            image = preprocess_images(image, size, mean, std)
-        image = tf.ensure_shape(image, size + (num_channels,))
-        return image, label
+            image = processor.resize(image) if processor.do_resize else tf.cast(image, tf.float32)
+        return tf.ensure_shape(image, size + (num_channels,)), label
 
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    if augment or mixup_alpha or cutmix_alpha:
-        ds = _batch_augment(ds, augment, seed, num_classes, mixup_alpha, cutmix_alpha)
-    if data_format == "channels_first":
-        ds = ds.map(lambda x, y: (tf.transpose(x, (0, 3, 1, 2)), y))
-    if not with_labels:
-        ds = ds.map(lambda x, y: x)
-    ds = ds.prefetch(tf.data.AUTOTUNE)
+    if augment or mixup_alpha or cutmix_alpha or augmenter is not None:
+        ds = _batch_augment(ds, augment, augmenter, seed, num_classes, mixup_alpha, cutmix_alpha)
+    layout = (0, 3, 1, 2) if data_format == "channels_first" else (0, 1, 2, 3)
+
+    def finish(images, labels):
+        pixels = tf.transpose(processor.normalize(images), layout)
+        return (pixels, labels) if with_labels else pixels
+
+    ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     return (ds, info) if return_info else ds
 
 
-def _batch_augment(ds, flip, seed, num_classes, mixup_alpha, cutmix_alpha):
-    """Batch-level keras-cv augmentation, sequential so it is repeatable."""
-    layers = _keras_cv_layers()
-    flip_layer = layers.RandomFlip("horizontal", seed=seed) if flip else None
+def _batch_augment(ds, flip, augmenter, seed, num_classes, mixup_alpha, cutmix_alpha):
+    """Batch-level augmentation with Keras core layers (and `augmenter`), run
+    sequentially so that it is repeatable; pixels are in [0, 255]."""
+    options = dict(data_format="channels_last", dtype="float32")  # also under mixed precision
+    flip_layer = keras.layers.RandomFlip("horizontal", seed=seed, **options) if flip else None
     mixers = []
     if mixup_alpha or cutmix_alpha:
         if not num_classes:
             raise ValueError("MixUp/CutMix need num_classes (labels become one-hot)")
         if mixup_alpha:
-            mixers.append(layers.MixUp(alpha=mixup_alpha, seed=seed + 1))
+            mixers.append(keras.layers.MixUp(alpha=mixup_alpha, seed=seed + 1, **options))
         if cutmix_alpha:
-            mixers.append(layers.CutMix(alpha=cutmix_alpha, seed=seed + 2))
+            if not 0 < cutmix_alpha <= 1:
+                raise ValueError(f"cutmix_alpha must be in (0, 1], received {cutmix_alpha}")
+            # Keras draws Beta(a, a) with a uniform in `factor`: a fixed range is CutMix's alpha.
+            factor = (cutmix_alpha, cutmix_alpha)
+            mixers.append(keras.layers.CutMix(factor=factor, seed=seed + 2, **options))
 
-    def mix(mixer, images, labels):
-        mixed = mixer({"images": images, "labels": labels}, training=True)
-        return mixed["images"], mixed["labels"]
+    def mix(layer, images, labels):
+        data = {"images": images, "labels": labels}
+        out = layer(data, training=True) if isinstance(layer, keras.layers.Layer) else layer(data)
+        if isinstance(out, dict):
+            return out["images"], out.get("labels", labels)
+        return out, labels
 
     def apply(index, batch):
         images, labels = batch
@@ -400,15 +337,15 @@ def _batch_augment(ds, flip, seed, num_classes, mixup_alpha, cutmix_alpha):
             if len(mixers) == 1:
                 images, labels = mix(mixers[0], images, labels)
             else:
-                coin = (
-                    tf.random.stateless_uniform((), tf.stack([tf.cast(index, tf.int32), seed]))
-                    < 0.5
-                )
+                coin = tf.random.stateless_uniform((), tf.stack([tf.cast(index, tf.int32), seed]))
                 images, labels = tf.cond(
-                    coin,
+                    coin < 0.5,
                     lambda: mix(mixers[0], images, labels),
                     lambda: mix(mixers[1], images, labels),
                 )
+        if augmenter is not None:
+            images, labels = mix(augmenter, images, labels)
+            images = tf.cast(images, tf.float32)
         return images, labels
 
     return ds.enumerate().map(apply, num_parallel_calls=None)

@@ -67,7 +67,9 @@ def run_demo(
 
     from .classification import TFViTMAEForImageClassification
     from .data import make_dataset
+    from .image_processor import ViTMAEImageProcessor
     from .modeling import TFViTMAEForPreTraining
+    from .runs import read_run
     from .training import pretrain, train_classifier
     from .visualization import write_reconstruction_grid
 
@@ -76,23 +78,26 @@ def run_demo(
     images, labels = load_digits_images()
     order = np.random.default_rng(seed).permutation(len(images))
     test, train = order[:360], order[360:]
-    mean, std = (float(images[train].mean()) / 255,), (float(images[train].std()) / 255,)
     config = demo_config()
+    # The digits' own statistics, saved with the model (preprocessor_config.json).
+    processor = ViTMAEImageProcessor(
+        size=DEMO_IMAGE_SIZE,
+        image_mean=[float(images[train].mean()) / 255],
+        image_std=[float(images[train].std()) / 255],
+    )
 
     def batches(idx, **kwargs):
         return make_dataset(
             images[idx],
-            DEMO_IMAGE_SIZE,
-            batch_size,
+            batch_size=batch_size,
+            processor=processor,
             labels=labels[idx],
             num_channels=1,
-            mean=mean,
-            std=std,
             seed=seed,
             **kwargs,
         )
 
-    model = TFViTMAEForPreTraining(config, seed=seed)
+    model = TFViTMAEForPreTraining(config, seed=seed, image_processor=processor)
     print(
         f"tfvitmae demo: pretraining a {model.count_params():,}-parameter MAE on {len(train)} "
         "real digit images "
@@ -108,13 +113,13 @@ def run_demo(
         output_dir=output_dir,
         base_lr=2e-3,
         warmup_epochs=max(1, epochs // 10),
-        resume=False,
+        overwrite=read_run(output_dir) is not None,  # a previous demo run; other files stay
         verbose=verbose,
     )
     losses = history.history["loss"]
     print(f"pretraining loss {losses[0]:.3f} -> {losses[-1]:.3f} ({time.time() - start:.0f}s)")
     grid = write_reconstruction_grid(
-        model, sample, os.path.join(output_dir, "reconstruction.png"), mean, std, seed
+        model, sample, os.path.join(output_dir, "reconstruction.png"), seed=seed
     )
     print(
         f"wrote {grid} (columns: original, masked, reconstruction, reconstruction + visible "
@@ -139,7 +144,9 @@ def run_demo(
         )[1]
 
     accuracy = probe(model)
-    random_accuracy = probe(TFViTMAEForPreTraining(config, seed=seed + 1))
+    random_accuracy = probe(
+        TFViTMAEForPreTraining(config, seed=seed + 1, image_processor=processor)
+    )
     print(
         f"linear probe (mean-pooled features) on {len(test)} held-out digits: pretrained encoder "
         f"{accuracy:.1%}, randomly initialised encoder {random_accuracy:.1%} "

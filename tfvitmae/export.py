@@ -20,8 +20,8 @@ Signatures, by model:
 
 Raw inputs: `image_bytes` is a batch of encoded JPEG/PNG/GIF/BMP strings (in
 REST, `{"b64": ...}`); `images` is uint8 `(batch, height, width, channels)`
-of any size. Both are resized and normalised in the graph by
-`data.preprocess_images`, exactly as the Python pipeline does.
+of any size. Both are resized and normalised in the graph by the model's
+`image_processor` (saved with it), exactly as the Python pipeline does.
 """
 
 import os
@@ -30,8 +30,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .data import decode_image, denormalize, preprocess_images
 from .files import publish_dir, staging_dir
+from .image_processor import decode_image
 from .inputs import check_pixel_values
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
@@ -50,6 +50,7 @@ class _Signatures:
         self.model = model
         self.config = model.config
         self.channels_first = model.data_format == "channels_first"
+        self.processor = model.image_processor
         self.top_k = top_k
 
     # ---------------------------------------------------------------- inputs
@@ -72,13 +73,13 @@ class _Signatures:
         ]
         with tf.control_dependencies(checks):  # the clear message before any shape error
             images = tf.ensure_shape(tf.identity(images), (None, None, None, channels))
-        return self.to_model_layout(preprocess_images(images, self.config.image_hw))
+        return self.to_model_layout(self.processor.preprocess(images))
 
     def from_bytes(self, image_bytes):
         c, (h, w) = self.config.num_channels, self.config.image_hw
 
         def one(contents):
-            return preprocess_images(decode_image(contents, c), (h, w))
+            return self.processor.preprocess(decode_image(contents, c))
 
         images = tf.map_fn(
             one, image_bytes, fn_output_signature=tf.TensorSpec((h, w, c), tf.float32)
@@ -106,7 +107,7 @@ class _Signatures:
         }
         if raw:  # raw-image requests also get a viewable uint8 image
             rgb = tf.transpose(image, (0, 2, 3, 1)) if self.channels_first else image
-            result["reconstructed_image_uint8"] = denormalize(rgb)
+            result["reconstructed_image_uint8"] = self.processor.denormalize(rgb)
         return result
 
     def classify(self, pixel_values, raw=False):

@@ -18,6 +18,7 @@ import keras
 
 from .checkpoint_files import (
     KERAS_WEIGHTS_NAME,
+    PREPROCESSOR_NAME,
     PT_WEIGHTS_NAME,
     SAFE_WEIGHTS_INDEX_NAME,
     SAFE_WEIGHTS_NAME,
@@ -129,6 +130,41 @@ def resolve_files(
     )
 
 
+def resolve_optional_file(
+    name_or_path,
+    filename,
+    revision=None,
+    token=None,
+    cache_dir=None,
+    local_files_only=False,
+    force_download=False,
+):
+    """The path of `filename` beside a checkpoint (a directory, a file in it, or
+    a Hub repo id), or `None` when the checkpoint has none."""
+    if os.path.isfile(name_or_path):
+        name_or_path = os.path.dirname(os.path.abspath(name_or_path))
+    if os.path.isdir(name_or_path):
+        path = os.path.join(name_or_path, filename)
+        return path if os.path.isfile(path) else None
+    if _is_local(name_or_path):
+        raise FileNotFoundError(f"No file or directory at {name_or_path!r}")
+    hub_kwargs = dict(
+        revision=revision,
+        token=token,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+        force_download=force_download,
+    )
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return _download(name_or_path, filename, hub_kwargs, unreachable=[])
+    except HFValidationError as e:
+        raise FileNotFoundError(
+            f"{name_or_path!r} is neither a local path nor a valid Hub repo id: {e}"
+        ) from None
+
+
 def registered_class(name):
     """Our model class called `name` (or the class standing for the PyTorch
     class `name`), from Keras' registry; `None` if there is none."""
@@ -210,11 +246,27 @@ def from_pretrained(
         config = infer_mae_config(state)  # the original MAE release ships no config
     if overrides:
         config = config.copy(**overrides)
+    if "image_processor" not in kwargs:
+        kwargs["image_processor"] = _read_processor(
+            name_or_path, revision, token, cache_dir, local_files_only, force_download
+        )
     model = cls(config, **{**cls.init_kwargs_from_config(config), **kwargs})
     if state is None:
         state = read_weights(model, weights_path)
     report = load_state_dict(model, state, strict=strict, source=os.path.basename(weights_path))
     return (model, report) if output_loading_info else model
+
+
+def _read_processor(name_or_path, *hub_args):
+    """The fields of the checkpoint's `preprocessor_config.json`, or `None`."""
+    path = resolve_optional_file(os.fspath(name_or_path), PREPROCESSOR_NAME, *hub_args)
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
 
 
 def _clear_other_weights(directory, keep):
@@ -228,10 +280,11 @@ def _clear_other_weights(directory, keep):
 
 
 def save_pretrained(model, save_directory, pytorch=False, safe_serialization=True):
-    """Write `config.json` and the weights of `model` (see
-    `TFViTMAEPreTrainedModel.save_pretrained`). Returns the written paths.
+    """Write `config.json`, the weights and `preprocessor_config.json` of
+    `model` (see `TFViTMAEPreTrainedModel.save_pretrained`). Returns the
+    written paths.
 
-    Both files are written into a staging folder first and then renamed into
+    All files are written into a staging folder first and then renamed into
     place: an interrupted save leaves the directory as it was.
     """
     save_directory = os.fspath(save_directory)
@@ -244,7 +297,7 @@ def save_pretrained(model, save_directory, pytorch=False, safe_serialization=Tru
     # The model's own rules first: they may refuse (before anything is written).
     extras = model.config_extras(pytorch)
     state = model.pytorch_state_dict() if pytorch else None
-    config = model.config.copy(architectures=[architecture], **extras)
+    config = model.config.copy(**{"architectures": [architecture], **extras})
     with staging_dir(save_directory, prefix=".tmp-save-") as staging:
         if pytorch:
             weights_name = SAFE_WEIGHTS_NAME if safe_serialization else PT_WEIGHTS_NAME
@@ -254,9 +307,10 @@ def save_pretrained(model, save_directory, pytorch=False, safe_serialization=Tru
             weights_name = KERAS_WEIGHTS_NAME
             model.save_weights(os.path.join(staging, weights_name))
         config.save_pretrained(staging)
+        model.image_processor.save_pretrained(staging)
         _clear_other_weights(save_directory, keep=weights_name)
         written = []
-        for name in (weights_name, CONFIG_NAME):
+        for name in (weights_name, CONFIG_NAME, PREPROCESSOR_NAME):
             os.replace(os.path.join(staging, name), os.path.join(save_directory, name))
             written.append(os.path.join(save_directory, name))
     return written

@@ -241,6 +241,30 @@ class TFViTMAEForPreTraining(TFViTMAEPreTrainedModel):
         images = self.check_pixel_values(pixel_values, interpolate_pos_encoding)
         return patches.masked_mean(self._per_patch_error(images, pred), mask)
 
+    def _image_outputs(self, pixel_values, start=0, seed=0):
+        """`predict_images`' outputs: uint8 reconstructions, the mask and the
+        loss. Image `i`'s mask is drawn from `(seed, i)`, whatever the batching."""
+        noise = tf.stack(
+            [
+                tf.random.stateless_uniform((self.config.num_patches,), seed=(seed, start + i))
+                for i in range(len(pixel_values))
+            ]
+        )
+        out = self(pixel_values, noise=noise)
+        layout = (0, 2, 3, 1) if self.data_format == "channels_first" else (0, 1, 2, 3)
+        processor = self.image_processor
+
+        def uint8(mask):
+            images = self.reconstruct_image(pixel_values, out.logits, mask)
+            return processor.denormalize(ops.transpose(images, layout))
+
+        return {
+            "reconstruction": uint8(out.mask),
+            "prediction": uint8(None),
+            "mask": out.mask,
+            "loss": self.per_example_loss(pixel_values, out.logits, out.mask),
+        }
+
     # ----------------------------------------------------------- Keras fit
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The model's own loss (labels, if any, are ignored), plus `self.losses`."""

@@ -115,6 +115,8 @@ def load_state_dict(model, state, fmt=None, strict=True, source=""):
             f"Ignored {len(ignored)} weights{where} of parts this model does not have: "
             f"{', '.join(ignored[:6])}{', ...' if len(ignored) > 6 else ''}"
         )
+    optional = set(getattr(model, "optional_weights", tuple)())
+    report.missing = [p for p in report.missing if p not in optional]
     for part in ("decoder", "head"):
         paths = [e.keras_path for e in entries if part_of(e.keras_path) == part]
         if part in parts and paths and all(p in report.missing for p in paths):

@@ -13,6 +13,7 @@ import tensorflow as tf
 from keras import ops
 
 from .callbacks import (  # noqa: F401
+    LogLearningRate,
     NonFiniteLossError,
     ReconstructionCallback,
     SavePretrained,
@@ -29,6 +30,7 @@ from .optimizers import (  # noqa: F401
     layer_decay_multipliers,
     mae_optimizer,
 )
+from .runs import BACKUP_DIR, CSV_LOG, RunProgress, start_run
 from .schedules import WarmupCosineDecay, scaled_learning_rate  # noqa: F401
 from .visualization import reconstruct, write_reconstruction_grid  # noqa: F401
 
@@ -41,6 +43,37 @@ def _steps_per_epoch(dataset, steps_per_epoch):
     if cardinality <= 0:
         raise ValueError("The dataset's length is unknown or infinite: pass steps_per_epoch")
     return cardinality
+
+
+def _run_callbacks(model, output_dir, epochs, settings, resume, overwrite, log_dir, verbose):
+    """Start (or resume) the run in `output_dir`; its bookkeeping callbacks:
+    the learning rate in the logs, a backup to resume from, `run.json`
+    progress, the CSV log and, with `log_dir`, TensorBoard."""
+    mode, message = start_run(output_dir, settings, epochs, resume=resume, overwrite=overwrite)
+    if verbose:
+        print(message)
+    callbacks = [
+        LogLearningRate(),
+        keras.callbacks.BackupAndRestore(
+            os.path.join(output_dir, BACKUP_DIR), delete_checkpoint=False
+        ),
+        RunProgress(output_dir, epochs),
+        keras.callbacks.CSVLogger(os.path.join(output_dir, CSV_LOG), append=mode == "resume"),
+    ]
+    if log_dir:
+        _check_tensorboard()
+        callbacks.append(keras.callbacks.TensorBoard(log_dir))
+    return callbacks
+
+
+def _check_tensorboard():
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            "TensorBoard logging needs the tensorboard package: pip install tensorboard "
+            "(or tfvitmae[tensorboard])"
+        ) from None
 
 
 def pretrain(
@@ -56,7 +89,10 @@ def pretrain(
     jit_compile="auto",
     reconstruction_images=None,
     reconstruction_every=1,
-    resume=True,
+    resume=None,
+    overwrite=False,
+    run_settings=None,
+    log_dir=None,
     callbacks=(),
     verbose="auto",
 ):
@@ -71,9 +107,10 @@ def pretrain(
         model: A `TFViTMAEForPreTraining`.
         dataset: Batches of `pixel_values` (e.g. from `data.make_dataset`).
         epochs, batch_size: Length of training and the global batch size.
-        output_dir: Receives the checkpoint (`config.json` + `model.weights.h5`,
-            rewritten every epoch), reconstruction PNGs and a `backup/` folder
-            used to resume an interrupted run.
+        output_dir: Receives the checkpoint (`config.json`,
+            `model.weights.h5` and `preprocessor_config.json`, rewritten every
+            epoch), reconstruction PNGs, `training_log.csv`, and the run's
+            state (`run.json` and `backup/`) to resume from.
         steps_per_epoch: Defaults to the dataset's cardinality.
         base_lr: Learning rate per 256 images (default `PRETRAIN_BASE_LR`, 1.5e-4).
         warmup_epochs, weight_decay: The recipe (see `mae_optimizer`).
@@ -82,7 +119,15 @@ def pretrain(
         reconstruction_images: A few normalised images for the reconstruction
             grid; none is written without them.
         reconstruction_every: Epochs between grids.
-        resume: Continue from `output_dir/backup` if a previous run left one.
+        resume: `None` (default) resumes a stopped run with the same
+            settings; `True` also continues a finished or different run
+            (with more epochs, say); `False` never resumes (see `runs.start_run`).
+        overwrite: Start afresh even if `output_dir` holds a run.
+        run_settings: More settings that make a run the same run (the data,
+            the seed, ...), compared on a rerun besides the model, its
+            preprocessing and the recipe.
+        log_dir: Also log to TensorBoard there (scalars, the learning rate,
+            reconstruction images).
         callbacks: More Keras callbacks.
 
     Returns:
@@ -96,13 +141,27 @@ def pretrain(
         batch_size, steps_per_epoch, epochs, warmup_epochs, base_lr, weight_decay
     )
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
+    settings = dict(
+        model_config=model.config.to_dict(),
+        image_processor=model.image_processor.to_dict(),
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        base_lr=base_lr,
+        warmup_epochs=warmup_epochs,
+        weight_decay=weight_decay,
+        **(run_settings or {}),
+    )
     all_callbacks = [StopOnNonFiniteLoss(checkpoint_hint=output_dir), SavePretrained(output_dir)]
-    if resume:
-        all_callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(output_dir, "backup")))
+    all_callbacks += _run_callbacks(
+        model, output_dir, epochs, settings, resume, overwrite, log_dir, verbose
+    )
     if reconstruction_images is not None:
         all_callbacks.append(
             ReconstructionCallback(
-                reconstruction_images, output_dir, every_n_epochs=reconstruction_every
+                reconstruction_images,
+                output_dir,
+                every_n_epochs=reconstruction_every,
+                log_dir=log_dir,
             )
         )
     all_callbacks.extend(callbacks)
@@ -140,6 +199,10 @@ def train_classifier(
     layer_decay=0.65,
     output_dir=None,
     jit_compile="auto",
+    resume=None,
+    overwrite=False,
+    run_settings=None,
+    log_dir=None,
     verbose="auto",
 ):
     """Linear-probe or fine-tune a `TFViTMAEForImageClassification` with `fit`.
@@ -152,7 +215,10 @@ def train_classifier(
         one_hot_labels: Training labels are one-hot (MixUp/CutMix), else integer.
         label_smoothing: Cross-entropy label smoothing (MAE fine-tuning: 0.1).
         output_dir: If given, the model is saved there (`save_pretrained`)
-            after every epoch with a finite loss.
+            after every epoch with a finite loss, with the run's state and
+            log, as in `pretrain`: a stopped run resumes.
+        resume, overwrite, run_settings, log_dir: As in `pretrain` (with an
+            `output_dir`).
         Other arguments: see `classifier_optimizer` and `pretrain`.
 
     Returns:
@@ -187,7 +253,26 @@ def train_classifier(
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
     callbacks = [StopOnNonFiniteLoss(checkpoint_hint=output_dir)]
     if output_dir:
+        settings = dict(
+            model_config=model.config.to_dict(),
+            image_processor=model.image_processor.to_dict(),
+            num_labels=model.num_labels,
+            pooling=model.pooling,
+            linear_probe=model.linear_probe,
+            batch_size=batch_size,
+            steps_per_epoch=steps_per_epoch,
+            base_lr=base_lr,
+            label_smoothing=label_smoothing,
+            layer_decay=layer_decay,
+            **(run_settings or {}),
+        )
         callbacks.append(SavePretrained(output_dir))
+        callbacks += _run_callbacks(
+            model, output_dir, epochs, settings, resume, overwrite, log_dir, verbose
+        )
+    elif log_dir:
+        _check_tensorboard()
+        callbacks += [LogLearningRate(), keras.callbacks.TensorBoard(log_dir)]
     return model.fit(
         train_data,
         epochs=epochs,

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from .data import IMAGENET_MEAN, IMAGENET_STD, denormalize
+from .files import atomic_write
 
 
 def reconstruct(model, pixel_values, seed=0, noise=None):
@@ -42,21 +42,18 @@ def reconstruct(model, pixel_values, seed=0, noise=None):
     )
 
 
-def write_reconstruction_grid(
-    model, pixel_values, path, mean=IMAGENET_MEAN, std=IMAGENET_STD, seed=0
-):
-    """Write the original / masked / reconstruction / pasted grid as a PNG.
+def reconstruction_grid(model, pixel_values, processor=None, seed=0):
+    """The original / masked / reconstruction / pasted grid as a uint8
+    `(height, width, channels)` image, one row per input image.
 
     Args:
         model: A `TFViTMAEForPreTraining`.
         pixel_values: A few normalised images in the model's layout.
-        path: The PNG to write.
-        mean, std: The normalisation of `pixel_values`, undone for display.
+        processor: The `ViTMAEImageProcessor` whose normalisation is undone
+            for display (default: the model's).
         seed: Seed of the masking noise.
-
-    Returns:
-        `path`.
     """
+    processor = processor or model.image_processor
     masked, reconstruction, pasted = reconstruct(model, pixel_values, seed=seed)
     original = np.asarray(pixel_values, "float32")
     if model.data_format == "channels_first":
@@ -66,12 +63,26 @@ def write_reconstruction_grid(
     rows = []
     for columns in zip(original, masked, reconstruction, pasted):
         tiles = [
-            np.asarray(denormalize(c, mean, std)).repeat(zoom, 0).repeat(zoom, 1) for c in columns
+            np.asarray(processor.denormalize(c)).repeat(zoom, 0).repeat(zoom, 1) for c in columns
         ]
         pad = np.full((tiles[0].shape[0], 2, channels), 255, "uint8")
         rows.append(np.concatenate(sum(([t, pad] for t in tiles), [])[:-1], axis=1))
         rows.append(np.full((2, rows[-1].shape[1], channels), 255, "uint8"))
-    grid = np.concatenate(rows[:-1], axis=0)
+    return np.concatenate(rows[:-1], axis=0)
+
+
+def write_png(path, image):
+    """Write a uint8 `(height, width, channels)` image as a PNG (atomically); returns `path`."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tf.io.write_file(path, tf.io.encode_png(grid))
-    return path
+    png = tf.io.encode_png(image).numpy()
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(png)
+
+    return atomic_write(path, write)
+
+
+def write_reconstruction_grid(model, pixel_values, path, processor=None, seed=0):
+    """Write `reconstruction_grid` as a PNG at `path`; returns `path`."""
+    return write_png(path, reconstruction_grid(model, pixel_values, processor, seed))

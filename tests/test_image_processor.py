@@ -1,0 +1,157 @@
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfvitmae.image_processor import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PREPROCESSOR_NAME,
+    ViTMAEImageProcessor,
+    load_images,
+)
+
+
+def photos():
+    """Two real photographs (427x640 RGB) that ship with scikit-learn."""
+    from sklearn.datasets import load_sample_images
+
+    return list(load_sample_images().images)
+
+
+def test_defaults_are_the_mae_checkpoints():
+    processor = ViTMAEImageProcessor()
+    assert processor.size == (224, 224) and processor.resample == 3  # bicubic
+    assert processor.image_mean == IMAGENET_MEAN and processor.image_std == IMAGENET_STD
+    assert processor.do_resize and processor.do_rescale and processor.do_normalize
+    assert processor.rescale_factor == pytest.approx(1 / 255)
+
+
+def test_file_round_trip_and_transformers_defaults(tmp_path):
+    processor = ViTMAEImageProcessor(size=(48, 40), resample=2, image_mean=[0.3], image_std=[0.2])
+    path = processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / PREPROCESSOR_NAME).read_text())
+    assert path == str(tmp_path / PREPROCESSOR_NAME)
+    assert saved["image_processor_type"] == "ViTImageProcessor"
+    assert saved["size"] == {"height": 48, "width": 40} and saved["image_mean"] == [0.3]
+    assert ViTMAEImageProcessor.from_pretrained(tmp_path) == processor
+    assert ViTMAEImageProcessor.from_pretrained(tmp_path / PREPROCESSOR_NAME) == processor
+    # A field the file leaves out means what it means to transformers.ViTImageProcessor.
+    (tmp_path / PREPROCESSOR_NAME).write_text(json.dumps({"size": 32}))
+    legacy = ViTMAEImageProcessor.from_pretrained(tmp_path)
+    assert legacy.size == (32, 32) and legacy.resample == 2
+    assert legacy.image_mean == (0.5, 0.5, 0.5) and legacy.image_std == (0.5, 0.5, 0.5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("resample", [2, 3])
+@pytest.mark.parametrize("size", [(224, 200), (48, 64), (600, 500)])
+def test_same_pixel_values_as_transformers(tmp_path, resample, size):
+    """Files we write load in transformers' AutoImageProcessor (its PIL backend
+    here) and give the same pixel_values on real photos, shrunk and enlarged:
+    transformers resizes with PIL, we with tf.image.resize (antialiased, with
+    the same kernel), so a pixel may differ by a level or so of 255."""
+    from transformers import AutoImageProcessor
+
+    mean, std = (0.3, 0.4, 0.5), (0.2, 0.25, 0.3)
+    ours = ViTMAEImageProcessor(size=size, resample=resample, image_mean=mean, image_std=std)
+    ours.save_pretrained(tmp_path)
+    theirs = AutoImageProcessor.from_pretrained(tmp_path)
+    images = photos()
+    expected = theirs(images, return_tensors="np")["pixel_values"]
+    got = ours(images)["pixel_values"]
+    assert got.shape == expected.shape == (2, 3, *size)
+    levels = np.abs(got - expected) * np.array(std)[:, None, None] * 255  # in 0-255 levels
+    assert np.mean(levels <= 1.01) > 0.99, np.quantile(levels, [0.5, 0.9, 0.99])
+    assert levels.max() <= 8 and levels.mean() < 0.5
+    # Without a resize the two agree exactly.
+    same = ViTMAEImageProcessor(size=(427, 640), image_mean=mean, image_std=std)
+    same.save_pretrained(tmp_path)
+    np.testing.assert_allclose(
+        same(images)["pixel_values"],
+        AutoImageProcessor.from_pretrained(tmp_path)(images, return_tensors="np")["pixel_values"],
+        atol=1e-5,
+    )
+
+
+def test_shrinking_antialiases():
+    """A fine checkerboard shrunk 8x averages to grey, as PIL's resize does,
+    instead of aliasing to black and white."""
+    board = (np.indices((256, 256)).sum(0) % 2 * 255).astype("uint8")[..., None]
+    shrunk = ViTMAEImageProcessor(size=32, image_mean=[0.0], image_std=[1.0]).resize(board)
+    assert np.abs(np.asarray(shrunk) - 127.5).max() < 3
+
+
+def test_preprocess_normalize_denormalize():
+    processor = ViTMAEImageProcessor(size=(8, 8))
+    image = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    pixels = processor.preprocess(image).numpy()
+    expected = (image / 255 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    np.testing.assert_allclose(pixels, expected, atol=1e-5)
+    np.testing.assert_array_equal(processor.denormalize(pixels).numpy(), image)
+    # The statistics adapt to the channel count (ImageNet's RGB averages for gray).
+    gray = processor.with_channels(1)
+    assert gray.image_mean == pytest.approx([np.mean(IMAGENET_MEAN)])
+    off = ViTMAEImageProcessor(size=4, do_rescale=False, do_normalize=False)
+    np.testing.assert_array_equal(off.preprocess(np.full((4, 4, 3), 7, "uint8")), 7.0)
+
+
+def test_call_takes_paths_pil_images_and_arrays_of_any_size(tmp_path):
+    from PIL import Image
+
+    first, second = photos()
+    path = tmp_path / "china.jpg"
+    tf.io.write_file(str(path), tf.io.encode_jpeg(first, quality=100))
+    processor = ViTMAEImageProcessor(size=(64, 96))
+    out = processor([str(path), Image.fromarray(second), second[:100, :50]])["pixel_values"]
+    assert out.shape == (3, 3, 64, 96) and out.dtype == np.float32
+    np.testing.assert_allclose(  # the PIL image and the array are the same pixels
+        out[1], processor(second)["pixel_values"][0], atol=1e-6
+    )
+    last = processor(np.stack([first, first]), data_format="channels_last")["pixel_values"]
+    assert last.shape == (2, 64, 96, 3)
+    gray = load_images([first, Image.fromarray(second)], num_channels=1)
+    assert [g.shape for g in gray] == [(427, 640, 1), (427, 640, 1)]
+
+
+@pytest.mark.parametrize(
+    "make, error, pattern",
+    [
+        (lambda: ViTMAEImageProcessor(resample=5), ValueError, r"resample must be a PIL code"),
+        (lambda: ViTMAEImageProcessor(size={"shortest_edge": 224}), ValueError, r"height"),
+        (
+            lambda: ViTMAEImageProcessor(image_mean=[0.5, 0.5], image_std=[0.5]),
+            ValueError,
+            r"equal length",
+        ),
+        (
+            lambda: ViTMAEImageProcessor.from_dict({"do_center_crop": True}),
+            ValueError,
+            r"do_center_crop",
+        ),
+        (lambda: ViTMAEImageProcessor()(np.zeros((4, 4, 3))), ValueError, r"uint8 images"),
+        (lambda: ViTMAEImageProcessor()(np.zeros((4, 4, 2), "uint8")), ValueError, r"channels"),
+        (lambda: ViTMAEImageProcessor()([]), ValueError, r"at least one image"),
+        (lambda: ViTMAEImageProcessor()("missing.png"), FileNotFoundError, r"missing.png"),
+        (
+            lambda: ViTMAEImageProcessor()(np.zeros((4, 4, 3), "uint8"), data_format="nchw"),
+            ValueError,
+            r"data_format must be",
+        ),
+    ],
+)
+def test_bad_input(make, error, pattern):
+    with pytest.raises(error, match=pattern):
+        make()
+
+
+def test_unreadable_files_and_folders(tmp_path):
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(ValueError, match=r"Cannot read .*notes.png as an image"):
+        ViTMAEImageProcessor()(str(tmp_path / "notes.png"))
+    with pytest.raises(FileNotFoundError, match=r"No preprocessor_config.json"):
+        ViTMAEImageProcessor.from_pretrained(tmp_path)
+    (tmp_path / PREPROCESSOR_NAME).write_text("{broken")
+    with pytest.raises(ValueError, match=r"not valid JSON"):
+        ViTMAEImageProcessor.from_pretrained(tmp_path)

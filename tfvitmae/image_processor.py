@@ -1,0 +1,328 @@
+"""`ViTMAEImageProcessor`: the one place that knows how raw images become `pixel_values`.
+
+It holds what Hugging Face's `ViTImageProcessor` writes to
+`preprocessor_config.json` (resize size and method, rescale factor, mean and
+std), reads and writes that file, and does the work with TensorFlow ops, so
+the same steps run in `tf.data`, in Python calls and inside exported
+SavedModels. Models carry one (`model.image_processor`), saved beside their
+weights and in their `.keras` config.
+"""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from .checkpoint_files import PREPROCESSOR_NAME
+from .files import atomic_write_text
+from .hub import resolve_optional_file
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# PIL's resampling codes, as `preprocessor_config.json` stores them, and the
+# `tf.image.resize` method of each (PIL's BOX is an area average; HAMMING has none).
+RESAMPLE_METHODS = {0: "nearest", 1: "lanczos3", 2: "bilinear", 3: "bicubic", 4: "area"}
+# What `transformers.ViTImageProcessor` assumes for a field its file leaves out.
+_HF_DEFAULTS = dict(
+    do_resize=True,
+    size={"height": 224, "width": 224},
+    resample=2,
+    do_rescale=True,
+    rescale_factor=1 / 255,
+    do_normalize=True,
+    image_mean=(0.5, 0.5, 0.5),
+    image_std=(0.5, 0.5, 0.5),
+)
+
+
+def channel_stats(mean, std, channels, dtype="float32"):
+    """Per-channel `(mean, std)` arrays for `channels` channels. Statistics
+    for another channel count (ImageNet's RGB ones for a grayscale model) are
+    replaced by their average on every channel."""
+    mean, std = np.asarray(mean, dtype), np.asarray(std, dtype)
+    if mean.shape != std.shape or mean.ndim != 1:
+        raise ValueError(
+            f"image_mean and image_std must be lists of equal length, received {mean} and {std}"
+        )
+    if len(mean) != channels:
+        mean = np.full(channels, mean.mean(), dtype)
+        std = np.full(channels, std.mean(), dtype)
+    return mean, std
+
+
+def decode_image(contents, num_channels=3):
+    """Encoded JPEG/PNG/GIF/BMP bytes -> uint8 `(height, width, num_channels)`.
+
+    Grayscale, RGBA and RGB inputs are all converted to `num_channels`.
+    """
+    image = tf.io.decode_image(contents, channels=num_channels, expand_animations=False)
+    image.set_shape((None, None, num_channels))
+    return image
+
+
+def _size_hw(size):
+    """`(height, width)` from an int, a pair, or a `{"height", "width"}` dict."""
+    if isinstance(size, dict):
+        if set(size) >= {"height", "width"}:
+            return int(size["height"]), int(size["width"])
+        raise ValueError(
+            f'size must be {{"height": H, "width": W}} (ViTImageProcessor\'s form), received {size}'
+        )
+    if isinstance(size, int):
+        return size, size
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        return int(size[0]), int(size[1])
+    raise ValueError(f"size must be an int, (height, width) or a dict, received {size!r}")
+
+
+class ViTMAEImageProcessor:
+    """Resize, rescale and normalise images into a model's `pixel_values`.
+
+    The defaults are those of the MAE checkpoints' `preprocessor_config.json`:
+    224x224, bicubic, ImageNet mean and std. Shrinking resizes antialias, as
+    PIL and torchvision do.
+
+    Args:
+        size: Output `(height, width)`, an int, or `{"height", "width"}`.
+        resample: PIL resampling code (2 bilinear, 3 bicubic; 0 nearest,
+            1 Lanczos, 4 box/area).
+        do_resize, do_rescale, do_normalize: Which steps run.
+        rescale_factor: Multiplies the pixels (1/255: uint8 to [0, 1]).
+        image_mean, image_std: One value per channel.
+    """
+
+    def __init__(
+        self,
+        size=224,
+        resample=3,
+        do_resize=True,
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
+    ):
+        if resample not in RESAMPLE_METHODS:
+            raise ValueError(
+                f"resample must be a PIL code in {sorted(RESAMPLE_METHODS)} "
+                f"({', '.join(f'{k}: {v}' for k, v in RESAMPLE_METHODS.items())}), "
+                f"received {resample!r}"
+            )
+        self.size = _size_hw(size)
+        self.resample = int(resample)
+        self.do_resize = bool(do_resize)
+        self.do_rescale = bool(do_rescale)
+        self.rescale_factor = float(rescale_factor)
+        self.do_normalize = bool(do_normalize)
+        mean, std = channel_stats(image_mean, image_std, len(image_mean), "float64")
+        self.image_mean, self.image_std = tuple(mean.tolist()), tuple(std.tolist())
+
+    @classmethod
+    def for_config(cls, config, **overrides):
+        """The MAE preprocessing for `config`'s image size and channel count."""
+        processor = cls(size=config.image_hw, **overrides)
+        return processor.with_channels(config.num_channels)
+
+    def with_channels(self, num_channels):
+        """This processor with statistics for `num_channels` channels (see `channel_stats`)."""
+        mean, std = channel_stats(self.image_mean, self.image_std, num_channels, "float64")
+        return self.copy(image_mean=mean.tolist(), image_std=std.tolist())
+
+    def copy(self, **changes):
+        return type(self)(**{**self.to_dict(hf_keys=False), **changes})
+
+    # ------------------------------------------------------------ the file
+    def to_dict(self, hf_keys=True):
+        """The `preprocessor_config.json` fields (with `image_processor_type`
+        when `hf_keys`, as `transformers` writes them)."""
+        out = dict(
+            do_resize=self.do_resize,
+            size={"height": self.size[0], "width": self.size[1]},
+            resample=self.resample,
+            do_rescale=self.do_rescale,
+            rescale_factor=self.rescale_factor,
+            do_normalize=self.do_normalize,
+            image_mean=list(self.image_mean),
+            image_std=list(self.image_std),
+        )
+        if hf_keys:
+            out["image_processor_type"] = "ViTImageProcessor"
+        return out
+
+    @classmethod
+    def from_dict(cls, values):
+        """From `preprocessor_config.json` fields. A field the file leaves out
+        takes `ViTImageProcessor`'s default, so files read as `transformers`
+        reads them; other keys (`image_processor_type`, ...) are ignored."""
+        if not isinstance(values, dict):
+            raise ValueError(f"Expected a dict of processor fields, received {type(values)}")
+        if values.get("do_center_crop"):
+            raise ValueError("Center cropping (do_center_crop) is not supported by ViTMAE")
+        fields = {k: values.get(k, default) for k, default in _HF_DEFAULTS.items()}
+        return cls(**fields)
+
+    def save_pretrained(self, save_directory):
+        """Write `preprocessor_config.json` (atomically) into `save_directory`."""
+        os.makedirs(save_directory, exist_ok=True)
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        return atomic_write_text(os.path.join(save_directory, PREPROCESSOR_NAME), text)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, **hub_kwargs):
+        """Read `preprocessor_config.json` from a directory, the file itself, or a Hub repo id
+        (`hub_kwargs`: `revision`, `token`, `cache_dir`, `local_files_only`)."""
+        name_or_path = os.fspath(name_or_path)
+        path = name_or_path if os.path.isfile(name_or_path) else None
+        path = path or resolve_optional_file(name_or_path, PREPROCESSOR_NAME, **hub_kwargs)
+        if path is None:
+            raise FileNotFoundError(f"No {PREPROCESSOR_NAME} in {name_or_path!r}")
+        return cls.from_json_file(path)
+
+    @classmethod
+    def from_json_file(cls, path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                values = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
+        return cls.from_dict(values)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and self.to_dict() == other.to_dict()
+
+    def __repr__(self):
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.to_dict(hf_keys=False).items())
+        return f"{type(self).__name__}({fields})"
+
+    # ----------------------------------------------------------- the steps
+    @property
+    def method(self):
+        """The `tf.image.resize` method of `resample`."""
+        return RESAMPLE_METHODS[self.resample]
+
+    def resize(self, images, size=None):
+        """Resize channels-last images (one or a batch) to `size` (default:
+        the processor's); float32 out, clipped to [0, 255], and rounded to
+        whole levels for uint8 input (as PIL, which `transformers` uses)."""
+        size = self.size if size is None else _size_hw(size)
+        rounded = tf.as_dtype(images.dtype) == tf.uint8
+        images = tf.cast(images, tf.float32)
+        if tuple(images.shape[-3:-1]) == size:
+            return images
+        resized = tf.image.resize(images, size, method=self.method, antialias=True)
+        if rounded:  # uint8 in, whole levels out, as PIL resizes uint8 images
+            resized = tf.round(resized)
+        return tf.clip_by_value(resized, 0.0, 255.0)
+
+    def normalize(self, images):
+        """Rescale and normalise (float32 out), without resizing."""
+        images = tf.cast(images, tf.float32)
+        if self.do_rescale:
+            images = images * self.rescale_factor
+        if self.do_normalize:
+            mean, std = channel_stats(self.image_mean, self.image_std, images.shape[-1])
+            images = (images - mean) / std
+        return images
+
+    def denormalize(self, pixel_values):
+        """The inverse of `normalize`, for display: channels-last float images
+        -> uint8 (rounded and clipped)."""
+        images = tf.cast(pixel_values, tf.float32)
+        if self.do_normalize:
+            mean, std = channel_stats(self.image_mean, self.image_std, images.shape[-1])
+            images = images * std + mean
+        if self.do_rescale:
+            images = images / self.rescale_factor
+        return tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
+
+    def preprocess(self, images):
+        """uint8 (or float in [0, 255]) channels-last images, one or a batch,
+        -> float32 channels-last `pixel_values`. TensorFlow ops only: runs in
+        `tf.data`, `tf.function` and SavedModel signatures."""
+        if self.do_resize:
+            images = self.resize(images)
+        return self.normalize(images)
+
+    def __call__(self, images, data_format="channels_first", num_channels=None):
+        """Preprocess file paths, PIL images or uint8 arrays (one, or a list, or
+        an `(n, H, W, C)` array) of any sizes.
+
+        Returns:
+            `{"pixel_values": float32 array}`, `(n, C, H, W)` by default or
+            `(n, H, W, C)` with `data_format="channels_last"`, so that
+            `model(**processor(images))` works.
+        """
+        if data_format not in ("channels_first", "channels_last"):
+            raise ValueError(
+                f"data_format must be 'channels_first' or 'channels_last', received {data_format!r}"
+            )
+        channels = num_channels or len(self.image_mean)
+        batch = [self.preprocess(image) for image in load_images(images, channels)]
+        if not self.do_resize and len({tuple(b.shape) for b in batch}) > 1:
+            raise ValueError(
+                "Images of different sizes need do_resize=True, received sizes "
+                f"{sorted({tuple(b.shape[:2]) for b in batch})}"
+            )
+        pixels = tf.stack(batch).numpy()
+        if data_format == "channels_first":
+            pixels = pixels.transpose(0, 3, 1, 2)
+        return {"pixel_values": pixels}
+
+
+def load_images(images, num_channels=3):
+    """File paths, PIL images or uint8 arrays -> a list of uint8 `(H, W, num_channels)`.
+
+    Accepts one image, a list of them, or an `(n, H, W[, C])` array.
+    """
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        images = list(images)
+    elif not isinstance(images, (list, tuple)):
+        images = [images]
+    if not images:
+        raise ValueError("Expected at least one image, received none")
+    return [_load_image(image, num_channels) for image in images]
+
+
+def _load_image(image, num_channels):
+    if isinstance(image, (str, os.PathLike)):
+        path = os.fspath(image)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No image file at {path!r}")
+        try:
+            return decode_image(tf.io.read_file(path), num_channels).numpy()
+        except tf.errors.InvalidArgumentError as e:
+            reason = e.message.splitlines()[0]
+            raise ValueError(f"Cannot read {path} as an image: {reason}") from None
+    if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
+        image = np.asarray(image.convert("L" if num_channels == 1 else "RGB"))
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+        raise ValueError(
+            "Expected a file path, a PIL image or a (height, width[, channels]) array with 1, 3 "
+            f"or 4 channels, received {type(image).__name__} of shape {array.shape}"
+        )
+    if np.issubdtype(array.dtype, np.floating):
+        raise ValueError(
+            "Expected uint8 images (0-255), received a float array; for images already in "
+            "[0, 1], pass (image * 255).astype('uint8')"
+        )
+    return match_channels(array, num_channels)
+
+
+def match_channels(array, num_channels):
+    """Channels-last `array` with `num_channels` channels: RGBA drops alpha,
+    gray repeats to RGB, RGB averages to gray."""
+    channels = array.shape[-1]
+    if channels == num_channels:
+        return array
+    if channels == 4 and num_channels == 3:
+        return array[..., :3]
+    if channels == 1 and num_channels == 3:
+        return np.repeat(array, 3, axis=-1)
+    if num_channels == 1:
+        gray = array[..., :3].mean(axis=-1, keepdims=True) if channels >= 3 else array[..., :1]
+        return np.round(gray).astype(array.dtype) if array.dtype.kind in "ui" else gray
+    raise ValueError(f"Cannot convert {channels}-channel images to {num_channels} channels")

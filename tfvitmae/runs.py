@@ -1,0 +1,143 @@
+"""Training runs in an output directory: what a rerun into it does.
+
+A run records its settings and progress in `output_dir/run.json`; Keras'
+`BackupAndRestore` keeps the weights and optimizer state in
+`output_dir/backup/`. Before training, `start_run` decides:
+
+- an empty or new directory: a fresh run;
+- the same settings, not finished: resume where it stopped;
+- different settings, a finished run, or files of something else: refuse,
+  saying what differs, unless `resume=True` (continue the saved run with the
+  new settings: more epochs, say) or `overwrite=True` (start afresh).
+"""
+
+import json
+import os
+import shutil
+
+import keras
+
+from .files import atomic_write_text
+
+RUN_FILE = "run.json"
+BACKUP_DIR = "backup"
+CSV_LOG = "training_log.csv"
+
+
+class RunConflictError(ValueError):
+    """The output directory holds a run (or files) this run must not silently reuse."""
+
+
+def read_run(output_dir):
+    """The `run.json` record of `output_dir`, or `None`."""
+    path = os.path.join(output_dir, RUN_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise RunConflictError(
+            f"{path} is unreadable ({e}); pass overwrite (--overwrite) to start afresh"
+        ) from None
+
+
+def _write_run(output_dir, record):
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    atomic_write_text(os.path.join(output_dir, RUN_FILE), text)
+
+
+def _differences(saved, settings):
+    keys = sorted(set(saved) | set(settings))
+    return [
+        f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}"
+        for k in keys
+        if saved.get(k) != settings.get(k)
+    ]
+
+
+def start_run(output_dir, settings, epochs, resume=None, overwrite=False):
+    """Decide how a run with `settings` (a JSON-able dict) of `epochs` epochs
+    uses `output_dir`, and record it there.
+
+    Args:
+        resume: `None` resumes a stopped run with the same settings; `True`
+            also continues a finished or different one; `False` never resumes.
+        overwrite: Start afresh whatever the directory holds (its run state,
+            backup and log are removed; saved models are replaced as training saves).
+
+    Returns:
+        `(mode, message)`: mode `"fresh"` or `"resume"`, and a sentence to
+        show the user.
+
+    Raises:
+        RunConflictError: The directory holds a finished or different run,
+            or files that no run wrote, and neither `resume` nor `overwrite`
+            says what to do.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    record = read_run(output_dir)
+    settings = {**settings, "epochs": epochs}
+    new_record = {"settings": settings, "epochs_done": 0, "finished": False}
+    if overwrite:
+        for name in (BACKUP_DIR,):
+            shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+        for name in (RUN_FILE, CSV_LOG):
+            if os.path.exists(os.path.join(output_dir, name)):
+                os.remove(os.path.join(output_dir, name))
+        _write_run(output_dir, new_record)
+        what = "the previous run's state" if record else "nothing"
+        return "fresh", f"starting afresh in {output_dir} (overwrite: cleared {what})"
+    if record is None:
+        leftovers = sorted(n for n in os.listdir(output_dir) if not n.startswith("."))
+        if leftovers:
+            raise RunConflictError(
+                f"{output_dir} already holds files that no training run recorded "
+                f"({', '.join(leftovers[:5])}{', ...' if len(leftovers) > 5 else ''}); "
+                "choose another output directory, or pass overwrite (--overwrite) to train there"
+            )
+        _write_run(output_dir, new_record)
+        return "fresh", f"starting a new run in {output_dir}"
+    done, finished = record.get("epochs_done", 0), record.get("finished", False)
+    differences = _differences(record.get("settings", {}), settings)
+    if resume is None and not differences and not finished:
+        return "resume", f"resuming the run in {output_dir} after epoch {done}"
+    if (resume and done >= epochs) or (finished and not differences):
+        raise RunConflictError(
+            f"{output_dir} holds a run that has trained {done} epochs, and this one asks for "
+            f"{epochs}: ask for more epochs and pass resume (--resume) to continue it, "
+            "overwrite (--overwrite) to start afresh, or choose another output directory"
+        )
+    if resume:
+        _write_run(output_dir, {**record, "settings": settings, "finished": False})
+        changed = f" with new settings ({'; '.join(differences)})" if differences else ""
+        return "resume", f"continuing the run in {output_dir} after epoch {done}{changed}"
+    state = f"a finished run ({done} epochs)" if finished else f"a run stopped after epoch {done}"
+    detail = f" with other settings ({'; '.join(differences)})" if differences else ""
+    if resume is False and not differences:
+        detail = " (resuming is turned off)"
+    raise RunConflictError(
+        f"{output_dir} holds {state}{detail}. Pass resume (--resume) to continue it with these "
+        "settings, overwrite (--overwrite) to start afresh, or choose another output directory"
+    )
+
+
+class RunProgress(keras.callbacks.Callback):
+    """Record finished epochs (and the end of training) in `run.json`."""
+
+    def __init__(self, output_dir, epochs):
+        super().__init__()
+        self.output_dir = output_dir
+        self.epochs = epochs
+
+    def _update(self, **changes):
+        record = read_run(self.output_dir) or {"settings": {}}
+        _write_run(self.output_dir, {**record, **changes})
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._update(epochs_done=epoch + 1)
+
+    def on_train_end(self, logs=None):
+        record = read_run(self.output_dir) or {}
+        if record.get("epochs_done", 0) >= self.epochs:
+            self._update(finished=True)
