@@ -10,7 +10,7 @@ import json
 import os
 
 from .activations import ACTIVATIONS
-from .files import atomic_write_text
+from .files import atomic_write_text, read_json
 
 CONFIG_NAME = "config.json"
 
@@ -336,12 +336,7 @@ class ViTMAEConfig:
 
     @classmethod
     def from_json_file(cls, path):
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path))
 
     @classmethod
     def from_pretrained(cls, directory_or_file, **overrides):

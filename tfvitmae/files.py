@@ -1,4 +1,5 @@
-"""Atomic writes: the one way this package puts files and folders on disk.
+"""Atomic writes: the one way this package puts files and folders on disk
+(and `read_json`, the one way it reads a JSON file back).
 
 Everything is first written under a temporary name in the destination's own
 folder (so the final rename stays on one file system, where it is atomic),
@@ -7,6 +8,7 @@ destination as it was, and no temporary file behind.
 """
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -59,3 +61,12 @@ def publish_dir(staged, target):
         os.rmdir(target)  # raises if not empty
     os.rename(staged, target)
     return target
+
+
+def read_json(path):
+    """The JSON document at `path`; a `ValueError` naming the file if it is not JSON."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None

@@ -30,7 +30,7 @@ from .checkpoint_files import (
     write_torch_bin,
 )
 from .config import CONFIG_NAME, ViTMAEConfig, as_config
-from .files import staging_dir
+from .files import read_json, staging_dir
 from .state_dicts import keras_state, load_state_dict
 from .weights import detect_format, infer_mae_config
 
@@ -54,10 +54,18 @@ def _download(repo_id, filename, hub_kwargs, unreachable):
     there. Files that only the unreachable Hub could tell about are added to
     `unreachable`."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+    )
 
     try:
         return hf_hub_download(repo_id, filename, library_name="tfvitmae", **hub_kwargs)
+    except HFValidationError as e:
+        raise FileNotFoundError(
+            f"{repo_id!r} is neither a local path nor a valid Hub repo id: {e}"
+        ) from None
     except LocalEntryNotFoundError:  # offline, local_files_only, or no connection, and not cached
         unreachable.append(filename)  # (a subclass of EntryNotFoundError: caught first)
         return None
@@ -90,8 +98,6 @@ def resolve_files(
         )
     if _is_local(name_or_path):
         raise FileNotFoundError(f"No file or directory at {name_or_path!r}")
-    from huggingface_hub.errors import HFValidationError
-
     hub_kwargs = dict(
         revision=revision,
         token=token,
@@ -100,12 +106,7 @@ def resolve_files(
         force_download=force_download,
     )
     unreachable = []
-    try:
-        config = _download(name_or_path, CONFIG_NAME, hub_kwargs, unreachable)
-    except HFValidationError as e:
-        raise FileNotFoundError(
-            f"{name_or_path!r} is neither a local path nor a valid Hub repo id: {e}"
-        ) from None
+    config = _download(name_or_path, CONFIG_NAME, hub_kwargs, unreachable)
     for filename in WEIGHT_FILES:
         path = _download(name_or_path, filename, hub_kwargs, unreachable)
         if path is None:
@@ -130,17 +131,10 @@ def resolve_files(
     )
 
 
-def resolve_optional_file(
-    name_or_path,
-    filename,
-    revision=None,
-    token=None,
-    cache_dir=None,
-    local_files_only=False,
-    force_download=False,
-):
+def resolve_optional_file(name_or_path, filename, **hub_kwargs):
     """The path of `filename` beside a checkpoint (a directory, a file in it, or
-    a Hub repo id), or `None` when the checkpoint has none."""
+    a Hub repo id), or `None` when the checkpoint has none. `hub_kwargs`:
+    `revision`, `token`, `cache_dir`, `local_files_only`, `force_download`."""
     if os.path.isfile(name_or_path):
         name_or_path = os.path.dirname(os.path.abspath(name_or_path))
     if os.path.isdir(name_or_path):
@@ -148,21 +142,7 @@ def resolve_optional_file(
         return path if os.path.isfile(path) else None
     if _is_local(name_or_path):
         raise FileNotFoundError(f"No file or directory at {name_or_path!r}")
-    hub_kwargs = dict(
-        revision=revision,
-        token=token,
-        cache_dir=cache_dir,
-        local_files_only=local_files_only,
-        force_download=force_download,
-    )
-    from huggingface_hub.errors import HFValidationError
-
-    try:
-        return _download(name_or_path, filename, hub_kwargs, unreachable=[])
-    except HFValidationError as e:
-        raise FileNotFoundError(
-            f"{name_or_path!r} is neither a local path nor a valid Hub repo id: {e}"
-        ) from None
+    return _download(name_or_path, filename, hub_kwargs, unreachable=[])
 
 
 def registered_class(name):
@@ -248,7 +228,12 @@ def from_pretrained(
         config = config.copy(**overrides)
     if "image_processor" not in kwargs:
         kwargs["image_processor"] = _read_processor(
-            name_or_path, revision, token, cache_dir, local_files_only, force_download
+            name_or_path,
+            revision=revision,
+            token=token,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            force_download=force_download,
         )
     model = cls(config, **{**cls.init_kwargs_from_config(config), **kwargs})
     if state is None:
@@ -257,16 +242,10 @@ def from_pretrained(
     return (model, report) if output_loading_info else model
 
 
-def _read_processor(name_or_path, *hub_args):
+def _read_processor(name_or_path, **hub_kwargs):
     """The fields of the checkpoint's `preprocessor_config.json`, or `None`."""
-    path = resolve_optional_file(os.fspath(name_or_path), PREPROCESSOR_NAME, *hub_args)
-    if path is None:
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+    path = resolve_optional_file(os.fspath(name_or_path), PREPROCESSOR_NAME, **hub_kwargs)
+    return None if path is None else read_json(path)
 
 
 def _clear_other_weights(directory, keep):

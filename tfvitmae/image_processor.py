@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from .checkpoint_files import PREPROCESSOR_NAME
-from .files import atomic_write_text
+from .files import atomic_write_text, read_json
 from .hub import resolve_optional_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -181,12 +181,7 @@ class ViTMAEImageProcessor:
 
     @classmethod
     def from_json_file(cls, path):
-        try:
-            with open(path, encoding="utf-8") as f:
-                values = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from None
-        return cls.from_dict(values)
+        return cls.from_dict(read_json(path))
 
     def __eq__(self, other):
         return type(other) is type(self) and self.to_dict() == other.to_dict()

@@ -17,7 +17,7 @@ import shutil
 
 import keras
 
-from .files import atomic_write_text
+from .files import atomic_write_text, read_json
 
 RUN_FILE = "run.json"
 BACKUP_DIR = "backup"
@@ -34,9 +34,8 @@ def read_run(output_dir):
     if not os.path.isfile(path):
         return None
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
+        return read_json(path)
+    except (OSError, ValueError) as e:
         raise RunConflictError(
             f"{path} is unreadable ({e}); pass overwrite (--overwrite) to start afresh"
         ) from None
