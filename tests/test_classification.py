@@ -1,5 +1,7 @@
 import json
+import warnings
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -68,6 +70,22 @@ def test_mean_pooling_follows_mae_fine_tuning():
     # block output before the final norm
     pooled = np.mean(out.hidden_states[-1].numpy()[:, 1:], axis=1)
     assert max_diff(model.features(x), model.fc_norm(pooled)) < 1e-6
+
+
+def test_mean_pooling_trains_without_an_unused_norm():
+    """The encoder's final norm is outside the mean-pooled path: not trained,
+    and no "Gradients do not exist" warning at every step."""
+    config = tiny_config()
+    model = TFViTMAEForImageClassification(config, num_labels=2, pooling="mean")
+    names = {w.path.split("/", 1)[1] for w in model.trainable_weights}
+    assert "vit/layernorm/gamma" not in names and "fc_norm/gamma" in names
+    assert "vit/layer_0/layernorm_before/gamma" in names
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(True))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Gradients do not exist")
+        model.fit(pixels(config), np.array([0, 1]), epochs=1, verbose=0)
+    cls = TFViTMAEForImageClassification(config, num_labels=2, pooling="cls")
+    assert "vit/layernorm/gamma" in {w.path.split("/", 1)[1] for w in cls.trainable_weights}
 
 
 def test_linear_probe_head_and_frozen_encoder():

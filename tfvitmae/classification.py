@@ -109,6 +109,11 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
         self.build()
         if linear_probe:
             self.vit.trainable = False
+        elif pooling == "mean":
+            # Mean pooling reads the tokens before the encoder's final norm
+            # (`fc_norm` takes its place), so that norm never gets a gradient:
+            # frozen, it is no longer an optimizer variable Keras warns about.
+            self.vit.layernorm.trainable = False
 
     def build(self, input_shape=None):
         super().build()
