@@ -3,7 +3,12 @@ import tensorflow as tf
 
 from tfvitmae import TFViTMAEForPreTraining
 from tfvitmae.image_processor import ViTMAEImageProcessor
-from tfvitmae.visualization import reconstruct, write_reconstruction_grid
+from tfvitmae.visualization import (
+    COLUMN_TITLES,
+    reconstruct,
+    reconstruction_grid,
+    write_reconstruction_grid,
+)
 
 from .helpers import max_diff, noise_for, numpy_patchify, pixels, tiny_config
 
@@ -39,7 +44,8 @@ def test_grid_layout(tmp_path):
     x = pixels(config, batch=3)
     path = str(tmp_path / "sub" / "grid.png")
     processor = ViTMAEImageProcessor(size=16, image_mean=[0.5], image_std=[0.25])
-    assert write_reconstruction_grid(model, x, path, processor=processor, seed=0) == path
+    written = write_reconstruction_grid(model, x, path, processor=processor, seed=0, titles=False)
+    assert written == path
     grid = tf.io.decode_png(tf.io.read_file(path)).numpy()
     zoom = 96 // 16  # small images are enlarged
     tile = 16 * zoom
@@ -49,6 +55,24 @@ def test_grid_layout(tmp_path):
     np.testing.assert_array_equal(grid[:tile:zoom, :tile:zoom], first)
     # Without a processor, the model's own undoes the normalisation.
     model.image_processor = processor
-    default = write_reconstruction_grid(model, x, str(tmp_path / "default.png"), seed=0)
+    default = write_reconstruction_grid(
+        model, x, str(tmp_path / "default.png"), seed=0, titles=False
+    )
     assert tf.io.read_file(default).numpy() == tf.io.read_file(path).numpy()
     assert (grid[tile : tile + 2] == 255).all() and (grid[:, tile : tile + 2] == 255).all()
+
+
+def test_grid_titles_head_each_column():
+    config = tiny_config(num_channels=1, image_size=16, patch_size=4)
+    model = TFViTMAEForPreTraining(config)
+    x = pixels(config, batch=2)
+    plain = reconstruction_grid(model, x, seed=0, titles=False)
+    titled = reconstruction_grid(model, x, seed=0)
+    header = len(titled) - len(plain)
+    assert header > 8 and titled.shape[1:] == plain.shape[1:]
+    np.testing.assert_array_equal(titled[header:], plain)  # the images are unchanged below
+    tile = 16 * (96 // 16)
+    for column in range(len(COLUMN_TITLES)):
+        strip = titled[:header, column * (tile + 2) : column * (tile + 2) + tile]
+        assert (strip < 128).any(), f"no title text over column {column}"
+    assert (titled[:header, tile : tile + 2] == 255).all()  # no text spills into the gaps

@@ -2,6 +2,7 @@
 as a PNG grid."""
 
 import os
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -42,7 +43,10 @@ def reconstruct(model, pixel_values, seed=0, noise=None):
     )
 
 
-def reconstruction_grid(model, pixel_values, processor=None, seed=0):
+COLUMN_TITLES = ("original", "masked", "reconstruction", "reconstruction + visible")
+
+
+def reconstruction_grid(model, pixel_values, processor=None, seed=0, titles=True):
     """The original / masked / reconstruction / pasted grid as a uint8
     `(height, width, channels)` image, one row per input image.
 
@@ -52,6 +56,8 @@ def reconstruction_grid(model, pixel_values, processor=None, seed=0):
         processor: The `ViTMAEImageProcessor` whose normalisation is undone
             for display (default: the model's).
         seed: Seed of the masking noise.
+        titles: Head the columns with `COLUMN_TITLES` (drawn with Pillow;
+            without Pillow installed the grid has no header, and a warning says so).
     """
     processor = processor or model.image_processor
     masked, reconstruction, pasted = reconstruct(model, pixel_values, seed=seed)
@@ -68,7 +74,43 @@ def reconstruction_grid(model, pixel_values, processor=None, seed=0):
         pad = np.full((tiles[0].shape[0], 2, channels), 255, "uint8")
         rows.append(np.concatenate(sum(([t, pad] for t in tiles), [])[:-1], axis=1))
         rows.append(np.full((2, rows[-1].shape[1], channels), 255, "uint8"))
-    return np.concatenate(rows[:-1], axis=0)
+    grid = np.concatenate(rows[:-1], axis=0)
+    if titles:
+        header = _title_row(COLUMN_TITLES, tile_width=tiles[0].shape[1], gap=2)
+        if header is not None:
+            header = np.repeat(header[..., None], channels, axis=-1)
+            grid = np.concatenate([header[:, : grid.shape[1]], grid], axis=0)
+    return grid
+
+
+def _title_row(titles, tile_width, gap):
+    """A white uint8 `(height, width)` strip with each title centred over its
+    column (words wrapped to the column's width); `None` without Pillow."""
+    try:
+        from PIL import Image, ImageDraw, ImageFont
+    except ImportError:
+        warnings.warn("Install Pillow to get column titles on reconstruction grids", stacklevel=3)
+        return None
+    font = ImageFont.load_default()
+    lines_per_title = []
+    for title in titles:
+        lines = [""]
+        for word in title.split():
+            candidate = f"{lines[-1]} {word}".strip()
+            if lines[-1] and font.getlength(candidate) > tile_width - 2:
+                lines.append(word)
+            else:
+                lines[-1] = candidate
+        lines_per_title.append(lines)
+    line_height = font.getbbox("Ag")[3] + 2
+    height = line_height * max(map(len, lines_per_title)) + 4
+    image = Image.new("L", (len(titles) * (tile_width + gap), height), 255)
+    draw = ImageDraw.Draw(image)
+    for column, lines in enumerate(lines_per_title):
+        for row, line in enumerate(lines):
+            left = column * (tile_width + gap) + (tile_width - font.getlength(line)) / 2
+            draw.text((left, 2 + row * line_height), line, fill=0, font=font)
+    return np.asarray(image, "uint8")
 
 
 def write_png(path, image):
@@ -83,6 +125,6 @@ def write_png(path, image):
     return atomic_write(path, write)
 
 
-def write_reconstruction_grid(model, pixel_values, path, processor=None, seed=0):
+def write_reconstruction_grid(model, pixel_values, path, processor=None, seed=0, titles=True):
     """Write `reconstruction_grid` as a PNG at `path`; returns `path`."""
-    return write_png(path, reconstruction_grid(model, pixel_values, processor, seed))
+    return write_png(path, reconstruction_grid(model, pixel_values, processor, seed, titles))
