@@ -98,29 +98,11 @@ def requests():
     }
 
 
-def rest_to_tensors(request, signature):
-    """Decode a TF Serving REST body as the server does, for `signature`'s inputs."""
-    import tensorflow as tf
-
-    def decode(value):
-        if isinstance(value, dict) and set(value) == {"b64"}:
-            return base64.b64decode(value["b64"])
-        if isinstance(value, list):
-            return [decode(v) for v in value]
-        return value
-
-    specs = signature.structured_input_signature[1]
-    if "instances" in request:  # row format: a single input, whose batch is the list
-        (name,) = specs
-        inputs = {name: decode(request["instances"])}
-    else:  # columnar format: named inputs
-        inputs = {k: decode(v) for k, v in request["inputs"].items()}
-    return {k: tf.constant(v, dtype=specs[k].dtype) for k, v in inputs.items()}
-
-
 def responses(exports):
     """Run every README request against exported models: `{signature: response}`."""
     import tensorflow as tf
+
+    from tfvitmae.export import rest_to_tensors
 
     loaded = {key: tf.saved_model.load(path) for key, path in exports.items()}
     out = {}

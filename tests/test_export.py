@@ -17,7 +17,15 @@ import tensorflow as tf
 from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel
 from tfvitmae.classification import TFViTMAEForImageClassification
 from tfvitmae.data import decode_image
-from tfvitmae.export import example_inputs, export_for_serving, export_saved_model, seeded_noise
+from tfvitmae.export import (
+    example_inputs,
+    export_for_serving,
+    export_saved_model,
+    predict_request,
+    rest_request,
+    rest_to_tensors,
+    seeded_noise,
+)
 
 from . import serving_examples
 from .helpers import max_diff, tiny_config
@@ -323,7 +331,7 @@ def test_readme_rest_requests_run_against_the_export(tmp_path):
         request = json.loads(blocks[f"request {signature}"])
         assert request["signature_name"] == signature
         fn = loaded[key].signatures[signature]
-        result = fn(**serving_examples.rest_to_tensors(request, fn))
+        result = fn(**rest_to_tensors(request, fn))
         response = json.loads(blocks[f"response {signature}"])
         documented_outputs = response.get("outputs") or response["predictions"][0]
         if isinstance(documented_outputs, dict):
@@ -339,6 +347,46 @@ def test_readme_rest_requests_run_against_the_export(tmp_path):
                 )
             )
             assert np.shape(doc) == tuple(value.shape), (signature, name)
+
+
+@pytest.mark.slow
+def test_client_requests_reach_the_signature_intact(exported):
+    """`rest_request` (through JSON) and `predict_request` (through its wire
+    bytes) hand every signature exactly the inputs they were built from."""
+    models, paths, signatures = exported
+    loaded = tf.saved_model.load(paths["pretraining"])
+    for signature in signatures["pretraining"]:
+        inputs = example_inputs(models["pretraining"], signature, batch=2, seed=3)
+        fn = loaded.signatures[signature]
+        rest = json.loads(json.dumps(rest_request(signature, inputs)))
+        assert rest["signature_name"] == signature
+        assert ("instances" in rest) == (len(inputs) == 1)
+        if signature.endswith("_image_bytes"):
+            assert set(rest["instances"][0]) == {"b64"}
+        sent = predict_request(signature, inputs, model_name="m")
+        grpc = type(sent).FromString(sent.SerializeToString())  # as the server receives it
+        assert (grpc.model_spec.name, grpc.model_spec.signature_name) == ("m", signature)
+        for decoded in (
+            rest_to_tensors(rest, fn),
+            {k: tf.constant(tf.make_ndarray(v)) for k, v in grpc.inputs.items()},
+        ):
+            assert sorted(decoded) == sorted(inputs)
+            for name, value in inputs.items():
+                np.testing.assert_array_equal(decoded[name].numpy(), value)
+            if not signature.startswith("reconstruct") or signature.endswith("_with_seed"):
+                expected = fn(**{k: tf.constant(v) for k, v in inputs.items()})
+                result = fn(**decoded)
+                for name in expected:
+                    np.testing.assert_array_equal(result[name], expected[name])
+    features = loaded.signatures["features_image_bytes"]
+    named_rows = {"instances": [{"image_bytes": {"b64": "YWJj"}}, {"image_bytes": {"b64": "ZA=="}}]}
+    assert rest_to_tensors(named_rows, features)["image_bytes"].numpy().tolist() == [b"abc", b"d"]
+    with pytest.raises(ValueError, match="Rows without input names need a single-input"):
+        rest_to_tensors({"instances": [[0.0]]}, loaded.signatures["reconstruct_with_seed"])
+    with pytest.raises(ValueError, match="row format for a single input only"):
+        rest_request("reconstruct_with_seed", {"pixel_values": [0.0], "seed": 1}, row_format=True)
+    with pytest.raises(ValueError, match="takes \\['pixel_values'\\], received \\['pixels'\\]"):
+        rest_to_tensors({"inputs": {"pixels": [0.0]}}, loaded.signatures["serving_default"])
 
 
 @pytest.mark.slow

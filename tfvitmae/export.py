@@ -22,8 +22,14 @@ Raw inputs: `image_bytes` is a batch of encoded JPEG/PNG/GIF/BMP strings (in
 REST, `{"b64": ...}`); `images` is uint8 `(batch, height, width, channels)`
 of any size. Both are resized and normalised in the graph by the model's
 `image_processor` (saved with it), exactly as the Python pipeline does.
+
+Client requests: `rest_request` builds the JSON body of TF Serving's REST
+`:predict` (bytes inputs as `{"b64": ...}`), `predict_request` its gRPC
+`PredictRequest`, and `rest_to_tensors` decodes a REST body back into a
+signature's inputs as the server does.
 """
 
+import base64
 import os
 
 import keras
@@ -257,18 +263,97 @@ def _serving_apis():
     return model_pb2, predict_pb2, prediction_log_pb2
 
 
+def predict_request(signature_name, inputs, model_name="vit_mae"):
+    """The gRPC `PredictRequest` a TF Serving client sends (needs `tensorflow-serving-api`).
+
+    Args:
+        signature_name: The signature to call, e.g. `"reconstruct_image_bytes"`.
+        inputs: `{input name: array}`, e.g. from `example_inputs`.
+        model_name: The served model's name (`MODEL_NAME` of `tensorflow_model_server`).
+    """
+    model_pb2, predict_pb2, _ = _serving_apis()
+    request = predict_pb2.PredictRequest(
+        model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature_name)
+    )
+    for name, value in inputs.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+    return request
+
+
+def rest_request(signature_name, inputs, row_format=None):
+    """The JSON body (a dict) of a TF Serving REST `:predict` request.
+
+    Inputs whose names end in `_bytes` are sent as `{"b64": ...}`, as TF
+    Serving's REST API requires for binary strings.
+
+    Args:
+        signature_name: The signature to call.
+        inputs: `{input name: array}`; arrays carry the batch first, a scalar
+            input (such as `seed`) is a 0-d array or a number.
+        row_format: `True` for `"instances"` (one entry per example; here
+            for a single input only), `False` for the columnar `"inputs"`.
+            Default: rows for a single input, columns otherwise.
+    """
+    if row_format is None:
+        row_format = len(inputs) == 1
+    if row_format and len(inputs) != 1:
+        raise ValueError(
+            f"rest_request writes the row format for a single input only, received "
+            f"{sorted(inputs)}; use row_format=False"
+        )
+
+    def to_json(name, value):
+        if name.endswith("_bytes"):  # object, not "S": NumPy's "S" drops trailing zero bytes
+            value = np.asarray(value, dtype=object)
+            encoded = [{"b64": base64.b64encode(v).decode("ascii")} for v in value.reshape(-1)]
+            return np.array(encoded, dtype=object).reshape(value.shape).tolist()
+        return np.asarray(value).tolist()
+
+    body = {name: to_json(name, value) for name, value in inputs.items()}
+    if row_format:
+        return {"signature_name": signature_name, "instances": next(iter(body.values()))}
+    return {"signature_name": signature_name, "inputs": body}
+
+
+def rest_to_tensors(request, signature):
+    """Decode a REST `:predict` body as TF Serving does, into `{input name: tf.Tensor}`
+    for `signature` (a function of `tf.saved_model.load(path).signatures`)."""
+
+    def decode(value):
+        if isinstance(value, dict) and set(value) == {"b64"}:
+            return base64.b64decode(value["b64"])
+        if isinstance(value, list):
+            return [decode(v) for v in value]
+        return value
+
+    specs = signature.structured_input_signature[1]
+    if "instances" in request:  # row format: one entry per example
+        rows = request["instances"]
+        if rows and all(isinstance(row, dict) and set(row) != {"b64"} for row in rows):
+            inputs = {k: decode([row[k] for row in rows]) for k in rows[0]}  # named inputs
+        elif len(specs) == 1:  # bare values: the batch of the only input
+            inputs = {next(iter(specs)): decode(rows)}
+        else:
+            raise ValueError(
+                f"Rows without input names need a single-input signature, this one takes "
+                f"{sorted(specs)}"
+            )
+    else:  # columnar format: named inputs
+        inputs = {k: decode(v) for k, v in request["inputs"].items()}
+    unknown = sorted(set(inputs) - set(specs))
+    if unknown:
+        raise ValueError(f"The signature takes {sorted(specs)}, received {unknown}")
+    return {k: tf.constant(v, dtype=specs[k].dtype) for k, v in inputs.items()}
+
+
 def write_warmup_requests(saved_model_dir, model, signatures, model_name="vit_mae"):
     """Write one `PredictRequest` per signature to `assets.extra/tf_serving_warmup_requests`."""
-    model_pb2, predict_pb2, prediction_log_pb2 = _serving_apis()
+    _, _, prediction_log_pb2 = _serving_apis()
     path = os.path.join(saved_model_dir, WARMUP_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tf.io.TFRecordWriter(path) as writer:
         for signature in signatures:
-            request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature)
-            )
-            for name, value in example_inputs(model, signature).items():
-                request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+            request = predict_request(signature, example_inputs(model, signature), model_name)
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)
             )
