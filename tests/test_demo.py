@@ -9,8 +9,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvitmae import TFViTMAEForPreTraining
-from tfvitmae.demo import DEMO_IMAGE_SIZE, demo_config, load_digits_images
+from tfvitmae import TFViTMAEForImageClassification, TFViTMAEForPreTraining
+from tfvitmae.demo import (
+    DEMO_IMAGE_SIZE,
+    demo_config,
+    load_dataset,
+    load_digits_images,
+    masked_patch_mse,
+    pixel_logistic_regression,
+    reconstruction_baselines,
+    split_digits,
+)
+
+from .helpers import numpy_patchify
 
 
 def test_digits_are_real_images():
@@ -22,9 +33,53 @@ def test_digits_are_real_images():
     assert config.num_channels == 1 and config.image_hw == (DEMO_IMAGE_SIZE, DEMO_IMAGE_SIZE)
 
 
+def test_split_and_baselines_are_computed_independently():
+    train, test = split_digits(0)
+    assert len(test) == 360 and len(set(train) | set(test)) == 1797
+    images, labels = load_digits_images(8)
+    # The raw-pixel baseline, against scikit-learn's own digits and a separately built regression.
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    digits = load_digits()
+    np.testing.assert_array_equal(images[..., 0], np.round(digits.images * 255 / 16))
+    reference = LogisticRegression(max_iter=5000, random_state=0)
+    reference.fit(digits.data[train] / 16, digits.target[train])
+    accuracy = pixel_logistic_regression(images[train], labels[train], images[test], labels[test])
+    assert accuracy == pytest.approx(reference.score(digits.data[test] / 16, digits.target[test]))
+
+
+def test_masked_patch_mse_and_baselines():
+    config = demo_config()
+    model = TFViTMAEForPreTraining(config, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 1, 32, 32)).astype("float32")
+    train = rng.normal(size=(5, 1, 32, 32)).astype("float32")
+    noise = rng.random((3, config.num_patches)).astype("float32")
+    out = model(x, noise=noise)
+    # With pixel targets the model's own loss is the masked-patch MSE.
+    assert masked_patch_mse(model, x, noise) == pytest.approx(float(out.loss), rel=1e-5)
+    baselines = reconstruction_baselines(model, x, noise, train)
+    mean_patches = numpy_patchify(np.broadcast_to(train.mean(0), x.shape), 8)
+    per_patch = ((mean_patches - numpy_patchify(x, 8)) ** 2).mean(-1)
+    mask = np.asarray(out.mask)
+    expected = (per_patch * mask).sum() / mask.sum()
+    assert baselines["mean_image"] == pytest.approx(expected, rel=1e-5)
+    assert baselines["untrained"] == pytest.approx(float(out.loss), rel=1e-5)
+    with pytest.raises(ValueError, match="norm_pix_loss"):
+        masked_patch_mse(TFViTMAEForPreTraining(config.copy(norm_pix_loss=True)), x, noise)
+
+
+def number(pattern, text):
+    found = re.search(pattern, text)
+    assert found, f"{pattern!r} not in the demo's output:\n{text}"
+    return float(found.group(1))
+
+
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
-    """The README's main command, as a user runs it, with its default settings."""
+    """The README's main command, as a user runs it, with its default settings:
+    it must show what issue 11 asks of it."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     out = subprocess.run(
         [sys.executable, "-m", "tfvitmae", "demo", "--output-dir", str(tmp_path)],
@@ -33,16 +88,52 @@ def test_demo_end_to_end(tmp_path):
         env=env,
         timeout=900,
     )
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "1437 real digit images" in out.stdout
-    probe = re.search(
-        r"pretrained encoder ([\d.]+)%, randomly initialised encoder ([\d.]+)%", out.stdout
-    )
-    assert probe, out.stdout
-    pretrained, random_init = map(float, probe.groups())
-    assert pretrained > random_init, out.stdout  # what the demo sets out to show
+    text = out.stdout
+    assert out.returncode == 0, text + out.stderr
+    assert "1437 real digit images" in text
+    masked = number(r"masked-patch MSE on held-out digits ([\d.]+)", text)
+    mean_image = number(r"against ([\d.]+) for the training set's mean image", text)
+    untrained = number(r"and ([\d.]+) before training", text)
+    assert masked <= mean_image / 2 and mean_image < untrained, text
+    finetuned = number(r"fine-tuned, MAE-pretrained encoder\s+([\d.]+)%", text)
+    scratch = number(r"trained from random initialisation\s+([\d.]+)%", text)
+    probe = number(r"linear probe, MAE-pretrained encoder\s+([\d.]+)%", text)
+    pixels = number(r"logistic regression on raw pixels\s+([\d.]+)%", text)
+    assert finetuned >= 95 and finetuned >= scratch + 5, text
+    assert pixels == pytest.approx(96.7, abs=0.05) and 0 < probe <= 100, text
     model = TFViTMAEForPreTraining.from_pretrained(tmp_path)
     assert model.config.num_channels == 1
     assert np.isfinite(float(model(np.zeros((1, 1, 32, 32), "float32")).loss))
+    classifier = TFViTMAEForImageClassification.from_pretrained(tmp_path / "finetuned")
+    images, labels = load_digits_images()
+    _, test = split_digits(0)
+    predicted = classifier.predict_images(images[test])["top_k_indices"][:, 0]
+    assert np.mean(predicted == labels[test]) == pytest.approx(finetuned / 100, abs=0.001)
     grid = tf.io.decode_png(tf.io.read_file(str(tmp_path / "reconstruction.png")))
-    assert grid.shape[0] > 8 * 32 and grid.shape[1] > 4 * 32
+    assert grid.shape[0] > 8 * 96 and grid.shape[1] == 4 * 96 + 3 * 2
+
+
+def test_load_dataset_from_a_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("cats", "dogs"):
+        (tmp_path / name).mkdir()
+        for i in range(5):
+            image = rng.integers(0, 256, (20, 12, 3), dtype=np.uint8)
+            (tmp_path / name / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    train_x, train_y, test_x, test_y, classes = load_dataset(
+        str(tmp_path), image_size=16, test_size=4
+    )
+    assert classes == ["cats", "dogs"]
+    assert train_x.shape == (6, 16, 16, 3) and test_x.shape == (4, 16, 16, 3)
+    assert train_x.dtype == np.uint8
+    assert sorted(test_y.tolist()) == [0, 0, 1, 1]  # stratified
+    assert sorted(np.concatenate([train_y, test_y]).tolist()) == [0] * 5 + [1] * 5
+
+
+def test_load_dataset_digits_matches_the_split():
+    train_x, train_y, test_x, test_y, classes = load_dataset("digits")
+    images, labels = load_digits_images()
+    train, test = split_digits(0)
+    np.testing.assert_array_equal(test_x, images[test])
+    np.testing.assert_array_equal(train_y, labels[train])
+    assert classes == [str(i) for i in range(10)]

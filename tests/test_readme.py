@@ -40,5 +40,5 @@ def test_core_install_is_lean_and_the_demo_has_its_extra():
     core = setup["options"]["install_requires"].split()
     assert not {"keras-cv", "scikit-learn"} & set(core)
     extras = setup["options.extras_require"]
-    assert extras["demo"].split() == ["scikit-learn"]
+    assert extras["demo"].split() == ["scikit-learn", "pillow"]
     assert {"keras-cv", "scikit-learn", "tensorboard", "pillow"} <= set(extras["test"].split())

@@ -2,6 +2,7 @@
 each sub-command does."""
 
 import argparse
+import os
 import sys
 
 from . import commands
@@ -84,23 +85,31 @@ def build_parser():
 
     demo = subparsers.add_parser(
         "demo",
-        help="pretrain, reconstruct and linear-probe a small MAE on bundled real images (offline)",
-        description="Pretrain a small MAE with model.fit on scikit-learn's bundled handwritten "
-        "digits, write a "
-        "reconstruction grid, and report the linear-probe accuracy of the pretrained encoder "
-        "against a randomly "
-        "initialised one. Needs no network; about a minute and a half on two CPU cores.",
+        help="pretrain, reconstruct, fine-tune and probe a small MAE on bundled real images "
+        "(offline)",
+        description="MAE's protocol on scikit-learn's bundled handwritten digits: pretrain a "
+        "small MAE with model.fit, score its reconstructions of held-out digits against the "
+        "mean image and the untrained model, write a reconstruction grid, then fine-tune the "
+        "pretrained encoder and the same architecture from random initialisation, linear-probe "
+        "the pretrained encoder, and print a raw-pixel logistic regression beside them. Needs no "
+        "network; about three minutes on two CPU cores.",
     )
     demo.add_argument(
         "--output-dir",
         default="tfvitmae-demo",
-        help="where the model and PNG go (default: %(default)s)",
+        help="where the models and PNG go (default: %(default)s)",
     )
     demo.add_argument(
-        "--epochs", type=int, default=30, help="pretraining epochs (default: %(default)s)"
+        "--epochs", type=int, default=150, help="pretraining epochs (default: %(default)s)"
     )
     demo.add_argument(
-        "--probe-epochs", type=int, default=15, help="linear-probe epochs (default: %(default)s)"
+        "--finetune-epochs",
+        type=int,
+        default=10,
+        help="fine-tuning epochs, pretrained and from scratch alike (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--probe-epochs", type=int, default=10, help="linear-probe epochs (default: %(default)s)"
     )
     demo.add_argument(
         "--batch-size", type=int, default=128, help="batch size (default: %(default)s)"
@@ -305,11 +314,14 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    for name in ("epochs", "batch_size", "probe_epochs"):
+    for name in ("epochs", "batch_size", "probe_epochs", "finetune_epochs"):
         if getattr(args, name, 1) < 1:
             parser.error(
                 f"--{name.replace('_', '-')} must be at least 1, received {getattr(args, name)}"
             )
+    # TensorFlow's C++ start-up lines (no GPU found, CPU features, XLA) are
+    # not for a command's user; its errors still show. Set the variable to see all.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return args.func(args)
     except (

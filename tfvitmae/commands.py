@@ -262,6 +262,7 @@ def demo(args):
     result = run_demo(
         output_dir=args.output_dir,
         epochs=args.epochs,
+        finetune_epochs=args.finetune_epochs,
         probe_epochs=args.probe_epochs,
         batch_size=args.batch_size,
         seed=args.seed,
