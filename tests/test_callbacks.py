@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from tfvitmae import TFViTMAEForPreTraining
 from tfvitmae.callbacks import (
+    EmptyEpochError,
     NonFiniteLossError,
     ReconstructionCallback,
     SavePretrained,
@@ -17,19 +18,38 @@ from .helpers import pixels, tiny_config
 
 
 @pytest.mark.parametrize("loss", [math.nan, math.inf, -math.inf])
-def test_stop_on_non_finite_loss_names_epoch_batch_and_checkpoint(loss):
-    callback = StopOnNonFiniteLoss(checkpoint_hint="runs/mae")
+def test_stop_on_non_finite_loss_names_epoch_batch_and_checkpoint(loss, tmp_path):
+    callback = StopOnNonFiniteLoss(checkpoint_hint=str(tmp_path))
     callback.on_epoch_begin(2)
     callback.on_train_batch_end(0, {"loss": 1.5})  # finite: nothing happens
     callback.on_train_batch_end(1, {})
-    with pytest.raises(
-        NonFiniteLossError,
-        match=rf"loss became {loss} at epoch 3, batch 5.*last good checkpoint is in runs/mae",
-    ):
+    with pytest.raises(NonFiniteLossError, match=rf"loss became {loss} at epoch 3, batch 5.*No "):
+        callback.on_train_batch_end(4, {"loss": np.float32(loss)})
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(NonFiniteLossError, match=rf"last good checkpoint is in {tmp_path}"):
         callback.on_train_batch_end(4, {"loss": np.float32(loss)})
     with pytest.raises(NonFiniteLossError) as raised:
         StopOnNonFiniteLoss().on_train_batch_end(0, {"loss": loss})
     assert "checkpoint" not in str(raised.value)
+
+
+def test_the_guard_checks_weights_and_empty_epochs_at_epoch_end(tmp_path):
+    model = TFViTMAEForPreTraining(tiny_config())
+    guard = StopOnNonFiniteLoss()
+    guard.set_model(model)
+    guard.on_epoch_begin(0)
+    with pytest.raises(EmptyEpochError, match="Epoch 1 ran no training batch"):
+        guard.on_epoch_end(0, {})
+    guard.on_train_batch_end(0, {"loss": 0.5})
+    guard.on_epoch_end(0, {"loss": 0.5})  # finite weights: nothing happens
+    weight = model.trainable_weights[3]
+    weight.assign(np.full(weight.shape, np.nan, "float32"))
+    with pytest.raises(NonFiniteLossError, match="weights became NaN or infinite during epoch 1"):
+        guard.on_epoch_end(0, {"loss": 0.5})
+    save = SavePretrained(str(tmp_path / "ckpt"))
+    save.set_model(model)
+    save.on_epoch_end(0, {"loss": 0.5})  # finite loss, NaN weights: not saved
+    assert not (tmp_path / "ckpt").exists()
 
 
 def test_save_pretrained_skips_non_finite_epochs(tmp_path):

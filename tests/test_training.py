@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from tfvitmae import TFViTMAEForPreTraining
-from tfvitmae.callbacks import NonFiniteLossError
+from tfvitmae.callbacks import EmptyEpochError, NonFiniteLossError
 from tfvitmae.classification import TFViTMAEForImageClassification
 from tfvitmae.optimizers import LayerDecayAdamW
 from tfvitmae.training import pretrain, train_classifier
@@ -134,6 +134,68 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
             model, bad, epochs=2, batch_size=4, output_dir=str(tmp_path), overwrite=True, verbose=0
         )
     assert (tmp_path / "model.weights.h5").read_bytes() == saved
+
+
+def all_finite_h5(path):
+    import h5py
+
+    arrays = []
+
+    def collect(name, item):
+        if isinstance(item, h5py.Dataset):
+            arrays.append(item[()])
+
+    with h5py.File(path, "r") as f:
+        f.visititems(collect)
+    floats = [a for a in arrays if np.issubdtype(np.asarray(a).dtype, np.floating)]
+    return floats and all(np.isfinite(a).all() for a in floats)
+
+
+@pytest.mark.slow
+def test_divergence_never_saves_non_finite_weights(tmp_path):
+    """Issue 12's case: base_lr=1e5. The epoch's last update breaks the weights
+    after its loss was measured; neither the checkpoint nor the backup may
+    hold them."""
+    config = tiny_config()
+    model = TFViTMAEForPreTraining(config, seed=0)
+    data = tf.data.Dataset.from_tensor_slices(pixels(config, batch=8)).batch(4)
+    with pytest.raises(NonFiniteLossError) as raised:
+        pretrain(
+            model,
+            data,
+            epochs=6,
+            batch_size=4,
+            output_dir=str(tmp_path),
+            base_lr=1e5,
+            warmup_epochs=1,
+            verbose=0,
+        )
+    saved = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.h5"))
+    assert all(all_finite_h5(tmp_path / name) for name in saved), saved
+    if (tmp_path / "model.weights.h5").exists():
+        assert "last good checkpoint is in" in str(raised.value)
+    else:
+        assert "No checkpoint was saved" in str(raised.value)
+
+
+def test_an_empty_dataset_is_refused_and_nothing_is_saved(tmp_path):
+    model = TFViTMAEForPreTraining(tiny_config())
+    empty = tf.data.Dataset.from_tensor_slices(pixels(model.config, batch=2)).batch(2).take(0)
+    with pytest.raises(ValueError, match="The dataset is empty"):
+        pretrain(model, empty, epochs=1, batch_size=2, output_dir=str(tmp_path / "a"))
+    # A dataset that turns out empty (unknown length, e.g. undecodable files): no save.
+    unknown = empty.filter(lambda x: True)
+    with pytest.raises(EmptyEpochError, match="ran no training batch"):
+        pretrain(
+            model,
+            unknown,
+            epochs=1,
+            batch_size=2,
+            steps_per_epoch=3,
+            output_dir=str(tmp_path / "b"),
+            verbose=0,
+        )
+    assert not (tmp_path / "b" / "model.weights.h5").exists()
 
 
 def test_pretrain_needs_a_length():

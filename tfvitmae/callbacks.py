@@ -6,41 +6,81 @@ import os
 
 import keras
 import numpy as np
+from keras import ops
 
 from .visualization import reconstruction_grid, write_png
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss."""
+    """Training produced a NaN or infinite loss, or non-finite weights."""
+
+
+class EmptyEpochError(ValueError):
+    """An epoch ended without a single training batch."""
+
+
+def weights_are_finite(model):
+    """Whether every floating-point weight of `model` is finite."""
+    return all(
+        bool(ops.all(ops.isfinite(w)))
+        for w in model.weights
+        if keras.backend.is_float_dtype(w.dtype)
+    )
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stop at the first NaN/inf batch loss with a clear error.
+    """Stop training when it diverges, before anything non-finite is saved.
 
-    Raising (rather than `stop_training`) skips the epoch-end callbacks, so a
-    `ModelCheckpoint` keeps the last good checkpoint instead of saving NaN weights.
+    Checks the loss after every batch and, at every epoch end, that the epoch
+    ran at least one batch and that the weights are finite (the epoch's last
+    update can break them after its loss was measured). It raises
+    `NonFiniteLossError` (or `EmptyEpochError`): an exception, unlike
+    `stop_training`, skips the epoch-end callbacks after this one, so put it
+    first in `callbacks` and a `ModelCheckpoint`, `SavePretrained` or backup
+    keeps the last good state. Works with any `fit`.
+
+    Args:
+        checkpoint_hint: The folder where training saves (named in the error).
     """
 
     def __init__(self, checkpoint_hint=None):
         super().__init__()
         self.checkpoint_hint = checkpoint_hint
         self.epoch = 0
+        self.batches = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
+        self.batches = 0
+
+    def _hint(self):
+        folder = self.checkpoint_hint
+        if not folder:
+            return ""
+        if os.path.isfile(os.path.join(folder, "config.json")):
+            return f" The last good checkpoint is in {folder}."
+        return f" No checkpoint was saved in {folder}."
 
     def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            hint = (
-                f" The last good checkpoint is in {self.checkpoint_hint}."
-                if self.checkpoint_hint
-                else ""
-            )
             raise NonFiniteLossError(
                 f"The loss became {float(loss)} at epoch {self.epoch + 1}, batch {batch + 1}; "
-                "training stopped. "
-                f"Lower the learning rate or check the inputs.{hint}"
+                f"training stopped. Lower the learning rate or check the inputs.{self._hint()}"
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.batches == 0:
+            raise EmptyEpochError(
+                f"Epoch {epoch + 1} ran no training batch: the dataset yielded nothing (for a "
+                "folder, no image in it could be decoded). Nothing was saved for this epoch."
+            )
+        if not weights_are_finite(self.model):
+            raise NonFiniteLossError(
+                f"The weights became NaN or infinite during epoch {epoch + 1} (its last update "
+                "diverged); training stopped before saving them. Lower the learning rate or "
+                f"check the inputs.{self._hint()}"
             )
 
 
@@ -103,7 +143,8 @@ class LogLearningRate(keras.callbacks.Callback):
 
 class SavePretrained(keras.callbacks.Callback):
     """Save the model with `save_pretrained(directory)` at every epoch end, so the
-    latest good weights load with `from_pretrained(directory)`."""
+    latest good weights load with `from_pretrained(directory)`; epochs with a
+    non-finite loss or weights are not saved."""
 
     def __init__(self, directory):
         super().__init__()
@@ -113,4 +154,6 @@ class SavePretrained(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             return  # keep the last good checkpoint
+        if not weights_are_finite(self.model):
+            return
         self.model.save_pretrained(self.directory)

@@ -40,7 +40,9 @@ def _steps_per_epoch(dataset, steps_per_epoch):
     if steps_per_epoch is not None:
         return steps_per_epoch
     cardinality = int(dataset.cardinality())
-    if cardinality <= 0:
+    if cardinality == 0:
+        raise ValueError("The dataset is empty: there is nothing to train on")
+    if cardinality < 0:
         raise ValueError("The dataset's length is unknown or infinite: pass steps_per_epoch")
     return cardinality
 
