@@ -1,8 +1,26 @@
+import csv
 import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 
-from tfvitmae.runs import RUN_FILE, RunConflictError, RunProgress, read_run, start_run
+from tfvitmae.runs import (
+    CSV_LOG,
+    RUN_FILE,
+    RunConflictError,
+    RunProgress,
+    backups,
+    read_run,
+    start_run,
+)
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 SETTINGS = {"data": "/images", "batch_size": 8, "seed": 0}
 
@@ -82,3 +100,109 @@ def test_files_no_run_wrote_are_not_trained_over(tmp_path):
     (tmp_path / RUN_FILE).write_text("{broken")
     with pytest.raises(RunConflictError, match=r"unreadable"):
         start_run(str(tmp_path), SETTINGS, epochs=1)
+
+
+def run_script(output_dir, epochs, *extra):
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.interrupted_run", str(output_dir), str(epochs), *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish_run(output_dir, epochs):
+    """Rerun to the end; the output must say whether it resumed or started afresh."""
+    process = run_script(output_dir, epochs)
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, out
+    said = re.search(r"(resuming the run in .*|starting a new run in .*)", out)
+    assert said, out
+    assert read_run(str(output_dir))["finished"], out
+    return said.group(1), out
+
+
+def log(output_dir):
+    with open(os.path.join(output_dir, CSV_LOG)) as f:
+        return {int(row["epoch"]): row for row in csv.DictReader(f)}
+
+
+@pytest.mark.slow
+def test_a_kill_inside_the_backup_write_leaves_a_resumable_run(tmp_path):
+    straight = tmp_path / "straight"
+    said, _ = finish_run(straight, 4)
+    assert said.startswith("starting a new run")
+    killed, marker = tmp_path / "killed", tmp_path / "in-backup-write"
+    process = run_script(killed, 4, "--pause-in-backup", str(marker))
+    deadline = time.time() + 120
+    while not marker.exists():  # epoch 2's backup is written, not yet renamed into place
+        assert process.poll() is None and time.time() < deadline, process.communicate()[0]
+        time.sleep(0.05)
+    process.kill()
+    process.communicate()
+    assert [epoch for epoch, _ in backups(str(killed))] == [1]
+    said, out = finish_run(killed, 4)
+    assert said.startswith("resuming the run") and "epoch_1" in said, out
+    assert not [n for n in os.listdir(killed / "backup") if n.startswith(".tmp-")]
+    assert [epoch for epoch, _ in backups(str(killed))] == [4]
+    # The resumed run continues the uninterrupted run's curves (same seed, data and masks).
+    resumed, reference = log(killed), log(straight)
+    for epoch in (2, 3):  # CSV epochs count from 0: the epochs after the restored one
+        for column in ("loss", "learning_rate"):
+            assert float(resumed[epoch][column]) == pytest.approx(
+                float(reference[epoch][column]), rel=1e-4
+            ), (column, epoch)
+
+
+@pytest.mark.slow
+def test_kills_at_any_time_leave_a_run_that_resumes_or_restarts(tmp_path):
+    for delay in (3.0, 5.0, 7.0, 9.0):
+        output_dir = tmp_path / f"after-{delay}s"
+        process = run_script(output_dir, 4)
+        time.sleep(delay)
+        process.kill()
+        process.communicate()
+        said, out = finish_run(output_dir, 4)
+        assert [epoch for epoch, _ in backups(str(output_dir))] == [4], out
+        assert sorted(log(output_dir)) == [0, 1, 2, 3], out
+
+
+def test_restore_falls_back_past_a_broken_backup_and_names_unusable_ones(tmp_path):
+    import keras
+    import numpy as np
+
+    from tests.helpers import tiny_config
+    from tfvitmae import TFViTMAEForPreTraining
+    from tfvitmae.runs import RunBackup, restore_backup
+
+    def compiled():
+        model = TFViTMAEForPreTraining(tiny_config(), seed=0)
+        model.compile(optimizer=keras.optimizers.AdamW(1e-3))
+        model.optimizer.build(model.trainable_variables)
+        return model
+
+    model = compiled()
+    backup = RunBackup(str(tmp_path))
+    backup.set_model(model)
+    backup.on_epoch_end(0)
+    saved = [w.numpy() for w in model.weights]
+    backup.on_epoch_end(1)  # epoch 2's backup replaces epoch 1's...
+    assert [epoch for epoch, _ in backups(str(tmp_path))] == [2]
+    (tmp_path / "backup" / "epoch_1").mkdir()  # ...so put an older one back by hand
+    for name in ("state.weights.h5", "random_state.json"):
+        shutil.copy(tmp_path / "backup" / "epoch_2" / name, tmp_path / "backup" / "epoch_1")
+    (tmp_path / "backup" / "epoch_2" / "state.weights.h5").write_bytes(b"truncated")
+    (tmp_path / "backup" / ".tmp-killed").mkdir()  # a killed write's leftovers
+    fresh = compiled()
+    with pytest.warns(UserWarning, match=r"epoch_2.*unreadable.*trying an older one"):
+        epoch, path = restore_backup(fresh, str(tmp_path))
+    assert epoch == 1 and path.endswith(os.path.join("epoch_1", "state.weights.h5"))
+    for restored, original in zip(fresh.weights, saved):
+        np.testing.assert_array_equal(restored.numpy(), original)
+    backup.on_train_begin()
+    assert sorted(os.listdir(tmp_path / "backup")) == ["epoch_1", "epoch_2"]
+    (tmp_path / "backup" / "epoch_1" / "state.weights.h5").write_bytes(b"also broken")
+    with pytest.raises(RunConflictError, match=r"No backup .* can be resumed from.*--overwrite"):
+        with pytest.warns(UserWarning):
+            restore_backup(compiled(), str(tmp_path))

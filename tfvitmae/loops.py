@@ -10,7 +10,9 @@ def is_multi_worker(strategy):
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
-def train_loop(model, dataset, epochs, steps_per_epoch=None, callbacks=(), verbose=1):
+def train_loop(
+    model, dataset, epochs, steps_per_epoch=None, callbacks=(), verbose=1, initial_epoch=0
+):
     """A plain distributed training loop for a compiled `TFViTMAEForPreTraining`.
 
     Keras 3.15's `fit` fails under `MultiWorkerMirroredStrategy` (its
@@ -18,7 +20,8 @@ def train_loop(model, dataset, epochs, steps_per_epoch=None, callbacks=(), verbo
     workers), so `pretrain` uses this loop there. It runs `strategy.run` over
     the distributed dataset with the model's own (replica-scaled) loss and
     optimizer, and calls the callbacks' batch and epoch hooks. Only the chief
-    worker runs the callbacks, so checkpoints are written once.
+    worker runs the callbacks, so checkpoints are written once. `initial_epoch`
+    is the number of epochs a restored backup already trained.
 
     Returns:
         `{"loss": [mean loss per epoch]}`.
@@ -55,7 +58,7 @@ def train_loop(model, dataset, epochs, steps_per_epoch=None, callbacks=(), verbo
     history = {"loss": []}
     for callback in callbacks:
         callback.on_train_begin()
-    for epoch in range(epochs):
+    for epoch in range(initial_epoch, epochs):
         for callback in callbacks:
             callback.on_epoch_begin(epoch)
         losses = []

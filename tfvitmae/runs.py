@@ -1,8 +1,9 @@
 """Training runs in an output directory: what a rerun into it does.
 
-A run records its settings and progress in `output_dir/run.json`; Keras'
-`BackupAndRestore` keeps the weights and optimizer state in
-`output_dir/backup/`. Before training, `start_run` decides:
+A run records its settings and progress in `output_dir/run.json`, and
+`RunBackup` keeps the weights and optimizer state in `output_dir/backup/`,
+written atomically (`restore_backup` reads them back). Before training,
+`start_run` decides:
 
 - an empty or new directory: a fresh run;
 - the same settings, not finished: resume where it stopped;
@@ -13,15 +14,21 @@ A run records its settings and progress in `output_dir/run.json`; Keras'
 
 import json
 import os
+import re
 import shutil
+import warnings
 
 import keras
 
-from .files import atomic_write_text, read_json
+from .callbacks import weights_are_finite
+from .files import atomic_write_text, publish_dir, read_json, staging_dir
 
 RUN_FILE = "run.json"
 BACKUP_DIR = "backup"
 CSV_LOG = "training_log.csv"
+STATE_FILE = "state.weights.h5"
+RNG_FILE = "random_state.json"
+_EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
 
 
 class RunConflictError(ValueError):
@@ -55,6 +62,116 @@ def _differences(saved, settings):
     ]
 
 
+def remove_leftovers(folder):
+    """Remove the `.tmp-*` staging files and folders a killed process left in `folder`."""
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if name.startswith(".tmp-"):
+                path = os.path.join(folder, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.remove(path)
+
+
+def backups(output_dir):
+    """The complete backups in `output_dir`, as `[(epoch, state file)]`, newest first."""
+    folder = os.path.join(output_dir, BACKUP_DIR)
+    found = []
+    for name in os.listdir(folder) if os.path.isdir(folder) else ():
+        match = _EPOCH_DIR.match(name)
+        if match and os.path.isfile(os.path.join(folder, name, STATE_FILE)):
+            found.append((int(match.group(1)), os.path.join(folder, name, STATE_FILE)))
+    return sorted(found, reverse=True)
+
+
+def restore_backup(model, output_dir):
+    """Load the newest readable backup (weights and optimizer state) into the
+    compiled `model`.
+
+    Returns:
+        `(epoch, path)` of the backup restored, or `(0, None)` if there is none.
+
+    Raises:
+        RunConflictError: Backups exist, but none can be read.
+    """
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    unreadable = []
+    for epoch, path in backups(output_dir):
+        try:
+            model.load_weights(path)
+            _restore_random_state(model, os.path.join(os.path.dirname(path), RNG_FILE))
+            return epoch, path
+        except (OSError, ValueError) as e:
+            unreadable.append(f"{path} ({e})")
+            warnings.warn(f"Backup {path} is unreadable ({e}); trying an older one")
+    legacy = os.path.join(output_dir, BACKUP_DIR, "latest.weights.h5")
+    if os.path.exists(legacy):
+        unreadable.append(f"{legacy} (written by an earlier version)")
+    if unreadable:
+        raise RunConflictError(
+            f"No backup in {os.path.join(output_dir, BACKUP_DIR)} can be resumed from: "
+            f"{'; '.join(unreadable)}. Pass overwrite (--overwrite) to start afresh"
+        )
+    return 0, None
+
+
+def _seed_states(model):
+    # Keras keeps the random generators' states (masking, dropout) out of
+    # `save_weights`; without them a resumed run would draw other masks.
+    return [v for v in model.variables if "seed_generator_state" in v.path]
+
+
+def _restore_random_state(model, path):
+    if os.path.isfile(path):
+        states = read_json(path)["seed_generator_states"]
+        variables = _seed_states(model)
+        if len(states) != len(variables):
+            raise ValueError(
+                f"{path} holds {len(states)} random generator states, the model has "
+                f"{len(variables)}"
+            )
+        for variable, state in zip(variables, states):
+            variable.assign(state)
+
+
+class RunBackup(keras.callbacks.Callback):
+    """After every epoch, back up the weights and optimizer state to resume from.
+
+    Each backup (the weights and optimizer state in `state.weights.h5`, the
+    random generators' states in `random_state.json`) is written into a
+    temporary folder and renamed to `output_dir/backup/epoch_N/` once
+    complete; only then is the previous one removed. A kill at any instant
+    leaves at least one complete backup, and non-finite weights are never
+    backed up.
+    """
+
+    def __init__(self, output_dir):
+        super().__init__()
+        self.output_dir = output_dir
+        self.folder = os.path.join(output_dir, BACKUP_DIR)
+
+    def on_train_begin(self, logs=None):
+        remove_leftovers(self.folder)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not weights_are_finite(self.model):
+            return
+        target = os.path.join(self.folder, f"epoch_{epoch + 1}")
+        with staging_dir(self.folder) as staged:
+            self.model.save_weights(os.path.join(staged, STATE_FILE))
+            states = [v.numpy().tolist() for v in _seed_states(self.model)]
+            with open(os.path.join(staged, RNG_FILE), "w", encoding="utf-8") as f:
+                json.dump({"seed_generator_states": states}, f)
+            if os.path.isdir(target):  # this epoch again, after a resume
+                shutil.rmtree(target)
+            publish_dir(staged, target)
+        for older, path in backups(self.output_dir):
+            if older != epoch + 1:
+                shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+
+
 def start_run(output_dir, settings, epochs, resume=None, overwrite=False):
     """Decide how a run with `settings` (a JSON-able dict) of `epochs` epochs
     uses `output_dir`, and record it there.
@@ -75,6 +192,7 @@ def start_run(output_dir, settings, epochs, resume=None, overwrite=False):
             says what to do.
     """
     os.makedirs(output_dir, exist_ok=True)
+    remove_leftovers(output_dir)
     record = read_run(output_dir)
     settings = {**settings, "epochs": epochs}
     new_record = {"settings": settings, "epochs_done": 0, "finished": False}

@@ -30,7 +30,7 @@ from .optimizers import (  # noqa: F401
     layer_decay_multipliers,
     mae_optimizer,
 )
-from .runs import BACKUP_DIR, CSV_LOG, RunProgress, start_run
+from .runs import CSV_LOG, RunBackup, RunProgress, restore_backup, start_run
 from .schedules import WarmupCosineDecay, scaled_learning_rate  # noqa: F401
 from .visualization import reconstruct, write_reconstruction_grid  # noqa: F401
 
@@ -48,24 +48,31 @@ def _steps_per_epoch(dataset, steps_per_epoch):
 
 
 def _run_callbacks(model, output_dir, epochs, settings, resume, overwrite, log_dir, verbose):
-    """Start (or resume) the run in `output_dir`; its bookkeeping callbacks:
-    the learning rate in the logs, a backup to resume from, `run.json`
-    progress, the CSV log and, with `log_dir`, TensorBoard."""
+    """Start (or resume) the run in `output_dir`.
+
+    Returns:
+        `(callbacks, initial_epoch)`: the run's bookkeeping callbacks (the
+        learning rate in the logs, an atomic backup to resume from, `run.json`
+        progress, the CSV log and, with `log_dir`, TensorBoard), and the epoch
+        the restored backup ends (0 for a fresh run).
+    """
     mode, message = start_run(output_dir, settings, epochs, resume=resume, overwrite=overwrite)
+    initial_epoch = 0
+    if mode == "resume":
+        initial_epoch, path = restore_backup(model, output_dir)
+        message += f" (weights and optimizer restored from {path})" if path else " (no backup yet)"
     if verbose:
         print(message)
     callbacks = [
         LogLearningRate(),
-        keras.callbacks.BackupAndRestore(
-            os.path.join(output_dir, BACKUP_DIR), delete_checkpoint=False
-        ),
+        RunBackup(output_dir),
         RunProgress(output_dir, epochs),
         keras.callbacks.CSVLogger(os.path.join(output_dir, CSV_LOG), append=mode == "resume"),
     ]
     if log_dir:
         _check_tensorboard()
         callbacks.append(keras.callbacks.TensorBoard(log_dir))
-    return callbacks
+    return callbacks, initial_epoch
 
 
 def _check_tensorboard():
@@ -154,9 +161,10 @@ def pretrain(
         **(run_settings or {}),
     )
     all_callbacks = [StopOnNonFiniteLoss(checkpoint_hint=output_dir), SavePretrained(output_dir)]
-    all_callbacks += _run_callbacks(
+    run_callbacks, initial_epoch = _run_callbacks(
         model, output_dir, epochs, settings, resume, overwrite, log_dir, verbose
     )
+    all_callbacks += run_callbacks
     if reconstruction_images is not None:
         all_callbacks.append(
             ReconstructionCallback(
@@ -169,16 +177,15 @@ def pretrain(
     all_callbacks.extend(callbacks)
     if is_multi_worker(tf.distribute.get_strategy()):
         history = keras.callbacks.History()
-        loop_callbacks = [
-            c for c in all_callbacks if not isinstance(c, keras.callbacks.BackupAndRestore)
-        ]
+        loop_callbacks = [c for c in all_callbacks if not isinstance(c, RunBackup)]
         history.history = train_loop(
-            model, dataset, epochs, steps_per_epoch, loop_callbacks, verbose=verbose
+            model, dataset, epochs, steps_per_epoch, loop_callbacks, verbose, initial_epoch
         )
         return history
     return model.fit(
         dataset,
         epochs=epochs,
+        initial_epoch=initial_epoch,
         steps_per_epoch=steps_per_epoch,
         callbacks=all_callbacks,
         verbose=verbose,
@@ -254,6 +261,7 @@ def train_classifier(
             validation_data = validation_data.map(lambda x, y: (x, tf.one_hot(y, depth)))
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
     callbacks = [StopOnNonFiniteLoss(checkpoint_hint=output_dir)]
+    initial_epoch = 0
     if output_dir:
         settings = dict(
             model_config=model.config.to_dict(),
@@ -269,15 +277,17 @@ def train_classifier(
             **(run_settings or {}),
         )
         callbacks.append(SavePretrained(output_dir))
-        callbacks += _run_callbacks(
+        run_callbacks, initial_epoch = _run_callbacks(
             model, output_dir, epochs, settings, resume, overwrite, log_dir, verbose
         )
+        callbacks += run_callbacks
     elif log_dir:
         _check_tensorboard()
         callbacks += [LogLearningRate(), keras.callbacks.TensorBoard(log_dir)]
     return model.fit(
         train_data,
         epochs=epochs,
+        initial_epoch=initial_epoch,
         steps_per_epoch=steps_per_epoch,
         validation_data=validation_data,
         callbacks=callbacks,
