@@ -197,3 +197,16 @@ def test_shard_listed_in_the_index_but_missing(tmp_path):
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(CheckpointError, match="lists the shard model-00001-of-00002.safetensors"):
         read_checkpoint(str(tmp_path / "model.safetensors.index.json"))
+
+
+def test_a_bin_with_more_than_tensors_names_itself_and_the_entries(tmp_path):
+    path = tmp_path / "pytorch_model.bin"
+    torch.save({"encoder.weight": torch.zeros(2), "epoch": 3, "note": "x"}, path)
+    with pytest.raises(
+        CheckpointError,
+        match=r"pytorch_model.bin is not a plain state dict.*"
+        r"'epoch' \(int\), 'note' \(str\)",
+    ):
+        read_checkpoint(str(path))
+    torch.save({"model": {"encoder.weight": torch.ones(2)}, "epoch": 3}, path)  # MAE's layout
+    np.testing.assert_array_equal(read_checkpoint(str(path))["encoder.weight"], np.ones(2))

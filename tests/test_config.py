@@ -92,6 +92,10 @@ def test_presets():
         (dict(mask_ratio=1.0), r"mask_ratio must be a number in \[0, 1\), received 1.0"),
         (dict(mask_ratio=-0.1), r"mask_ratio .* received -0.1"),
         (
+            dict(image_size=16, patch_size=4, mask_ratio=0.99),
+            r"mask_ratio 0.99 keeps none of the 16 patches.* at most 0.9375",
+        ),
+        (
             dict(hidden_size=100, num_attention_heads=12),
             r"hidden_size \(100\) must be divisible .* heads \(12\)",
         ),

@@ -435,6 +435,9 @@ def test_export_errors_leave_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(FileExistsError, match="already exists.*new version directory"):
         export_for_serving(encoder, tmp_path / "served", version=3, verbose=False)
     assert os.listdir(tmp_path / "served" / "3") == ["saved_model.pb"]
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match=r"a_file' is a file, not a folder"):
+        export_for_serving(encoder, tmp_path / "a_file" / "vit_mae", verbose=False)
     with pytest.raises(ValueError, match="version must be a non-negative integer, received -1"):
         export_for_serving(encoder, tmp_path, version=-1)
     with pytest.raises(ValueError, match="not built"):

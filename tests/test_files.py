@@ -2,7 +2,13 @@ import os
 
 import pytest
 
-from tfvitmae.files import atomic_write, atomic_write_text, publish_dir, staging_dir
+from tfvitmae.files import (
+    atomic_write,
+    atomic_write_text,
+    check_folder_path,
+    publish_dir,
+    staging_dir,
+)
 
 
 def test_atomic_write_replaces_the_file(tmp_path):
@@ -48,3 +54,15 @@ def test_publish_dir_never_overwrites(tmp_path):
     with pytest.raises(OSError):
         publish_dir(str(other), str(tmp_path / "empty"))
     assert os.listdir(tmp_path / "empty") == ["saved_model.pb"]
+
+
+def test_a_file_in_the_way_of_a_folder_is_named(tmp_path):
+    blocker = tmp_path / "models"
+    blocker.write_text("not a folder")
+    for folder in (blocker, blocker / "vit_mae", blocker / "vit_mae" / "1"):
+        with pytest.raises(NotADirectoryError, match=rf"{blocker}' is a file, not a folder"):
+            check_folder_path(folder)
+        with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+            atomic_write_text(folder / "config.json", "{}")
+    check_folder_path(tmp_path / "new" / "deeper")  # missing folders are fine
+    assert sorted(os.listdir(tmp_path)) == ["models"]

@@ -111,7 +111,9 @@ def test_offline_mode_reads_the_cache_in_a_fresh_process(hub_cache):
 
 
 def test_missing_files_in_cache(tmp_path):
-    with pytest.raises(CheckpointError, match="No weights for 'someone/absent' in the local cache"):
+    with pytest.raises(
+        CheckpointError, match="No local directory 'someone/absent', and no weights for the Hub"
+    ):
         TFViTMAEModel.from_pretrained("someone/absent", cache_dir=tmp_path, local_files_only=True)
 
 
@@ -128,9 +130,15 @@ def test_resolve_files(tmp_path):
     assert resolve_files(str(tmp_path)) == (None, str(tmp_path / "model.weights.h5"))
 
 
-def test_missing_paths_and_empty_directories(tmp_path):
+def test_missing_paths_and_empty_directories(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="No file or directory at './nowhere'"):
         TFViTMAEForPreTraining.from_pretrained("./nowhere")
+    # A mistyped folder name is not sent to the Hub (offline, that took minutes of retries).
+    monkeypatch.setattr(
+        "huggingface_hub.hf_hub_download", lambda *a, **k: pytest.fail("asked the Hub")
+    )
+    with pytest.raises(FileNotFoundError, match="No local file or directory 'nonexistent_dir'"):
+        TFViTMAEForPreTraining.from_pretrained("nonexistent_dir")
     (tmp_path / "config.json").write_text(ViTMAEConfig(**REFERENCE_CONFIG).to_json_string())
     with pytest.raises(
         CheckpointError,

@@ -123,6 +123,14 @@ def _read_torch(path):
             data = data[key]
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} holds a {type(data).__name__}, expected a state dict")
+    others = {k: type(v).__name__ for k, v in data.items() if not isinstance(v, torch.Tensor)}
+    if others:
+        shown = ", ".join(f"{k!r} ({t})" for k, t in list(others.items())[:5])
+        raise CheckpointError(
+            f"{path} is not a plain state dict: besides tensors it holds {shown}"
+            f"{', ...' if len(others) > 5 else ''}. Save model.state_dict() alone, or put the "
+            "weights under a 'model' or 'state_dict' key"
+        )
     return {
         k: v.detach().float().numpy() if v.is_floating_point() else v.numpy()
         for k, v in data.items()

@@ -228,6 +228,12 @@ class ViTMAEConfig:
             )
         if self.num_patches < 1:
             raise ValueError(f"ViTMAEConfig gives no patches: image_size={self.image_size!r}")
+        if int(self.num_patches * (1 - self.mask_ratio)) < 1:
+            raise ValueError(
+                f"ViTMAEConfig.mask_ratio {self.mask_ratio} keeps none of the "
+                f"{self.num_patches} patches, so the encoder would see nothing; it must be at "
+                f"most {1 - 1 / self.num_patches:.4g} for this image and patch size"
+            )
 
     # ------------------------------------------------------------ derived sizes
     @property

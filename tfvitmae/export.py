@@ -36,7 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .files import publish_dir, staging_dir
+from .files import check_folder_path, publish_dir, staging_dir
 from .image_processor import decode_image
 from .inputs import check_pixel_values
 
@@ -203,6 +203,7 @@ def export_saved_model(model, export_dir, raw_inputs=True, warmup=False, top_k=5
         raise ValueError(
             f"export_saved_model exports tfvitmae models, received {type(model).__name__}"
         )
+    check_folder_path(os.path.dirname(os.path.abspath(export_dir)))
     if os.path.exists(export_dir) and (not os.path.isdir(export_dir) or os.listdir(export_dir)):
         raise FileExistsError(
             f"{export_dir} already exists; TF Serving versions are immutable, so export to a new "

@@ -14,10 +14,23 @@ import shutil
 import tempfile
 
 
+def check_folder_path(folder):
+    """Raise `NotADirectoryError` if `folder`, or the nearest of its parents
+    that exists, is a file (where `makedirs` would only say "File exists")."""
+    existing = os.path.abspath(os.fspath(folder))
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise NotADirectoryError(
+            f"Cannot create the folder {os.fspath(folder)!r}: {existing!r} is a file, not a folder"
+        )
+
+
 @contextlib.contextmanager
 def staging_dir(parent, prefix=".tmp-"):
     """A fresh temporary folder inside `parent` (created if missing), removed
     on exit whatever happens. Move finished files out of it with `os.replace`."""
+    check_folder_path(parent)
     os.makedirs(parent, exist_ok=True)
     folder = tempfile.mkdtemp(prefix=prefix, dir=parent)
     try:

@@ -98,6 +98,11 @@ def resolve_files(
         )
     if _is_local(name_or_path):
         raise FileNotFoundError(f"No file or directory at {name_or_path!r}")
+    if "/" not in name_or_path:
+        raise FileNotFoundError(
+            f"No local file or directory {name_or_path!r}, and it is not a Hub repo id "
+            "('owner/name', e.g. 'facebook/vit-mae-base')"
+        )
     hub_kwargs = dict(
         revision=revision,
         token=token,
@@ -122,9 +127,9 @@ def resolve_files(
         return config, path
     if unreachable:
         raise CheckpointError(
-            f"No weights for {name_or_path!r} in the local cache, and the Hub was not asked "
-            "(offline mode or "
-            f"local_files_only) or could not be reached; looked for {', '.join(WEIGHT_FILES)}"
+            f"No local directory {name_or_path!r}, and no weights for the Hub repo of that name "
+            "in the local cache; the Hub was not asked (offline mode or local_files_only) or "
+            f"could not be reached. Looked for {', '.join(WEIGHT_FILES)}"
         )
     raise CheckpointError(
         f"No weights in the Hub repo {name_or_path!r}: expected one of {', '.join(WEIGHT_FILES)}"

@@ -115,7 +115,16 @@ class RandomMasking(keras.layers.Layer):
 
     def call(self, sequence, noise=None, mask_ratio=None):
         batch, length = ops.shape(sequence)[0], sequence.shape[1]
-        len_keep = int(length * (1 - (self.mask_ratio if mask_ratio is None else mask_ratio)))
+        ratio = self.mask_ratio if mask_ratio is None else mask_ratio
+        len_keep = int(length * (1 - ratio))
+        if len_keep < 1:
+            raise ValueError(
+                f"mask_ratio {ratio} keeps no patch of {length}: the encoder would see nothing "
+                f"(at most {1 - 1 / length:.4g} keeps one)"
+            )
+        if noise is not None and tf.executing_eagerly():
+            if not bool(tf.reduce_all(tf.math.is_finite(tf.cast(noise, "float32")))):
+                raise ValueError("noise must be finite: it holds NaN or infinite values")
         if noise is None:
             if len_keep == length:
                 order = ops.broadcast_to(ops.arange(length, dtype="int32")[None], (batch, length))
