@@ -404,6 +404,12 @@ def test_client_requests_reach_the_signature_intact(exported):
             "images must have 3 channels",
         ),
         (
+            "reconstruct",
+            {"pixel_values": tf.zeros((2, 3, 48, 48))},
+            r"pixel_values must be float32 \(batch, channels, height, width\) = "
+            r"\(batch, 3, 32, 32\)",
+        ),
+        (
             "features_uint8",
             {"images": tf.zeros((20, 20, 3), tf.uint8)},
             r"Shape of tensor images \[20,20,3\] is not compatible with expected shape "
@@ -416,6 +422,22 @@ def test_bad_requests_fail_with_invalid_argument(exported, signature, inputs, pa
     fn = tf.saved_model.load(paths["pretraining"]).signatures[signature]
     with pytest.raises(tf.errors.InvalidArgumentError, match=pattern):
         fn(**inputs)
+
+
+@pytest.mark.slow
+def test_an_empty_batch_gives_empty_outputs(exported):
+    models, paths, _ = exported
+    for kind, signature, key, width in (
+        ("pretraining", "reconstruct", "reconstruction", 192),
+        ("classifier", "classify", "probabilities", 4),
+    ):
+        shape = (0, 3, 32, 32) if kind == "pretraining" else (0, 32, 32, 3)
+        served = tf.saved_model.load(paths[kind]).signatures[signature]
+        assert served(pixel_values=tf.zeros(shape))[key].shape[0] == 0
+        out = models[kind](np.zeros(shape, "float32"))  # the Keras model too
+        logits = out.logits if kind == "pretraining" else out
+        expected = (0, 16, width) if kind == "pretraining" else (0, width)
+        assert tuple(logits.shape) == expected
 
 
 @pytest.mark.slow

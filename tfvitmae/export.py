@@ -65,6 +65,21 @@ class _Signatures:
         shape = (None, c, h, w) if self.channels_first else (None, h, w, c)
         return tf.TensorSpec(shape, tf.float32, name="pixel_values")
 
+    def from_pixels(self, pixel_values):
+        """Check the shape in the graph, as TF Serving feeds any shape."""
+        expected = self.pixel_spec().shape[1:].as_list()
+        layout = "channels, height, width" if self.channels_first else "height, width, channels"
+        message = (
+            f"pixel_values must be float32 (batch, {layout}) = (batch, "
+            f"{', '.join(map(str, expected))})"
+        )
+        shape = tf.shape(pixel_values)
+        rank_check = tf.debugging.assert_equal(tf.size(shape), 4, message=message)
+        with tf.control_dependencies([rank_check]):
+            size_check = tf.debugging.assert_equal(shape[-3:], expected, message=message)
+        with tf.control_dependencies([size_check]):
+            return tf.identity(pixel_values)
+
     def to_model_layout(self, images_nhwc):
         return tf.transpose(images_nhwc, (0, 3, 1, 2)) if self.channels_first else images_nhwc
 
@@ -153,7 +168,7 @@ class _Signatures:
         bytes_spec = tf.TensorSpec((None,), tf.string, name="image_bytes")
         uint8_spec = tf.TensorSpec((None, None, None, None), tf.uint8, name="images")
         seed_spec = tf.TensorSpec((), tf.int64, name="seed")
-        inputs = {"": (self.pixel_spec(), lambda x: x)}
+        inputs = {"": (self.pixel_spec(), self.from_pixels)}
         if raw_inputs:
             inputs.update(
                 _image_bytes=(bytes_spec, self.from_bytes), _uint8=(uint8_spec, self.from_uint8)
