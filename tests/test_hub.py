@@ -333,3 +333,23 @@ def test_push_to_hub_refuses_what_save_pretrained_refuses(fake_hub, tmp_path, mo
     with pytest.raises(ValueError, match="no PyTorch layout"):
         model.save_pretrained(tmp_path / "both", pytorch=True, push_to_hub=True)
     assert fake_hub == {}
+
+
+def test_a_failed_write_is_named_and_changes_nothing(tmp_path, monkeypatch):
+    import torch
+
+    model = TFViTMAEForPreTraining(ViTMAEConfig(**REFERENCE_CONFIG))
+    model.save_pretrained(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def full_disk(*args, **kwargs):  # what torch.save says when the disk fills up
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 128")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(
+        OSError,
+        match=r"Could not save TFViTMAEForPreTraining to .* writing "
+        r"pytorch_model.bin .*enforce fail.* Is the disk full\?.* is unchanged",
+    ):
+        model.save_pretrained(tmp_path, pytorch=True, safe_serialization=False)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no .tmp-save-*

@@ -282,16 +282,25 @@ def save_pretrained(model, save_directory, pytorch=False, safe_serialization=Tru
     extras = model.config_extras(pytorch)
     state = model.pytorch_state_dict() if pytorch else None
     config = model.config.copy(**{"architectures": [architecture], **extras})
+    if pytorch:
+        weights_name = SAFE_WEIGHTS_NAME if safe_serialization else PT_WEIGHTS_NAME
+    else:
+        weights_name = KERAS_WEIGHTS_NAME
     with staging_dir(save_directory, prefix=".tmp-save-") as staging:
-        if pytorch:
-            weights_name = SAFE_WEIGHTS_NAME if safe_serialization else PT_WEIGHTS_NAME
-            writer = write_safetensors if safe_serialization else write_torch_bin
-            writer(state, os.path.join(staging, weights_name))
-        else:
-            weights_name = KERAS_WEIGHTS_NAME
-            model.save_weights(os.path.join(staging, weights_name))
-        config.save_pretrained(staging)
-        model.image_processor.save_pretrained(staging)
+        try:
+            if pytorch:
+                writer = write_safetensors if safe_serialization else write_torch_bin
+                writer(state, os.path.join(staging, weights_name))
+            else:
+                model.save_weights(os.path.join(staging, weights_name))
+            config.save_pretrained(staging)
+            model.image_processor.save_pretrained(staging)
+        except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError
+            raise OSError(
+                f"Could not save {class_name} to {save_directory}: writing {weights_name} and "
+                f"its config failed ({type(e).__name__}: {e}). Is the disk full? "
+                f"{save_directory} is unchanged"
+            ) from e
         _clear_other_weights(save_directory, keep=weights_name)
         written = []
         for name in (weights_name, CONFIG_NAME, PREPROCESSOR_NAME):
