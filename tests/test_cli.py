@@ -363,3 +363,28 @@ def test_export_command(tmp_path, capsys):
     assert (tmp_path / "serving" / "2" / "saved_model.pb").exists()
     assert main(command) == 1
     assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_pretrain_counts_only_usable_images_and_refuses_a_broken_folder(
+    tiny_checkpoint, tmp_path, capsys
+):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        image = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        (folder / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    for name in ("a.png", "b.png"):
+        (folder / name).write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    args = ["--model", str(tiny_checkpoint), "--epochs", "1", "--batch-size", "4", "--no-augment"]
+    with pytest.warns(UserWarning, match=r"Skipping 2 of the 10 images .*a\.png.*b\.png"):
+        assert main(["pretrain", str(folder), "--output-dir", str(tmp_path / "ok"), *args]) == 0
+    assert " on 8 images" in capsys.readouterr().out
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("a.png", "b.png"):
+        (broken / name).write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    assert main(["pretrain", str(broken), "--output-dir", str(tmp_path / "no"), *args]) == 1
+    assert "None of the 2 images" in capsys.readouterr().err
+    assert not (tmp_path / "no" / "model.weights.h5").exists()

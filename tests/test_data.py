@@ -31,7 +31,7 @@ def test_folder_pipeline_shapes_ranges_and_labels(tmp_path):
     assert len(paths) == n and classes == ["cats", "dogs"] and skipped == 2
     assert sorted(set(labels)) == [0, 1]
     ds, info = data.make_dataset(str(tmp_path), 32, 4, with_labels=True, seed=0, return_info=True)
-    assert info == dict(num_examples=n, skipped=2, class_names=["cats", "dogs"])
+    assert info == dict(num_examples=n, skipped=2, class_names=["cats", "dogs"], unreadable=[])
     batches = list(ds)
     assert sum(len(y) for _, y in batches) == n
     x, y = batches[0]
@@ -42,15 +42,29 @@ def test_folder_pipeline_shapes_ranges_and_labels(tmp_path):
     assert low - 1e-4 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= high + 1e-4
 
 
-def test_truncated_image_is_skipped_not_fatal(tmp_path):
+def test_truncated_images_are_named_skipped_and_not_counted(tmp_path):
     write_images(tmp_path, count=2)
     good = (tmp_path / "cats" / "0.png").read_bytes()
-    (tmp_path / "cats" / "broken.png").write_bytes(
-        good[: len(good) // 2]
-    )  # right header, broken data
-    ds = data.make_dataset(str(tmp_path), 16, 3, augment=False, shuffle=False)
-    total = sum(int(b.shape[0]) for b in ds)
-    assert total == 6  # 4 + gray + rgba; the broken one dropped
+    broken = [tmp_path / "cats" / "broken.png", tmp_path / "dogs" / "cut.png"]
+    for path in broken:
+        path.write_bytes(good[: len(good) // 2])  # right header, broken data
+    with pytest.warns(UserWarning, match=r"Skipping 2 of the 8 images .*broken.png.*cut.png"):
+        ds, info = data.make_dataset(
+            str(tmp_path), 16, 3, augment=False, shuffle=False, return_info=True
+        )
+    assert info["num_examples"] == 6 and info["unreadable"] == [str(p) for p in broken]
+    assert sum(int(b.shape[0]) for b in ds) == 6  # 4 + gray + rgba
+    # Without the check, broken files are still dropped (while training), just not named.
+    unchecked = data.make_dataset(str(tmp_path), 16, 3, augment=False, verify_images=False)
+    assert sum(int(b.shape[0]) for b in unchecked) == 6
+
+
+def test_a_folder_of_only_broken_images_is_refused(tmp_path):
+    (tmp_path / "cats").mkdir()
+    for i in range(3):
+        (tmp_path / "cats" / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(ValueError, match=r"None of the 3 images in .* could be decoded.*0.png"):
+        data.make_dataset(str(tmp_path), 16, 2)
 
 
 def test_deterministic_under_seed_and_new_each_epoch():

@@ -126,6 +126,7 @@ def pretrain(args):
             augment=False,
             shuffle=False,
             num_channels=config.num_channels,
+            verify_images=False,  # checked above; broken files are dropped here too
         )
         history = run_pretraining(
             model,

@@ -16,12 +16,17 @@ batches of normalised `pixel_values` (and labels) out.
 
 import math
 import os
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from .image_folders import list_image_files, split_files  # noqa: F401  (re-exported)
+from .image_folders import (  # noqa: F401  (re-exported)
+    find_unreadable,
+    list_image_files,
+    split_files,
+)
 from .image_processor import (  # noqa: F401  (re-exported: their first home)
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -123,10 +128,11 @@ def random_resized_crop(
     return tf.clip_by_value(resized, 0.0, 255.0)
 
 
-def _from_source(source, labels, num_channels, progress):
+def _from_source(source, labels, num_channels, progress, verify_images=True):
     """`(dataset, decode, info)`: a dataset of `(image or file path, label)`, the
     function that turns an element into `(image (H, W, C), label)` (for file
-    paths, after shuffling), and `{"num_examples", "skipped", "class_names"}`."""
+    paths, after shuffling), and `{"num_examples", "skipped", "class_names",
+    "unreadable"}`."""
     files = (
         isinstance(source, (list, tuple)) and source and isinstance(source[0], (str, os.PathLike))
     )
@@ -140,11 +146,22 @@ def _from_source(source, labels, num_channels, progress):
             labels = [0] * len(paths)
         if len(labels) != len(paths):
             raise ValueError(f"Expected one label per image ({len(paths)}), received {len(labels)}")
+        unreadable = find_unreadable(paths, num_channels) if verify_images else []
+        if unreadable:
+            _report_unreadable(source if not files else "the file list", paths, unreadable)
+            bad = set(unreadable)
+            kept = [(p, y) for p, y in zip(paths, labels) if p not in bad]
+            paths, labels = [p for p, _ in kept], [y for _, y in kept]
 
         def decode(path, label):
             return decode_image(tf.io.read_file(path), num_channels), label
 
-        info = dict(num_examples=len(paths), skipped=skipped, class_names=class_names)
+        info = dict(
+            num_examples=len(paths),
+            skipped=skipped,
+            class_names=class_names,
+            unreadable=unreadable,
+        )
         return tf.data.Dataset.from_tensor_slices((paths, labels)), decode, info
     if isinstance(source, tf.data.Dataset):
         spec = source.element_spec
@@ -169,7 +186,7 @@ def _from_source(source, labels, num_channels, progress):
                 "Dataset images must be single (height, width, channels) images, received shape "
                 f"{image_spec.shape}"
             )
-        return ds, None, dict(num_examples=None, skipped=0, class_names=[])
+        return ds, None, dict(num_examples=None, skipped=0, class_names=[], unreadable=[])
     array = np.asarray(source)
     if array.ndim == 3:  # (n, h, w) grayscale
         array = array[..., None]
@@ -186,8 +203,23 @@ def _from_source(source, labels, num_channels, progress):
     y = np.zeros(len(array), np.int64) if labels is None else np.asarray(labels)
     if len(y) != len(array):
         raise ValueError(f"Expected one label per image ({len(array)}), received {len(y)}")
-    info = dict(num_examples=len(array), skipped=0, class_names=[])
+    info = dict(num_examples=len(array), skipped=0, class_names=[], unreadable=[])
     return tf.data.Dataset.from_tensor_slices((array, y)), None, info
+
+
+def _report_unreadable(where, paths, unreadable):
+    shown = ", ".join(unreadable[:10]) + (
+        f" and {len(unreadable) - 10} more" if len(unreadable) > 10 else ""
+    )
+    if len(unreadable) == len(paths):
+        raise ValueError(
+            f"None of the {len(paths)} images in {where} could be decoded "
+            f"(broken or truncated files): {shown}"
+        )
+    warnings.warn(
+        f"Skipping {len(unreadable)} of the {len(paths)} images in {where} that could not be "
+        f"decoded (broken or truncated files): {shown}"
+    )
 
 
 def make_dataset(
@@ -213,6 +245,7 @@ def make_dataset(
     repeat=False,
     return_info=False,
     progress=None,
+    verify_images=True,
 ):
     """Build a batched, prefetched `tf.data.Dataset` of `pixel_values`.
 
@@ -248,8 +281,14 @@ def make_dataset(
         drop_remainder: Drop the last, smaller batch.
         repeat: Repeat forever (pair with `steps_per_epoch`; folders with
             undecodable images have no known length otherwise).
-        return_info: Also return `{"num_examples", "skipped", "class_names"}`.
+        return_info: Also return `{"num_examples", "skipped", "class_names",
+            "unreadable"}`: the images used, the other files skipped, the classes,
+            and the image files that did not decode.
         progress: A stream (e.g. `sys.stderr`) for the folder scan's count.
+        verify_images: Decode every file once before training (in parallel)
+            so that broken ones are named in a warning and not counted; a
+            folder with no readable image is refused. Without it, broken files
+            are dropped silently while training.
     """
     if (
         isinstance(batch_size, bool)
@@ -260,7 +299,7 @@ def make_dataset(
     check_data_format(data_format)
     processor = _processor(image_size, mean, std, processor).with_channels(num_channels)
     size = processor.size
-    ds, decode, info = _from_source(source, labels, num_channels, progress)
+    ds, decode, info = _from_source(source, labels, num_channels, progress, verify_images)
     if info["num_examples"] is not None and drop_remainder and info["num_examples"] < batch_size:
         raise ValueError(
             f"batch_size {batch_size} is larger than the dataset ({info['num_examples']} images) "
