@@ -81,3 +81,26 @@ def test_reconstruction_callback_writes_comparable_grids(tmp_path):
     other_mask.set_model(model)
     other_mask.on_epoch_end(0)
     assert tf.io.read_file(other_mask.paths[0]).numpy() != a  # the seed picks the mask
+
+
+@pytest.mark.slow
+def test_the_guard_in_a_plain_fit_stops_before_a_checkpoint_saves_nan(tmp_path):
+    import keras
+
+    config = tiny_config()
+    model = TFViTMAEForPreTraining(config, seed=0)
+    model.compile(optimizer=keras.optimizers.SGD(1e4))
+    path = str(tmp_path / "ckpt.weights.h5")
+    checkpoint = keras.callbacks.ModelCheckpoint(path, save_weights_only=True)
+    with pytest.raises(NonFiniteLossError):
+        model.fit(
+            pixels(config, batch=8),
+            batch_size=4,
+            epochs=5,
+            verbose=0,
+            callbacks=[StopOnNonFiniteLoss(), checkpoint],
+        )
+    if os.path.exists(path):  # an epoch that ended finite may have been saved: only finite
+        saved = TFViTMAEForPreTraining(config)
+        saved.load_weights(path)
+        assert all(np.isfinite(w.numpy()).all() for w in saved.weights if w.dtype == "float32")
