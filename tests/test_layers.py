@@ -86,10 +86,11 @@ def test_random_masking_follows_noise_and_seed():
     assert not np.array_equal(a, c)  # the seed is used (equal by chance: ~1e-7)
 
 
-def test_masking_refuses_to_keep_nothing_and_non_finite_noise():
+def test_masking_warns_when_it_keeps_nothing_and_refuses_non_finite_noise():
     seq = np.zeros((2, 16, 4), "float32")
-    with pytest.raises(ValueError, match=r"mask_ratio 0.99 keeps no patch of 16"):
-        RandomMasking(0.75)(seq, mask_ratio=0.99)
+    with pytest.warns(UserWarning, match=r"mask_ratio 0.99 keeps no patch of 16"):
+        kept, mask, _ = RandomMasking(0.75)(seq, mask_ratio=0.99)
+    assert kept.shape == (2, 0, 4) and mask.numpy().all()
     noise = np.random.default_rng(0).random((2, 16)).astype("float32")
     noise[1, 3] = np.nan
     with pytest.raises(ValueError, match="noise must be finite"):

@@ -5,6 +5,8 @@ Attention is in `attention.py`, the fixed position tables in `position.py`;
 the encoder and decoder stacks built from these are in `stacks.py`.
 """
 
+import warnings
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -117,10 +119,10 @@ class RandomMasking(keras.layers.Layer):
         batch, length = ops.shape(sequence)[0], sequence.shape[1]
         ratio = self.mask_ratio if mask_ratio is None else mask_ratio
         len_keep = int(length * (1 - ratio))
-        if len_keep < 1:
-            raise ValueError(
-                f"mask_ratio {ratio} keeps no patch of {length}: the encoder would see nothing "
-                f"(at most {1 - 1 / length:.4g} keeps one)"
+        if len_keep < 1:  # (the config refuses such a ratio at its own image size)
+            warnings.warn(
+                f"mask_ratio {ratio} keeps no patch of {length}: the encoder sees only the CLS "
+                f"token (at most {1 - 1 / length:.4g} keeps one)"
             )
         if noise is not None and tf.executing_eagerly():
             if not bool(tf.reduce_all(tf.math.is_finite(tf.cast(noise, "float32")))):
