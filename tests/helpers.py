@@ -267,11 +267,11 @@ def timm_style_vit(config, num_classes):
 
 
 # ------------------------------------------------- distributed training runs
-def start_distributed_run(mode, out, env=None):
-    """Start `python -m tests.distributed_run MODE OUT` (see that module)."""
+def start_distributed_run(mode, out, env=None, args=()):
+    """Start `python -m tests.distributed_run MODE OUT [ARGS]` (see that module)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.distributed_run", mode, str(out)],
+        [sys.executable, "-m", "tests.distributed_run", mode, str(out), *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -281,8 +281,10 @@ def start_distributed_run(mode, out, env=None):
 
 
 def finish_distributed_run(process, timeout=600):
+    """Wait for a run to succeed; its output."""
     output, _ = process.communicate(timeout=timeout)
     assert process.returncode == 0, output[-3000:]
+    return output
 
 
 def distributed_run_results(path):

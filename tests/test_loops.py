@@ -1,8 +1,12 @@
 """`loops.train_loop`, the plain `strategy.run` loop: in process, and as two
 local MultiWorkerMirroredStrategy workers on loopback (where Keras' `fit`
-fails), which must end with the weights of a single-device run."""
+fails), which must end with the weights of a single-device run, also when a
+`pretrain` run is killed mid-epoch and resumed."""
 
+import csv
 import json
+import os
+import signal
 import socket
 
 import keras
@@ -11,7 +15,8 @@ import pytest
 import tensorflow as tf
 
 from tfvitmae import TFViTMAEForPreTraining
-from tfvitmae.loops import is_multi_worker, train_loop
+from tfvitmae.loops import is_chief, is_multi_worker, train_loop
+from tfvitmae.runs import CSV_LOG, backups
 
 from .helpers import (
     assert_same_training,
@@ -116,3 +121,87 @@ def test_multi_worker_strategy_two_local_workers(single_device_run, tmp_path):
     for a, b in zip(chief[0], other[0]):
         np.testing.assert_array_equal(a, b)  # the workers stay in sync
     assert_same_training(chief, single_device_run)
+
+
+def start_workers(output_dirs, kill_after=None):
+    """Two local workers of one `pretrain` run (`tests.distributed_run pretrain`),
+    writing to `output_dirs[i]`; worker 1 kills itself after `kill_after` batches."""
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    processes = []
+    for index, output_dir in enumerate(output_dirs):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        args = ("--kill-after", str(kill_after)) if kill_after and index == 1 else ()
+        processes.append(
+            start_distributed_run(
+                "pretrain", output_dir, env={"TF_CONFIG": json.dumps(tf_config)}, args=args
+            )
+        )
+    return processes
+
+
+def epoch_logs(output_dir):
+    with open(os.path.join(output_dir, CSV_LOG)) as f:
+        return {int(row["epoch"]): row for row in csv.DictReader(f)}
+
+
+@pytest.mark.slow
+def test_a_multi_worker_run_killed_mid_epoch_resumes_on_every_worker(tmp_path):
+    run, elsewhere, reference = tmp_path / "run", tmp_path / "elsewhere", tmp_path / "reference"
+    single = start_distributed_run("pretrain", reference)  # no TF_CONFIG: one device
+    chief, worker = start_workers([run, run], kill_after=6)
+    assert worker.wait(timeout=300) == -signal.SIGKILL, worker.communicate()[0]
+    chief.kill()  # the job restarts every task, as a scheduler does after a preemption
+    chief.communicate()
+    worker.communicate()
+    finish_distributed_run(single)
+    [(epoch, _)] = backups(str(run))  # the chief's last complete backup
+    assert 1 <= epoch < 3
+
+    # A worker that cannot see the chief's backup stops every worker, with a reason.
+    chief, worker = start_workers([run, elsewhere])
+    chief_says, worker_says = chief.communicate(timeout=300)[0], worker.communicate()[0]
+    assert chief.returncode != 0 and worker.returncode != 0
+    assert "1 worker(s) could not restore the backup of epoch" in chief_says, chief_says
+    assert f"no backup of epoch {epoch}" in worker_says, worker_says
+    assert "every worker must see" in worker_says, worker_says
+    assert not os.path.exists(elsewhere / "run.json")  # the other workers write nothing
+    assert [e for e, _ in backups(str(run))] == [epoch]
+
+    chief, worker = start_workers([run, run])
+    chief_says, worker_says = finish_distributed_run(chief), finish_distributed_run(worker)
+    assert f"resuming the run in {run} after epoch {epoch}" in chief_says, chief_says
+    assert f"worker resuming after epoch {epoch} from the chief's backup" in worker_says
+    # The resumed epochs continue the single-device run's curves (same data and masks).
+    resumed, straight = epoch_logs(run), epoch_logs(reference)
+    assert sorted(resumed) == [0, 1, 2]
+    for e in range(epoch, 3):
+        for column in ("loss", "learning_rate"):
+            assert float(resumed[e][column]) == pytest.approx(
+                float(straight[e][column]), rel=1e-4
+            ), (column, e)
+    ours = TFViTMAEForPreTraining.from_pretrained(str(run))
+    theirs = TFViTMAEForPreTraining.from_pretrained(str(reference))
+    for a, b in zip(ours.weights, theirs.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=2e-5)
+
+
+def test_is_chief_outside_and_inside_a_cluster():
+    assert is_chief()  # no cluster: this process writes
+
+    class Resolver:
+        def __init__(self, task_type, task_id, cluster):
+            self.task_type, self.task_id, self.cluster = task_type, task_id, cluster
+
+        def cluster_spec(self):
+            return tf.train.ClusterSpec(self.cluster)
+
+    class Strategy:
+        def __init__(self, *task):
+            self.cluster_resolver = Resolver(*task)
+
+    workers = {"worker": ["a:1", "b:2"]}
+    with_chief = {"chief": ["c:3"], **workers}
+    assert is_chief(Strategy("worker", 0, workers))
+    assert not is_chief(Strategy("worker", 1, workers))
+    assert is_chief(Strategy("chief", 0, with_chief))
+    assert not is_chief(Strategy("worker", 0, with_chief))

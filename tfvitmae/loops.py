@@ -1,13 +1,110 @@
-"""A plain `strategy.run` training loop, for where Keras' `fit` cannot go."""
+"""A plain `strategy.run` training loop, for where Keras' `fit` cannot go, and
+how workers of a multi-worker run agree on where it starts."""
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from .callbacks import StopOnNonFiniteLoss
+
 
 def is_multi_worker(strategy):
     """Whether `strategy` spans several workers (where Keras 3 `fit` fails)."""
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def is_chief(strategy=None):
+    """Whether this process is the one that writes: the `chief` task if the
+    cluster has one, else worker 0 (and any process outside a cluster)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def _sum_over_workers(value, strategy):
+    """`value` summed over the workers (each counted once), on every worker."""
+    local_replicas = len(strategy.extended.worker_devices)  # the same on every worker
+
+    @tf.function
+    def reduce():
+        per_replica = strategy.run(lambda: tf.constant(float(value)))
+        return strategy.reduce("SUM", per_replica, axis=None)
+
+    return round(float(reduce()) / local_replicas)
+
+
+def _cache_keras_saving_skipset():
+    """Keras' weight saving and loading build a throwaway `Optimizer(1.0)`,
+    whose variables `MultiWorkerMirroredStrategy` creates collectively: a save
+    on the chief alone would wait for the other workers forever. Keras caches
+    it, but 3.15 reads the cache under another key than it writes, so it is
+    built on every save. Build it once here, on every worker together, and
+    cache it under both keys."""
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.saving import saving_lib
+    except ImportError:  # another Keras layout: nothing to prime
+        return
+    skipset = saving_lib.get_attr_skipset("Optimizer")
+    for key in ("saving_attr_skiplist_Optimizer", "saving_attr_skipset_Optimizer"):
+        global_state.set_global_attribute(key, skipset)
+
+
+class WorkerStartError(RuntimeError):
+    """Another worker of a multi-worker run could not start; its own error says why."""
+
+
+def start_on_chief(model, start, restore):
+    """Start a multi-worker run: the chief decides, every worker restores.
+
+    The chief alone calls `start()`, which prepares the output directory and
+    restores the model (see `runs.start_run` and `runs.restore_backup`) and
+    returns `(message, epoch)`. The other workers learn the epoch from it and
+    call `restore(epoch)` to load the same backup, so all replicas start from
+    the same weights. Every step is collective: a worker that fails makes all
+    of them raise instead of waiting for it forever.
+
+    Returns:
+        `(message, epoch)`: the chief's message (a shorter one on the other
+        workers) and the number of epochs already trained.
+    """
+    strategy = tf.distribute.get_strategy()
+    chief = is_chief(strategy)
+    if model.optimizer is not None and not model.optimizer.built:
+        # Variables are created collectively: every worker builds them, in the same order.
+        model.optimizer.build(model.trainable_variables)
+    _cache_keras_saving_skipset()
+    error, result = None, None
+    if chief:
+        try:
+            result = start()
+        except Exception as e:  # raised below, once the other workers know
+            error = e
+    epoch = _sum_over_workers(-1 if error else result[1] if chief else 0, strategy)
+    if error is not None:
+        raise error
+    if epoch < 0:
+        raise WorkerStartError("The chief worker could not start the run; see its error")
+    if not chief and epoch > 0:
+        try:
+            restore(epoch)
+        except Exception as e:
+            error = e
+    failed = _sum_over_workers(error is not None, strategy)
+    if error is not None:
+        raise error
+    if failed:
+        raise WorkerStartError(
+            f"{failed} worker(s) could not restore the backup of epoch {epoch}; see their errors"
+        )
+    if chief:
+        return result
+    return f"worker resuming after epoch {epoch} from the chief's backup" if epoch else "", epoch
 
 
 def train_loop(
@@ -20,23 +117,20 @@ def train_loop(
     workers), so `pretrain` uses this loop there. It runs `strategy.run` over
     the distributed dataset with the model's own (replica-scaled) loss and
     optimizer, and calls the callbacks' batch and epoch hooks. Only the chief
-    worker runs the callbacks, so checkpoints are written once. `initial_epoch`
-    is the number of epochs a restored backup already trained.
+    worker runs the callbacks, so checkpoints are written once; every worker
+    runs `StopOnNonFiniteLoss`, so all stop together. `initial_epoch` is the
+    number of epochs a restored backup already trained.
 
     Returns:
-        `{"loss": [mean loss per epoch]}`.
+        The epoch logs as lists, like Keras' `History.history`: `"loss"`
+        (the mean loss per epoch) and what callbacks add (`learning_rate`).
     """
     strategy = tf.distribute.get_strategy()
     optimizer = getattr(model, "optimizer", None)
     if optimizer is None:
         raise ValueError("Compile the model with an optimizer before train_loop")
-    resolver = getattr(strategy, "cluster_resolver", None)
-    is_chief = (
-        resolver is None
-        or not resolver.task_type
-        or (resolver.task_type in ("chief", "worker") and resolver.task_id == 0)
-    )
-    callbacks = list(callbacks) if is_chief else []
+    chief = is_chief(strategy)
+    callbacks = [c for c in callbacks if chief or isinstance(c, StopOnNonFiniteLoss)]
     for callback in callbacks:
         callback.set_model(model)
     distributed = strategy.experimental_distribute_dataset(dataset)
@@ -68,11 +162,13 @@ def train_loop(
             losses.append(float(train_step(batch)))
             for callback in callbacks:
                 callback.on_train_batch_end(step, {"loss": losses[-1]})
-        history["loss"].append(float(np.mean(losses)))
-        if verbose and is_chief:
-            print(f"epoch {epoch + 1}/{epochs} - loss: {history['loss'][-1]:.4f}")
-        for callback in callbacks:
-            callback.on_epoch_end(epoch, {"loss": history["loss"][-1]})
+        logs = {"loss": float(np.mean(losses)) if losses else float("nan")}
+        if verbose and chief:
+            print(f"epoch {epoch + 1}/{epochs} - loss: {logs['loss']:.4f}")
+        for callback in callbacks:  # one logs dict, as in fit: callbacks add to it
+            callback.on_epoch_end(epoch, logs)
+        for key, value in logs.items():
+            history.setdefault(key, []).append(value)
     for callback in callbacks:
         callback.on_train_end()
     return history

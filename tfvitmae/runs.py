@@ -85,20 +85,28 @@ def backups(output_dir):
     return sorted(found, reverse=True)
 
 
-def restore_backup(model, output_dir):
+def restore_backup(model, output_dir, epoch=None):
     """Load the newest readable backup (weights and optimizer state) into the
-    compiled `model`.
+    compiled `model`, or exactly the backup of `epoch`.
 
     Returns:
         `(epoch, path)` of the backup restored, or `(0, None)` if there is none.
 
     Raises:
-        RunConflictError: Backups exist, but none can be read.
+        RunConflictError: Backups exist, but none can be read (or the one of
+            `epoch` is missing or unreadable).
     """
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
+    found = backups(output_dir)
+    if epoch is not None:
+        found = [(e, path) for e, path in found if e == epoch]
+        if not found:
+            raise RunConflictError(
+                f"There is no backup of epoch {epoch} in {os.path.join(output_dir, BACKUP_DIR)}"
+            )
     unreadable = []
-    for epoch, path in backups(output_dir):
+    for epoch, path in found:
         try:
             model.load_weights(path)
             _restore_random_state(model, os.path.join(os.path.dirname(path), RNG_FILE))

@@ -19,7 +19,7 @@ from .callbacks import (  # noqa: F401
     SavePretrained,
     StopOnNonFiniteLoss,
 )
-from .loops import is_multi_worker, train_loop
+from .loops import is_multi_worker, start_on_chief, train_loop
 from .optimizers import (  # noqa: F401
     FINETUNE_BASE_LR,
     NO_WEIGHT_DECAY,
@@ -30,7 +30,14 @@ from .optimizers import (  # noqa: F401
     layer_decay_multipliers,
     mae_optimizer,
 )
-from .runs import CSV_LOG, RunBackup, RunProgress, restore_backup, start_run
+from .runs import (
+    CSV_LOG,
+    RunBackup,
+    RunConflictError,
+    RunProgress,
+    restore_backup,
+    start_run,
+)
 from .schedules import WarmupCosineDecay, scaled_learning_rate  # noqa: F401
 from .visualization import reconstruct, write_reconstruction_grid  # noqa: F401
 
@@ -50,24 +57,47 @@ def _steps_per_epoch(dataset, steps_per_epoch):
 def _run_callbacks(model, output_dir, epochs, settings, resume, overwrite, log_dir, verbose):
     """Start (or resume) the run in `output_dir`.
 
+    Under `MultiWorkerMirroredStrategy` only the chief reads and writes the
+    run's state, and the other workers restore the backup it chose, from the
+    same `output_dir` (which every worker must see: a shared file system).
+
     Returns:
         `(callbacks, initial_epoch)`: the run's bookkeeping callbacks (the
         learning rate in the logs, an atomic backup to resume from, `run.json`
         progress, the CSV log and, with `log_dir`, TensorBoard), and the epoch
         the restored backup ends (0 for a fresh run).
     """
-    mode, message = start_run(output_dir, settings, epochs, resume=resume, overwrite=overwrite)
-    initial_epoch = 0
-    if mode == "resume":
-        initial_epoch, path = restore_backup(model, output_dir)
-        message += f" (weights and optimizer restored from {path})" if path else " (no backup yet)"
-    if verbose:
+
+    def start():
+        mode, message = start_run(output_dir, settings, epochs, resume=resume, overwrite=overwrite)
+        initial_epoch = 0
+        if mode == "resume":
+            initial_epoch, path = restore_backup(model, output_dir)
+            restored = f"weights and optimizer restored from {path}" if path else "no backup yet"
+            message += f" ({restored})"
+        return message, initial_epoch
+
+    def restore(epoch):
+        try:
+            restore_backup(model, output_dir, epoch)
+        except RunConflictError as e:
+            raise RunConflictError(
+                f"{e}. The chief worker resumes from it: every worker must see "
+                f"{output_dir} (put it on a file system they share)"
+            ) from None
+
+    if is_multi_worker(tf.distribute.get_strategy()):
+        message, initial_epoch = start_on_chief(model, start, restore)
+    else:
+        message, initial_epoch = start()
+    if verbose and message:
         print(message)
     callbacks = [
         LogLearningRate(),
         RunBackup(output_dir),
         RunProgress(output_dir, epochs),
-        keras.callbacks.CSVLogger(os.path.join(output_dir, CSV_LOG), append=mode == "resume"),
+        # A fresh run has no log yet (start_run refuses or clears one), a resumed one adds to it.
+        keras.callbacks.CSVLogger(os.path.join(output_dir, CSV_LOG), append=True),
     ]
     if log_dir:
         _check_tensorboard()
@@ -110,7 +140,8 @@ def pretrain(
     Create `model` (and run this) inside `strategy.scope()` to train on
     several devices; `batch_size` is then the global batch. Under
     `MultiWorkerMirroredStrategy` the training runs in `train_loop` (Keras'
-    `fit` fails there), without `resume`.
+    `fit` fails there): the chief writes, and on a rerun every worker
+    restores the chief's backup from `output_dir`, which they must share.
 
     Args:
         model: A `TFViTMAEForPreTraining`.
@@ -144,7 +175,6 @@ def pretrain(
         attribute holds the per-epoch losses, like Keras').
     """
     steps_per_epoch = _steps_per_epoch(dataset, steps_per_epoch)
-    os.makedirs(output_dir, exist_ok=True)
     base_lr = PRETRAIN_BASE_LR if base_lr is None else base_lr
     optimizer = mae_optimizer(
         batch_size, steps_per_epoch, epochs, warmup_epochs, base_lr, weight_decay
@@ -177,9 +207,8 @@ def pretrain(
     all_callbacks.extend(callbacks)
     if is_multi_worker(tf.distribute.get_strategy()):
         history = keras.callbacks.History()
-        loop_callbacks = [c for c in all_callbacks if not isinstance(c, RunBackup)]
         history.history = train_loop(
-            model, dataset, epochs, steps_per_epoch, loop_callbacks, verbose, initial_epoch
+            model, dataset, epochs, steps_per_epoch, all_callbacks, verbose, initial_epoch
         )
         return history
     return model.fit(
