@@ -409,6 +409,16 @@ def test_client_requests_reach_the_signature_intact(exported):
             r"pixel_values must be float32 \(batch, channels, height, width\) = "
             r"\(batch, 3, 32, 32\)",
         ),
+        (  # one image without its batch axis: the same message, not a failed transpose
+            "serving_default",
+            {"pixel_values": tf.zeros((3, 32, 32))},
+            r"pixel_values must be float32 \(batch, channels, height, width\)",
+        ),
+        (
+            "reconstruct",
+            {"pixel_values": tf.zeros((1, 1, 3, 32, 32))},
+            r"pixel_values must be float32 \(batch, channels, height, width\)",
+        ),
         (
             "features_uint8",
             {"images": tf.zeros((20, 20, 3), tf.uint8)},

@@ -73,12 +73,15 @@ class _Signatures:
             f"pixel_values must be float32 (batch, {layout}) = (batch, "
             f"{', '.join(map(str, expected))})"
         )
+        # TF Serving feeds any shape, but the graph assumes the signature's:
+        # forget it, or the checks below are folded away as always true.
+        pixel_values = tf.compat.v1.placeholder_with_default(pixel_values, shape=None)
         shape = tf.shape(pixel_values)
         rank_check = tf.debugging.assert_equal(tf.size(shape), 4, message=message)
         with tf.control_dependencies([rank_check]):
             size_check = tf.debugging.assert_equal(shape[-3:], expected, message=message)
         with tf.control_dependencies([size_check]):
-            return tf.identity(pixel_values)
+            return tf.ensure_shape(tf.identity(pixel_values), self.pixel_spec().shape)
 
     def to_model_layout(self, images_nhwc):
         return tf.transpose(images_nhwc, (0, 3, 1, 2)) if self.channels_first else images_nhwc
