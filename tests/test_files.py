@@ -6,9 +6,27 @@ from tfvitmae.files import (
     atomic_write,
     atomic_write_text,
     check_folder_path,
+    commit_files,
+    finish_commits,
     publish_dir,
     staging_dir,
 )
+
+
+class Killed(BaseException):
+    """Stands for a kill: nothing after it runs, as after SIGKILL (but `finally` does)."""
+
+
+def stage(folder, files):
+    staged = folder / ".tmp-save-1"
+    staged.mkdir()
+    for name, text in files.items():
+        (staged / name).write_text(text)
+    return staged
+
+
+def contents(folder):
+    return {p.name: p.read_text() for p in folder.iterdir() if p.is_file()}
 
 
 def test_atomic_write_replaces_the_file(tmp_path):
@@ -66,3 +84,47 @@ def test_a_file_in_the_way_of_a_folder_is_named(tmp_path):
             atomic_write_text(folder / "config.json", "{}")
     check_folder_path(tmp_path / "new" / "deeper")  # missing folders are fine
     assert sorted(os.listdir(tmp_path)) == ["models"]
+
+
+def test_commit_files_moves_all_files_or_finishes_later(tmp_path, monkeypatch):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    old = {"weights": "old weights", "config": "old config", "stale.bin": "older"}
+    for name, text in old.items():
+        (folder / name).write_text(text)
+    new = {"weights": "new weights", "config": "new config"}
+    staged = stage(folder, new)
+    replace, moves = os.replace, []
+
+    def replace_then_die(src, dst):
+        if os.path.dirname(src) == str(staged):
+            if moves:
+                raise Killed  # after the first file moved
+            moves.append(dst)
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_then_die)
+    with pytest.raises(Killed):
+        commit_files(str(staged), str(folder), ["weights", "config"], remove=["stale.bin"])
+    monkeypatch.setattr(os, "replace", replace)
+    assert contents(folder) == {"weights": "new weights", "config": "old config"}  # mixed
+    assert finish_commits(str(tmp_path)) == []  # another folder: untouched
+    assert finish_commits(str(folder)) == [str(staged)]
+    assert contents(folder) == new and not staged.exists()
+    assert finish_commits(str(folder)) == []
+
+
+def test_staging_without_a_plan_is_unfinished_and_only_removed_on_request(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "weights").write_text("old")
+    staged = stage(folder, {"weights": "half-written"})
+    (folder / ".tmp-abc").write_text("a killed atomic_write")
+    assert finish_commits(str(folder)) == [] and staged.exists()
+    assert finish_commits(str(folder), remove_leftovers=True) == []
+    assert os.listdir(folder) == ["weights"] and (folder / "weights").read_text() == "old"
+    with staging_dir(folder) as other:  # a commit that succeeds leaves no staging folder
+        (tmp_path / "x").write_text("")
+        os.replace(tmp_path / "x", os.path.join(other, "x"))
+        assert commit_files(other, str(folder), ["x"]) == [str(folder / "x")]
+    assert sorted(os.listdir(folder)) == ["weights", "x"]

@@ -1,6 +1,7 @@
 """`from_pretrained`, `save_pretrained` and `push_to_hub`: local directories and
 files, huggingface_hub's real cache (no network here), and uploads."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -275,6 +276,37 @@ def test_failed_save_leaves_directory_untouched(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         model.save_pretrained(tmp_path, pytorch=True)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_save_killed_while_moving_its_files_is_completed_by_the_next_load(tmp_path, monkeypatch):
+    TFViTMAEForPreTraining(tiny_config(), seed=0).save_pretrained(tmp_path)
+    # Another model of the same shapes: mixed files would load without an error.
+    new = TFViTMAEForPreTraining(tiny_config(hidden_act="relu"), seed=1)
+
+    class Killed(BaseException):
+        pass
+
+    replace, moved = os.replace, []
+
+    def replace_then_die(src, dst):
+        if os.path.basename(os.path.dirname(src)).startswith(".tmp-save-"):
+            if moved:
+                raise Killed  # the weights moved in, the config not yet
+            moved.append(dst)
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_then_die)
+    with pytest.raises(Killed):
+        new.save_pretrained(tmp_path)
+    monkeypatch.setattr(os, "replace", replace)
+    assert moved == [str(tmp_path / "model.weights.h5")]
+    assert json.loads((tmp_path / "config.json").read_text())["hidden_act"] == "gelu"
+    with pytest.warns(UserWarning, match="Completed the interrupted save"):
+        loaded = TFViTMAEForPreTraining.from_pretrained(tmp_path)
+    assert loaded.config.hidden_act == "relu"
+    for a, b in zip(loaded.weights, new.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
 
 
 def test_save_pretrained_onto_a_file(tmp_path):

@@ -5,6 +5,11 @@ Everything is first written under a temporary name in the destination's own
 folder (so the final rename stays on one file system, where it is atomic),
 then renamed into place. An interrupted or failed write leaves the
 destination as it was, and no temporary file behind.
+
+Several files that belong together (a `save_pretrained` checkpoint) are
+moved in by `commit_files`, which first writes its plan beside them: a kill
+during the moves leaves a plan that `finish_commits` carries out, so the
+folder ends up wholly old or wholly new, never mixed.
 """
 
 import contextlib
@@ -26,17 +31,73 @@ def check_folder_path(folder):
         )
 
 
+COMMIT_PLAN = "commit-plan.json"
+
+
 @contextlib.contextmanager
 def staging_dir(parent, prefix=".tmp-"):
     """A fresh temporary folder inside `parent` (created if missing), removed
-    on exit whatever happens. Move finished files out of it with `os.replace`."""
+    on exit whatever happens, unless it holds a commit that failed half-way
+    (left for `finish_commits`). Move finished files out of it with
+    `os.replace` or `commit_files`."""
     check_folder_path(parent)
     os.makedirs(parent, exist_ok=True)
     folder = tempfile.mkdtemp(prefix=prefix, dir=parent)
     try:
         yield folder
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if not os.path.exists(os.path.join(folder, COMMIT_PLAN)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def commit_files(staged, folder, names, remove=()):
+    """Move the finished files `names` from the staging folder `staged` into
+    `folder`, and delete the files `remove` from it, as one step: the plan is
+    written into `staged` first, so that if the moves are interrupted,
+    `finish_commits(folder)` completes them. Removes `staged`.
+
+    Returns:
+        The paths of the moved files.
+    """
+    plan = {"move": list(names), "remove": list(remove)}
+    atomic_write_text(os.path.join(staged, COMMIT_PLAN), json.dumps(plan))
+    _carry_out(staged, folder, plan)
+    return [os.path.join(folder, name) for name in names]
+
+
+def _carry_out(staged, folder, plan):
+    for name in plan["remove"]:
+        with contextlib.suppress(FileNotFoundError):  # gone already (an earlier try)
+            os.remove(os.path.join(folder, name))
+    for name in plan["move"]:
+        with contextlib.suppress(FileNotFoundError):  # moved already
+            os.replace(os.path.join(staged, name), os.path.join(folder, name))
+    shutil.rmtree(staged, ignore_errors=True)
+
+
+def finish_commits(folder, prefix=".tmp-", remove_leftovers=False):
+    """Complete the `commit_files` moves that a kill interrupted in `folder`
+    (in its staging folders named `prefix*`), and with `remove_leftovers`
+    remove the other staging files and folders, which a killed write left
+    unfinished.
+
+    Returns:
+        The staging folders whose commits were completed.
+    """
+    finished = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+        if not name.startswith(prefix):
+            continue
+        path = os.path.join(folder, name)
+        plan = os.path.join(path, COMMIT_PLAN)
+        if os.path.isfile(plan):
+            _carry_out(path, folder, read_json(plan))
+            finished.append(path)
+        elif remove_leftovers and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif remove_leftovers:
+            os.remove(path)
+    return finished
 
 
 def atomic_write(path, write):

@@ -13,6 +13,7 @@ What a model may be saved as is the model's own rule (`pytorch_state_dict`,
 
 import json
 import os
+import warnings
 
 import keras
 
@@ -30,7 +31,7 @@ from .checkpoint_files import (
     write_torch_bin,
 )
 from .config import CONFIG_NAME, ViTMAEConfig, as_config
-from .files import read_json, staging_dir
+from .files import commit_files, finish_commits, read_json, staging_dir
 from .state_dicts import keras_state, load_state_dict
 from .weights import detect_format, infer_mae_config
 
@@ -82,6 +83,9 @@ def resolve_files(
     force_download=False,
 ):
     """`(config_path or None, weights_path)` for a directory, a file or a Hub repo id."""
+    if os.path.exists(name_or_path):
+        folder = name_or_path if os.path.isdir(name_or_path) else os.path.dirname(name_or_path)
+        _finish_interrupted_saves(os.path.abspath(folder))
     if os.path.isfile(name_or_path):
         config = os.path.join(os.path.dirname(os.path.abspath(name_or_path)), CONFIG_NAME)
         return (config if os.path.isfile(config) else None), name_or_path
@@ -253,14 +257,31 @@ def _read_processor(name_or_path, **hub_kwargs):
     return None if path is None else read_json(path)
 
 
-def _clear_other_weights(directory, keep):
-    """Remove stale weight files that `resolve_files` would prefer to the new one."""
-    for name in os.listdir(directory):
-        stale = name in WEIGHT_FILES or (
-            name.startswith("model-") and name.endswith(".safetensors")
-        )
-        if stale and name != keep:
-            os.remove(os.path.join(directory, name))
+SAVE_PREFIX = ".tmp-save-"
+
+
+def _finish_interrupted_saves(folder):
+    """Complete a `save_pretrained` into `folder` that a kill interrupted
+    while moving its files into place, so that they all come from one save."""
+    try:
+        finished = finish_commits(folder, prefix=SAVE_PREFIX)
+    except OSError as e:
+        raise CheckpointError(
+            f"{folder} holds a save that was interrupted, and it could not be completed "
+            f"({e}): its files may come from two saves. Load a writable copy, or save again"
+        ) from None
+    for staged in finished:
+        warnings.warn(f"Completed the interrupted save into {folder} (from {staged})")
+
+
+def _other_weights(directory, keep):
+    """The stale weight files that `resolve_files` would prefer to the new one."""
+    return [
+        name
+        for name in os.listdir(directory)
+        if name != keep
+        and (name in WEIGHT_FILES or (name.startswith("model-") and name.endswith(".safetensors")))
+    ]
 
 
 def save_pretrained(model, save_directory, pytorch=False, safe_serialization=True):
@@ -268,8 +289,10 @@ def save_pretrained(model, save_directory, pytorch=False, safe_serialization=Tru
     `model` (see `TFViTMAEPreTrainedModel.save_pretrained`). Returns the
     written paths.
 
-    All files are written into a staging folder first and then renamed into
-    place: an interrupted save leaves the directory as it was.
+    All files are written into a staging folder first and then moved into
+    place together (`files.commit_files`): a save interrupted while writing
+    leaves the directory as it was, and one interrupted while moving is
+    completed by the next save or load, so the files always come from one save.
     """
     save_directory = os.fspath(save_directory)
     if os.path.isfile(save_directory):
@@ -286,7 +309,8 @@ def save_pretrained(model, save_directory, pytorch=False, safe_serialization=Tru
         weights_name = SAFE_WEIGHTS_NAME if safe_serialization else PT_WEIGHTS_NAME
     else:
         weights_name = KERAS_WEIGHTS_NAME
-    with staging_dir(save_directory, prefix=".tmp-save-") as staging:
+    _finish_interrupted_saves(save_directory)
+    with staging_dir(save_directory, prefix=SAVE_PREFIX) as staging:
         try:
             if pytorch:
                 writer = write_safetensors if safe_serialization else write_torch_bin
@@ -301,12 +325,12 @@ def save_pretrained(model, save_directory, pytorch=False, safe_serialization=Tru
                 f"its config failed ({type(e).__name__}: {e}). Is the disk full? "
                 f"{save_directory} is unchanged"
             ) from e
-        _clear_other_weights(save_directory, keep=weights_name)
-        written = []
-        for name in (weights_name, CONFIG_NAME, PREPROCESSOR_NAME):
-            os.replace(os.path.join(staging, name), os.path.join(save_directory, name))
-            written.append(os.path.join(save_directory, name))
-    return written
+        return commit_files(
+            staging,
+            save_directory,
+            [weights_name, CONFIG_NAME, PREPROCESSOR_NAME],
+            remove=_other_weights(save_directory, keep=weights_name),
+        )
 
 
 def push_to_hub(

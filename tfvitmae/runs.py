@@ -21,7 +21,7 @@ import warnings
 import keras
 
 from .callbacks import weights_are_finite
-from .files import atomic_write_text, publish_dir, read_json, staging_dir
+from .files import atomic_write_text, finish_commits, publish_dir, read_json, staging_dir
 
 RUN_FILE = "run.json"
 BACKUP_DIR = "backup"
@@ -63,15 +63,9 @@ def _differences(saved, settings):
 
 
 def remove_leftovers(folder):
-    """Remove the `.tmp-*` staging files and folders a killed process left in `folder`."""
-    if os.path.isdir(folder):
-        for name in os.listdir(folder):
-            if name.startswith(".tmp-"):
-                path = os.path.join(folder, name)
-                if os.path.isdir(path):
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    os.remove(path)
+    """Clear what a killed process left in `folder`: complete its interrupted
+    `save_pretrained` commit, and remove unfinished `.tmp-*` staging files."""
+    finish_commits(folder, remove_leftovers=True)
 
 
 def backups(output_dir):
