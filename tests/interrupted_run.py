@@ -18,10 +18,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def main(output_dir, epochs, pause_marker=None):
     import keras
-    import tensorflow as tf
+    import numpy as np
 
-    from tests.helpers import pixels, tiny_config
+    from tests.helpers import tiny_config
     from tfvitmae import TFViTMAEForPreTraining
+    from tfvitmae.data import make_dataset
     from tfvitmae.training import pretrain
 
     if pause_marker:
@@ -41,7 +42,9 @@ def main(output_dir, epochs, pause_marker=None):
     keras.utils.set_random_seed(0)
     config = tiny_config()
     model = TFViTMAEForPreTraining(config, seed=0)
-    images = tf.data.Dataset.from_tensor_slices(pixels(config, batch=16, seed=3)).batch(4)
+    # Shuffled and augmented anew each epoch: a resumed run must see the same epochs.
+    raw = np.random.default_rng(3).integers(0, 256, (16, 40, 40, 3), dtype=np.uint8)
+    images = make_dataset(raw, batch_size=4, processor=model.image_processor, seed=0)
     pretrain(
         model,
         images,

@@ -17,7 +17,7 @@ FLOORS = (
     ("position", "attention", "layers", "outputs", "inputs", "patches"),
     ("stacks",),
     ("checkpoint_files", "weights", "state_dicts", "hub", "image_processor"),
-    ("image_folders", "data", "export"),
+    ("image_folders", "augmentation", "data", "export"),
     ("base_model", "modeling", "classification"),
     ("schedules", "optimizers", "visualization", "callbacks", "loops", "runs", "training"),
     ("demo", "commands", "cli", "__main__"),

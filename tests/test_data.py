@@ -148,8 +148,8 @@ def test_file_paths_are_shuffled_before_decoding(tmp_path):
     ds = data.make_dataset(str(tmp_path), 8, 10, with_labels=True, augment=False, seed=0)
     first_labels = next(iter(ds))[1].numpy()
     assert set(first_labels) == {0, 1}
-    stages = [type(d).__name__ for d in _pipeline(ds)]
-    assert stages.index("_ShuffleDataset") < stages.index("_IgnoreErrorsDataset")
+    stages = _epoch_stages(ds)
+    assert stages.index("StatelessShuffle") < stages.index("IgnoreErrorsDataset")
 
 
 def _pipeline(ds):
@@ -158,6 +158,13 @@ def _pipeline(ds):
     while chain[-1]._inputs():
         chain.append(chain[-1]._inputs()[0])
     return chain[::-1]
+
+
+def _epoch_stages(ds):
+    """The op types that build one epoch's pipeline (the function that
+    `make_dataset` flat-maps over epoch numbers), in order."""
+    flat_map = [d for d in _pipeline(ds) if type(d).__name__ == "_FlatMapDataset"][-1]
+    return [op.type for op in flat_map._map_func.function.graph.get_operations()]
 
 
 def test_random_resized_crop_follows_the_recipe():
@@ -260,3 +267,50 @@ def test_channel_stats():
     )  # grayscale: the RGB average
     np.testing.assert_allclose(mean, [np.mean(data.IMAGENET_MEAN)], rtol=1e-6)
     np.testing.assert_allclose(std, [np.mean(data.IMAGENET_STD)], rtol=1e-6)
+
+
+def test_every_epoch_reshuffles_and_can_be_replayed_on_its_own():
+    """A pass is a function of the seed and the epoch's number: a new pipeline
+    told `set_epoch(2)` gives what an uninterrupted one gave in its third pass
+    (shuffle, crop, flip, MixUp and CutMix alike)."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)
+
+    def pipeline():
+        return data.make_dataset(
+            images, 8, 4, labels=np.arange(12) % 3, with_labels=True, num_classes=3,
+            mixup_alpha=0.8, cutmix_alpha=1.0, seed=7,
+        )  # fmt: skip
+
+    def one_pass(ds):
+        batches = list(ds)
+        return np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches])
+
+    straight = pipeline()
+    passes = [one_pass(straight) for _ in range(3)]
+    assert not np.allclose(passes[0][0], passes[1][0])  # a new order and new crops each epoch
+    assert int(straight.cardinality()) == 3
+    resumed = pipeline()
+    assert data.set_epoch(resumed, 2)
+    x, y = one_pass(resumed)
+    np.testing.assert_array_equal(x, passes[2][0])
+    np.testing.assert_array_equal(y, passes[2][1])
+    x, y = one_pass(pipeline())  # and a fresh one starts at epoch 0
+    np.testing.assert_array_equal(x, passes[0][0])
+    assert not data.set_epoch(tf.data.Dataset.range(3), 1)  # not ours: left alone
+
+
+def test_data_epoch_pins_each_pass_to_the_epoch_number():
+    """`fit` iterates the pipeline anew each epoch, after `on_epoch_begin`:
+    the pass then belongs to that epoch, whatever passes came before."""
+    images = np.random.default_rng(1).integers(0, 256, (8, 8, 8, 3), dtype=np.uint8)
+    source = data.make_dataset(images, 8, 4, seed=3)
+    callback = data.DataEpoch(source)
+    order = []
+    for epoch in (0, 1, 2):
+        callback.on_epoch_begin(epoch)
+        order.append(np.concatenate(list(source)))
+    list(source)  # an extra pass (a preview, say) does not shift the epochs
+    callback.on_epoch_begin(1)  # epoch 1 again, as after a resume
+    np.testing.assert_array_equal(np.concatenate(list(source)), order[1])
+    assert not np.allclose(order[0], order[1])

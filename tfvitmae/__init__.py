@@ -15,8 +15,8 @@ in its own row; `tests/test_architecture.py` checks this):
 - `checkpoint_files`, `weights`, `state_dicts`, `hub`: checkpoint I/O. Model-agnostic: they take the
   model or class as an argument, or find it in Keras' registry.
 - `image_processor`: raw images to `pixel_values`, and `preprocessor_config.json`.
-- `image_folders`, `data`, `export`: folder scans and splits, the `tf.data` pipeline, and the
-  SavedModel signatures (model-agnostic).
+- `image_folders`, `augmentation`, `data`, `export`: folder scans and splits, MAE's augmentation,
+  the `tf.data` pipeline, and the SavedModel signatures (model-agnostic).
 - `base_model`, `modeling`, `classification`: the models, whose documented methods
   (`from_pretrained`, `save_pretrained`, `export`, ...) call the rows above.
 - `schedules`, `optimizers`, `visualization`, `callbacks`, `loops`, `runs`, `training`: the recipe.

@@ -43,6 +43,8 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         checkpoint_hint: The folder where training saves (named in the error).
     """
 
+    on_every_worker = True  # train_loop: all workers stop together
+
     def __init__(self, checkpoint_hint=None):
         super().__init__()
         self.checkpoint_hint = checkpoint_hint

@@ -4,24 +4,35 @@ batches of normalised `pixel_values` (and labels) out.
 - Every raw image goes through a `ViTMAEImageProcessor` (the model's, or one
   built from `image_size`, `mean` and `std`): its resize for evaluation, its
   rescale and normalisation always.
-- MAE augmentation is a random resized crop (scale (0.2, 1), aspect (3/4, 4/3),
-  resized with the processor's method) done here with stateless TF ops, and a
-  horizontal flip. The flip, and MixUp/CutMix for fine-tuning, are Keras core
-  layers; any other Keras preprocessing layer (keras-cv's included) plugs in
-  as `augmenter`. Batch augmentation sees pixels in [0, 255], before normalising.
+- MAE augmentation (`augmentation`): a random resized crop (scale (0.2, 1),
+  aspect (3/4, 4/3), resized with the processor's method) and a horizontal
+  flip; MixUp/CutMix for fine-tuning; any Keras preprocessing layer as
+  `augmenter`.
 - Folders are scanned once (`image_folders`), and file paths are shuffled
   before anything is decoded.
-- Everything is deterministic for a given `seed`.
+- Everything is deterministic for a given `seed`, and each pass over the data
+  (epoch) is a function of the seed and the epoch's number: shuffled anew
+  every epoch, yet the same whenever that epoch runs. `set_epoch` (or the
+  `DataEpoch` callback, which `pretrain` and `train_classifier` add) says which
+  epoch the next pass is, so a resumed run sees the data of the epochs it resumes.
 """
 
-import math
 import os
 import warnings
+import weakref
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from .augmentation import (  # noqa: F401  (re-exported: their first home)
+    CROP_RATIO,
+    CROP_SCALE,
+    batch_augment,
+    mixers,
+    random_flip,
+    random_resized_crop,
+)
 from .image_folders import (  # noqa: F401  (re-exported)
     find_unreadable,
     list_image_files,
@@ -36,9 +47,6 @@ from .image_processor import (  # noqa: F401  (re-exported: their first home)
     match_channels,
 )
 from .inputs import check_data_format
-
-CROP_SCALE = (0.2, 1.0)
-CROP_RATIO = (3 / 4, 4 / 3)
 
 
 def _processor(image_size=None, mean=None, std=None, processor=None):
@@ -71,68 +79,12 @@ def preprocess_images(images, image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     return _processor(image_size, mean, std).preprocess(images)
 
 
-def random_resized_crop(
-    image, image_size, seed, scale=CROP_SCALE, ratio=CROP_RATIO, method="bicubic"
-):
-    """torchvision-style `RandomResizedCrop`, stateless (bicubic, as MAE's recipe).
-
-    Tries 10 boxes with area fraction in `scale` and log-uniform aspect ratio in
-    `ratio`; falls back to a centre crop clamped to `ratio`, as torchvision does.
-
-    Args:
-        image: `(height, width, channels)`.
-        image_size: `(height, width)` of the output.
-        seed: Shape-(2,) int seed for the stateless random ops.
-        method: The `tf.image.resize` method (antialiased when shrinking).
-    """
-    shape = tf.shape(image)
-    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-    area = height * width
-    attempts = 10
-    seeds = tf.random.experimental.stateless_split(seed, 3)
-    target = area * tf.random.stateless_uniform((attempts,), seeds[0], scale[0], scale[1])
-    log_ratio = tf.random.stateless_uniform(
-        (attempts,), seeds[1], math.log(ratio[0]), math.log(ratio[1])
-    )
-    aspect = tf.exp(log_ratio)
-    crop_w = tf.round(tf.sqrt(target * aspect))
-    crop_h = tf.round(tf.sqrt(target / aspect))
-    fits = (crop_w > 0) & (crop_h > 0) & (crop_w <= width) & (crop_h <= height)
-    first = tf.argmax(tf.cast(fits, tf.int32))
-    # Fallback: the largest centre crop with an aspect ratio inside `ratio`.
-    in_ratio = width / height
-    fallback_w = tf.where(
-        in_ratio < ratio[0],
-        width,
-        tf.where(in_ratio > ratio[1], tf.round(height * ratio[1]), width),
-    )
-    fallback_h = tf.where(in_ratio < ratio[0], tf.round(width / ratio[0]), height)
-    found = tf.reduce_any(fits)
-    crop_h = tf.cast(tf.where(found, crop_h[first], fallback_h), tf.int32)
-    crop_w = tf.cast(tf.where(found, crop_w[first], fallback_w), tf.int32)
-    offsets = tf.random.stateless_uniform((2,), seeds[2], 0.0, 1.0)
-    top = tf.where(
-        found,
-        tf.cast(offsets[0] * tf.cast(shape[0] - crop_h + 1, tf.float32), tf.int32),
-        (shape[0] - crop_h) // 2,
-    )
-    left = tf.where(
-        found,
-        tf.cast(offsets[1] * tf.cast(shape[1] - crop_w + 1, tf.float32), tf.int32),
-        (shape[1] - crop_w) // 2,
-    )
-    top = tf.minimum(top, shape[0] - crop_h)
-    left = tf.minimum(left, shape[1] - crop_w)
-    crop = tf.image.crop_to_bounding_box(image, top, left, crop_h, crop_w)
-    resized = tf.image.resize(tf.cast(crop, tf.float32), image_size, method=method, antialias=True)
-    return tf.clip_by_value(resized, 0.0, 255.0)
-
-
 def _from_source(source, labels, num_channels, progress, verify_images=True):
-    """`(dataset, decode, info)`: a dataset of `(image or file path, label)`, the
-    function that turns an element into `(image (H, W, C), label)` (for file
-    paths, after shuffling), and `{"num_examples", "skipped", "class_names",
-    "unreadable"}`."""
+    """`(dataset, decode, info)`: a dataset of `(image or file path, label)`
+    (for arrays and files, `info["elements"]` also holds them as a pair of
+    arrays), the function that turns an element into `(image (H, W, C),
+    label)` (for file paths, after shuffling), and `{"num_examples",
+    "skipped", "class_names", "unreadable", "elements"}`."""
     files = (
         isinstance(source, (list, tuple)) and source and isinstance(source[0], (str, os.PathLike))
     )
@@ -161,6 +113,7 @@ def _from_source(source, labels, num_channels, progress, verify_images=True):
             skipped=skipped,
             class_names=class_names,
             unreadable=unreadable,
+            elements=(paths, np.asarray(labels)),
         )
         return tf.data.Dataset.from_tensor_slices((paths, labels)), decode, info
     if isinstance(source, tf.data.Dataset):
@@ -186,7 +139,8 @@ def _from_source(source, labels, num_channels, progress, verify_images=True):
                 "Dataset images must be single (height, width, channels) images, received shape "
                 f"{image_spec.shape}"
             )
-        return ds, None, dict(num_examples=None, skipped=0, class_names=[], unreadable=[])
+        info = dict(num_examples=None, skipped=0, class_names=[], unreadable=[], elements=None)
+        return ds, None, info
     array = np.asarray(source)
     if array.ndim == 3:  # (n, h, w) grayscale
         array = array[..., None]
@@ -203,7 +157,9 @@ def _from_source(source, labels, num_channels, progress, verify_images=True):
     y = np.zeros(len(array), np.int64) if labels is None else np.asarray(labels)
     if len(y) != len(array):
         raise ValueError(f"Expected one label per image ({len(array)}), received {len(y)}")
-    info = dict(num_examples=len(array), skipped=0, class_names=[], unreadable=[])
+    info = dict(
+        num_examples=len(array), skipped=0, class_names=[], unreadable=[], elements=(array, y)
+    )
     return tf.data.Dataset.from_tensor_slices((array, y)), None, info
 
 
@@ -305,86 +261,120 @@ def make_dataset(
             f"batch_size {batch_size} is larger than the dataset ({info['num_examples']} images) "
             "and drop_remainder=True would leave no batch"
         )
-    if shuffle:  # file paths, or in-memory images: never a buffer of decoded files
-        buffer = info["num_examples"] or 10_000
-        ds = ds.shuffle(min(buffer, 100_000 if decode else 10_000), seed=seed)
-    if repeat:
-        ds = ds.repeat()
-    if decode is not None:
-        # Files whose header looks right but whose data is broken are dropped
-        # by ignore_errors() instead of stopping the epoch.
-        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        ds = ds.ignore_errors(log_warning=True)
-    # One stateless seed per example, new each epoch, the same for the same `seed`.
-    randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    ds = tf.data.Dataset.zip((ds, randoms))
+    mix_layers = mixers(num_classes, mixup_alpha, cutmix_alpha, seed)
+    elements = info.pop("elements")
+    if shuffle and elements is None:  # a tf.data source: tf.data's shuffle (restarts on resume)
+        ds = ds.shuffle(10_000, seed=seed)
 
-    def prepare(example, random_pair):
+    def prepare(index, example, epoch):
         image, label = example
         if augment:
-            pair = tf.cast(random_pair % (2**31 - 1), tf.int32)
-            image = random_resized_crop(image, size, pair, method=processor.method)
+            # The crop's and the flip's seeds: of `seed`, the epoch and the example alone.
+            key = tf.random.experimental.stateless_fold_in(_epoch_seed(seed, epoch, 1), index)
+            seeds = tf.random.experimental.stateless_split(key, 2)
+            image = random_resized_crop(image, size, seeds[0], method=processor.method)
+            image = random_flip(image, seeds[1])
         else:
             image = processor.resize(image) if processor.do_resize else tf.cast(image, tf.float32)
         return tf.ensure_shape(image, size + (num_channels,)), label
 
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    if augment or mixup_alpha or cutmix_alpha or augmenter is not None:
-        ds = _batch_augment(ds, augment, augmenter, seed, num_classes, mixup_alpha, cutmix_alpha)
+    def one_epoch(epoch):
+        """The batches of one pass, from seeds of `seed` and `epoch` alone."""
+        examples = ds
+        if shuffle and elements is not None:
+            # A permutation of the file paths or in-memory images (never a buffer
+            # of decoded files), drawn from `seed` and the epoch.
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(len(elements[0]), dtype=tf.int64), _epoch_seed(seed, epoch, 0)
+            )
+            columns = tuple(tf.constant(column) for column in elements)
+            examples = tf.data.Dataset.from_tensor_slices(order).map(
+                lambda i: tuple(tf.gather(column, i) for column in columns)
+            )
+        if decode is not None:
+            # Files whose header looks right but whose data is broken are dropped
+            # by ignore_errors() instead of stopping the epoch.
+            examples = examples.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            examples = examples.ignore_errors(log_warning=True)
+        examples = examples.enumerate().map(
+            lambda index, example: prepare(index, example, epoch),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        batches = examples.batch(batch_size, drop_remainder=drop_remainder)
+        if mix_layers or augmenter is not None:
+            batches = batches.enumerate().map(lambda index, batch: (epoch, index, batch))
+            batches = batch_augment(batches, mix_layers, augmenter, seed, num_classes)
+        return batches
+
+    epochs = _EpochCounter()
+    starts = tf.data.Dataset.from_tensors(0).map(lambda _: epochs.next_pass())
+    if repeat:
+        starts = starts.flat_map(lambda first: tf.data.Dataset.range(first, 2**62))
+    out = starts.flat_map(one_epoch)
+    if decode is None and info["num_examples"] and not repeat:  # as without the passes
+        n = info["num_examples"]
+        batches = n // batch_size if drop_remainder else -(-n // batch_size)
+        out = out.apply(tf.data.experimental.assert_cardinality(batches))
     layout = (0, 3, 1, 2) if data_format == "channels_first" else (0, 1, 2, 3)
 
     def finish(images, labels):
         pixels = tf.transpose(processor.normalize(images), layout)
         return (pixels, labels) if with_labels else pixels
 
-    ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-    return (ds, info) if return_info else ds
+    out = out.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    for key in [k for k, (ref, _) in _EPOCH_COUNTERS.items() if ref() is None]:
+        del _EPOCH_COUNTERS[key]
+    _EPOCH_COUNTERS[id(out)] = (weakref.ref(out), epochs)
+    return (out, info) if return_info else out
 
 
-def _batch_augment(ds, flip, augmenter, seed, num_classes, mixup_alpha, cutmix_alpha):
-    """Batch-level augmentation with Keras core layers (and `augmenter`), run
-    sequentially so that it is repeatable; pixels are in [0, 255]."""
-    options = dict(data_format="channels_last", dtype="float32")  # also under mixed precision
-    flip_layer = keras.layers.RandomFlip("horizontal", seed=seed, **options) if flip else None
-    mixers = []
-    if mixup_alpha or cutmix_alpha:
-        if not num_classes:
-            raise ValueError("MixUp/CutMix need num_classes (labels become one-hot)")
-        if mixup_alpha:
-            mixers.append(keras.layers.MixUp(alpha=mixup_alpha, seed=seed + 1, **options))
-        if cutmix_alpha:
-            if not 0 < cutmix_alpha <= 1:
-                raise ValueError(f"cutmix_alpha must be in (0, 1], received {cutmix_alpha}")
-            # Keras draws Beta(a, a) with a uniform in `factor`: a fixed range is CutMix's alpha.
-            factor = (cutmix_alpha, cutmix_alpha)
-            mixers.append(keras.layers.CutMix(factor=factor, seed=seed + 2, **options))
+def _epoch_seed(seed, epoch, stream):
+    """The stateless seed (shape (2,), int64) of random `stream` in pass
+    `epoch` (a tensor)."""
+    return tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64) * 2 + stream])
 
-    def mix(layer, images, labels):
-        data = {"images": images, "labels": labels}
-        out = layer(data, training=True) if isinstance(layer, keras.layers.Layer) else layer(data)
-        if isinstance(out, dict):
-            return out["images"], out.get("labels", labels)
-        return out, labels
 
-    def apply(index, batch):
-        images, labels = batch
-        if flip_layer is not None:
-            images = flip_layer(images, training=True)
-        if mixers:
-            labels = tf.one_hot(tf.cast(labels, tf.int32), num_classes)
-            if len(mixers) == 1:
-                images, labels = mix(mixers[0], images, labels)
-            else:
-                coin = tf.random.stateless_uniform((), tf.stack([tf.cast(index, tf.int32), seed]))
-                images, labels = tf.cond(
-                    coin < 0.5,
-                    lambda: mix(mixers[0], images, labels),
-                    lambda: mix(mixers[1], images, labels),
-                )
-        if augmenter is not None:
-            images, labels = mix(augmenter, images, labels)
-            images = tf.cast(images, tf.float32)
-        return images, labels
+class _EpochCounter:
+    """The number of the next pass over a `make_dataset` pipeline: each pass
+    takes the next number, unless `set_epoch` says which it is."""
 
-    return ds.enumerate().map(apply, num_parallel_calls=None)
+    def __init__(self):
+        with tf.init_scope():
+            self.variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
+
+    def next_pass(self):
+        return self.variable.assign_add(1) - 1
+
+
+_EPOCH_COUNTERS = {}  # id(dataset) -> (weak reference to it, its _EpochCounter)
+
+
+def set_epoch(dataset, epoch):
+    """Make the next pass over `dataset` (from `make_dataset`) its pass number
+    `epoch` (counting from 0): the shuffle order and augmentation that an
+    uninterrupted run would have used then.
+
+    Returns:
+        Whether `dataset` came from `make_dataset` (other datasets are left alone).
+    """
+    ref, epochs = _EPOCH_COUNTERS.get(id(dataset), (None, None))
+    if ref is None or ref() is not dataset:
+        return False
+    epochs.variable.assign(epoch)
+    return True
+
+
+class DataEpoch(keras.callbacks.Callback):
+    """Keep a `make_dataset` pipeline in step with `fit`'s epochs (`set_epoch`
+    at every epoch start), so a run resumed at epoch N sees the data an
+    uninterrupted run saw in epoch N. `pretrain` and `train_classifier` add it."""
+
+    on_every_worker = True  # train_loop: every worker reads its own pipeline
+
+    def __init__(self, dataset):
+        super().__init__()
+        self.dataset = dataset
+
+    def on_epoch_begin(self, epoch, logs=None):
+        set_epoch(self.dataset, epoch)

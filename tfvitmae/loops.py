@@ -5,8 +5,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .callbacks import StopOnNonFiniteLoss
-
 
 def is_multi_worker(strategy):
     """Whether `strategy` spans several workers (where Keras 3 `fit` fails)."""
@@ -117,8 +115,9 @@ def train_loop(
     workers), so `pretrain` uses this loop there. It runs `strategy.run` over
     the distributed dataset with the model's own (replica-scaled) loss and
     optimizer, and calls the callbacks' batch and epoch hooks. Only the chief
-    worker runs the callbacks, so checkpoints are written once; every worker
-    runs `StopOnNonFiniteLoss`, so all stop together. `initial_epoch` is the
+    worker runs the callbacks, so checkpoints are written once, except those
+    marked `on_every_worker` (`StopOnNonFiniteLoss`, so that all stop
+    together, and `data.DataEpoch`). `initial_epoch` is the
     number of epochs a restored backup already trained.
 
     Returns:
@@ -130,7 +129,7 @@ def train_loop(
     if optimizer is None:
         raise ValueError("Compile the model with an optimizer before train_loop")
     chief = is_chief(strategy)
-    callbacks = [c for c in callbacks if chief or isinstance(c, StopOnNonFiniteLoss)]
+    callbacks = [c for c in callbacks if chief or getattr(c, "on_every_worker", False)]
     for callback in callbacks:
         callback.set_model(model)
     distributed = strategy.experimental_distribute_dataset(dataset)

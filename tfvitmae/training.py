@@ -19,6 +19,7 @@ from .callbacks import (  # noqa: F401
     SavePretrained,
     StopOnNonFiniteLoss,
 )
+from .data import DataEpoch
 from .loops import is_multi_worker, start_on_chief, train_loop
 from .optimizers import (  # noqa: F401
     FINETUNE_BASE_LR,
@@ -190,7 +191,11 @@ def pretrain(
         weight_decay=weight_decay,
         **(run_settings or {}),
     )
-    all_callbacks = [StopOnNonFiniteLoss(checkpoint_hint=output_dir), SavePretrained(output_dir)]
+    all_callbacks = [
+        DataEpoch(dataset),  # a resumed run sees the data of the epochs it resumes
+        StopOnNonFiniteLoss(checkpoint_hint=output_dir),
+        SavePretrained(output_dir),
+    ]
     run_callbacks, initial_epoch = _run_callbacks(
         model, output_dir, epochs, settings, resume, overwrite, log_dir, verbose
     )
@@ -289,7 +294,7 @@ def train_classifier(
             depth = model.num_labels
             validation_data = validation_data.map(lambda x, y: (x, tf.one_hot(y, depth)))
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
-    callbacks = [StopOnNonFiniteLoss(checkpoint_hint=output_dir)]
+    callbacks = [DataEpoch(train_data), StopOnNonFiniteLoss(checkpoint_hint=output_dir)]
     initial_epoch = 0
     if output_dir:
         settings = dict(
