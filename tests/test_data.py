@@ -314,3 +314,16 @@ def test_data_epoch_pins_each_pass_to_the_epoch_number():
     callback.on_epoch_begin(1)  # epoch 1 again, as after a resume
     np.testing.assert_array_equal(np.concatenate(list(source)), order[1])
     assert not np.allclose(order[0], order[1])
+
+
+def test_repeat_runs_pass_after_pass_in_full_batches():
+    images = np.arange(5)[:, None, None, None] * np.ones((5, 8, 8, 3), np.uint8)
+    ds = data.make_dataset(images, 8, 2, augment=False, repeat=True, with_labels=True, seed=1,
+                           labels=np.arange(5))  # fmt: skip
+    assert int(ds.cardinality()) == tf.data.INFINITE_CARDINALITY
+    labels = np.concatenate([y.numpy() for _, y in ds.take(10)])  # 20 images: 4 passes
+    assert all(len(y) == 2 for _, y in ds.take(10))  # batches run across the passes' ends
+    passes = labels.reshape(4, 5)
+    for one_pass in passes:
+        assert sorted(one_pass) == [0, 1, 2, 3, 4]  # each image once per pass
+    assert len({tuple(p) for p in passes}) > 1  # in a new order

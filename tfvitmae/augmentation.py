@@ -113,8 +113,9 @@ def _reseed(layers, seed, epoch):
 def batch_augment(ds, mix_layers, augmenter, seed, num_classes):
     """Batch-level augmentation: MixUp or CutMix (`mix_layers`, see `mixers`;
     with both, a coin picks one per batch) and `augmenter`, run sequentially
-    so that it is repeatable. `ds` yields `(epoch, batch index, (images,
-    labels))`, and the coin depends on all three."""
+    so that it is repeatable. `ds` yields `(batch index, (images, labels,
+    epochs))` (each example's pass number); the mixing depends on the epoch
+    and the index alone, and the output is `(images, labels)`."""
 
     def mix(layer, images, labels):
         data = {"images": images, "labels": labels}
@@ -123,8 +124,9 @@ def batch_augment(ds, mix_layers, augmenter, seed, num_classes):
             return out["images"], out.get("labels", labels)
         return out, labels
 
-    def apply(epoch, index, batch):
-        images, labels = batch
+    def apply(index, batch):
+        images, labels, epochs = batch
+        epoch = epochs[0]
         if mix_layers:
             # An epoch's first batch resets the layers' generators: the mixing
             # then depends on the epoch, not on how many epochs ran before.

@@ -80,11 +80,11 @@ def preprocess_images(images, image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD):
 
 
 def _from_source(source, labels, num_channels, progress, verify_images=True):
-    """`(dataset, decode, info)`: a dataset of `(image or file path, label)`
-    (for arrays and files, `info["elements"]` also holds them as a pair of
-    arrays), the function that turns an element into `(image (H, W, C),
-    label)` (for file paths, after shuffling), and `{"num_examples",
-    "skipped", "class_names", "unreadable", "elements"}`."""
+    """`(examples, decode, info)`: the `(images or file paths, labels)` as a
+    pair of arrays (a `tf.data.Dataset` of pairs for a dataset source), the
+    function that turns one into `(image (H, W, C), label)` (for file paths,
+    after shuffling), and `{"num_examples", "skipped", "class_names",
+    "unreadable"}`."""
     files = (
         isinstance(source, (list, tuple)) and source and isinstance(source[0], (str, os.PathLike))
     )
@@ -113,9 +113,8 @@ def _from_source(source, labels, num_channels, progress, verify_images=True):
             skipped=skipped,
             class_names=class_names,
             unreadable=unreadable,
-            elements=(paths, np.asarray(labels)),
         )
-        return tf.data.Dataset.from_tensor_slices((paths, labels)), decode, info
+        return (paths, np.asarray(labels)), decode, info
     if isinstance(source, tf.data.Dataset):
         spec = source.element_spec
 
@@ -139,8 +138,7 @@ def _from_source(source, labels, num_channels, progress, verify_images=True):
                 "Dataset images must be single (height, width, channels) images, received shape "
                 f"{image_spec.shape}"
             )
-        info = dict(num_examples=None, skipped=0, class_names=[], unreadable=[], elements=None)
-        return ds, None, info
+        return ds, None, dict(num_examples=None, skipped=0, class_names=[], unreadable=[])
     array = np.asarray(source)
     if array.ndim == 3:  # (n, h, w) grayscale
         array = array[..., None]
@@ -157,10 +155,8 @@ def _from_source(source, labels, num_channels, progress, verify_images=True):
     y = np.zeros(len(array), np.int64) if labels is None else np.asarray(labels)
     if len(y) != len(array):
         raise ValueError(f"Expected one label per image ({len(array)}), received {len(y)}")
-    info = dict(
-        num_examples=len(array), skipped=0, class_names=[], unreadable=[], elements=(array, y)
-    )
-    return tf.data.Dataset.from_tensor_slices((array, y)), None, info
+    info = dict(num_examples=len(array), skipped=0, class_names=[], unreadable=[])
+    return (array, y), None, info
 
 
 def _report_unreadable(where, paths, unreadable):
@@ -255,16 +251,20 @@ def make_dataset(
     check_data_format(data_format)
     processor = _processor(image_size, mean, std, processor).with_channels(num_channels)
     size = processor.size
-    ds, decode, info = _from_source(source, labels, num_channels, progress, verify_images)
+    examples, decode, info = _from_source(source, labels, num_channels, progress, verify_images)
     if info["num_examples"] is not None and drop_remainder and info["num_examples"] < batch_size:
         raise ValueError(
             f"batch_size {batch_size} is larger than the dataset ({info['num_examples']} images) "
             "and drop_remainder=True would leave no batch"
         )
     mix_layers = mixers(num_classes, mixup_alpha, cutmix_alpha, seed)
-    elements = info.pop("elements")
-    if shuffle and elements is None:  # a tf.data source: tf.data's shuffle (restarts on resume)
-        ds = ds.shuffle(10_000, seed=seed)
+    if isinstance(examples, tf.data.Dataset):
+        count = None
+        if shuffle:  # tf.data's shuffle, whose order restarts on a resume
+            examples = examples.shuffle(10_000, seed=seed)
+    else:
+        count = len(examples[0])
+        examples = tuple(tf.constant(column) for column in examples)
 
     def prepare(index, example, epoch):
         image, label = example
@@ -276,45 +276,46 @@ def make_dataset(
             image = random_flip(image, seeds[1])
         else:
             image = processor.resize(image) if processor.do_resize else tf.cast(image, tf.float32)
-        return tf.ensure_shape(image, size + (num_channels,)), label
+        return tf.ensure_shape(image, size + (num_channels,)), label, epoch
 
-    def one_epoch(epoch):
-        """The batches of one pass, from seeds of `seed` and `epoch` alone."""
-        examples = ds
-        if shuffle and elements is not None:
-            # A permutation of the file paths or in-memory images (never a buffer
-            # of decoded files), drawn from `seed` and the epoch.
-            order = tf.random.experimental.stateless_shuffle(
-                tf.range(len(elements[0]), dtype=tf.int64), _epoch_seed(seed, epoch, 0)
-            )
-            columns = tuple(tf.constant(column) for column in elements)
-            examples = tf.data.Dataset.from_tensor_slices(order).map(
-                lambda i: tuple(tf.gather(column, i) for column in columns)
+    def one_pass(epoch):
+        """The examples of one pass, from `seed` and `epoch` alone."""
+        if count is None:
+            ds = examples
+        else:
+            # The file paths or in-memory images in an order drawn from `seed`
+            # and the epoch (paths are shuffled, never a buffer of decoded files).
+            order = tf.range(count, dtype=tf.int64)
+            if shuffle:
+                order = tf.random.experimental.stateless_shuffle(order, _epoch_seed(seed, epoch, 0))
+            ds = tf.data.Dataset.from_tensor_slices(order).map(
+                lambda i: tuple(tf.gather(column, i) for column in examples)
             )
         if decode is not None:
             # Files whose header looks right but whose data is broken are dropped
             # by ignore_errors() instead of stopping the epoch.
-            examples = examples.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            examples = examples.ignore_errors(log_warning=True)
-        examples = examples.enumerate().map(
+            ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            ds = ds.ignore_errors(log_warning=True)
+        return ds.enumerate().map(
             lambda index, example: prepare(index, example, epoch),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
-        batches = examples.batch(batch_size, drop_remainder=drop_remainder)
-        if mix_layers or augmenter is not None:
-            batches = batches.enumerate().map(lambda index, batch: (epoch, index, batch))
-            batches = batch_augment(batches, mix_layers, augmenter, seed, num_classes)
-        return batches
 
     epochs = _EpochCounter()
-    starts = tf.data.Dataset.from_tensors(0).map(lambda _: epochs.next_pass())
+    passes = tf.data.Dataset.from_tensors(0).map(lambda _: epochs.next_pass())
+    if repeat:  # one pass after another, batched across their ends
+        passes = passes.flat_map(lambda first: tf.data.Dataset.range(first, 2**62))
+    out = passes.flat_map(one_pass).batch(batch_size, drop_remainder=drop_remainder)
+    if mix_layers or augmenter is not None:
+        out = batch_augment(out.enumerate(), mix_layers, augmenter, seed, num_classes)
+    else:
+        out = out.map(lambda images, labels, epochs: (images, labels))
+    # The length, which tf.data cannot see through the passes.
     if repeat:
-        starts = starts.flat_map(lambda first: tf.data.Dataset.range(first, 2**62))
-    out = starts.flat_map(one_epoch)
-    if decode is None and info["num_examples"] and not repeat:  # as without the passes
-        n = info["num_examples"]
-        batches = n // batch_size if drop_remainder else -(-n // batch_size)
+        out = out.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
+    elif decode is None and count:
+        batches = count // batch_size if drop_remainder else -(-count // batch_size)
         out = out.apply(tf.data.experimental.assert_cardinality(batches))
     layout = (0, 3, 1, 2) if data_format == "channels_first" else (0, 1, 2, 3)
 
