@@ -279,38 +279,36 @@ def make_dataset(
         return tf.ensure_shape(image, size + (num_channels,)), label, epoch
 
     def one_pass(epoch):
-        """The examples of one pass, from `seed` and `epoch` alone."""
+        """One pass's `(index, (image or path, label), epoch)`, in an order
+        drawn from `seed` and `epoch` alone."""
         if count is None:
-            ds = examples
-        else:
-            # The file paths or in-memory images in an order drawn from `seed`
-            # and the epoch (paths are shuffled, never a buffer of decoded files).
-            order = tf.range(count, dtype=tf.int64)
-            if shuffle:
-                order = tf.random.experimental.stateless_shuffle(order, _epoch_seed(seed, epoch, 0))
-            ds = tf.data.Dataset.from_tensor_slices(order).map(
-                lambda i: tuple(tf.gather(column, i) for column in examples)
-            )
-        if decode is not None:
-            # Files whose header looks right but whose data is broken are dropped
-            # by ignore_errors() instead of stopping the epoch.
-            ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            ds = ds.ignore_errors(log_warning=True)
-        return ds.enumerate().map(
-            lambda index, example: prepare(index, example, epoch),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
+            return examples.enumerate().map(lambda index, example: (index, example, epoch))
+        # A permutation of the file paths or in-memory images (never a buffer of decoded files).
+        order = tf.range(count, dtype=tf.int64)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(order, _epoch_seed(seed, epoch, 0))
+        columns = tuple(tf.gather(column, order) for column in examples)
+        positions = tf.range(count, dtype=tf.int64)
+        return tf.data.Dataset.from_tensor_slices((positions, columns, tf.fill([count], epoch)))
 
     epochs = _EpochCounter()
     passes = tf.data.Dataset.from_tensors(0).map(lambda _: epochs.next_pass())
     if repeat:  # one pass after another, batched across their ends
         passes = passes.flat_map(lambda first: tf.data.Dataset.range(first, 2**62))
-    out = passes.flat_map(one_pass).batch(batch_size, drop_remainder=drop_remainder)
+    out = passes.flat_map(one_pass)  # the work per example runs outside, in parallel
+    if decode is not None:
+        # Files whose header looks right but whose data is broken are dropped
+        # by ignore_errors() instead of stopping the epoch.
+        out = out.map(
+            lambda index, example, epoch: (index, decode(*example), epoch),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        out = out.ignore_errors(log_warning=True)
+    out = out.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    out = out.batch(batch_size, drop_remainder=drop_remainder)
     if mix_layers or augmenter is not None:
         out = batch_augment(out.enumerate(), mix_layers, augmenter, seed, num_classes)
-    else:
-        out = out.map(lambda images, labels, epochs: (images, labels))
     # The length, which tf.data cannot see through the passes.
     if repeat:
         out = out.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
@@ -319,7 +317,7 @@ def make_dataset(
         out = out.apply(tf.data.experimental.assert_cardinality(batches))
     layout = (0, 3, 1, 2) if data_format == "channels_first" else (0, 1, 2, 3)
 
-    def finish(images, labels):
+    def finish(images, labels, *epochs):  # the pass numbers are dropped here
         pixels = tf.transpose(processor.normalize(images), layout)
         return (pixels, labels) if with_labels else pixels
 
