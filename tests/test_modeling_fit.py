@@ -26,7 +26,7 @@ def test_fit_reduces_loss_on_arrays():
 def test_fit_evaluate_predict_on_datasets():
     config = tiny_config()
     model = TFViTMAEForPreTraining(config, seed=0)
-    model.compile(optimizer="adam")
+    model.compile(optimizer="adam", jit_compile=False)  # XLA: test_fit_with_jit_compile
     images = smooth_images(config, n=12)
     as_dicts = tf.data.Dataset.from_tensor_slices({"pixel_values": images}).batch(4)
     with_labels = tf.data.Dataset.from_tensor_slices((images, np.arange(12))).batch(
@@ -72,7 +72,7 @@ def test_train_step_updates_weights_but_not_position_tables():
     model = TFViTMAEForPreTraining(config)
     table = model.vit.embeddings.position_embeddings.numpy().copy()
     kernel = model.decoder.decoder_pred.kernel.numpy().copy()
-    model.compile(optimizer="adam")
+    model.compile(optimizer="adam", jit_compile=False)
     model.fit(smooth_images(config, n=8), batch_size=4, epochs=1, verbose=0)
     assert np.array_equal(table, model.vit.embeddings.position_embeddings.numpy())
     assert not np.array_equal(kernel, model.decoder.decoder_pred.kernel.numpy())
@@ -143,7 +143,7 @@ def test_fit_with_jit_compile():
 def test_saved_model_loads_into_training(tmp_path):
     config = tiny_config()
     model = TFViTMAEForPreTraining(config)
-    model.compile(optimizer="adam")
+    model.compile(optimizer="adam", jit_compile=False)  # compiling XLA twice takes long
     images = pixels(config, batch=8)
     model.fit(images, batch_size=4, epochs=1, verbose=0)
     model.save(tmp_path / "m.keras")
