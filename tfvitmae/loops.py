@@ -39,7 +39,7 @@ def _sum_over_workers(value, strategy):
 def _cache_keras_saving_skipset():
     """Keras' weight saving and loading build a throwaway `Optimizer(1.0)`,
     whose variables `MultiWorkerMirroredStrategy` creates collectively: a save
-    on the chief alone would wait for the other workers forever. Keras caches
+    on the chief alone fails (or waits) for want of the other workers. Keras caches
     it, but 3.15 reads the cache under another key than it writes, so it is
     built on every save. Build it once here, on every worker together, and
     cache it under both keys."""
