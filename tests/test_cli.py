@@ -202,6 +202,7 @@ def test_reruns_resume_refuse_or_start_afresh_and_runs_are_logged(
     def pretrain(*extra):
         args = ["pretrain", str(image_folder), "--model", str(tiny_checkpoint)]
         args += ["--output-dir", str(out), "--batch-size", "4", "--warmup-epochs", "1"]
+        args += ["--no-jit-compile"]  # reruns are the point: no XLA compile in every run
         code = main(args + list(extra))
         captured = capsys.readouterr()
         return code, captured.out + captured.err
