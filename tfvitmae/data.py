@@ -284,15 +284,16 @@ def make_dataset(
         if count is None:
             return examples.enumerate().map(lambda index, example: (index, example, epoch))
         # A permutation of the file paths or in-memory images (never a buffer of decoded files).
-        order = tf.range(count, dtype=tf.int64)
+        positions = tf.range(count, dtype=tf.int64)
+        order = positions
         if shuffle:
             order = tf.random.experimental.stateless_shuffle(order, _epoch_seed(seed, epoch, 0))
         columns = tuple(tf.gather(column, order) for column in examples)
-        positions = tf.range(count, dtype=tf.int64)
         return tf.data.Dataset.from_tensor_slices((positions, columns, tf.fill([count], epoch)))
 
-    epochs = _EpochCounter()
-    passes = tf.data.Dataset.from_tensors(0).map(lambda _: epochs.next_pass())
+    with tf.init_scope():  # the number of the next pass: each takes the next, or set_epoch's
+        next_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
+    passes = tf.data.Dataset.from_tensors(0).map(lambda _: next_epoch.assign_add(1) - 1)
     if repeat:  # one pass after another, batched across their ends
         passes = passes.flat_map(lambda first: tf.data.Dataset.range(first, 2**62))
     out = passes.flat_map(one_pass)  # the work per example runs outside, in parallel
@@ -322,9 +323,7 @@ def make_dataset(
         return (pixels, labels) if with_labels else pixels
 
     out = out.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-    for key in [k for k, (ref, _) in _EPOCH_COUNTERS.items() if ref() is None]:
-        del _EPOCH_COUNTERS[key]
-    _EPOCH_COUNTERS[id(out)] = (weakref.ref(out), epochs)
+    _NEXT_EPOCH[out] = next_epoch
     return (out, info) if return_info else out
 
 
@@ -334,19 +333,7 @@ def _epoch_seed(seed, epoch, stream):
     return tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64) * 2 + stream])
 
 
-class _EpochCounter:
-    """The number of the next pass over a `make_dataset` pipeline: each pass
-    takes the next number, unless `set_epoch` says which it is."""
-
-    def __init__(self):
-        with tf.init_scope():
-            self.variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
-
-    def next_pass(self):
-        return self.variable.assign_add(1) - 1
-
-
-_EPOCH_COUNTERS = {}  # id(dataset) -> (weak reference to it, its _EpochCounter)
+_NEXT_EPOCH = weakref.WeakKeyDictionary()  # make_dataset's pipelines -> their pass counters
 
 
 def set_epoch(dataset, epoch):
@@ -357,10 +344,10 @@ def set_epoch(dataset, epoch):
     Returns:
         Whether `dataset` came from `make_dataset` (other datasets are left alone).
     """
-    ref, epochs = _EPOCH_COUNTERS.get(id(dataset), (None, None))
-    if ref is None or ref() is not dataset:
+    next_epoch = _NEXT_EPOCH.get(dataset)
+    if next_epoch is None:
         return False
-    epochs.variable.assign(epoch)
+    next_epoch.assign(epoch)
     return True
 
 

@@ -67,7 +67,8 @@ class _Signatures:
 
     def from_pixels(self, pixel_values):
         """Check the shape in the graph, as TF Serving feeds any shape."""
-        expected = self.pixel_spec().shape[1:].as_list()
+        spec = self.pixel_spec().shape
+        expected = spec[1:].as_list()
         layout = "channels, height, width" if self.channels_first else "height, width, channels"
         message = (
             f"pixel_values must be float32 (batch, {layout}) = (batch, "
@@ -81,7 +82,7 @@ class _Signatures:
         with tf.control_dependencies([rank_check]):
             size_check = tf.debugging.assert_equal(shape[-3:], expected, message=message)
         with tf.control_dependencies([size_check]):
-            return tf.ensure_shape(tf.identity(pixel_values), self.pixel_spec().shape)
+            return tf.ensure_shape(tf.identity(pixel_values), spec)
 
     def to_model_layout(self, images_nhwc):
         return tf.transpose(images_nhwc, (0, 3, 1, 2)) if self.channels_first else images_nhwc
