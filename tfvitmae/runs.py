@@ -100,11 +100,11 @@ def restore_backup(model, output_dir, epoch=None):
                 f"There is no backup of epoch {epoch} in {os.path.join(output_dir, BACKUP_DIR)}"
             )
     unreadable = []
-    for epoch, path in found:
+    for backed_up, path in found:
         try:
             model.load_weights(path)
             _restore_random_state(model, os.path.join(os.path.dirname(path), RNG_FILE))
-            return epoch, path
+            return backed_up, path
         except (OSError, ValueError) as e:
             unreadable.append(f"{path} ({e})")
             warnings.warn(f"Backup {path} is unreadable ({e}); trying an older one")
