@@ -131,7 +131,7 @@ def block_parts(config, batch):
     from transformers import ViTMAEConfig as PTConfig
     from transformers.models.vit_mae.modeling_vit_mae import ViTMAELayer
 
-    from tfvitmae.layers import ViTMAEBlock
+    from tfvitmae.models.layers import ViTMAEBlock
 
     kept = int(config.num_patches * (1 - config.mask_ratio))
     stacks = [

@@ -35,7 +35,7 @@ def main(mode, out):
 
     from tests.helpers import noise_for, pixels, tiny_config
     from tfvitmae import TFViTMAEForPreTraining
-    from tfvitmae.loops import train_loop
+    from tfvitmae.training.distributed import train_loop
 
     strategy = {
         "single": lambda: tf.distribute.get_strategy(),
@@ -84,8 +84,8 @@ def run_pretrain(output_dir, epochs=3, kill_after=None):
 
     from tests.helpers import tiny_config
     from tfvitmae import TFViTMAEForPreTraining
-    from tfvitmae.runs import backups
     from tfvitmae.training import pretrain
+    from tfvitmae.training.runs import backups
 
     strategy = (  # before any other TensorFlow op
         tf.distribute.MultiWorkerMirroredStrategy()

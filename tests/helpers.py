@@ -301,3 +301,24 @@ def assert_same_training(result, reference):
     assert len(ours) == len(theirs)
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+def record_attention_paths(monkeypatch):
+    """Record which path every `ViTMAEAttention` call takes.
+
+    Returns a list that fills with `(layer path, "sdpa" or "eager")`, one per
+    attention call, by spying on the two path methods: a test can see the
+    path actually taken, not only outputs (which are equal on both paths).
+    """
+    from tfvitmae.models.layers import ViTMAEAttention
+
+    calls = []
+    for method, label in (("_fused", "sdpa"), ("_eager", "eager")):
+        original = getattr(ViTMAEAttention, method)
+
+        def spy(self, *args, _original=original, _label=label, **kwargs):
+            calls.append((self.path, _label))
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(ViTMAEAttention, method, spy)
+    return calls

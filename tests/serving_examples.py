@@ -36,7 +36,7 @@ def doc_models():
     import keras
 
     from tfvitmae import TFViTMAEForPreTraining, ViTMAEConfig
-    from tfvitmae.classification import TFViTMAEForImageClassification
+    from tfvitmae.models.classification import TFViTMAEForImageClassification
 
     keras.utils.set_random_seed(0)
     config = ViTMAEConfig(**DOC_CONFIG)
@@ -102,7 +102,7 @@ def responses(exports):
     """Run every README request against exported models: `{signature: response}`."""
     import tensorflow as tf
 
-    from tfvitmae.export import rest_to_tensors
+    from tfvitmae.serving import rest_to_tensors
 
     loaded = {key: tf.saved_model.load(path) for key, path in exports.items()}
     out = {}

@@ -1,86 +1,100 @@
-"""The package's layering: imports run one way, and every module is placed.
+"""The package's layering: imports run one way between subpackages, and the
+public API is explicit.
 
-Each module may import only from rows above its own, or from earlier modules
-in its own row, counting imports inside functions too. The rows are the ones
-listed in `tfvitmae/__init__.py`.
+Subpackages, bottom up (the order in `tfvitmae/__init__.py`): a module may
+import from its own subpackage and from those below it, counting imports
+inside functions too. `checkpoints`, `data` and `serving` never import a
+model: they take one as an argument.
 """
 
 import ast
+import importlib
 import pathlib
 
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "tfvitmae"
 
-FLOORS = (
-    ("activations", "seeds", "files", "config"),
-    ("position", "attention", "layers", "outputs", "inputs", "patches"),
-    ("stacks",),
-    ("checkpoint_files", "weights", "state_dicts", "hub", "image_processor"),
-    ("image_folders", "augmentation", "data", "export"),
-    ("base_model", "modeling", "classification"),
-    ("schedules", "optimizers", "visualization", "callbacks", "loops", "runs", "training"),
-    ("demo", "commands", "cli", "__main__"),
-)
-RANK = {name: (floor, i) for floor, names in enumerate(FLOORS) for i, name in enumerate(names)}
-MODEL_MODULES = {"base_model", "modeling", "classification"}
+FLOORS = ("utils", "checkpoints", "data", "serving", "models", "training", "cli")
+RANK = {name: floor for floor, name in enumerate(FLOORS)}
+# Top-level modules: the public API and the old module paths (both may name any subpackage).
+TOP_LEVEL = {"__init__", "__main__", "_deprecated"}
+MODEL_CLASS_MODULES = {"models.vit_mae", "models.classification"}
+
+
+def resolve(path, node):
+    """The absolute dotted module (below `tfvitmae`) that an import names, or None."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    package = parts[:-1]  # the importing module's package, below tfvitmae
+    if isinstance(node, ast.ImportFrom) and node.level:
+        base = package[: len(package) - (node.level - 1)]
+        if node.level - 1 > len(package):
+            raise AssertionError(f"{path}: relative import beyond the package")
+        module = (*base, *(node.module.split(".") if node.module else ()))
+        if node.module:
+            return [".".join(module)]
+        return [".".join((*module, a.name)) for a in node.names]
+    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tfvitmae."):
+        return [node.module.split(".", 1)[1]]
+    if isinstance(node, ast.Import):
+        return [a.name.split(".", 1)[1] for a in node.names if a.name.startswith("tfvitmae.")]
+    return []
 
 
 def package_imports(path):
-    """The tfvitmae modules that the file at `path` imports, anywhere in it."""
+    """The tfvitmae modules (dotted, below `tfvitmae`) imported anywhere in `path`."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:  # from .x import y
-                found.add(node.module.split(".")[0])
-            elif node.level == 1:  # from . import x (a module, or a name of __init__)
-                found.update(a.name for a in node.names if (PACKAGE / f"{a.name}.py").exists())
-            elif node.module and node.module.startswith("tfvitmae."):
-                found.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("tfvitmae."))
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.update(m for m in resolve(path, node) if m)
     return found
 
 
-MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
-
-
-def test_every_module_has_a_floor():
-    assert sorted(set(MODULES) - set(RANK)) == []
-    assert sorted(set(RANK) - set(MODULES)) == []
-
-
-@pytest.mark.parametrize("module", MODULES)
-def test_imports_run_one_way(module):
-    imports = package_imports(PACKAGE / f"{module}.py")
-    upward = sorted(name for name in imports if RANK[name] >= RANK[module])
-    assert upward == [], f"{module} imports {upward}, which are not below it"
-
-
-@pytest.mark.parametrize(
-    "module",
-    [
-        "checkpoint_files",
-        "weights",
-        "state_dicts",
-        "hub",
-        "image_processor",
-        "image_folders",
-        "data",
-        "export",
-    ],
+MODULES = sorted(
+    ".".join(p.relative_to(PACKAGE).with_suffix("").parts) for p in PACKAGE.rglob("*.py")
 )
-def test_checkpoint_and_serving_code_never_imports_a_model(module):
-    assert not package_imports(PACKAGE / f"{module}.py") & MODEL_MODULES
+SUBPACKAGE_MODULES = [m for m in MODULES if "." in m]
+
+
+def test_every_subpackage_has_a_floor():
+    subpackages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert subpackages == set(FLOORS)
+    assert {m for m in MODULES if "." not in m} == TOP_LEVEL
+
+
+@pytest.mark.parametrize("module", SUBPACKAGE_MODULES)
+def test_imports_run_one_way(module):
+    path = PACKAGE.joinpath(*module.split(".")).with_suffix(".py")
+    own = module.split(".")[0]
+    upward = sorted(m for m in package_imports(path) if RANK.get(m.split(".")[0], -1) > RANK[own])
+    assert upward == [], f"{module} imports {upward}, which are above {own}"
+
+
+@pytest.mark.parametrize("module", [m for m in SUBPACKAGE_MODULES if m.split(".")[0] != "models"])
+def test_only_training_and_the_cli_import_a_model_class(module):
+    path = PACKAGE.joinpath(*module.split(".")).with_suffix(".py")
+    if RANK[module.split(".")[0]] < RANK["models"]:
+        assert not package_imports(path) & (MODEL_CLASS_MODULES | {"models"})
 
 
 def test_the_checker_sees_imports_inside_functions(tmp_path):
-    source = tmp_path / "example.py"
-    source.write_text("def f():\n    from .modeling import X\n    from . import hub, __version__\n")
-    assert package_imports(source) == {"modeling", "hub"}
+    source = PACKAGE / "training" / "example.py"  # resolved as if it were there
+    tree = "def f():\n    from ..models.vit_mae import X\n    from . import runs\n"
+    fake = tmp_path / "example.py"
+    fake.write_text(tree)
+    found = set()
+    for node in ast.walk(ast.parse(tree)):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.update(resolve(source, node))
+    assert found == {"models.vit_mae", "training.runs"}
 
 
-@pytest.mark.parametrize("module", MODULES + ["__init__"])
-def test_modules_stay_small(module):
-    lines = len((PACKAGE / f"{module}.py").read_text().splitlines())
-    assert lines <= 450, f"{module}.py has {lines} lines: split it by job"
+# `__main__` runs the command line when imported: it has no API to declare.
+@pytest.mark.parametrize("module", [m for m in MODULES if m != "__main__"])
+def test_every_module_declares_its_public_names(module):
+    name = "tfvitmae." + module.removesuffix("__init__") if module != "__init__" else "tfvitmae"
+    imported = importlib.import_module(name.rstrip("."))
+    names = getattr(imported, "__all__", None)
+    assert names is not None, f"tfvitmae.{module} has no __all__"
+    missing = sorted(n for n in names if not hasattr(imported, n))
+    assert missing == [], f"tfvitmae.{module}.__all__ names {missing}, which it lacks"

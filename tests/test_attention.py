@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
 
-from tfvitmae.attention import (
+from tfvitmae.models.layers import (
     ATTENTION_IMPLEMENTATIONS,
     ViTMAEAttention,
     check_attn_implementation,
 )
 
 from .harness import run_layer_test
-from .helpers import max_diff
+from .helpers import max_diff, record_attention_paths
 
 
 @pytest.mark.parametrize("attn_implementation", ATTENTION_IMPLEMENTATIONS)
@@ -42,14 +42,24 @@ def test_layer_harness(attn_implementation):
     )
 
 
-def test_paths_agree_and_match_numpy():
+def test_paths_agree_and_match_numpy(monkeypatch):
+    paths = record_attention_paths(monkeypatch)
     layer = ViTMAEAttention(16, 4, attn_implementation="sdpa")
     layer.build()
     x = np.random.default_rng(0).normal(size=(2, 5, 16)).astype("float32")
     fused, none = layer(x)
-    explicit, probs = layer(x, output_attentions=True)
+    fused_with_probs, probs = layer(x, output_attentions=True)
     assert none is None and probs.shape == (2, 4, 5, 5)
-    assert max_diff(fused, explicit) < 1e-6
+    assert max_diff(fused, fused_with_probs) == 0
+    assert [label for _, label in paths] == ["sdpa", "sdpa"]
+    # The explicit reference: an "eager" layer with the same weights.
+    eager = ViTMAEAttention(16, 4, attn_implementation="eager")
+    eager.build()
+    eager.set_weights(layer.get_weights())
+    del paths[:]
+    explicit, explicit_probs = eager(x, output_attentions=True)
+    assert [label for _, label in paths] == ["eager"]
+    assert max_diff(fused, explicit) < 1e-6 and max_diff(probs, explicit_probs) < 1e-6
     # NumPy reference from the fused kernel
     qkv = x @ layer.qkv.kernel.numpy() + layer.qkv.bias.numpy()
     q, k, v = (
@@ -67,8 +77,10 @@ def test_paths_agree_and_match_numpy():
     ctx_masked = (p * head @ v).transpose(0, 2, 1, 3).reshape(2, 5, 16)
     ref_masked = ctx_masked @ layer.output_dense.kernel.numpy() + layer.output_dense.bias.numpy()
     assert max_diff(masked, ref_masked) < 1e-5
+    del paths[:]
     layer.attn_implementation = "eager"
     assert max_diff(layer(x)[0], ref) < 1e-5
+    assert [label for _, label in paths] == ["eager"]
 
 
 def test_check_attn_implementation():

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from tfvitmae import TFViTMAEForPreTraining
-from tfvitmae.callbacks import (
+from tfvitmae.training.callbacks import (
     EmptyEpochError,
     NonFiniteLossError,
     ReconstructionCallback,

@@ -9,7 +9,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from tfvitmae import TFViTMAEForPreTraining, ViTMAEConfig
-from tfvitmae.checkpoint_files import (
+from tfvitmae.checkpoints.formats import (
     CheckpointError,
     read_checkpoint,
     read_keras_weights,

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel
-from tfvitmae.classification import TFViTMAEForImageClassification
+from tfvitmae.models.classification import TFViTMAEForImageClassification
 from tfvitmae.training import train_classifier
 
 from .harness import run_model_test

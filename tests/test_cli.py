@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 from tfvitmae import PRESETS, TFViTMAEForPreTraining, ViTMAEConfig
-from tfvitmae.classification import TFViTMAEForImageClassification
 from tfvitmae.cli import build_parser, main
+from tfvitmae.models.classification import TFViTMAEForImageClassification
 
 from .helpers import FIXTURE, tiny_config
 

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from tfvitmae import PRESETS, ViTMAEConfig
-from tfvitmae.config import as_config
+from tfvitmae.models.config import as_config
 
 DOCUMENTED_DEFAULTS = dict(
     hidden_size=768,

@@ -4,7 +4,8 @@ import pytest
 import tensorflow as tf
 
 from tfvitmae import data
-from tfvitmae.image_processor import ViTMAEImageProcessor
+from tfvitmae.data.image_processor import ViTMAEImageProcessor
+from tfvitmae.training.callbacks import DataEpoch
 
 
 def write_images(folder, count=6, size=(40, 50), classes=("cats", "dogs")):
@@ -195,6 +196,12 @@ def test_arrays_datasets_and_channel_conversion():
         iter(data.make_dataset(source, 16, 4, with_labels=True, shuffle=False, augment=False))
     )
     assert x.shape == (4, 3, 16, 16) and list(y.numpy()) == [0, 1, 2, 3]
+    pairs = tf.data.Dataset.from_tensor_slices((rgba[..., :3], np.arange(4) + 5))
+    x, y = next(iter(data.make_dataset(pairs, 16, 4, with_labels=True, shuffle=False)))
+    assert x.shape == (4, 3, 16, 16) and list(y.numpy()) == [5, 6, 7, 8]
+    alone = tf.data.Dataset.from_tensor_slices(rgba[..., :3])
+    x, y = next(iter(data.make_dataset(alone, 16, 4, with_labels=True, shuffle=False)))
+    assert x.shape == (4, 3, 16, 16) and list(y.numpy()) == [0, 0, 0, 0]
 
 
 def test_mixup_cutmix_mix_images_and_labels():
@@ -306,7 +313,7 @@ def test_data_epoch_pins_each_pass_to_the_epoch_number():
     the pass then belongs to that epoch, whatever passes came before."""
     images = np.random.default_rng(1).integers(0, 256, (8, 8, 8, 3), dtype=np.uint8)
     source = data.make_dataset(images, 8, 4, seed=3)
-    callback = data.DataEpoch(source)
+    callback = DataEpoch(source)
     order = []
     for epoch in (0, 1, 2):
         callback.on_epoch_begin(epoch)

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from tfvitmae import TFViTMAEForImageClassification, TFViTMAEForPreTraining
-from tfvitmae.demo import (
+from tfvitmae.cli.demo import (
     DEMO_IMAGE_SIZE,
     demo_config,
     load_dataset,

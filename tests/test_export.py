@@ -15,16 +15,16 @@ import pytest
 import tensorflow as tf
 
 from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel
-from tfvitmae.classification import TFViTMAEForImageClassification
 from tfvitmae.data import decode_image
-from tfvitmae.export import (
+from tfvitmae.models.classification import TFViTMAEForImageClassification
+from tfvitmae.models.layers import masking_noise
+from tfvitmae.serving import (
     example_inputs,
     export_for_serving,
     export_saved_model,
     predict_request,
     rest_request,
     rest_to_tensors,
-    seeded_noise,
 )
 
 from . import serving_examples
@@ -148,7 +148,7 @@ def keras_reference(model, signature, inputs):
     batch = int(tf.shape(pixel_values)[0])
     if signature.startswith("reconstruct"):
         noise = (
-            seeded_noise(inputs["seed"], batch, model.config.num_patches)
+            masking_noise(inputs["seed"], batch, model.config.num_patches)
             if "seed" in inputs
             else None
         )
@@ -226,7 +226,7 @@ def test_raw_inputs_use_the_models_image_processor(tmp_path):
     """A model trained on its own statistics serves with them: the uint8 and
     image-bytes signatures normalise with the model's processor, and the
     reconstructed uint8 image undoes that normalisation."""
-    from tfvitmae.image_processor import ViTMAEImageProcessor
+    from tfvitmae.data.image_processor import ViTMAEImageProcessor
 
     processor = ViTMAEImageProcessor(size=32, resample=2, image_mean=[0.2], image_std=[0.3])
     model = TFViTMAEForPreTraining(tiny_config(num_channels=1), image_processor=processor)
@@ -264,6 +264,62 @@ def test_random_masks_differ_between_requests_and_seeds_repeat(exported):
         for _ in range(2)
     ]
     np.testing.assert_array_equal(*seeded)
+
+
+def _masks_from_grid(path, model, count):
+    """The masks that a `tfvitmae reconstruct` grid shows: in its "masked"
+    column a removed patch is one flat colour (normalised 0, denormalised),
+    a visible one is the (random) image."""
+    grid = tf.io.decode_png(pathlib.Path(path).read_bytes()).numpy()
+    c = model.config
+    (height, _), (patch, _) = c.image_hw, c.patch_hw
+    zoom = max(1, 96 // height)  # as the grid enlarges small images
+    tile, gap = height * zoom, 2
+    header = grid.shape[0] - (count * tile + (count - 1) * gap)
+    fill = np.asarray(model.image_processor.denormalize(np.zeros((1, 1, c.num_channels))))[0, 0]
+    rows, cols = c.grid_size
+    masks = np.zeros((count, c.num_patches), "float32")
+    for image in range(count):
+        top, left = header + image * (tile + gap), tile + gap  # the second column
+        for index in range(c.num_patches):
+            row, col = divmod(index, cols)
+            y, x = top + row * patch * zoom, left + col * patch * zoom
+            masks[image, index] = np.all(grid[y : y + patch * zoom, x : x + patch * zoom] == fill)
+    return masks
+
+
+@pytest.mark.slow
+def test_one_seed_gives_one_mask_on_every_path(exported, tmp_path):
+    """`predict_images(seed=s)`, the SavedModel's `*_with_seed` signatures and
+    `tfvitmae reconstruct --seed s` mask each image alike."""
+    from tfvitmae.cli import main
+
+    models, paths, _ = exported
+    model = models["pretraining"]
+    images = np.random.default_rng(3).integers(0, 256, size=(3, 40, 44, 3), dtype=np.uint8)
+    files = []
+    for i, image in enumerate(images):
+        files.append(str(tmp_path / f"image_{i}.png"))
+        pathlib.Path(files[-1]).write_bytes(tf.io.encode_png(image).numpy())
+    seed = 7
+    python = model.predict_images(files, batch_size=2, seed=seed)["mask"]
+    signatures = tf.saved_model.load(paths["pretraining"]).signatures
+    contents = tf.constant([pathlib.Path(f).read_bytes() for f in files])
+    seed_input = tf.constant(seed, tf.int64)
+    served = signatures["reconstruct_image_bytes_with_seed"](image_bytes=contents, seed=seed_input)
+    served_uint8 = signatures["reconstruct_uint8_with_seed"](images=images, seed=seed_input)
+    model.save_pretrained(tmp_path / "checkpoint")
+    grid = tmp_path / "grid.png"
+    command = ["reconstruct", *files, "--model", str(tmp_path / "checkpoint")]
+    assert main([*command, "--output", str(grid), "--seed", str(seed)]) == 0
+    from_command = _masks_from_grid(grid, model, len(files))
+    assert python.sum(axis=1).tolist() == [12, 12, 12]  # 75% of 16 patches
+    assert len({tuple(m) for m in python}) == 3  # each image its own mask
+    np.testing.assert_array_equal(served["mask"].numpy(), python)
+    np.testing.assert_array_equal(served_uint8["mask"].numpy(), python)
+    np.testing.assert_array_equal(from_command, python)
+    other = model.predict_images(files, seed=seed + 1)["mask"]
+    assert not np.array_equal(other, python)
 
 
 @pytest.mark.slow

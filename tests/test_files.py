@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from tfvitmae.files import (
+from tfvitmae.utils.files import (
     atomic_write,
     atomic_write_text,
     check_folder_path,

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel, ViTMAEConfig
-from tfvitmae.classification import TFViTMAEForImageClassification
-from tfvitmae.hub import architecture_class, registered_class, resolve_files
-from tfvitmae.weights import CheckpointError
+from tfvitmae.checkpoints.formats import CheckpointError
+from tfvitmae.checkpoints.hub import architecture_class, registered_class, resolve_files
+from tfvitmae.models.classification import TFViTMAEForImageClassification
 
 from .helpers import FIXTURE, REFERENCE_CONFIG, max_diff, noise_for, pixels, tiny_config
 
@@ -194,7 +194,7 @@ def test_the_image_processor_travels_with_the_model(tmp_path):
 
     import keras
 
-    from tfvitmae.image_processor import ViTMAEImageProcessor
+    from tfvitmae.data.image_processor import ViTMAEImageProcessor
 
     processor = ViTMAEImageProcessor(size=32, resample=2, image_mean=[0.3], image_std=[0.4])
     model = TFViTMAEForPreTraining(tiny_config(), image_processor=processor)
@@ -270,9 +270,9 @@ def test_failed_save_leaves_directory_untouched(tmp_path, monkeypatch):
             f.write(b"partial")
         raise OSError("disk full")
 
-    import tfvitmae.hub
+    import tfvitmae.checkpoints.hub
 
-    monkeypatch.setattr(tfvitmae.hub, "write_safetensors", fail)
+    monkeypatch.setattr(tfvitmae.checkpoints.hub, "write_safetensors", fail)
     with pytest.raises(OSError, match="disk full"):
         model.save_pretrained(tmp_path, pytorch=True)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

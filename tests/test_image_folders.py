@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvitmae import image_folders
-from tfvitmae.image_folders import list_image_files, split_files
+from tfvitmae.data import folders as image_folders
+from tfvitmae.data.folders import list_image_files, split_files
 
 
 def test_scan_reports_progress_on_large_folders(tmp_path, monkeypatch, capsys):

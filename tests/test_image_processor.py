@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvitmae.image_processor import (
+from tfvitmae.data.image_processor import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PREPROCESSOR_NAME,

@@ -5,13 +5,13 @@ import pytest
 import tensorflow as tf
 
 from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel
-from tfvitmae.inputs import (
-    check_data_format,
+from tfvitmae.models.inputs import (
     check_noise,
     check_pixel_values,
     head_masks,
     unpack_inputs,
 )
+from tfvitmae.utils.checks import check_data_format
 
 from .helpers import noise_for, pixels, tiny_config
 
@@ -51,7 +51,9 @@ def test_check_pixel_values_moves_channels_last():
     x = pixels(config)
     np.testing.assert_array_equal(check_pixel_values(x, config), np.transpose(x, (0, 2, 3, 1)))
     last = pixels(config, channels_last=True)
-    np.testing.assert_array_equal(check_pixel_values(last, config, "channels_last"), last)
+    np.testing.assert_array_equal(
+        check_pixel_values(last, config, data_format="channels_last"), last
+    )
     wide = pixels(config, height=16, width=40)
     assert check_pixel_values(wide, config, interpolate_pos_encoding=True).shape == (2, 16, 40, 3)
     with pytest.raises(ValueError, match="pixel_values is required"):

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tfvitmae import TFViTMAEModel
-from tfvitmae.layers import DropPath, PatchEmbedding, RandomMasking, ViTMAEBlock, ViTMAEMLP
+from tfvitmae.models.layers import DropPath, PatchEmbedding, RandomMasking, ViTMAEBlock, ViTMAEMLP
 
 from .harness import run_layer_test
 from .helpers import max_diff, tiny_config

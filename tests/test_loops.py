@@ -15,8 +15,8 @@ import pytest
 import tensorflow as tf
 
 from tfvitmae import TFViTMAEForPreTraining
-from tfvitmae.loops import is_chief, is_multi_worker, train_loop
-from tfvitmae.runs import CSV_LOG, backups
+from tfvitmae.training.distributed import is_chief, is_multi_worker, train_loop
+from tfvitmae.training.runs import CSV_LOG, backups
 
 from .helpers import (
     assert_same_training,

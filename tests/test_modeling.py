@@ -9,7 +9,15 @@ from tfvitmae import (
 )
 
 from .harness import run_model_test
-from .helpers import max_diff, noise_for, numpy_mae_loss, numpy_patchify, pixels, tiny_config
+from .helpers import (
+    max_diff,
+    noise_for,
+    numpy_mae_loss,
+    numpy_patchify,
+    pixels,
+    record_attention_paths,
+    tiny_config,
+)
 
 
 # ------------------------------------------------------------------ harness
@@ -169,15 +177,59 @@ def test_seeded_models_mask_alike():
     np.testing.assert_array_equal(*masks)
 
 
+def _attention_layers(model):
+    return [b.attention for stack in (model.vit, model.decoder) for b in stack.blocks]
+
+
+def _levels(model):
+    """Each level that carries the switch, with the attention layers below it."""
+    block = model.vit.blocks[1]
+    return {
+        "model": (model, _attention_layers(model)),
+        "encoder": (model.vit, [b.attention for b in model.vit.blocks]),
+        "decoder": (model.decoder, [b.attention for b in model.decoder.blocks]),
+        "block": (block, [block.attention]),
+        "attention": (block.attention, [block.attention]),
+    }
+
+
+@pytest.mark.parametrize("level", ["model", "encoder", "decoder", "block", "attention"])
+def test_switching_attention_at_any_level_changes_the_path_below_it(level, monkeypatch):
+    config = tiny_config()
+    model = TFViTMAEForPreTraining(config)
+    x, noise = pixels(config), noise_for(config)
+    paths = record_attention_paths(monkeypatch)
+    model(x, noise=noise)
+    every = {layer.path for layer in _attention_layers(model)}
+    assert len(every) == config.num_hidden_layers + config.decoder_num_hidden_layers
+    assert sorted(paths) == sorted((path, "sdpa") for path in every)
+    owner, below = _levels(model)[level]
+    owner.attn_implementation = "eager"
+    assert owner.attn_implementation == "eager"
+    del paths[:]
+    model(x, noise=noise)
+    switched = {layer.path for layer in below}
+    assert sorted(paths) == sorted(
+        (path, "eager" if path in switched else "sdpa") for path in every
+    )
+    with pytest.raises(ValueError, match="attn_implementation must be one of .* received 'flash'"):
+        owner.attn_implementation = "flash"
+    assert owner.attn_implementation == "eager"
+
+
 @pytest.mark.parametrize("overrides", [dict(), dict(qkv_bias=False, num_channels=1)])
-def test_fused_and_explicit_attention_agree(overrides):
+def test_fused_and_explicit_attention_agree(overrides, monkeypatch):
     config = tiny_config(**overrides)
     model = TFViTMAEForPreTraining(config)
     x, noise = pixels(config), noise_for(config)
+    paths = record_attention_paths(monkeypatch)
     assert model.attn_implementation == "sdpa"
     fused = model(x, noise=noise, output_hidden_states=True)
+    assert {label for _, label in paths} == {"sdpa"}
     model.attn_implementation = "eager"
+    del paths[:]
     explicit = model(x, noise=noise, output_hidden_states=True)
+    assert {label for _, label in paths} == {"eager"}
     assert max_diff(fused.logits, explicit.logits) < 1e-5
     assert abs(float(fused.loss) - float(explicit.loss)) < 1e-5
     for a, b in zip(fused.hidden_states, explicit.hidden_states):

@@ -4,17 +4,17 @@ import pytest
 import tensorflow as tf
 
 from tfvitmae import TFViTMAEForPreTraining
-from tfvitmae.classification import TFViTMAEForImageClassification
-from tfvitmae.optimizers import (
+from tfvitmae.models.classification import TFViTMAEForImageClassification
+from tfvitmae.training.optimizers import (
     FINETUNE_BASE_LR,
     NO_WEIGHT_DECAY,
     PROBE_BASE_LR,
     LayerDecayAdamW,
+    WarmupCosineDecay,
     classifier_optimizer,
     layer_decay_multipliers,
     mae_optimizer,
 )
-from tfvitmae.schedules import WarmupCosineDecay
 
 from .helpers import tiny_config
 

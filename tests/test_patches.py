@@ -1,6 +1,6 @@
 import numpy as np
 
-from tfvitmae import patches
+from tfvitmae.models import layers as patches
 
 from .helpers import max_diff, numpy_patchify
 
@@ -17,7 +17,10 @@ def test_patchify_matches_loops_and_unpatchify_inverts():
         out = patches.patchify(x, (8, 8))
         assert out.shape == (2, 6, 8 * 8 * channels)
         assert max_diff(out, numpy_patchify(np.transpose(x, (0, 3, 1, 2)), 8)) == 0
-        assert max_diff(patches.unpatchify(out, (8, 8), (16, 24), channels), x) == 0
+        assert (
+            max_diff(patches.unpatchify(out, (8, 8), image_size=(16, 24), channels=channels), x)
+            == 0
+        )
 
 
 def test_non_square_patches():
@@ -25,7 +28,7 @@ def test_non_square_patches():
     out = np.asarray(patches.patchify(x, (4, 6)))
     assert out.shape == (2, 4, 4 * 6 * 2)
     np.testing.assert_array_equal(out[:, 3], x[:, 4:8, 6:12].reshape(2, -1))  # (row, col, channel)
-    assert max_diff(patches.unpatchify(out, (4, 6), (8, 12), 2), x) == 0
+    assert max_diff(patches.unpatchify(out, (4, 6), image_size=(8, 12), channels=2), x) == 0
 
 
 def test_patch_targets_normalise_with_unbiased_variance():

@@ -2,7 +2,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvitmae.position import bicubic_resize_matrix, resize_position_table, sincos_position_table
+from tfvitmae.models.layers import (
+    bicubic_resize_matrix,
+    resize_position_table,
+    sincos_position_table,
+)
 
 from .helpers import max_diff
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tfvitmae.runs import (
+from tfvitmae.training.runs import (
     CSV_LOG,
     RUN_FILE,
     RunConflictError,
@@ -174,7 +174,7 @@ def test_restore_falls_back_past_a_broken_backup_and_names_unusable_ones(tmp_pat
 
     from tests.helpers import tiny_config
     from tfvitmae import TFViTMAEForPreTraining
-    from tfvitmae.runs import RunBackup, restore_backup
+    from tfvitmae.training.runs import RunBackup, restore_backup
 
     def compiled():
         model = TFViTMAEForPreTraining(tiny_config(), seed=0)

@@ -3,7 +3,7 @@ import math
 import keras
 import pytest
 
-from tfvitmae.schedules import WarmupCosineDecay, scaled_learning_rate
+from tfvitmae.training.optimizers import WarmupCosineDecay, scaled_learning_rate
 
 
 def test_schedule_values_at_known_steps():

@@ -1,4 +1,4 @@
-from tfvitmae.seeds import sub_seed
+from tfvitmae.models.layers import sub_seed
 
 
 def test_sub_seeds_are_repeatable_distinct_and_in_range():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tfvitmae.stacks import ViTMAEDecoder, ViTMAEEmbeddings, ViTMAEEncoder
+from tfvitmae.models.vit_mae import ViTMAEDecoder, ViTMAEEmbeddings, ViTMAEEncoder
 
 from .harness import run_layer_test
 from .helpers import max_diff, noise_for, pixels, tiny_config

@@ -5,8 +5,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel, ViTMAEConfig
-from tfvitmae.checkpoint_files import CheckpointError
-from tfvitmae.state_dicts import load_state_dict, to_state_dict
+from tfvitmae.checkpoints.formats import CheckpointError
+from tfvitmae.checkpoints.state_dicts import load_state_dict, to_state_dict
 
 from .helpers import REFERENCE_CONFIG
 

@@ -3,6 +3,7 @@ several devices) and `train_classifier` (linear probe, fine-tuning)."""
 
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -10,10 +11,10 @@ import pytest
 import tensorflow as tf
 
 from tfvitmae import TFViTMAEForPreTraining
-from tfvitmae.callbacks import EmptyEpochError, NonFiniteLossError
-from tfvitmae.classification import TFViTMAEForImageClassification
-from tfvitmae.optimizers import LayerDecayAdamW
+from tfvitmae.models.classification import TFViTMAEForImageClassification
 from tfvitmae.training import pretrain, train_classifier
+from tfvitmae.training.callbacks import EmptyEpochError, NonFiniteLossError
+from tfvitmae.training.optimizers import LayerDecayAdamW
 
 from .helpers import (
     assert_same_training,
@@ -253,6 +254,32 @@ def test_fine_tuning_updates_encoder_with_layer_decay_and_smoothing(tmp_path):
     saved = TFViTMAEForImageClassification.from_pretrained(tmp_path)
     for a, b in zip(saved.weights, model.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("change", [dict(weight_decay=0.1), dict(warmup_epochs=2)])
+def test_a_classifier_rerun_with_another_recipe_is_refused(change, tmp_path):
+    """A stopped fine-tuning run resumes only with the same recipe: every
+    argument of it counts, weight decay and warmup included."""
+    from tfvitmae.training.runs import RUN_FILE, RunConflictError
+
+    config = tiny_config()
+    x, y = labelled(config, n=8)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    options = dict(epochs=2, batch_size=8, output_dir=str(tmp_path), jit_compile=False, verbose=0)
+
+    def run(**recipe):
+        model = TFViTMAEForImageClassification(config, num_labels=3, seed=0)
+        return train_classifier(model, data, **options, **recipe)
+
+    run()
+    # As a kill during the first epoch leaves it: not finished, no backup yet.
+    record = json.loads((tmp_path / RUN_FILE).read_text())
+    (tmp_path / RUN_FILE).write_text(json.dumps({**record, "epochs_done": 0, "finished": False}))
+    shutil.rmtree(tmp_path / "backup")
+    ((name, value),) = change.items()
+    with pytest.raises(RunConflictError, match=f"other settings .*{name}: None -> {value}"):
+        run(**change)
+    assert len(run().history["loss"]) == 2  # the same recipe resumes (from the start)
 
 
 # ---------------------------------------------------------- several devices

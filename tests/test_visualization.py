@@ -2,8 +2,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfvitmae import TFViTMAEForPreTraining
-from tfvitmae.image_processor import ViTMAEImageProcessor
-from tfvitmae.visualization import (
+from tfvitmae.data.image_processor import ViTMAEImageProcessor
+from tfvitmae.training.visualization import (
     COLUMN_TITLES,
     reconstruct,
     reconstruction_grid,

@@ -13,13 +13,13 @@ import transformers
 from safetensors.numpy import load_file, save_file
 
 from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel, ViTMAEConfig
-from tfvitmae.weights import (
+from tfvitmae.checkpoints.weight_names import (
     BLOCK_TABLE,
     FORMATS,
     MODEL_TABLE,
     detect_format,
-    infer_mae_config,
     keras_variables,
+    mae_config_values,
     weight_table,
 )
 
@@ -268,17 +268,18 @@ def test_detect_format():
         detect_format(["bert.embeddings.word_embeddings.weight"])
 
 
-def test_infer_mae_config_from_shapes():
+def test_mae_config_values_from_shapes():
     model = torch_reference_model(layer_norm_eps=1e-6)
     state = mae_state_dict(model)
-    config = infer_mae_config(state, num_attention_heads=4, decoder_num_attention_heads=2)
+    values = mae_config_values(state, num_attention_heads=4, decoder_num_attention_heads=2)
+    config = ViTMAEConfig(**values)
     for name, value in REFERENCE_CONFIG.items():
         assert getattr(config, name) == value, name
     assert config.layer_norm_eps == 1e-6 and config.qkv_bias
-    assert infer_mae_config(state).num_attention_heads == 1  # width 32: 32 // 64, at least 1
+    assert mae_config_values(state)["num_attention_heads"] == 1  # width 32: 32 // 64, at least 1
     del state["patch_embed.proj.weight"]
     with pytest.raises(ValueError, match="Not an original-MAE checkpoint: missing"):
-        infer_mae_config(state)
+        mae_config_values(state)
 
 
 # ---------------------------------------------- committed reference outputs

@@ -2,54 +2,84 @@
 
 The public API follows Hugging Face's documented `TFViTMAEModel` /
 `TFViTMAEForPreTraining`, plus `TFViTMAEForImageClassification` for probing
-and fine-tuning. Model classes are imported on first use, so `import
-tfvitmae` (and the `tfvitmae` command's `--help`) stays fast and
-`ViTMAEConfig` can be used without loading TensorFlow.
+and fine-tuning, and the recipe, data pipeline and export around them.
+Everything is imported on first use, so `import tfvitmae` (and the
+`tfvitmae` command's `--help`) stays fast and `ViTMAEConfig` can be used
+without loading TensorFlow.
 
-Modules, bottom up (a module imports only from the rows above it, or earlier
-in its own row; `tests/test_architecture.py` checks this):
+Subpackages, bottom up (a subpackage imports only from those before it;
+`tests/test_architecture.py` checks this):
 
-- `config`, `activations`, `seeds`, `files`: plain Python.
-- `position`, `attention`, `layers`, `outputs`, `inputs`, `patches`: Keras layers and ops.
-- `stacks`: the encoder and decoder.
-- `checkpoint_files`, `weights`, `state_dicts`, `hub`: checkpoint I/O. Model-agnostic: they take the
-  model or class as an argument, or find it in Keras' registry.
-- `image_processor`: raw images to `pixel_values`, and `preprocessor_config.json`.
-- `image_folders`, `augmentation`, `data`, `export`: folder scans and splits, MAE's augmentation,
-  the `tf.data` pipeline, and the SavedModel signatures (model-agnostic).
-- `base_model`, `modeling`, `classification`: the models, whose documented methods
-  (`from_pretrained`, `save_pretrained`, `export`, ...) call the rows above.
-- `schedules`, `optimizers`, `visualization`, `callbacks`, `loops`, `runs`, `training`: the recipe.
-- `demo`, `commands`, `cli`: the `tfvitmae` command.
+- `utils`: atomic file writes, argument checks, lazy exports (plain Python).
+- `checkpoints`: the weight-name table, file formats, state dicts, the Hub.
+- `data`: the image processor, the `tf.data` pipeline, folders, augmentation.
+- `serving`: the SavedModel export and TF Serving requests.
+- `models`: the config, layers, the two documented models and the classifier,
+  built on the three above (which take a model, and never import one).
+- `training`: the MAE recipes, optimizers, callbacks, resumable runs.
+- `cli`: the `tfvitmae` command and its demo.
 """
 
-import importlib
-
-from .config import PRESETS, ViTMAEConfig
+from . import _deprecated
+from .utils.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "TFViTMAEModel": "modeling",
-    "TFViTMAEForPreTraining": "modeling",
-    "TFViTMAEPreTrainedModel": "base_model",
-    "TFViTMAEForImageClassification": "classification",
-    "TFViTMAEModelOutput": "outputs",
-    "TFViTMAEForPreTrainingOutput": "outputs",
-    "TFViTMAEDecoderOutput": "outputs",
-    "ViTMAEImageProcessor": "image_processor",
+_deprecated.install()
+
+_PUBLIC = {
+    # models
+    "PRESETS": "models.config",
+    "ViTMAEConfig": "models.config",
+    "TFViTMAEPreTrainedModel": "models.vit_mae",
+    "TFViTMAEModel": "models.vit_mae",
+    "TFViTMAEForPreTraining": "models.vit_mae",
+    "TFViTMAEForImageClassification": "models.classification",
+    "TFViTMAEModelOutput": "models.outputs",
+    "TFViTMAEForPreTrainingOutput": "models.outputs",
+    "TFViTMAEDecoderOutput": "models.outputs",
+    "masking_noise": "models.layers",
+    # checkpoints
+    "CheckpointError": "checkpoints.formats",
+    "LoadReport": "checkpoints.state_dicts",
+    # data
+    "ViTMAEImageProcessor": "data.image_processor",
+    "make_dataset": "data.pipeline",
+    "set_epoch": "data.pipeline",
+    "list_image_files": "data.folders",
+    "split_files": "data.folders",
+    # training
+    "pretrain": "training.recipes",
+    "train_classifier": "training.recipes",
+    "mae_optimizer": "training.optimizers",
+    "classifier_optimizer": "training.optimizers",
+    "LayerDecayAdamW": "training.optimizers",
+    "WarmupCosineDecay": "training.optimizers",
+    "DataEpoch": "training.callbacks",
+    "NonFiniteLossError": "training.callbacks",
+    "ReconstructionCallback": "training.callbacks",
+    "SavePretrained": "training.callbacks",
+    "StopOnNonFiniteLoss": "training.callbacks",
+    "RunConflictError": "training.runs",
+    "train_loop": "training.distributed",
+    "reconstruction_grid": "training.visualization",
+    "write_reconstruction_grid": "training.visualization",
+    # serving
+    "export_saved_model": "serving.saved_model",
+    "export_for_serving": "serving.saved_model",
+    "example_inputs": "serving.requests",
+    "predict_request": "serving.requests",
+    "rest_request": "serving.requests",
+    "rest_to_tensors": "serving.requests",
 }
 
-__all__ = ["PRESETS", "ViTMAEConfig", "__version__", *_LAZY]
+__all__, _getattr, __dir__ = lazy_exports(__name__, _PUBLIC)
+__all__ = [*__all__, "__version__"]
 
 
 def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tfvitmae' has no attribute {name!r}")
+    if name in _deprecated.MOVED_MODULES:  # `tfvitmae.runs` without importing it first
+        import importlib
 
-
-def __dir__():
-    return sorted(__all__)
+        return importlib.import_module(f"{__name__}.{name}")
+    return _getattr(name)

@@ -1,8 +1,8 @@
 """Checkpoint files: every reader and writer, and the file names looked for.
 
 Readers return `{name: numpy array}` in the checkpoint's own naming; the name
-table in `weights.py` maps those names onto a model. Nothing here knows a
-model class. Writers go through `files.atomic_write`, so an interrupted save
+table in `weight_names.py` maps those names onto a model. Nothing here knows a
+model class. Writers go through `utils.files.atomic_write`, so an interrupted save
 never leaves a partial file.
 """
 
@@ -11,8 +11,25 @@ import os
 
 import numpy as np
 
-from .files import atomic_write
+from ..utils.files import atomic_write
 
+__all__ = [
+    "CONFIG_NAME",
+    "CheckpointError",
+    "KERAS_WEIGHTS_NAME",
+    "PREPROCESSOR_NAME",
+    "PT_WEIGHTS_NAME",
+    "SAFE_WEIGHTS_INDEX_NAME",
+    "SAFE_WEIGHTS_NAME",
+    "TF_LEGACY_WEIGHTS_NAME",
+    "WEIGHT_FILES",
+    "read_checkpoint",
+    "read_keras_weights",
+    "write_safetensors",
+    "write_torch_bin",
+]
+
+CONFIG_NAME = "config.json"  # the model config, Hugging Face's format
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 PT_WEIGHTS_NAME = "pytorch_model.bin"

@@ -3,21 +3,27 @@
 A checkpoint is a local directory, a single weights file, or a Hugging Face
 Hub repo id (fetched with `huggingface_hub`, which honours its cache,
 `HF_HUB_OFFLINE` and `local_files_only`). The weights format is found from
-the files present (see `checkpoint_files.WEIGHT_FILES` for the order).
+the files present (see `formats.WEIGHT_FILES` for the order).
 
-Nothing here imports a model class: the functions take the class or model as
-an argument, and a class named in a `config.json` is found in Keras' registry.
-What a model may be saved as is the model's own rule (`pytorch_state_dict`,
-`config_extras`), so every path to disk passes through it.
+`HubMixin` gives a model class the documented `from_pretrained`,
+`save_pretrained`, `push_to_hub` and `load_pretrained_weights`. Nothing here
+imports a model class: the mixin works on the class or model it is part of
+(its `config_class` parses `config.json`), and a class named in a
+`config.json` is found in Keras' registry. What a model may be saved as is
+the model's own rule (`pytorch_state_dict`, `config_extras`), so every path
+to disk passes through it.
 """
 
 import json
 import os
 import warnings
+from typing import Any
 
 import keras
 
-from .checkpoint_files import (
+from ..utils.files import commit_files, finish_commits, read_json, staging_dir
+from .formats import (
+    CONFIG_NAME,
     KERAS_WEIGHTS_NAME,
     PREPROCESSOR_NAME,
     PT_WEIGHTS_NAME,
@@ -30,10 +36,22 @@ from .checkpoint_files import (
     write_safetensors,
     write_torch_bin,
 )
-from .config import CONFIG_NAME, ViTMAEConfig, as_config
-from .files import commit_files, finish_commits, read_json, staging_dir
-from .state_dicts import keras_state, load_state_dict
-from .weights import detect_format, infer_mae_config
+from .state_dicts import LoadReport, keras_state, load_state_dict, to_state_dict
+from .weight_names import detect_format, mae_config_values
+
+__all__ = [
+    "HUB_OPTIONS",
+    "PYTORCH_ARCHITECTURES",
+    "HubMixin",
+    "architecture_class",
+    "read_weights",
+    "registered_class",
+    "resolve_files",
+    "resolve_optional_file",
+]
+
+# The `huggingface_hub` download options that travel together.
+HUB_OPTIONS = ("revision", "token", "cache_dir", "local_files_only", "force_download")
 
 # Our class names and the transformers PyTorch classes with the same weights,
 # as written to (and read from) `architectures` in config.json.
@@ -50,7 +68,7 @@ def _is_local(name):
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
-def _download(repo_id, filename, hub_kwargs, unreachable):
+def _download(repo_id, filename, *, hub_kwargs, unreachable):
     """A file of a Hub repo (from the cache when offline), or None if it is not
     there. Files that only the unreachable Hub could tell about are added to
     `unreachable`."""
@@ -74,15 +92,9 @@ def _download(repo_id, filename, hub_kwargs, unreachable):
         return None
 
 
-def resolve_files(
-    name_or_path,
-    revision=None,
-    token=None,
-    cache_dir=None,
-    local_files_only=False,
-    force_download=False,
-):
-    """`(config_path or None, weights_path)` for a directory, a file or a Hub repo id."""
+def resolve_files(name_or_path: str, **hub_options) -> tuple:
+    """`(config_path or None, weights_path)` for a directory, a file or a Hub
+    repo id. `hub_options`: any of `HUB_OPTIONS`, for Hub ids."""
     if os.path.exists(name_or_path):
         folder = name_or_path if os.path.isdir(name_or_path) else os.path.dirname(name_or_path)
         _finish_interrupted_saves(os.path.abspath(folder))
@@ -107,24 +119,21 @@ def resolve_files(
             f"No local file or directory {name_or_path!r}, and it is not a Hub repo id "
             "('owner/name', e.g. 'facebook/vit-mae-base')"
         )
-    hub_kwargs = dict(
-        revision=revision,
-        token=token,
-        cache_dir=cache_dir,
-        local_files_only=local_files_only,
-        force_download=force_download,
-    )
-    unreachable = []
-    config = _download(name_or_path, CONFIG_NAME, hub_kwargs, unreachable)
+    hub_kwargs = _check_hub_options(hub_options)
+    unreachable: list[str] = []
+    config = _download(name_or_path, CONFIG_NAME, hub_kwargs=hub_kwargs, unreachable=unreachable)
     for filename in WEIGHT_FILES:
-        path = _download(name_or_path, filename, hub_kwargs, unreachable)
+        path = _download(name_or_path, filename, hub_kwargs=hub_kwargs, unreachable=unreachable)
         if path is None:
             continue
         if filename == SAFE_WEIGHTS_INDEX_NAME:
             with open(path, encoding="utf-8") as f:
                 shards = sorted(set(json.load(f)["weight_map"].values()))
             for shard in shards:
-                if _download(name_or_path, shard, hub_kwargs, unreachable) is None:
+                if (
+                    _download(name_or_path, shard, hub_kwargs=hub_kwargs, unreachable=unreachable)
+                    is None
+                ):
                     raise CheckpointError(
                         f"{name_or_path}: the shard {shard} listed in {filename} is not available"
                     )
@@ -140,10 +149,10 @@ def resolve_files(
     )
 
 
-def resolve_optional_file(name_or_path, filename, **hub_kwargs):
+def resolve_optional_file(name_or_path: str, filename: str, **hub_options) -> str | None:
     """The path of `filename` beside a checkpoint (a directory, a file in it, or
-    a Hub repo id), or `None` when the checkpoint has none. `hub_kwargs`:
-    `revision`, `token`, `cache_dir`, `local_files_only`, `force_download`."""
+    a Hub repo id), or `None` when the checkpoint has none. `hub_options`:
+    any of `HUB_OPTIONS`."""
     if os.path.isfile(name_or_path):
         name_or_path = os.path.dirname(os.path.abspath(name_or_path))
     if os.path.isdir(name_or_path):
@@ -151,7 +160,16 @@ def resolve_optional_file(name_or_path, filename, **hub_kwargs):
         return path if os.path.isfile(path) else None
     if _is_local(name_or_path):
         raise FileNotFoundError(f"No file or directory at {name_or_path!r}")
-    return _download(name_or_path, filename, hub_kwargs, unreachable=[])
+    return _download(
+        name_or_path, filename, hub_kwargs=_check_hub_options(hub_options), unreachable=[]
+    )
+
+
+def _check_hub_options(options: dict) -> dict:
+    unknown = sorted(set(options) - set(HUB_OPTIONS))
+    if unknown:
+        raise TypeError(f"Unknown Hub options {unknown}; the options are {list(HUB_OPTIONS)}")
+    return dict(options)
 
 
 def registered_class(name):
@@ -170,7 +188,7 @@ def architecture_class(config, default):
     return default
 
 
-def read_weights(model, weights_path):
+def read_weights(model, weights_path: str) -> dict:
     """`{name: array}` from one resolved weights file, named for `model`.
 
     A Keras `.weights.h5` is read straight from the file; its variables are
@@ -179,82 +197,6 @@ def read_weights(model, weights_path):
     if weights_path.endswith(".weights.h5"):
         return keras_state(model, read_keras_weights(weights_path))
     return read_checkpoint(weights_path)
-
-
-def load_pretrained_weights(model, path, strict=True):
-    """Load a checkpoint directory or weights file into `model`, all or nothing.
-
-    Returns:
-        A `state_dicts.LoadReport`.
-    """
-    _, weights_path = resolve_files(os.fspath(path))
-    state = read_weights(model, weights_path)
-    return load_state_dict(model, state, strict=strict, source=os.path.basename(weights_path))
-
-
-def from_pretrained(
-    cls,
-    name_or_path,
-    config=None,
-    from_pt=None,
-    strict=True,
-    output_loading_info=False,
-    revision=None,
-    token=None,
-    cache_dir=None,
-    local_files_only=False,
-    force_download=False,
-    **kwargs,
-):
-    """Build `cls` from a checkpoint (see `TFViTMAEPreTrainedModel.from_pretrained`).
-
-    `kwargs` that are `ViTMAEConfig.FIELDS` override the checkpoint's config;
-    the rest go to `cls`.
-    """
-    del from_pt  # accepted for compatibility: the format is detected from the files
-    overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in ViTMAEConfig.FIELDS}
-    config_path, weights_path = resolve_files(
-        os.fspath(name_or_path),
-        revision=revision,
-        token=token,
-        cache_dir=cache_dir,
-        local_files_only=local_files_only,
-        force_download=force_download,
-    )
-    state = None
-    if config is not None:
-        config = as_config(config)
-    elif config_path is not None:
-        config = ViTMAEConfig.from_pretrained(config_path)
-    else:
-        state = read_checkpoint(weights_path)
-        if detect_format(state) != "mae":
-            raise CheckpointError(
-                f"No {CONFIG_NAME} beside {weights_path}; pass config=ViTMAEConfig(...)"
-            )
-        config = infer_mae_config(state)  # the original MAE release ships no config
-    if overrides:
-        config = config.copy(**overrides)
-    if "image_processor" not in kwargs:
-        kwargs["image_processor"] = _read_processor(
-            name_or_path,
-            revision=revision,
-            token=token,
-            cache_dir=cache_dir,
-            local_files_only=local_files_only,
-            force_download=force_download,
-        )
-    model = cls(config, **{**cls.init_kwargs_from_config(config), **kwargs})
-    if state is None:
-        state = read_weights(model, weights_path)
-    report = load_state_dict(model, state, strict=strict, source=os.path.basename(weights_path))
-    return (model, report) if output_loading_info else model
-
-
-def _read_processor(name_or_path, **hub_kwargs):
-    """The fields of the checkpoint's `preprocessor_config.json`, or `None`."""
-    path = resolve_optional_file(os.fspath(name_or_path), PREPROCESSOR_NAME, **hub_kwargs)
-    return None if path is None else read_json(path)
 
 
 SAVE_PREFIX = ".tmp-save-"
@@ -284,17 +226,14 @@ def _other_weights(directory, keep):
     ]
 
 
-def save_pretrained(model, save_directory, pytorch=False, safe_serialization=True):
-    """Write `config.json`, the weights and `preprocessor_config.json` of
-    `model` (see `TFViTMAEPreTrainedModel.save_pretrained`). Returns the
-    written paths.
+def _save(model, save_directory: str, *, pytorch: bool, safe_serialization: bool) -> list:
+    """Write `config.json`, the weights and `preprocessor_config.json`.
 
     All files are written into a staging folder first and then moved into
-    place together (`files.commit_files`): a save interrupted while writing
+    place together (`utils.files.commit_files`): a save interrupted while writing
     leaves the directory as it was, and one interrupted while moving is
     completed by the next save or load, so the files always come from one save.
     """
-    save_directory = os.fspath(save_directory)
     if os.path.isfile(save_directory):
         raise ValueError(
             f"save_directory must be a directory, received the file {save_directory!r}"
@@ -333,31 +272,192 @@ def save_pretrained(model, save_directory, pytorch=False, safe_serialization=Tru
         )
 
 
-def push_to_hub(
-    model,
-    repo_id,
-    commit_message=None,
-    private=None,
-    token=None,
-    revision=None,
-    create_pr=False,
-    pytorch=False,
-    safe_serialization=True,
-):
-    """Upload what `save_pretrained` writes to the Hub repo `repo_id`."""
-    import tempfile
+class HubMixin:
+    """Hugging Face's checkpoint methods for a Keras model class.
 
-    from huggingface_hub import HfApi
+    The class sets `config_class` (which reads `config.json`) and may
+    override `init_kwargs_from_config`, `config_extras`, `pytorch_state_dict`
+    and `optional_weights` for what its checkpoints carry beyond the config.
+    """
 
-    with tempfile.TemporaryDirectory() as folder:
-        # Saved first: a model that may not be saved so is refused before any upload.
-        save_pretrained(model, folder, pytorch=pytorch, safe_serialization=safe_serialization)
-        api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        return api.upload_folder(
-            repo_id=repo_id,
-            folder_path=folder,
-            commit_message=commit_message or f"Upload {type(model).__name__}",
+    config_class: Any  # the model's config class, e.g. `ViTMAEConfig`
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path,
+        *,
+        config=None,
+        from_pt: bool | None = None,
+        strict: bool = True,
+        output_loading_info: bool = False,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | None = None,
+        local_files_only: bool = False,
+        force_download: bool = False,
+        **kwargs,
+    ):
+        """Build the model from a checkpoint directory, weights file or Hub repo id.
+
+        The directory (or repo) holds `config.json` and one of: this package's
+        `model.weights.h5`, `model.safetensors` (or a sharded index),
+        `pytorch_model.bin`, or Hugging Face's legacy `tf_model.h5`. An
+        original-MAE `.pth` file loads on its own (its config is inferred).
+        PyTorch layouts from `transformers` 4 and 5 are recognised by their names.
+
+        Args:
+            pretrained_model_name_or_path: Directory, weights file, or Hub id
+                such as `"facebook/vit-mae-base"`.
+            config: A `ViTMAEConfig` to use instead of the checkpoint's.
+            from_pt: Accepted for compatibility; the format is detected.
+            strict: Raise when the checkpoint does not fit the model exactly
+                (missing, unused or mis-shaped tensors), leaving nothing
+                loaded. `strict=False` loads what fits and warns about the rest.
+                A decoder missing from, or extra to, the checkpoint only warns.
+            output_loading_info: Also return the `LoadReport`.
+            revision, token, cache_dir, local_files_only, force_download:
+                Passed to `huggingface_hub` for Hub ids.
+            **kwargs: Config fields to override (any of
+                `ViTMAEConfig.FIELDS`, e.g. `mask_ratio=0.5` or
+                `output_hidden_states=True`) and model arguments
+                (`data_format`, `attn_implementation`, ...).
+
+        Returns:
+            The model, or `(model, report)` with `output_loading_info=True`.
+        """
+        del from_pt  # accepted for compatibility: the format is detected from the files
+        hub_options = dict(
             revision=revision,
-            create_pr=create_pr,
+            token=token,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            force_download=force_download,
         )
+        name_or_path = os.fspath(pretrained_model_name_or_path)
+        fields = cls.config_class.FIELDS
+        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in fields}
+        config_path, weights_path = resolve_files(name_or_path, **hub_options)
+        state = None
+        if config is not None:
+            config = cls.config_class.from_dict(config) if isinstance(config, dict) else config
+        elif config_path is not None:
+            config = cls.config_class.from_pretrained(config_path)
+        else:
+            state = read_checkpoint(weights_path)
+            if detect_format(state) != "mae":
+                raise CheckpointError(
+                    f"No {CONFIG_NAME} beside {weights_path}; pass config=ViTMAEConfig(...)"
+                )
+            config = cls.config_class(**mae_config_values(state))  # the MAE release has none
+        if overrides:
+            config = config.copy(**overrides)
+        if "image_processor" not in kwargs:
+            path = resolve_optional_file(name_or_path, PREPROCESSOR_NAME, **hub_options)
+            kwargs["image_processor"] = None if path is None else read_json(path)
+        # The mixin is part of a model class, whose constructor takes the config.
+        model = cls(config, **{**cls.init_kwargs_from_config(config), **kwargs})  # type: ignore[call-arg]
+        if state is None:
+            state = read_weights(model, weights_path)
+        report = load_state_dict(model, state, strict=strict, source=os.path.basename(weights_path))
+        return (model, report) if output_loading_info else model
+
+    def load_pretrained_weights(self, path, strict: bool = True) -> LoadReport:
+        """Load a checkpoint directory or weights file into this model, all or nothing.
+
+        Returns:
+            A `LoadReport` of what was loaded, missing and unused.
+        """
+        _, weights_path = resolve_files(os.fspath(path))
+        state = read_weights(self, weights_path)
+        return load_state_dict(self, state, strict=strict, source=os.path.basename(weights_path))
+
+    def save_pretrained(
+        self,
+        save_directory,
+        pytorch: bool = False,
+        safe_serialization: bool = True,
+        push_to_hub: bool = False,
+        **hub_kwargs,
+    ) -> list:
+        """Write `config.json`, the weights and `preprocessor_config.json` to
+        `save_directory`.
+
+        Args:
+            save_directory: Created if missing. Files are staged in a temporary
+                folder first, so a failed save leaves the directory as it was.
+            pytorch: Write the `transformers` PyTorch layout, which
+                `transformers.ViTMAEForPreTraining.from_pretrained` (or
+                `ViTMAEModel`) loads, instead of this package's `model.weights.h5`.
+            safe_serialization: With `pytorch=True`, `model.safetensors`
+                (default) rather than `pytorch_model.bin` (which needs torch).
+            push_to_hub: Also upload to the Hub repo `hub_kwargs["repo_id"]`
+                (default: the directory's name).
+            **hub_kwargs: Arguments of `push_to_hub` (only with `push_to_hub=True`).
+
+        Returns:
+            The paths written.
+        """
+        if hub_kwargs and not push_to_hub:
+            raise TypeError(
+                f"save_pretrained got unexpected arguments {sorted(hub_kwargs)}; arguments "
+                "beyond pytorch and safe_serialization are push_to_hub's, and need push_to_hub=True"
+            )
+        save_directory = os.fspath(save_directory)
+        written = _save(
+            self, save_directory, pytorch=pytorch, safe_serialization=safe_serialization
+        )
+        if push_to_hub:
+            repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.abspath(save_directory)))
+            self.push_to_hub(
+                repo_id, pytorch=pytorch, safe_serialization=safe_serialization, **hub_kwargs
+            )
+        return written
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        pytorch: bool = False,
+        safe_serialization: bool = True,
+    ):
+        """Upload what `save_pretrained` writes to the Hub repo `repo_id`."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        with tempfile.TemporaryDirectory() as folder:
+            # Saved first: a model that may not be saved so is refused before any upload.
+            _save(self, folder, pytorch=pytorch, safe_serialization=safe_serialization)
+            api = HfApi(token=token)
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            return api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                commit_message=commit_message or f"Upload {type(self).__name__}",
+                revision=revision,
+                create_pr=create_pr,
+            )
+
+    # ------------------------------------------- what a checkpoint carries
+    @classmethod
+    def init_kwargs_from_config(cls, config) -> dict:
+        """Constructor arguments stored in a saved `config.json` beside the config."""
+        return {}
+
+    def config_extras(self, pytorch: bool = False) -> dict:
+        """Keys `save_pretrained` adds to `config.json` (see `init_kwargs_from_config`)."""
+        return {}
+
+    def pytorch_state_dict(self) -> dict:
+        """The weights in the transformers PyTorch layout, as NumPy arrays.
+
+        Every PyTorch save (`save_pretrained(pytorch=True)`, `push_to_hub`)
+        goes through this method, so a model that cannot be written in that
+        layout refuses here.
+        """
+        return to_state_dict(self, "transformers")

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .checkpoint_files import CheckpointError
-from .weights import (
+from .formats import CheckpointError
+from .weight_names import (
     PARTS,
     add_model_prefix,
     canonical_names,
@@ -24,6 +24,13 @@ from .weights import (
     torch_shape,
     weight_table,
 )
+
+__all__ = [
+    "LoadReport",
+    "keras_state",
+    "load_state_dict",
+    "to_state_dict",
+]
 
 
 @dataclass
@@ -160,7 +167,7 @@ def to_state_dict(model, fmt="transformers"):
 
 
 def keras_state(model, layers):
-    """Name the arrays of `checkpoint_files.read_keras_weights` by variable
+    """Name the arrays of `formats.read_keras_weights` by variable
     path, giving the `keras` layout that `load_state_dict` reads.
 
     A layer's arrays take, in order, the names of `model`'s variables at the
@@ -168,15 +175,15 @@ def keras_state(model, layers):
     come from the weight table. Arrays of layers neither knows stay under
     `"<layer path>/<index>"` and are reported as unexpected.
     """
-    names = {}
+    names: dict[str, list[str]] = {}
     for entry in weight_table(model.config, "keras", parts=tuple(sorted(set(PARTS.values())))):
         layer = entry.keras_path.rpartition("/")[0]
         names.setdefault(layer, []).append(entry.keras_path)
-    own = {}
+    own: dict[str, list[str]] = {}
     for path in keras_variables(model):
         own.setdefault(path.rpartition("/")[0], []).append(path)
     names.update(own)
-    state = {}
+    state: dict[str, np.ndarray] = {}
     for layer, arrays in layers.items():
         layer_names = names.get(layer, ())
         if len(layer_names) != len(arrays):

@@ -27,16 +27,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .checkpoint_files import (  # noqa: F401  (re-exported: the names users catch and look for)
-    KERAS_WEIGHTS_NAME,
-    PT_WEIGHTS_NAME,
-    SAFE_WEIGHTS_INDEX_NAME,
-    SAFE_WEIGHTS_NAME,
-    TF_LEGACY_WEIGHTS_NAME,
-    WEIGHT_FILES,
-    CheckpointError,
-)
-from .config import ViTMAEConfig
+from .formats import CheckpointError
+
+__all__ = [
+    "ALIASES",
+    "BLOCK_TABLE",
+    "CONV",
+    "Entry",
+    "FORMATS",
+    "HEAD_TABLE",
+    "LINEAR",
+    "MODEL_TABLE",
+    "NONE",
+    "PARTS",
+    "STACK_TABLE",
+    "add_model_prefix",
+    "canonical_names",
+    "detect_format",
+    "keras_variables",
+    "mae_config_values",
+    "model_parts",
+    "part_of",
+    "to_keras_layout",
+    "to_torch_layout",
+    "torch_shape",
+    "weight_table",
+]
 
 # Transforms from a PyTorch array to a Keras array, as axis permutations
 # (inverted for saving).
@@ -222,7 +238,7 @@ def _legacy_tf_name(torch_name):
     `encoder.layer.3` became `encoder/layer_._3`, `decoder_layers.3` stayed
     one name, and Keras calls weights `kernel`, or `gamma`/`beta` in norms.
     """
-    out = []
+    out: list[str] = []
     for part in torch_name.split("."):
         if part.isdigit():
             owner = out.pop()
@@ -292,7 +308,7 @@ def detect_format(keys):
         ),
     }
     scores = {fmt: sum(k in keys for k in names) for fmt, names in markers.items()}
-    best = max(scores, key=scores.get)
+    best = max(scores, key=lambda fmt: scores[fmt])
     if scores[best] == 0:
         sample = sorted(keys)[:5]
         raise ValueError(
@@ -338,8 +354,8 @@ def model_parts(model):
     return tuple(sorted({part_of(path) for path in keras_variables(model)}))
 
 
-def infer_mae_config(state, **overrides):
-    """A `ViTMAEConfig` for an original-MAE state dict (which carries no config).
+def mae_config_values(state: dict, **overrides) -> dict:
+    """The `ViTMAEConfig` fields of an original-MAE state dict (which carries no config).
 
     Shapes give every size but the head counts: those come from the published
     models (12 heads at width 768, 16 at 1024 and 1280; 16 in the decoder),
@@ -380,4 +396,4 @@ def infer_mae_config(state, **overrides):
             decoder_intermediate_size=state["decoder_blocks.0.mlp.fc1.weight"].shape[0],
         )
     values.update(overrides)
-    return ViTMAEConfig(**values)
+    return values

@@ -4,12 +4,35 @@ Each function takes the `argparse` namespace of its sub-command and returns
 the exit code; heavy imports happen inside, so the command line starts fast.
 """
 
+import argparse
 import math
 import os
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..models.classification import TFViTMAEForImageClassification
+    from ..models.config import ViTMAEConfig
+    from ..models.vit_mae import TFViTMAEForPreTraining, TFViTMAEPreTrainedModel
+
+__all__ = [
+    "convert",
+    "demo",
+    "export",
+    "load_any_model",
+    "load_augmenter",
+    "load_pretraining_model",
+    "pretrain",
+    "reconstruct",
+    "run_options",
+    "set_mixed_precision",
+    "train_classifier",
+]
 
 
-def set_mixed_precision(policy):
+def set_mixed_precision(policy: str) -> None:
+    """Set Keras' global dtype policy from `--mixed-precision` (`"none"` leaves it)."""
     if policy != "none":
         import keras
 
@@ -18,7 +41,7 @@ def set_mixed_precision(policy):
         )
 
 
-def run_options(args, *semantic):
+def run_options(args: argparse.Namespace, *semantic: str) -> dict:
     """The `pretrain`/`train_classifier` run arguments from the command line:
     resume/overwrite, the TensorBoard folder, and the settings (the data and
     the `semantic` arguments) that make a rerun the same run."""
@@ -33,7 +56,7 @@ def run_options(args, *semantic):
     )
 
 
-def load_augmenter(spec):
+def load_augmenter(spec: str | None) -> Callable | None:
     """The layer made by `MODULE:FACTORY` (`--augmenter`), or `None`."""
     if not spec:
         return None
@@ -57,10 +80,10 @@ def load_augmenter(spec):
     return augmenter
 
 
-def load_pretraining_model(spec, args):
+def load_pretraining_model(spec: str, args: argparse.Namespace) -> "TFViTMAEForPreTraining":
     """A `TFViTMAEForPreTraining` from a preset name or a checkpoint."""
-    from .config import PRESETS, ViTMAEConfig
-    from .modeling import TFViTMAEForPreTraining
+    from ..models.config import PRESETS, ViTMAEConfig
+    from ..models.vit_mae import TFViTMAEForPreTraining
 
     overrides = {
         k: v
@@ -86,48 +109,22 @@ def load_pretraining_model(spec, args):
     return model
 
 
-def pretrain(args):
+def pretrain(args: argparse.Namespace) -> int:
+    """`tfvitmae pretrain`: MAE pretraining on the folder `args.data`."""
     import tensorflow as tf
 
-    from .data import make_dataset
-    from .training import pretrain as run_pretraining
+    from ..training.recipes import pretrain as run_pretraining
 
     set_mixed_precision(args.mixed_precision)
     strategy = tf.distribute.MirroredStrategy() if args.multi_gpu else tf.distribute.get_strategy()
     with strategy.scope():
         model = load_pretraining_model(args.model, args)
-        config = model.config
-        dataset, info = make_dataset(
-            args.data,
-            batch_size=args.batch_size,
-            processor=model.image_processor,
-            augment=not args.no_augment,
-            augmenter=load_augmenter(args.augmenter),
-            seed=args.seed,
-            num_channels=config.num_channels,
-            repeat=True,
-            drop_remainder=True,
-            return_info=True,
-            progress=sys.stderr,
-        )
+        dataset, info = _pretraining_dataset(args, model)
         n = info["num_examples"]
-        if info["skipped"]:
-            print(f"skipped {info['skipped']} files that are not images")
-        print(
-            f"pretraining {config.hidden_size}-wide, {config.num_hidden_layers}-block MAE on {n} "
-            "images "
-            f"({config.image_hw[0]}x{config.image_hw[1]}) for {args.epochs} epochs, "
-            f"{strategy.num_replicas_in_sync} replica(s)"
+        _print_pretraining_summary(
+            args, model.config, info=info, replicas=strategy.num_replicas_in_sync
         )
-        samples = make_dataset(
-            args.data,
-            batch_size=min(n, 4),
-            processor=model.image_processor,
-            augment=False,
-            shuffle=False,
-            num_channels=config.num_channels,
-            verify_images=False,  # checked above; broken files are dropped here too
-        )
+        samples = _reconstruction_samples(args, model, n)
         history = run_pretraining(
             model,
             dataset,
@@ -149,62 +146,69 @@ def pretrain(args):
     return 0
 
 
-def train_classifier(args, linear_probe):
-    from .classification import TFViTMAEForImageClassification
-    from .data import list_image_files, make_dataset, split_files
-    from .training import train_classifier as run_training
+def _pretraining_dataset(args: argparse.Namespace, model: "TFViTMAEForPreTraining") -> tuple:
+    """The repeated, augmented training batches of `args.data`, and their `info`."""
+    from ..data.pipeline import make_dataset
 
-    set_mixed_precision(args.mixed_precision)
-    paths, labels, class_names, skipped = list_image_files(args.data, progress=sys.stderr)
-    if len(class_names) < 2:
-        raise ValueError(
-            f"{args.data} needs one sub-folder per class (at least 2), found {class_names}"
-        )
-    (train_paths, train_labels), (val_paths, val_labels) = split_files(
-        paths, labels, args.val_fraction, args.seed
-    )
-    if len(train_paths) < args.batch_size:
-        raise ValueError(
-            f"--batch-size {args.batch_size} is larger than the training split ({len(train_paths)})"
-        )
-    model = TFViTMAEForImageClassification.from_encoder(
-        args.model,
-        num_labels=len(class_names),
-        linear_probe=linear_probe,
-        pooling=args.pooling,
-        drop_path_rate=0.0 if linear_probe else args.drop_path,
-        id2label=dict(enumerate(class_names)),
-    )
-    config = model.config
-    mixing = not linear_probe and (args.mixup or args.cutmix)
-    train = make_dataset(
-        train_paths,
+    return make_dataset(
+        args.data,
         batch_size=args.batch_size,
         processor=model.image_processor,
-        labels=train_labels,
-        with_labels=True,
         augment=not args.no_augment,
         augmenter=load_augmenter(args.augmenter),
         seed=args.seed,
-        num_channels=config.num_channels,
+        num_channels=model.config.num_channels,
         repeat=True,
-        num_classes=len(class_names),
-        mixup_alpha=args.mixup if mixing else 0.0,
-        cutmix_alpha=args.cutmix if mixing else 0.0,
+        drop_remainder=True,
+        return_info=True,
+        progress=sys.stderr,
     )
-    val = (
-        make_dataset(
-            val_paths,
-            batch_size=args.batch_size,
-            processor=model.image_processor,
-            labels=val_labels,
-            with_labels=True,
-            augment=False,
-            shuffle=False,
-            num_channels=config.num_channels,
-        )
-        if val_paths
-        else None
+
+
+def _print_pretraining_summary(
+    args: argparse.Namespace, config: "ViTMAEConfig", info: dict, replicas: int
+) -> None:
+    if info["skipped"]:
+        print(f"skipped {info['skipped']} files that are not images")
+    print(
+        f"pretraining {config.hidden_size}-wide, {config.num_hidden_layers}-block MAE on "
+        f"{info['num_examples']} images "
+        f"({config.image_hw[0]}x{config.image_hw[1]}) for {args.epochs} epochs, "
+        f"{replicas} replica(s)"
+    )
+
+
+def _reconstruction_samples(args: argparse.Namespace, model: "TFViTMAEForPreTraining", n: int):
+    """Up to 4 of the images, unaugmented, for the reconstruction PNGs."""
+    from ..data.pipeline import make_dataset
+
+    return make_dataset(
+        args.data,
+        batch_size=min(n, 4),
+        processor=model.image_processor,
+        augment=False,
+        shuffle=False,
+        num_channels=model.config.num_channels,
+        verify_images=False,  # checked above; broken files are dropped here too
+    )
+
+
+def train_classifier(args: argparse.Namespace, linear_probe: bool) -> int:
+    """`tfvitmae probe` (`linear_probe=True`) or `tfvitmae finetune`."""
+    from ..training.recipes import train_classifier as run_training
+
+    set_mixed_precision(args.mixed_precision)
+    train_split, val_split, class_names, skipped = _split_classes(args)
+    train_paths, val_paths = train_split[0], val_split[0]
+    model = _classifier_model(args, class_names, linear_probe=linear_probe)
+    mixing = bool(not linear_probe and (args.mixup or args.cutmix))
+    train, val = _classifier_datasets(
+        args,
+        model,
+        train_split=train_split,
+        val_split=val_split,
+        num_classes=len(class_names),
+        mixing=mixing,
     )
     print(
         f"{'linear probe' if linear_probe else 'fine-tuning'}: {len(train_paths)} training and "
@@ -220,7 +224,7 @@ def train_classifier(args, linear_probe):
         steps_per_epoch=math.ceil(len(train_paths) / args.batch_size),
         validation_data=val,
         label_smoothing=0.0 if linear_probe else args.label_smoothing,
-        one_hot_labels=bool(mixing),
+        one_hot_labels=mixing,
         base_lr=args.base_lr,
         layer_decay=None if linear_probe else args.layer_decay,
         output_dir=args.output_dir,
@@ -238,9 +242,89 @@ def train_classifier(args, linear_probe):
     return 0
 
 
-def reconstruct(args):
-    from .modeling import TFViTMAEForPreTraining
-    from .visualization import write_reconstruction_grid
+def _split_classes(args: argparse.Namespace) -> tuple:
+    """`((train_paths, train_labels), (val_paths, val_labels), class_names, skipped)`
+    of the class folders in `args.data`, checked against `--batch-size`."""
+    from ..data import list_image_files, split_files
+
+    paths, labels, class_names, skipped = list_image_files(args.data, progress=sys.stderr)
+    if len(class_names) < 2:
+        raise ValueError(
+            f"{args.data} needs one sub-folder per class (at least 2), found {class_names}"
+        )
+    train_split, val_split = split_files(
+        paths, labels, val_fraction=args.val_fraction, seed=args.seed
+    )
+    if len(train_split[0]) < args.batch_size:
+        raise ValueError(
+            f"--batch-size {args.batch_size} is larger than the training split "
+            f"({len(train_split[0])})"
+        )
+    return train_split, val_split, class_names, skipped
+
+
+def _classifier_model(
+    args: argparse.Namespace, class_names: list, linear_probe: bool
+) -> "TFViTMAEForImageClassification":
+    """A new classifier head on the pretrained encoder `args.model`."""
+    from ..models.classification import TFViTMAEForImageClassification
+
+    return TFViTMAEForImageClassification.from_encoder(
+        args.model,
+        num_labels=len(class_names),
+        linear_probe=linear_probe,
+        pooling=args.pooling,
+        drop_path_rate=0.0 if linear_probe else args.drop_path,
+        id2label=dict(enumerate(class_names)),
+    )
+
+
+def _classifier_datasets(
+    args: argparse.Namespace,
+    model: "TFViTMAEForImageClassification",
+    train_split: tuple,
+    val_split: tuple,
+    num_classes: int,
+    mixing: bool,
+) -> tuple:
+    """`(train, val)` labelled batches; `val` is `None` when nothing is held out."""
+    from ..data import make_dataset
+
+    (train_paths, train_labels), (val_paths, val_labels) = train_split, val_split
+    train = make_dataset(
+        train_paths,
+        batch_size=args.batch_size,
+        processor=model.image_processor,
+        labels=train_labels,
+        with_labels=True,
+        augment=not args.no_augment,
+        augmenter=load_augmenter(args.augmenter),
+        seed=args.seed,
+        num_channels=model.config.num_channels,
+        repeat=True,
+        num_classes=num_classes,
+        mixup_alpha=args.mixup if mixing else 0.0,
+        cutmix_alpha=args.cutmix if mixing else 0.0,
+    )
+    if not val_paths:
+        return train, None
+    val = make_dataset(
+        val_paths,
+        batch_size=args.batch_size,
+        processor=model.image_processor,
+        labels=val_labels,
+        with_labels=True,
+        augment=False,
+        shuffle=False,
+        num_channels=model.config.num_channels,
+    )
+    return train, val
+
+
+def reconstruct(args: argparse.Namespace) -> int:
+    """`tfvitmae reconstruct`: a PNG grid of MAE reconstructions of `args.images`."""
+    from ..models.vit_mae import TFViTMAEForPreTraining
+    from ..training.visualization import write_reconstruction_grid
 
     overrides = {} if args.mask_ratio is None else {"mask_ratio": args.mask_ratio}
     model = TFViTMAEForPreTraining.from_pretrained(
@@ -257,7 +341,8 @@ def reconstruct(args):
     return 0
 
 
-def demo(args):
+def demo(args: argparse.Namespace) -> int:
+    """`tfvitmae demo`; exit code 1 if the pretraining loss did not fall."""
     from .demo import run_demo
 
     result = run_demo(
@@ -272,11 +357,12 @@ def demo(args):
     return 0 if losses[-1] < losses[0] else 1
 
 
-def convert(args):
+def convert(args: argparse.Namespace) -> int:
+    """`tfvitmae convert`: a checkpoint from PyTorch to Keras layout or back."""
     import warnings
 
-    from .checkpoint_files import KERAS_WEIGHTS_NAME
-    from .modeling import TFViTMAEForPreTraining, TFViTMAEModel
+    from ..checkpoints.formats import KERAS_WEIGHTS_NAME
+    from ..models.vit_mae import TFViTMAEForPreTraining, TFViTMAEModel
 
     cls = TFViTMAEModel if args.encoder_only else TFViTMAEForPreTraining
     with warnings.catch_warnings(record=True) as caught:
@@ -303,21 +389,22 @@ def convert(args):
     return 0
 
 
-def load_any_model(name_or_path):
+def load_any_model(name_or_path: str | os.PathLike) -> "TFViTMAEPreTrainedModel":
     """The checkpoint's own model class (from `architectures` in its config),
     loaded with `from_pretrained`; `TFViTMAEForPreTraining` when unsaid."""
-    from . import classification  # noqa: F401  (registers every model class)
-    from .config import ViTMAEConfig
-    from .hub import architecture_class, resolve_files
-    from .modeling import TFViTMAEForPreTraining
+    from ..checkpoints.hub import architecture_class, resolve_files
+    from ..models import classification  # noqa: F401  (registers every model class)
+    from ..models.config import ViTMAEConfig
+    from ..models.vit_mae import TFViTMAEForPreTraining
 
     config_path, _ = resolve_files(os.fspath(name_or_path))
     config = ViTMAEConfig.from_pretrained(config_path) if config_path else None
     return architecture_class(config, TFViTMAEForPreTraining).from_pretrained(name_or_path)
 
 
-def export(args):
-    from .export import export_for_serving
+def export(args: argparse.Namespace) -> int:
+    """`tfvitmae export`: a SavedModel for TensorFlow Serving."""
+    from ..serving.saved_model import export_for_serving
 
     model = load_any_model(args.model)
     signatures = export_for_serving(

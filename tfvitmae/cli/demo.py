@@ -14,19 +14,51 @@ at a scale two CPU cores finish in about three minutes:
 4. print a logistic regression on the raw 8x8 pixels beside them.
 """
 
+import dataclasses
+import functools
 import math
 import os
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from ..data.image_processor import ViTMAEImageProcessor
+    from ..models.config import ViTMAEConfig
+    from ..models.vit_mae import TFViTMAEForPreTraining, TFViTMAEPreTrainedModel
+
+__all__ = [
+    "DEMO_IMAGE_SIZE",
+    "FINETUNE",
+    "PASSES_PER_EPOCH",
+    "PRETRAIN",
+    "PROBE",
+    "SCRATCH",
+    "TEST_SIZE",
+    "demo_config",
+    "fit_classifier",
+    "load_dataset",
+    "load_digits_images",
+    "masked_patch_mse",
+    "pixel_logistic_regression",
+    "reconstruction_baselines",
+    "run_demo",
+    "split_digits",
+]
 
 DEMO_IMAGE_SIZE = 32
 TEST_SIZE = 360
 
-# Found by a sweep on this data (see CHANGELOG 0.4): no augmentation (the
-# random masks are augmentation enough; shifts and crops slowed learning),
-# small batches for many steps, and a 1-layer decoder.
-PRETRAIN = dict(epochs=150, batch_size=128, base_lr=3e-3, warmup_epochs=10)
+# Found by a sweep on this data (CHANGELOG.md, "The demo shows MAE working",
+# gives the results): no augmentation (the random masks are augmentation
+# enough; shifts and crops slowed learning), small batches for many steps,
+# and a 1-layer decoder.
+PRETRAIN: dict[str, Any] = dict(epochs=150, batch_size=128, base_lr=3e-3, warmup_epochs=10)
 PASSES_PER_EPOCH = 5
 # Fine-tuning as MAE does it (mean pooling, layer-wise lr decay, stochastic
 # depth, label smoothing); from scratch the same, without layer decay, which
@@ -36,7 +68,7 @@ SCRATCH = dict(base_lr=1e-2, layer_decay=1.0, drop_path_rate=0.1, label_smoothin
 PROBE = dict(base_lr=0.1, layer_decay=1.0, drop_path_rate=0.0, label_smoothing=0.0)
 
 
-def load_digits_images(image_size=DEMO_IMAGE_SIZE):
+def load_digits_images(image_size: int = DEMO_IMAGE_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """The digits as uint8 `(n, image_size, image_size, 1)` and int labels `(n,)`."""
     import tensorflow as tf
     from sklearn.datasets import load_digits
@@ -47,13 +79,18 @@ def load_digits_images(image_size=DEMO_IMAGE_SIZE):
     return np.clip(np.round(images), 0, 255).astype("uint8"), digits.target.astype("int64")
 
 
-def split_digits(seed=0, test_size=TEST_SIZE):
+def split_digits(seed: int = 0, test_size: int = TEST_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """`(train, test)` index arrays of the digits: a fixed random split."""
     order = np.random.default_rng(seed).permutation(1797)
     return order[test_size:], order[:test_size]
 
 
-def load_dataset(name="digits", image_size=DEMO_IMAGE_SIZE, seed=0, test_size=TEST_SIZE):
+def load_dataset(
+    name: str = "digits",
+    image_size: int = DEMO_IMAGE_SIZE,
+    seed: int = 0,
+    test_size: int = TEST_SIZE,
+) -> tuple:
     """Images for the demo and the notebooks, as uint8 channels-last arrays.
 
     Args:
@@ -89,13 +126,13 @@ def load_dataset(name="digits", image_size=DEMO_IMAGE_SIZE, seed=0, test_size=TE
             y_test[:test_size, 0].astype("int64"),
             classes,
         )
-    from .image_folders import list_image_files, split_files
-    from .image_processor import load_images
+    from ..data.folders import list_image_files, split_files
+    from ..data.image_processor import load_images
 
-    paths, labels, classes, _ = list_image_files(name)
+    paths, folder_labels, classes, _ = list_image_files(name)
     fraction = min(test_size / len(paths), 0.5)
     (train_paths, train_labels), (test_paths, test_labels) = split_files(
-        paths, labels, fraction, seed
+        paths, folder_labels, val_fraction=fraction, seed=seed
     )
 
     def load(paths):
@@ -110,9 +147,9 @@ def load_dataset(name="digits", image_size=DEMO_IMAGE_SIZE, seed=0, test_size=TE
     )
 
 
-def demo_config():
+def demo_config() -> "ViTMAEConfig":
     """A small ViTMAE for 32x32 one-channel images (16 patches of 8x8)."""
-    from .config import ViTMAEConfig
+    from ..models.config import ViTMAEConfig
 
     return ViTMAEConfig(
         hidden_size=64,
@@ -134,7 +171,12 @@ def demo_config():
     )
 
 
-def masked_patch_mse(model, pixel_values, noise, predicted_patches=None):
+def masked_patch_mse(
+    model: "TFViTMAEForPreTraining",
+    pixel_values: np.ndarray,
+    noise: np.ndarray,
+    predicted_patches: np.ndarray | None = None,
+) -> float:
     """Mean squared error over the masked patches of `pixel_values`.
 
     Args:
@@ -155,7 +197,12 @@ def masked_patch_mse(model, pixel_values, noise, predicted_patches=None):
     return float((per_patch * mask).sum() / mask.sum())
 
 
-def reconstruction_baselines(model, pixel_values, noise, train_pixel_values):
+def reconstruction_baselines(
+    model: "TFViTMAEForPreTraining",
+    pixel_values: np.ndarray,
+    noise: np.ndarray,
+    train_pixel_values: np.ndarray,
+) -> dict:
     """The masked-patch MSE (`masked_patch_mse`) of `model` as it is now
     (call it before training) and of predicting the mean of `train_pixel_values`.
 
@@ -166,11 +213,17 @@ def reconstruction_baselines(model, pixel_values, noise, train_pixel_values):
     mean_patches = model.patchify(np.broadcast_to(mean_image, np.shape(pixel_values)))
     return dict(
         untrained=masked_patch_mse(model, pixel_values, noise),
-        mean_image=masked_patch_mse(model, pixel_values, noise, mean_patches),
+        mean_image=masked_patch_mse(model, pixel_values, noise, predicted_patches=mean_patches),
     )
 
 
-def pixel_logistic_regression(train_images, train_labels, test_images, test_labels, seed=0):
+def pixel_logistic_regression(
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    seed: int = 0,
+) -> float:
     """Test accuracy of a logistic regression on raw pixels (images flattened,
     scaled to [0, 1]): the baseline any learned feature has to beat."""
     from sklearn.linear_model import LogisticRegression
@@ -184,14 +237,14 @@ def pixel_logistic_regression(train_images, train_labels, test_images, test_labe
 
 
 def run_demo(
-    output_dir="tfvitmae-demo",
-    epochs=PRETRAIN["epochs"],
-    finetune_epochs=10,
-    probe_epochs=10,
-    batch_size=PRETRAIN["batch_size"],
-    seed=0,
-    verbose=0,
-):
+    output_dir: str = "tfvitmae-demo",
+    epochs: int = PRETRAIN["epochs"],
+    finetune_epochs: int = 10,
+    probe_epochs: int = 10,
+    batch_size: int = PRETRAIN["batch_size"],
+    seed: int = 0,
+    verbose: int = 0,
+) -> dict:
     """Pretrain, reconstruct, fine-tune and probe on the digits, printing every number.
 
     Writes `output_dir/` (the pretrained MAE, loadable with `from_pretrained`,
@@ -209,19 +262,85 @@ def run_demo(
     """
     import keras
 
-    from .data import make_dataset
-    from .image_processor import ViTMAEImageProcessor
-    from .modeling import TFViTMAEForPreTraining
-    from .runs import read_run
-    from .training import pretrain
-    from .visualization import write_reconstruction_grid
+    from ..models.vit_mae import TFViTMAEForPreTraining
 
     start = time.time()
-
-    def elapsed():
-        return f"{time.time() - start:.0f}s"
-
     keras.utils.set_random_seed(seed)
+    data = _demo_data(batch_size=batch_size, seed=seed, start=start)
+    model = TFViTMAEForPreTraining(data.config, seed=seed, image_processor=data.processor)
+    scores = _baseline_scores(data, model)
+    history = _pretrain_stage(data, model, output_dir=output_dir, epochs=epochs, verbose=verbose)
+    scores["masked_mse"] = masked_patch_mse(model, data.held_out, data.noise)
+    grid = _reconstruction_stage(data, model, history=history, scores=scores, output_dir=output_dir)
+    histories = _downstream_stage(
+        data,
+        model,
+        output_dir=output_dir,
+        finetune_epochs=finetune_epochs,
+        probe_epochs=probe_epochs,
+    )
+    scores.update(
+        finetune_accuracy=histories["finetune_history"].history["val_accuracy"][-1],
+        scratch_accuracy=histories["scratch_history"].history["val_accuracy"][-1],
+        probe_accuracy=histories["probe_history"].history["val_accuracy"][-1],
+    )
+    _print_summary(data, scores, output_dir)
+    return dict(scores, history=history, **histories, reconstruction=grid)
+
+
+@dataclasses.dataclass
+class _DemoData:
+    """What the demo's stages share: the digits and their split, the model's
+    config and preprocessing, and the held-out pixels with their masking noise."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    train: np.ndarray
+    test: np.ndarray
+    config: "ViTMAEConfig"
+    processor: "ViTMAEImageProcessor"
+    batch_size: int
+    seed: int
+    start: float
+
+    @functools.cached_property
+    def held_out(self) -> np.ndarray:
+        """The held-out digits' `pixel_values`."""
+        return self.pixels(self.test)
+
+    @functools.cached_property
+    def noise(self) -> np.ndarray:
+        """Fixed masking noise for the held-out digits, the same for every score."""
+        shape = (len(self.test), self.config.num_patches)
+        return np.random.default_rng(self.seed + 1).random(shape, "float32")
+
+    def batches(self, idx: np.ndarray, **kwargs):
+        """`make_dataset` of the digits `idx`, unaugmented."""
+        from ..data.pipeline import make_dataset
+
+        return make_dataset(
+            self.images[idx],
+            batch_size=self.batch_size,
+            processor=self.processor,
+            labels=self.labels[idx],
+            num_channels=1,
+            augment=False,
+            seed=self.seed,
+            **kwargs,
+        )
+
+    def pixels(self, idx: np.ndarray) -> np.ndarray:
+        """The normalised `pixel_values` of the digits `idx`, in order."""
+        return np.concatenate(list(self.batches(idx, shuffle=False).as_numpy_iterator()))
+
+    def elapsed(self) -> str:
+        return f"{time.time() - self.start:.0f}s"
+
+
+def _demo_data(batch_size: int, seed: int, start: float) -> _DemoData:
+    """The digits, split, with their preprocessing, held-out pixels and masking noise."""
+    from ..data.image_processor import ViTMAEImageProcessor
+
     images, labels = load_digits_images()
     train, test = split_digits(seed)
     config = demo_config()
@@ -231,37 +350,50 @@ def run_demo(
         image_mean=[float(images[train].mean()) / 255],
         image_std=[float(images[train].std()) / 255],
     )
+    data = _DemoData(
+        images=images,
+        labels=labels,
+        train=train,
+        test=test,
+        config=config,
+        processor=processor,
+        batch_size=batch_size,
+        seed=seed,
+        start=start,
+    )
+    return data
 
-    def batches(idx, **kwargs):
-        return make_dataset(
-            images[idx],
-            batch_size=batch_size,
-            processor=processor,
-            labels=labels[idx],
-            num_channels=1,
-            augment=False,
-            seed=seed,
-            **kwargs,
-        )
 
-    def pixels(idx):
-        return np.concatenate(list(batches(idx, shuffle=False).as_numpy_iterator()))
-
-    held_out = pixels(test)
-    noise = np.random.default_rng(seed + 1).random((len(test), config.num_patches), "float32")
-    model = TFViTMAEForPreTraining(config, seed=seed, image_processor=processor)
-    baselines = reconstruction_baselines(model, held_out, noise, pixels(train))
+def _baseline_scores(data: _DemoData, model: "TFViTMAEForPreTraining") -> dict:
+    """The reconstruction and raw-pixel baselines (`model` untrained); prints the header."""
+    baselines = reconstruction_baselines(
+        model, data.held_out, data.noise, train_pixel_values=data.pixels(data.train)
+    )
+    train_images, train_labels, test_images, test_labels, _ = load_dataset(image_size=8)
     scores = dict(
         # On the digits' own 8x8 pixels, before upsampling.
-        pixel_logistic_regression=pixel_logistic_regression(*load_dataset(image_size=8)[:4]),
+        pixel_logistic_regression=pixel_logistic_regression(
+            train_images, train_labels, test_images=test_images, test_labels=test_labels
+        ),
         untrained_mse=baselines["untrained"],
         mean_image_mse=baselines["mean_image"],
     )
+    config = data.config
     print(
-        f"tfvitmae demo: a {model.count_params():,}-parameter MAE on {len(train)} real digit "
+        f"tfvitmae demo: a {model.count_params():,}-parameter MAE on {len(data.train)} real digit "
         f"images ({config.image_size}x{config.image_size}, {config.num_patches} patches, "
-        f"{config.mask_ratio:.0%} masked); {len(test)} held-out digits score every stage"
+        f"{config.mask_ratio:.0%} masked); {len(data.test)} held-out digits score every stage"
     )
+    return scores
+
+
+def _pretrain_stage(
+    data: _DemoData, model: "TFViTMAEForPreTraining", output_dir: str, epochs: int, verbose: int
+) -> "keras.callbacks.History":
+    """Stage 1: MAE pretraining of `model` with `model.fit`; its `History`."""
+    from ..training.recipes import pretrain
+    from ..training.runs import read_run
+
     # Keras closes every epoch with a checkpoint; on 1,437 images that costs
     # about as much as the epoch's training, so a Keras epoch here is several passes.
     passes = math.gcd(epochs, PASSES_PER_EPOCH)
@@ -270,51 +402,71 @@ def run_demo(
         f"({epochs // passes} epochs of {passes}, a checkpoint after each) ...",
         flush=True,
     )
-    history = pretrain(
+    printer = _loss_printer(passes, max(1, epochs // 5), data.elapsed)
+    return pretrain(
         model,
-        batches(train, drop_remainder=True, repeat=True),
+        data.batches(data.train, drop_remainder=True, repeat=True),
         epochs=epochs // passes,
-        steps_per_epoch=len(train) // batch_size * passes,
-        batch_size=batch_size,
+        steps_per_epoch=len(data.train) // data.batch_size * passes,
+        batch_size=data.batch_size,
         output_dir=output_dir,
         base_lr=PRETRAIN["base_lr"],
         warmup_epochs=min(PRETRAIN["warmup_epochs"], max(1, epochs // 10)) / passes,
         overwrite=read_run(output_dir) is not None,  # a previous demo run; other files stay
-        callbacks=[] if verbose else [_loss_printer(passes, max(1, epochs // 5), elapsed)],
+        callbacks=[] if verbose else [printer],
         verbose=verbose,
     )
+
+
+def _reconstruction_stage(data: _DemoData, model, history, scores: dict, output_dir: str) -> str:
+    """Writes the reconstruction grid and prints the masked-patch MSEs; the PNG path."""
+    from ..training.visualization import write_reconstruction_grid
+
     losses = history.history["loss"]
-    scores["masked_mse"] = masked_patch_mse(model, held_out, noise)
     grid = write_reconstruction_grid(
-        model, held_out[:8], os.path.join(output_dir, "reconstruction.png"), seed=seed
+        model, data.held_out[:8], os.path.join(output_dir, "reconstruction.png"), seed=data.seed
     )
     print(
         f"    loss {losses[0]:.3f} -> {losses[-1]:.3f}; masked-patch MSE on held-out digits "
         f"{scores['masked_mse']:.3f}, against {scores['mean_image_mse']:.3f} for the training "
-        f"set's mean image and {scores['untrained_mse']:.3f} before training ({elapsed()})"
+        f"set's mean image and {scores['untrained_mse']:.3f} before training ({data.elapsed()})"
     )
     print(f"    wrote {grid}")
+    return grid
+
+
+def _downstream_stage(
+    data: _DemoData, model, output_dir: str, finetune_epochs: int, probe_epochs: int
+) -> dict:
+    """Stages 2 and 3: fine-tune `model` (saved in `output_dir/finetuned`), train
+    the same architecture from scratch, linear-probe `model`; their histories."""
+    from ..models.vit_mae import TFViTMAEForPreTraining
 
     print(f"2/3 fine-tuning, {finetune_epochs} epochs each ...", flush=True)
     labelled = dict(
-        train=batches(train, with_labels=True),
-        test=batches(test, with_labels=True, shuffle=False),
-        batch_size=batch_size,
-        seed=seed,
+        train=data.batches(data.train, with_labels=True),
+        test=data.batches(data.test, with_labels=True, shuffle=False),
+        batch_size=data.batch_size,
+        seed=data.seed,
     )
     finetuned, finetune_history = fit_classifier(model, finetune_epochs, FINETUNE, **labelled)
     finetuned.save_pretrained(os.path.join(output_dir, "finetuned"))
-    scratch = TFViTMAEForPreTraining(config, seed=seed + 1, image_processor=processor)
-    _, scratch_history = fit_classifier(scratch, finetune_epochs, SCRATCH, **labelled)
-    print(f"3/3 linear probe, {probe_epochs} epochs ... ({elapsed()})", flush=True)
-    _, probe_history = fit_classifier(model, probe_epochs, PROBE, linear_probe=True, **labelled)
-    scores.update(
-        finetune_accuracy=finetune_history.history["val_accuracy"][-1],
-        scratch_accuracy=scratch_history.history["val_accuracy"][-1],
-        probe_accuracy=probe_history.history["val_accuracy"][-1],
+    scratch = TFViTMAEForPreTraining(
+        data.config, seed=data.seed + 1, image_processor=data.processor
     )
+    _, scratch_history = fit_classifier(scratch, finetune_epochs, SCRATCH, **labelled)
+    print(f"3/3 linear probe, {probe_epochs} epochs ... ({data.elapsed()})", flush=True)
+    _, probe_history = fit_classifier(model, probe_epochs, PROBE, linear_probe=True, **labelled)
+    return dict(
+        finetune_history=finetune_history,
+        scratch_history=scratch_history,
+        probe_history=probe_history,
+    )
+
+
+def _print_summary(data: _DemoData, scores: dict, output_dir: str) -> None:
     print(
-        f"accuracy on the {len(test)} held-out digits ({elapsed()} in all):\n"
+        f"accuracy on the {len(data.test)} held-out digits ({data.elapsed()} in all):\n"
         f"    fine-tuned, MAE-pretrained encoder   {scores['finetune_accuracy']:.1%}\n"
         f"    trained from random initialisation   {scores['scratch_accuracy']:.1%}\n"
         f"    linear probe, MAE-pretrained encoder {scores['probe_accuracy']:.1%}\n"
@@ -324,17 +476,9 @@ def run_demo(
         f"saved the pretrained MAE in {output_dir}/ and the fine-tuned classifier in "
         f"{output_dir}/finetuned/ (from_pretrained loads both)"
     )
-    return dict(
-        scores,
-        history=history,
-        finetune_history=finetune_history,
-        scratch_history=scratch_history,
-        probe_history=probe_history,
-        reconstruction=grid,
-    )
 
 
-def _loss_printer(passes_per_epoch, every, elapsed):
+def _loss_printer(passes_per_epoch: int, every: int, elapsed: Callable[[], str]):
     """A callback printing the loss every `every` passes over the data."""
     import keras
 
@@ -347,8 +491,16 @@ def _loss_printer(passes_per_epoch, every, elapsed):
 
 
 def fit_classifier(
-    encoder, epochs, recipe, train, test, batch_size, seed, linear_probe=False, jit_compile=False
-):
+    encoder: "TFViTMAEPreTrainedModel",
+    epochs: int,
+    recipe: dict,
+    train: "tf.data.Dataset",
+    test: "tf.data.Dataset",
+    batch_size: int,
+    seed: int,
+    linear_probe: bool = False,
+    jit_compile: bool = False,
+) -> tuple:
     """A mean-pooled classifier on `encoder`'s weights, trained with `recipe`.
 
     Args:
@@ -365,8 +517,8 @@ def fit_classifier(
         `(classifier, history)`; `history.history["val_accuracy"]` is the
         accuracy on `test` after each epoch.
     """
-    from .classification import TFViTMAEForImageClassification
-    from .training import train_classifier
+    from ..models.classification import TFViTMAEForImageClassification
+    from ..training.recipes import train_classifier
 
     classifier = TFViTMAEForImageClassification.from_encoder(
         encoder,

@@ -7,8 +7,14 @@ import sys
 
 from . import commands
 
+__all__ = [
+    "build_parser",
+    "main",
+]
 
-def _add_common_training(parser, epochs, batch_size):
+
+def _add_common_training(parser: argparse.ArgumentParser, epochs: int, batch_size: int) -> None:
+    """The output, schedule, data and run options every training command shares."""
     parser.add_argument(
         "--output-dir", required=True, help="where checkpoints (and images) are written"
     )
@@ -62,7 +68,8 @@ def _add_common_training(parser, epochs, batch_size):
     )
 
 
-def _add_classifier_options(parser):
+def _add_classifier_options(parser: argparse.ArgumentParser) -> None:
+    """The data and pretrained model of `probe` and `finetune`."""
     parser.add_argument(
         "data", metavar="DATA", help="folder with one sub-folder of images per class"
     )
@@ -74,15 +81,26 @@ def _add_classifier_options(parser):
     )
 
 
-def build_parser():
-    from . import __version__
+def build_parser() -> argparse.ArgumentParser:
+    """The `tfvitmae` parser, with one sub-command per `commands` function."""
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="tfvitmae", description="ViTMAE (masked autoencoders) for Keras 3 / TensorFlow."
     )
     parser.add_argument("--version", action="version", version=f"tfvitmae {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_demo(subparsers)
+    _add_pretrain(subparsers)
+    _add_probe(subparsers)
+    _add_finetune(subparsers)
+    _add_reconstruct(subparsers)
+    _add_export(subparsers)
+    _add_convert(subparsers)
+    return parser
 
+
+def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser(
         "demo",
         help="pretrain, reconstruct, fine-tune and probe a small MAE on bundled real images "
@@ -117,6 +135,8 @@ def build_parser():
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     demo.set_defaults(func=commands.demo)
 
+
+def _add_pretrain(subparsers: argparse._SubParsersAction) -> None:
     pre = subparsers.add_parser(
         "pretrain",
         help="MAE pretraining on a folder of images",
@@ -131,36 +151,7 @@ def build_parser():
     pre.add_argument(
         "data", metavar="DATA", help="folder of images (any size; JPEG, PNG, GIF, BMP)"
     )
-    pre.add_argument(
-        "--model",
-        default="base",
-        help="preset (base, large, huge) or a checkpoint to continue from (default: base)",
-    )
-    pre.add_argument("--image-size", type=int, help="input resolution (default: the model's)")
-    pre.add_argument(
-        "--patch-size", type=int, help="patch size, for a preset (default: the preset's)"
-    )
-    pre.add_argument("--num-channels", type=int, help="image channels, for a preset (default: 3)")
-    pre.add_argument("--mask-ratio", type=float, help="fraction of patches masked (default: 0.75)")
-    pre.add_argument(
-        "--image-mean",
-        type=float,
-        nargs="+",
-        help="per-channel normalisation mean, saved with the model (default: the model's; "
-        "ImageNet's for presets)",
-    )
-    pre.add_argument(
-        "--image-std",
-        type=float,
-        nargs="+",
-        help="per-channel normalisation std, saved with the model (default: as --image-mean)",
-    )
-    pre.add_argument(
-        "--norm-pix-loss",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="per-patch normalised targets (default: the checkpoint's setting; off for presets)",
-    )
+    _add_pretraining_model_options(pre)
     pre.add_argument(
         "--warmup-epochs", type=int, default=40, help="linear warmup epochs (default: 40)"
     )
@@ -185,6 +176,46 @@ def build_parser():
     _add_common_training(pre, epochs=800, batch_size=256)
     pre.set_defaults(func=commands.pretrain)
 
+
+def _add_pretraining_model_options(parser: argparse.ArgumentParser) -> None:
+    """`pretrain`'s model: a preset or checkpoint, and what to override in it."""
+    parser.add_argument(
+        "--model",
+        default="base",
+        help="preset (base, large, huge) or a checkpoint to continue from (default: base)",
+    )
+    parser.add_argument("--image-size", type=int, help="input resolution (default: the model's)")
+    parser.add_argument(
+        "--patch-size", type=int, help="patch size, for a preset (default: the preset's)"
+    )
+    parser.add_argument(
+        "--num-channels", type=int, help="image channels, for a preset (default: 3)"
+    )
+    parser.add_argument(
+        "--mask-ratio", type=float, help="fraction of patches masked (default: 0.75)"
+    )
+    parser.add_argument(
+        "--image-mean",
+        type=float,
+        nargs="+",
+        help="per-channel normalisation mean, saved with the model (default: the model's; "
+        "ImageNet's for presets)",
+    )
+    parser.add_argument(
+        "--image-std",
+        type=float,
+        nargs="+",
+        help="per-channel normalisation std, saved with the model (default: as --image-mean)",
+    )
+    parser.add_argument(
+        "--norm-pix-loss",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="per-patch normalised targets (default: the checkpoint's setting; off for presets)",
+    )
+
+
+def _add_probe(subparsers: argparse._SubParsersAction) -> None:
     probe = subparsers.add_parser(
         "probe",
         help="linear probe of a pretrained encoder",
@@ -199,6 +230,8 @@ def build_parser():
     _add_common_training(probe, epochs=90, batch_size=256)
     probe.set_defaults(func=lambda a: commands.train_classifier(a, linear_probe=True))
 
+
+def _add_finetune(subparsers: argparse._SubParsersAction) -> None:
     fine = subparsers.add_parser(
         "finetune",
         help="fine-tune a pretrained encoder for classification",
@@ -226,6 +259,8 @@ def build_parser():
     _add_common_training(fine, epochs=100, batch_size=64)
     fine.set_defaults(func=lambda a: commands.train_classifier(a, linear_probe=False))
 
+
+def _add_reconstruct(subparsers: argparse._SubParsersAction) -> None:
     rec = subparsers.add_parser(
         "reconstruct",
         help="write a PNG of MAE reconstructions of images",
@@ -246,6 +281,8 @@ def build_parser():
     rec.add_argument("--seed", type=int, default=0, help="seed of the mask (default: 0)")
     rec.set_defaults(func=commands.reconstruct)
 
+
+def _add_export(subparsers: argparse._SubParsersAction) -> None:
     exp = subparsers.add_parser(
         "export",
         help="export a SavedModel for TensorFlow Serving",
@@ -276,6 +313,8 @@ def build_parser():
     )
     exp.set_defaults(func=commands.export)
 
+
+def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     convert = subparsers.add_parser(
         "convert",
         help="convert a checkpoint between PyTorch and Keras layouts",
@@ -305,10 +344,10 @@ def build_parser():
         "--no-strict", action="store_true", help="load what fits instead of failing on mismatch"
     )
     convert.set_defaults(func=commands.convert)
-    return parser
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
+    """Run the `tfvitmae` command line on `argv` (default: `sys.argv[1:]`); the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

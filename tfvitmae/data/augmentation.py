@@ -8,17 +8,33 @@ Batch augmentation sees pixels in [0, 255], before normalising.
 """
 
 import math
+from collections.abc import Callable, Sequence
 
 import keras
 import tensorflow as tf
+
+__all__ = [
+    "CROP_RATIO",
+    "CROP_SCALE",
+    "batch_augment",
+    "mixers",
+    "random_flip",
+    "random_resized_crop",
+]
 
 CROP_SCALE = (0.2, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 
 
 def random_resized_crop(
-    image, image_size, seed, scale=CROP_SCALE, ratio=CROP_RATIO, method="bicubic"
-):
+    image,
+    image_size: Sequence[int],
+    seed,
+    *,
+    scale: tuple[float, float] = CROP_SCALE,
+    ratio: tuple[float, float] = CROP_RATIO,
+    method: str = "bicubic",
+) -> tf.Tensor:
     """torchvision-style `RandomResizedCrop`, stateless (bicubic, as MAE's recipe).
 
     Tries 10 boxes with area fraction in `scale` and log-uniform aspect ratio in
@@ -73,14 +89,16 @@ def random_resized_crop(
     return tf.clip_by_value(resized, 0.0, 255.0)
 
 
-def random_flip(image, seed):
+def random_flip(image, seed) -> tf.Tensor:
     """Flip `image` `(height, width, channels)` left-right with probability
     1/2, drawn statelessly from the shape-(2,) int `seed`."""
     coin = tf.random.stateless_uniform((), seed)
     return tf.cond(coin < 0.5, lambda: tf.image.flip_left_right(image), lambda: image)
 
 
-def mixers(num_classes, mixup_alpha, cutmix_alpha, seed):
+def mixers(
+    num_classes: int | None, mixup_alpha: float, cutmix_alpha: float, *, seed: int
+) -> list[keras.layers.Layer]:
     """The MixUp and CutMix layers asked for (none when both alphas are 0)."""
     options = dict(data_format="channels_last", dtype="float32")  # also under mixed precision
     layers = []
@@ -98,7 +116,7 @@ def mixers(num_classes, mixup_alpha, cutmix_alpha, seed):
     return layers
 
 
-def _reseed(layers, seed, epoch):
+def _reseed(layers: Sequence[keras.layers.Layer], seed: int, epoch) -> tf.Tensor:
     """Set the random generators of `layers` (MixUp, CutMix) to a state of
     `seed` and `epoch` (a scalar tensor) alone; returns `True` once done."""
     assigned = []
@@ -110,7 +128,14 @@ def _reseed(layers, seed, epoch):
         return tf.constant(True)
 
 
-def batch_augment(ds, mix_layers, augmenter, seed, num_classes):
+def batch_augment(
+    ds: tf.data.Dataset,
+    mix_layers: Sequence[keras.layers.Layer],
+    augmenter: Callable | None,
+    *,
+    seed: int,
+    num_classes: int | None,
+) -> tf.data.Dataset:
     """Batch-level augmentation: MixUp or CutMix (`mix_layers`, see `mixers`;
     with both, a coin picks one per batch) and `augmenter`, run sequentially
     so that it is repeatable. `ds` yields `(batch index, (images, labels,

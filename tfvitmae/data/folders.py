@@ -2,15 +2,23 @@
 and train/validation splits stratified by class."""
 
 import os
+from collections.abc import Sequence
+from typing import TextIO
 
 import numpy as np
+
+__all__ = [
+    "find_unreadable",
+    "list_image_files",
+    "split_files",
+]
 
 # Leading bytes of the formats `tf.io.decode_image` reads.
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 _PROGRESS_EVERY = 5000
 
 
-def _is_image_file(path):
+def _is_image_file(path: str) -> bool:
     try:
         with open(path, "rb") as f:
             return f.read(8).startswith(_MAGIC)
@@ -18,7 +26,9 @@ def _is_image_file(path):
         return False
 
 
-def list_image_files(folder, progress=None):
+def list_image_files(
+    folder: str | os.PathLike, progress: TextIO | None = None
+) -> tuple[list[str], list[int], list[str], int]:
     """Image files under `folder`, with class labels from sub-folder names.
 
     Files are recognised by content (JPEG, PNG, GIF, BMP), not by extension.
@@ -68,7 +78,9 @@ def list_image_files(folder, progress=None):
     return paths, labels, class_names, skipped
 
 
-def split_files(paths, labels, val_fraction, seed=0):
+def split_files(
+    paths: Sequence[str], labels: Sequence[int], val_fraction: float, *, seed: int = 0
+) -> tuple[tuple[list[str], list[int]], tuple[list[str], list[int]]]:
     """Deterministic train/validation split, stratified by label.
 
     Validation gets `round(n * val_fraction)` files, shared among the classes
@@ -106,7 +118,7 @@ def split_files(paths, labels, val_fraction, seed=0):
     return pick(train), pick(val)
 
 
-def find_unreadable(paths, num_channels=3):
+def find_unreadable(paths: Sequence[str], num_channels: int = 3) -> list[str]:
     """The files among `paths` that do not decode (a right header with broken
     data): one parallel decoding pass with `tf.data`, in C++.
 

@@ -10,13 +10,29 @@ weights and in their `.keras` config.
 
 import json
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
 
-from .checkpoint_files import PREPROCESSOR_NAME
-from .files import atomic_write_text, read_json
-from .hub import resolve_optional_file
+from ..checkpoints.formats import PREPROCESSOR_NAME
+from ..checkpoints.hub import resolve_optional_file
+from ..utils.files import atomic_write_text, read_json
+
+if TYPE_CHECKING:
+    from ..models.config import ViTMAEConfig
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "RESAMPLE_METHODS",
+    "ViTMAEImageProcessor",
+    "channel_stats",
+    "decode_image",
+    "load_images",
+    "match_channels",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -34,24 +50,28 @@ _HF_DEFAULTS = dict(
     image_mean=(0.5, 0.5, 0.5),
     image_std=(0.5, 0.5, 0.5),
 )
+# An output size: an int (square), `(height, width)`, or `{"height": H, "width": W}`.
+_Size = int | Sequence[int] | dict[str, int]
 
 
-def channel_stats(mean, std, channels, dtype="float32"):
+def channel_stats(
+    mean: Sequence[float], std: Sequence[float], channels: int, *, dtype: str = "float32"
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel `(mean, std)` arrays for `channels` channels. Statistics
     for another channel count (ImageNet's RGB ones for a grayscale model) are
     replaced by their average on every channel."""
-    mean, std = np.asarray(mean, dtype), np.asarray(std, dtype)
-    if mean.shape != std.shape or mean.ndim != 1:
+    means, stds = np.asarray(mean, dtype), np.asarray(std, dtype)
+    if means.shape != stds.shape or means.ndim != 1:
         raise ValueError(
-            f"image_mean and image_std must be lists of equal length, received {mean} and {std}"
+            f"image_mean and image_std must be lists of equal length, received {means} and {stds}"
         )
-    if len(mean) != channels:
-        mean = np.full(channels, mean.mean(), dtype)
-        std = np.full(channels, std.mean(), dtype)
-    return mean, std
+    if len(means) != channels:
+        means = np.full(channels, means.mean(), dtype)
+        stds = np.full(channels, stds.mean(), dtype)
+    return means, stds
 
 
-def decode_image(contents, num_channels=3):
+def decode_image(contents, num_channels: int = 3) -> tf.Tensor:
     """Encoded JPEG/PNG/GIF/BMP bytes -> uint8 `(height, width, num_channels)`.
 
     Grayscale, RGBA and RGB inputs are all converted to `num_channels`.
@@ -61,7 +81,7 @@ def decode_image(contents, num_channels=3):
     return image
 
 
-def _size_hw(size):
+def _size_hw(size: _Size) -> tuple[int, int]:
     """`(height, width)` from an int, a pair, or a `{"height", "width"}` dict."""
     if isinstance(size, dict):
         if set(size) >= {"height", "width"}:
@@ -94,15 +114,15 @@ class ViTMAEImageProcessor:
 
     def __init__(
         self,
-        size=224,
-        resample=3,
-        do_resize=True,
-        do_rescale=True,
-        rescale_factor=1 / 255,
-        do_normalize=True,
-        image_mean=IMAGENET_MEAN,
-        image_std=IMAGENET_STD,
-    ):
+        size: _Size = 224,
+        resample: int = 3,
+        do_resize: bool = True,
+        do_rescale: bool = True,
+        rescale_factor: float = 1 / 255,
+        do_normalize: bool = True,
+        image_mean: Sequence[float] = IMAGENET_MEAN,
+        image_std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
         if resample not in RESAMPLE_METHODS:
             raise ValueError(
                 f"resample must be a PIL code in {sorted(RESAMPLE_METHODS)} "
@@ -115,25 +135,26 @@ class ViTMAEImageProcessor:
         self.do_rescale = bool(do_rescale)
         self.rescale_factor = float(rescale_factor)
         self.do_normalize = bool(do_normalize)
-        mean, std = channel_stats(image_mean, image_std, len(image_mean), "float64")
+        mean, std = channel_stats(image_mean, image_std, len(image_mean), dtype="float64")
         self.image_mean, self.image_std = tuple(mean.tolist()), tuple(std.tolist())
 
     @classmethod
-    def for_config(cls, config, **overrides):
+    def for_config(cls, config: "ViTMAEConfig", **overrides: Any) -> "ViTMAEImageProcessor":
         """The MAE preprocessing for `config`'s image size and channel count."""
         processor = cls(size=config.image_hw, **overrides)
         return processor.with_channels(config.num_channels)
 
-    def with_channels(self, num_channels):
+    def with_channels(self, num_channels: int) -> "ViTMAEImageProcessor":
         """This processor with statistics for `num_channels` channels (see `channel_stats`)."""
-        mean, std = channel_stats(self.image_mean, self.image_std, num_channels, "float64")
+        mean, std = channel_stats(self.image_mean, self.image_std, num_channels, dtype="float64")
         return self.copy(image_mean=mean.tolist(), image_std=std.tolist())
 
-    def copy(self, **changes):
+    def copy(self, **changes: Any) -> "ViTMAEImageProcessor":
+        """This processor with `changes` to its constructor's arguments."""
         return type(self)(**{**self.to_dict(hf_keys=False), **changes})
 
     # ------------------------------------------------------------ the file
-    def to_dict(self, hf_keys=True):
+    def to_dict(self, hf_keys: bool = True) -> dict[str, Any]:
         """The `preprocessor_config.json` fields (with `image_processor_type`
         when `hf_keys`, as `transformers` writes them)."""
         out = dict(
@@ -151,7 +172,7 @@ class ViTMAEImageProcessor:
         return out
 
     @classmethod
-    def from_dict(cls, values):
+    def from_dict(cls, values: dict[str, Any]) -> "ViTMAEImageProcessor":
         """From `preprocessor_config.json` fields. A field the file leaves out
         takes `ViTImageProcessor`'s default, so files read as `transformers`
         reads them; other keys (`image_processor_type`, ...) are ignored."""
@@ -162,14 +183,17 @@ class ViTMAEImageProcessor:
         fields = {k: values.get(k, default) for k, default in _HF_DEFAULTS.items()}
         return cls(**fields)
 
-    def save_pretrained(self, save_directory):
-        """Write `preprocessor_config.json` (atomically) into `save_directory`."""
+    def save_pretrained(self, save_directory: str | os.PathLike) -> str:
+        """Write `preprocessor_config.json` (atomically) into `save_directory`;
+        returns the file's path."""
         os.makedirs(save_directory, exist_ok=True)
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
         return atomic_write_text(os.path.join(save_directory, PREPROCESSOR_NAME), text)
 
     @classmethod
-    def from_pretrained(cls, name_or_path, **hub_kwargs):
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike, **hub_kwargs: Any
+    ) -> "ViTMAEImageProcessor":
         """Read `preprocessor_config.json` from a directory, the file itself, or a Hub repo id
         (`hub_kwargs`: `revision`, `token`, `cache_dir`, `local_files_only`)."""
         name_or_path = os.fspath(name_or_path)
@@ -180,23 +204,24 @@ class ViTMAEImageProcessor:
         return cls.from_json_file(path)
 
     @classmethod
-    def from_json_file(cls, path):
+    def from_json_file(cls, path: str | os.PathLike) -> "ViTMAEImageProcessor":
+        """Read a `preprocessor_config.json` file (see `from_dict`)."""
         return cls.from_dict(read_json(path))
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and self.to_dict() == other.to_dict()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.to_dict(hf_keys=False).items())
         return f"{type(self).__name__}({fields})"
 
     # ----------------------------------------------------------- the steps
     @property
-    def method(self):
+    def method(self) -> str:
         """The `tf.image.resize` method of `resample`."""
         return RESAMPLE_METHODS[self.resample]
 
-    def resize(self, images, size=None):
+    def resize(self, images, size: _Size | None = None) -> tf.Tensor:
         """Resize channels-last images (one or a batch) to `size` (default:
         the processor's); float32 out, clipped to [0, 255], and rounded to
         whole levels for uint8 input (as PIL, which `transformers` uses)."""
@@ -210,7 +235,7 @@ class ViTMAEImageProcessor:
             resized = tf.round(resized)
         return tf.clip_by_value(resized, 0.0, 255.0)
 
-    def normalize(self, images):
+    def normalize(self, images) -> tf.Tensor:
         """Rescale and normalise (float32 out), without resizing."""
         images = tf.cast(images, tf.float32)
         if self.do_rescale:
@@ -220,7 +245,7 @@ class ViTMAEImageProcessor:
             images = (images - mean) / std
         return images
 
-    def denormalize(self, pixel_values):
+    def denormalize(self, pixel_values) -> tf.Tensor:
         """The inverse of `normalize`, for display: channels-last float images
         -> uint8 (rounded and clipped)."""
         images = tf.cast(pixel_values, tf.float32)
@@ -231,7 +256,7 @@ class ViTMAEImageProcessor:
             images = images / self.rescale_factor
         return tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
 
-    def preprocess(self, images):
+    def preprocess(self, images) -> tf.Tensor:
         """uint8 (or float in [0, 255]) channels-last images, one or a batch,
         -> float32 channels-last `pixel_values`. TensorFlow ops only: runs in
         `tf.data`, `tf.function` and SavedModel signatures."""
@@ -239,7 +264,9 @@ class ViTMAEImageProcessor:
             images = self.resize(images)
         return self.normalize(images)
 
-    def __call__(self, images, data_format="channels_first", num_channels=None):
+    def __call__(
+        self, images, data_format: str = "channels_first", num_channels: int | None = None
+    ) -> dict[str, np.ndarray]:
         """Preprocess file paths, PIL images or uint8 arrays (one, or a list, or
         an `(n, H, W, C)` array) of any sizes.
 
@@ -265,7 +292,7 @@ class ViTMAEImageProcessor:
         return {"pixel_values": pixels}
 
 
-def load_images(images, num_channels=3):
+def load_images(images, num_channels: int = 3) -> list[np.ndarray]:
     """File paths, PIL images or uint8 arrays -> a list of uint8 `(H, W, num_channels)`.
 
     Accepts one image, a list of them, or an `(n, H, W[, C])` array.
@@ -279,7 +306,7 @@ def load_images(images, num_channels=3):
     return [_load_image(image, num_channels) for image in images]
 
 
-def _load_image(image, num_channels):
+def _load_image(image, num_channels: int) -> np.ndarray:
     if isinstance(image, (str, os.PathLike)):
         path = os.fspath(image)
         if not os.path.isfile(path):
@@ -307,7 +334,7 @@ def _load_image(image, num_channels):
     return match_channels(array, num_channels)
 
 
-def match_channels(array, num_channels):
+def match_channels(array: np.ndarray, num_channels: int) -> np.ndarray:
     """Channels-last `array` with `num_channels` channels: RGBA drops alpha,
     gray repeats to RGB, RGB averages to gray."""
     channels = array.shape[-1]

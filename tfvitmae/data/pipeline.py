@@ -8,51 +8,51 @@ batches of normalised `pixel_values` (and labels) out.
   aspect (3/4, 4/3), resized with the processor's method) and a horizontal
   flip; MixUp/CutMix for fine-tuning; any Keras preprocessing layer as
   `augmenter`.
-- Folders are scanned once (`image_folders`), and file paths are shuffled
+- Folders are scanned once (`folders.py`), and file paths are shuffled
   before anything is decoded.
 - Everything is deterministic for a given `seed`, and each pass over the data
   (epoch) is a function of the seed and the epoch's number: shuffled anew
   every epoch, yet the same whenever that epoch runs. `set_epoch` (or the
-  `DataEpoch` callback, which `pretrain` and `train_classifier` add) says which
+  `training.DataEpoch` callback, which `pretrain` and `train_classifier` add) says which
   epoch the next pass is, so a resumed run sees the data of the epochs it resumes.
 """
 
+import dataclasses
+import functools
 import os
 import warnings
 import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from .augmentation import (  # noqa: F401  (re-exported: their first home)
-    CROP_RATIO,
-    CROP_SCALE,
-    batch_augment,
-    mixers,
-    random_flip,
-    random_resized_crop,
-)
-from .image_folders import (  # noqa: F401  (re-exported)
-    find_unreadable,
-    list_image_files,
-    split_files,
-)
-from .image_processor import (  # noqa: F401  (re-exported: their first home)
+from ..utils.checks import check_batch_size, check_data_format
+from .augmentation import batch_augment, mixers, random_flip, random_resized_crop
+from .folders import find_unreadable, list_image_files
+from .image_processor import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ViTMAEImageProcessor,
-    channel_stats,
     decode_image,
     match_channels,
 )
-from .inputs import check_data_format
+
+__all__ = ["denormalize", "make_dataset", "normalize", "set_epoch"]
 
 
-def _processor(image_size=None, mean=None, std=None, processor=None):
+def _processor(
+    processor: ViTMAEImageProcessor | None = None,
+    *,
+    image_size: int | Sequence[int] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> ViTMAEImageProcessor:
     """`processor`, or MAE's, with `image_size`, `mean` and `std` where given."""
     processor = processor or ViTMAEImageProcessor()
-    changes = {}
+    changes: dict[str, object] = {}
     if image_size is not None:
         changes["size"] = image_size
     if mean is not None or std is not None:
@@ -61,84 +61,128 @@ def _processor(image_size=None, mean=None, std=None, processor=None):
     return processor.copy(**changes) if changes else processor
 
 
-def normalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+def normalize(
+    images, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> tf.Tensor:
     """uint8 (or float in [0, 255]) images -> float32 `(x / 255 - mean) / std`
     (`ViTMAEImageProcessor.normalize` with these statistics)."""
     return _processor(mean=mean, std=std).normalize(images)
 
 
-def denormalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+def denormalize(
+    images, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> tf.Tensor:
     """Inverse of `normalize` for display: channels-last float images ->
     uint8 in [0, 255] (rounded and clipped)."""
     return _processor(mean=mean, std=std).denormalize(images)
 
 
-def preprocess_images(images, image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """Evaluation preprocessing (`ViTMAEImageProcessor.preprocess`): bicubic
-    resize to `image_size` (an int or `(height, width)`), then normalise."""
-    return _processor(image_size, mean, std).preprocess(images)
+# ------------------------------------------------------------ the sources
+# Each gives `(examples, decode, info)`: the `(images or file paths, labels)`
+# as a pair of arrays (a `tf.data.Dataset` of pairs for a dataset source),
+# the function that turns a pair into `(image (H, W, C), label)` (for file
+# paths, after shuffling; `None` otherwise), and `{"num_examples", "skipped",
+# "class_names", "unreadable"}`.
 
 
-def _from_source(source, labels, num_channels, progress, verify_images=True):
-    """`(examples, decode, info)`: the `(images or file paths, labels)` as a
-    pair of arrays (a `tf.data.Dataset` of pairs for a dataset source), the
-    function that turns one into `(image (H, W, C), label)` (for file paths,
-    after shuffling), and `{"num_examples", "skipped", "class_names",
-    "unreadable"}`."""
-    files = (
+def _from_source(source, labels, num_channels: int, *, progress, verify_images: bool = True):
+    """`(examples, decode, info)` (see above) of any source `make_dataset` takes."""
+    if isinstance(source, (str, os.PathLike)) or _is_file_list(source):
+        return _from_files(
+            source, labels, num_channels, progress=progress, verify_images=verify_images
+        )
+    if isinstance(source, tf.data.Dataset):
+        return _from_dataset(source)
+    return _from_arrays(source, labels, num_channels)
+
+
+def _is_file_list(source) -> bool:
+    """Whether `source` is a non-empty list or tuple of file paths."""
+    return bool(
         isinstance(source, (list, tuple)) and source and isinstance(source[0], (str, os.PathLike))
     )
-    if isinstance(source, (str, os.PathLike)) or files:
-        if files:  # an explicit list of image files
-            paths, folder_labels, class_names, skipped = [os.fspath(p) for p in source], None, [], 0
-        else:
-            paths, folder_labels, class_names, skipped = list_image_files(source, progress)
-        labels = folder_labels if labels is None else list(labels)
-        if labels is None:
-            labels = [0] * len(paths)
-        if len(labels) != len(paths):
-            raise ValueError(f"Expected one label per image ({len(paths)}), received {len(labels)}")
-        unreadable = find_unreadable(paths, num_channels) if verify_images else []
-        if unreadable:
-            _report_unreadable(source if not files else "the file list", paths, unreadable)
-            bad = set(unreadable)
-            kept = [(p, y) for p, y in zip(paths, labels) if p not in bad]
-            paths, labels = [p for p, _ in kept], [y for _, y in kept]
 
-        def decode(path, label):
-            return decode_image(tf.io.read_file(path), num_channels), label
 
-        info = dict(
-            num_examples=len(paths),
-            skipped=skipped,
-            class_names=class_names,
-            unreadable=unreadable,
+def _from_files(source, labels, num_channels: int, *, progress, verify_images: bool):
+    """A folder (scanned once; labels from its sub-folders) or a list of image
+    files, less the files that do not decode when `verify_images`."""
+    if isinstance(source, (str, os.PathLike)):
+        paths, folder_labels, class_names, skipped = list_image_files(source, progress)
+        where = source
+    else:  # an explicit list of image files
+        paths, folder_labels, class_names, skipped = [os.fspath(p) for p in source], None, [], 0
+        where = "the file list"
+    labels = folder_labels if labels is None else list(labels)
+    if labels is None:
+        labels = [0] * len(paths)
+    if len(labels) != len(paths):
+        raise ValueError(f"Expected one label per image ({len(paths)}), received {len(labels)}")
+    unreadable = find_unreadable(paths, num_channels) if verify_images else []
+    if unreadable:
+        _report_unreadable(where, paths, unreadable)
+        bad = set(unreadable)
+        kept = [(p, y) for p, y in zip(paths, labels) if p not in bad]
+        paths, labels = [p for p, _ in kept], [y for _, y in kept]
+
+    def decode(path, label):
+        return decode_image(tf.io.read_file(path), num_channels), label
+
+    info = dict(
+        num_examples=len(paths),
+        skipped=skipped,
+        class_names=class_names,
+        unreadable=unreadable,
+    )
+    return (paths, np.asarray(labels)), decode, info
+
+
+def _report_unreadable(where, paths: list[str], unreadable: list[str]) -> None:
+    shown = ", ".join(unreadable[:10]) + (
+        f" and {len(unreadable) - 10} more" if len(unreadable) > 10 else ""
+    )
+    if len(unreadable) == len(paths):
+        raise ValueError(
+            f"None of the {len(paths)} images in {where} could be decoded "
+            f"(broken or truncated files): {shown}"
         )
-        return (paths, np.asarray(labels)), decode, info
-    if isinstance(source, tf.data.Dataset):
-        spec = source.element_spec
+    warnings.warn(
+        f"Skipping {len(unreadable)} of the {len(paths)} images in {where} that could not be "
+        f"decoded (broken or truncated files): {shown}"
+    )
 
-        def split(element):
-            if isinstance(element, dict):
-                image = element.get("image", element.get("pixel_values"))
-                label = element.get("label", element.get("labels", 0))
-                return image, label
-            if isinstance(element, tuple):
-                return element[0], element[1] if len(element) > 1 else 0
-            return element, 0
 
-        if isinstance(spec, dict) and not ({"image", "pixel_values"} & set(spec)):
-            raise ValueError(
-                f"A dataset of dicts needs an 'image' key, received keys {sorted(spec)}"
-            )
-        ds = source.map(split)
-        image_spec = ds.element_spec[0]
-        if image_spec.shape.rank != 3:
-            raise ValueError(
-                "Dataset images must be single (height, width, channels) images, received shape "
-                f"{image_spec.shape}"
-            )
-        return ds, None, dict(num_examples=None, skipped=0, class_names=[], unreadable=[])
+def _from_dataset(source: tf.data.Dataset):
+    """A dataset of single images, `(image, label)` pairs or dicts, as
+    `(image, label)` pairs (of unknown number)."""
+    spec = source.element_spec
+    if isinstance(spec, dict) and not ({"image", "pixel_values"} & set(spec)):
+        raise ValueError(f"A dataset of dicts needs an 'image' key, received keys {sorted(spec)}")
+    ds = source.map(_image_and_label)
+    image_spec = ds.element_spec[0]
+    if image_spec.shape.rank != 3:
+        raise ValueError(
+            "Dataset images must be single (height, width, channels) images, received shape "
+            f"{image_spec.shape}"
+        )
+    return ds, None, dict(num_examples=None, skipped=0, class_names=[], unreadable=[])
+
+
+def _image_and_label(*components):
+    """`(image, label)` of a dataset element (label 0 where it has none).
+    `map` passes a tuple element's components as separate arguments."""
+    element = components[0] if len(components) == 1 else components
+    if isinstance(element, dict):
+        image = element.get("image", element.get("pixel_values"))
+        label = element.get("label", element.get("labels", 0))
+        return image, label
+    if isinstance(element, tuple):
+        return element[0], element[1] if len(element) > 1 else 0
+    return element, 0
+
+
+def _from_arrays(source, labels, num_channels: int):
+    """An array `(n, height, width[, channels])` (uint8, or floats in [0, 1]),
+    as pixels in [0, 255] with `num_channels` channels."""
     array = np.asarray(source)
     if array.ndim == 3:  # (n, h, w) grayscale
         array = array[..., None]
@@ -159,46 +203,51 @@ def _from_source(source, labels, num_channels, progress, verify_images=True):
     return (array, y), None, info
 
 
-def _report_unreadable(where, paths, unreadable):
-    shown = ", ".join(unreadable[:10]) + (
-        f" and {len(unreadable) - 10} more" if len(unreadable) > 10 else ""
-    )
-    if len(unreadable) == len(paths):
-        raise ValueError(
-            f"None of the {len(paths)} images in {where} could be decoded "
-            f"(broken or truncated files): {shown}"
-        )
-    warnings.warn(
-        f"Skipping {len(unreadable)} of the {len(paths)} images in {where} that could not be "
-        f"decoded (broken or truncated files): {shown}"
-    )
+# ------------------------------------------------------------ the pipeline
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """`make_dataset`'s settings that its steps share."""
+
+    processor: ViTMAEImageProcessor  # with statistics for `num_channels`
+    num_channels: int
+    seed: int
+    shuffle: bool
+    augment: bool
+    batch_size: int
+    drop_remainder: bool
+    repeat: bool
+    mix_layers: list[keras.layers.Layer]  # MixUp/CutMix (see `mixers`)
+    augmenter: Callable | None
+    num_classes: int | None
+    data_format: str
+    with_labels: bool
 
 
 def make_dataset(
-    source,
-    image_size=None,
-    batch_size=32,
+    source: str | os.PathLike | Sequence[str | os.PathLike] | np.ndarray | tf.data.Dataset,
+    image_size: int | Sequence[int] | None = None,
+    batch_size: int = 32,
     *,
-    processor=None,
-    labels=None,
-    with_labels=False,
-    augment=True,
-    augmenter=None,
-    shuffle=True,
-    seed=0,
-    num_channels=3,
-    data_format="channels_first",
-    mean=None,
-    std=None,
-    num_classes=None,
-    mixup_alpha=0.0,
-    cutmix_alpha=0.0,
-    drop_remainder=False,
-    repeat=False,
-    return_info=False,
-    progress=None,
-    verify_images=True,
-):
+    processor: ViTMAEImageProcessor | None = None,
+    labels: Sequence[int] | np.ndarray | None = None,
+    with_labels: bool = False,
+    augment: bool = True,
+    augmenter: Callable | None = None,
+    shuffle: bool = True,
+    seed: int = 0,
+    num_channels: int = 3,
+    data_format: str = "channels_first",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    num_classes: int | None = None,
+    mixup_alpha: float = 0.0,
+    cutmix_alpha: float = 0.0,
+    drop_remainder: bool = False,
+    repeat: bool = False,
+    return_info: bool = False,
+    progress: TextIO | None = None,
+    verify_images: bool = True,
+) -> tf.data.Dataset | tuple[tf.data.Dataset, dict[str, Any]]:
     """Build a batched, prefetched `tf.data.Dataset` of `pixel_values`.
 
     Args:
@@ -242,61 +291,85 @@ def make_dataset(
             folder with no readable image is refused. Without it, broken files
             are dropped silently while training.
     """
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive integer, received {batch_size!r}")
+    check_batch_size(batch_size)
     check_data_format(data_format)
-    processor = _processor(image_size, mean, std, processor).with_channels(num_channels)
-    size = processor.size
-    examples, decode, info = _from_source(source, labels, num_channels, progress, verify_images)
+    processor = _processor(processor, image_size=image_size, mean=mean, std=std)
+    processor = processor.with_channels(num_channels)
+    examples, decode, info = _from_source(
+        source, labels, num_channels, progress=progress, verify_images=verify_images
+    )
     if info["num_examples"] is not None and drop_remainder and info["num_examples"] < batch_size:
         raise ValueError(
             f"batch_size {batch_size} is larger than the dataset ({info['num_examples']} images) "
             "and drop_remainder=True would leave no batch"
         )
-    mix_layers = mixers(num_classes, mixup_alpha, cutmix_alpha, seed)
+    options = _Options(
+        processor=processor,
+        num_channels=num_channels,
+        seed=seed,
+        shuffle=shuffle,
+        augment=augment,
+        batch_size=batch_size,
+        drop_remainder=drop_remainder,
+        repeat=repeat,
+        mix_layers=mixers(num_classes, mixup_alpha, cutmix_alpha, seed=seed),
+        augmenter=augmenter,
+        num_classes=num_classes,
+        data_format=data_format,
+        with_labels=with_labels,
+    )
+    examples, count = _as_tensors(examples, options)
+    passes, next_epoch = _pass_numbers(repeat)
+    # One pass's examples at a time; the work per example runs outside, in parallel.
+    out = passes.flat_map(lambda epoch: _one_pass(epoch, examples, count, options=options))
+    out = _prepare_examples(out, decode, options)
+    out = _batch(out, options, exact_count=None if decode is not None else count)
+    out = _finish(out, options)
+    _NEXT_EPOCH[out] = next_epoch
+    return (out, info) if return_info else out
+
+
+def _as_tensors(examples, options: _Options):
+    """`(examples, count)`: array or file-list pairs as a pair of tensors and
+    their number; a dataset source as it is (with tf.data's shuffle, whose
+    order restarts on a resume) and `None`."""
     if isinstance(examples, tf.data.Dataset):
-        count = None
-        if shuffle:  # tf.data's shuffle, whose order restarts on a resume
-            examples = examples.shuffle(10_000, seed=seed)
-    else:
-        count = len(examples[0])
-        examples = tuple(tf.constant(column) for column in examples)
+        if options.shuffle:
+            examples = examples.shuffle(10_000, seed=options.seed)
+        return examples, None
+    return tuple(tf.constant(column) for column in examples), len(examples[0])
 
-    def prepare(index, example, epoch):
-        image, label = example
-        if augment:
-            # The crop's and the flip's seeds: of `seed`, the epoch and the example alone.
-            key = tf.random.experimental.stateless_fold_in(_epoch_seed(seed, epoch, 1), index)
-            seeds = tf.random.experimental.stateless_split(key, 2)
-            image = random_resized_crop(image, size, seeds[0], method=processor.method)
-            image = random_flip(image, seeds[1])
-        else:
-            image = processor.resize(image) if processor.do_resize else tf.cast(image, tf.float32)
-        return tf.ensure_shape(image, size + (num_channels,)), label, epoch
 
-    def one_pass(epoch):
-        """One pass's `(index, (image or path, label), epoch)`, in an order
-        drawn from `seed` and `epoch` alone."""
-        if count is None:
-            return examples.enumerate().map(lambda index, example: (index, example, epoch))
-        # A permutation of the file paths or in-memory images (never a buffer of decoded files).
-        positions = tf.range(count, dtype=tf.int64)
-        order = positions
-        if shuffle:
-            order = tf.random.experimental.stateless_shuffle(order, _epoch_seed(seed, epoch, 0))
-        columns = tuple(tf.gather(column, order) for column in examples)
-        return tf.data.Dataset.from_tensor_slices((positions, columns, tf.fill([count], epoch)))
-
-    with tf.init_scope():  # the number of the next pass: each takes the next, or set_epoch's
+def _pass_numbers(repeat: bool):
+    """`(passes, next_epoch)`: a dataset of the numbers of the passes to run
+    (the next one; from it on, forever, with `repeat`) and the variable that
+    holds the next one's number (each pass takes it, or `set_epoch` sets it)."""
+    with tf.init_scope():
         next_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
     passes = tf.data.Dataset.from_tensors(0).map(lambda _: next_epoch.assign_add(1) - 1)
     if repeat:  # one pass after another, batched across their ends
         passes = passes.flat_map(lambda first: tf.data.Dataset.range(first, 2**62))
-    out = passes.flat_map(one_pass)  # the work per example runs outside, in parallel
+    return passes, next_epoch
+
+
+def _one_pass(epoch, examples, count: int | None, *, options: _Options) -> tf.data.Dataset:
+    """Pass `epoch`'s `(index, (image or path, label), epoch)`: `count`
+    examples in an order drawn from the seed and `epoch` alone (a dataset
+    source, `count` None, in its own order)."""
+    if count is None:
+        return examples.enumerate().map(lambda index, example: (index, example, epoch))
+    # A permutation of the file paths or in-memory images (never a buffer of decoded files).
+    positions = tf.range(count, dtype=tf.int64)
+    order = positions
+    if options.shuffle:
+        order = tf.random.experimental.stateless_shuffle(order, _epoch_seed(options.seed, epoch, 0))
+    columns = tuple(tf.gather(column, order) for column in examples)
+    return tf.data.Dataset.from_tensor_slices((positions, columns, tf.fill([count], epoch)))
+
+
+def _prepare_examples(out: tf.data.Dataset, decode, options: _Options) -> tf.data.Dataset:
+    """Every example decoded (with `decode`, for file paths) and prepared
+    (see `_prepare_example`), in parallel and in order."""
     if decode is not None:
         # Files whose header looks right but whose data is broken are dropped
         # by ignore_errors() instead of stopping the epoch.
@@ -306,37 +379,71 @@ def make_dataset(
             deterministic=True,
         )
         out = out.ignore_errors(log_warning=True)
-    out = out.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    out = out.batch(batch_size, drop_remainder=drop_remainder)
-    if mix_layers or augmenter is not None:
-        out = batch_augment(out.enumerate(), mix_layers, augmenter, seed, num_classes)
-    # The length, which tf.data cannot see through the passes.
-    if repeat:
+    prepare = functools.partial(_prepare_example, options=options)
+    return out.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _prepare_example(index, example, epoch, *, options: _Options):
+    """`(image, label, epoch)`, the image float32 at the output size: randomly
+    cropped and flipped with `augment`, otherwise the processor's resize."""
+    image, label = example
+    processor = options.processor
+    if options.augment:
+        # The crop's and the flip's seeds: of `seed`, the epoch and the example alone.
+        key = tf.random.experimental.stateless_fold_in(_epoch_seed(options.seed, epoch, 1), index)
+        seeds = tf.random.experimental.stateless_split(key, 2)
+        image = random_resized_crop(image, processor.size, seeds[0], method=processor.method)
+        image = random_flip(image, seeds[1])
+    else:
+        image = processor.resize(image) if processor.do_resize else tf.cast(image, tf.float32)
+    return tf.ensure_shape(image, processor.size + (options.num_channels,)), label, epoch
+
+
+def _batch(out: tf.data.Dataset, options: _Options, *, exact_count: int | None) -> tf.data.Dataset:
+    """Batches, mixed and augmented where asked (`batch_augment`), with the
+    length that tf.data cannot see through the passes: infinite with `repeat`,
+    else that of `exact_count` examples where it is known."""
+    out = out.batch(options.batch_size, drop_remainder=options.drop_remainder)
+    if options.mix_layers or options.augmenter is not None:
+        out = batch_augment(
+            out.enumerate(),
+            options.mix_layers,
+            options.augmenter,
+            seed=options.seed,
+            num_classes=options.num_classes,
+        )
+    if options.repeat:
         out = out.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
-    elif decode is None and count:
-        batches = count // batch_size if drop_remainder else -(-count // batch_size)
+    elif exact_count:
+        size = options.batch_size
+        batches = exact_count // size if options.drop_remainder else -(-exact_count // size)
         out = out.apply(tf.data.experimental.assert_cardinality(batches))
-    layout = (0, 3, 1, 2) if data_format == "channels_first" else (0, 1, 2, 3)
-
-    def finish(images, labels, *epochs):  # the pass numbers are dropped here
-        pixels = tf.transpose(processor.normalize(images), layout)
-        return (pixels, labels) if with_labels else pixels
-
-    out = out.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-    _NEXT_EPOCH[out] = next_epoch
-    return (out, info) if return_info else out
+    return out
 
 
-def _epoch_seed(seed, epoch, stream):
+def _finish(out: tf.data.Dataset, options: _Options) -> tf.data.Dataset:
+    """Normalised `pixel_values` in `data_format` (and the labels, with
+    `with_labels`), prefetched; the pass numbers are dropped."""
+    layout = (0, 3, 1, 2) if options.data_format == "channels_first" else (0, 1, 2, 3)
+
+    def finish(images, labels, *epochs):
+        pixels = tf.transpose(options.processor.normalize(images), layout)
+        return (pixels, labels) if options.with_labels else pixels
+
+    return out.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _epoch_seed(seed: int, epoch, stream: int) -> tf.Tensor:
     """The stateless seed (shape (2,), int64) of random `stream` in pass
     `epoch` (a tensor)."""
     return tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64) * 2 + stream])
 
 
-_NEXT_EPOCH = weakref.WeakKeyDictionary()  # make_dataset's pipelines -> their pass counters
+# make_dataset's pipelines -> their pass counters
+_NEXT_EPOCH: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def set_epoch(dataset, epoch):
+def set_epoch(dataset: tf.data.Dataset, epoch: int) -> bool:
     """Make the next pass over `dataset` (from `make_dataset`) its pass number
     `epoch` (counting from 0): the shuffle order and augmentation that an
     uninterrupted run would have used then.
@@ -349,18 +456,3 @@ def set_epoch(dataset, epoch):
         return False
     next_epoch.assign(epoch)
     return True
-
-
-class DataEpoch(keras.callbacks.Callback):
-    """Keep a `make_dataset` pipeline in step with `fit`'s epochs (`set_epoch`
-    at every epoch start), so a run resumed at epoch N sees the data an
-    uninterrupted run saw in epoch N. `pretrain` and `train_classifier` add it."""
-
-    on_every_worker = True  # train_loop: every worker reads its own pipeline
-
-    def __init__(self, dataset):
-        super().__init__()
-        self.dataset = dataset
-
-    def on_epoch_begin(self, epoch, logs=None):
-        set_epoch(self.dataset, epoch)

@@ -6,6 +6,8 @@ Pure Python at import time (Keras is imported when a function first runs), so
 
 import math
 
+__all__ = ["ACTIVATIONS", "get_activation"]
+
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 

@@ -10,14 +10,15 @@ import warnings
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
-from .base_model import TFViTMAEPreTrainedModel
+from ..checkpoints import keras_variables, to_state_dict
 from .config import as_config
 from .inputs import unpack_inputs
-from .modeling import TFViTMAEModel
-from .state_dicts import to_state_dict
-from .weights import keras_variables
+from .vit_mae import TFViTMAEModel, TFViTMAEPreTrainedModel
+
+__all__ = ["POOLINGS", "TFViTMAEForImageClassification"]
 
 POOLINGS = ("cls", "mean")
 
@@ -72,7 +73,12 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
             raise ValueError(f"num_labels must be a positive integer, received {num_labels!r}")
         config = as_config(config).copy(mask_ratio=0.0)
         super().__init__(
-            config, data_format, attn_implementation, seed, drop_path_rate=drop_path_rate, **kwargs
+            config,
+            data_format=data_format,
+            attn_implementation=attn_implementation,
+            seed=seed,
+            drop_path_rate=drop_path_rate,
+            **kwargs,
         )
         self.num_labels = num_labels
         self.pooling = pooling
@@ -132,7 +138,7 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
             training=encoder_training,
             final_norm=self.pooling == "cls",
         ).last_hidden_state
-        if self.pooling == "cls":
+        if self.fc_norm is None:  # CLS pooling
             return hidden[:, 0]
         return self.fc_norm(ops.mean(hidden[:, 1:], axis=1))
 
@@ -144,17 +150,45 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
             features = self.probe_norm(features, training=training)
         return ops.cast(self.classifier(features), "float32")
 
-    def _image_outputs(self, pixel_values, start=0, top_k=5):
-        """`predict_images`' outputs: class probabilities and the top `top_k`."""
-        probabilities = ops.softmax(self(pixel_values), axis=-1)
-        top = ops.top_k(probabilities, k=min(top_k, self.num_labels))
-        indices = np.asarray(top[1])
-        names = np.vectorize(lambda i: self.id2label.get(int(i), str(i)), otypes=[object])
+    def label_names(self) -> list:
+        """The class names, by index (`id2label`, else the index as text)."""
+        return [self.id2label.get(i, str(i)) for i in range(self.num_labels)]
+
+    def classify(self, pixel_values, top_k: int = 5) -> dict:
+        """Logits, probabilities and the `top_k` classes of `pixel_values`.
+
+        The one implementation behind `predict_images` and the SavedModel's
+        `classify*` signatures.
+
+        Returns:
+            `{"logits", "probabilities"}` `(batch, num_labels)` and
+            `{"top_k_indices", "top_k_probabilities", "top_k_labels"}`
+            `(batch, min(top_k, num_labels))`, the labels as string tensors.
+        """
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, received {top_k!r}")
+        logits = self(pixel_values)
+        probabilities = ops.softmax(logits, axis=-1)
+        values, indices = ops.top_k(probabilities, k=min(top_k, self.num_labels))
         return {
+            "logits": logits,
             "probabilities": probabilities,
             "top_k_indices": indices,
-            "top_k_probabilities": top[0],
-            "top_k_labels": names(indices),
+            "top_k_probabilities": values,
+            "top_k_labels": tf.gather(tf.constant(self.label_names()), indices),
+        }
+
+    def _image_outputs(self, pixel_values, start: int = 0, top_k: int = 5) -> dict:
+        """`predict_images`' outputs: class probabilities and the top `top_k`."""
+        del start  # classes do not depend on the image's place
+        out = self.classify(pixel_values, top_k=top_k)
+        decode = np.vectorize(lambda name: name.decode("utf-8"), otypes=[object])
+        labels = decode(np.asarray(out["top_k_labels"], dtype=object))
+        return {
+            "probabilities": out["probabilities"],
+            "top_k_indices": np.asarray(out["top_k_indices"]),
+            "top_k_probabilities": out["top_k_probabilities"],
+            "top_k_labels": labels,
         }
 
     def get_config(self):
@@ -241,7 +275,7 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
         else:
             state, head, norm = to_state_dict(self, "mae"), "head", "head.0"
             state = {k: v for k, v in state.items() if not k.startswith("norm.")}
-        if self.linear_probe:
+        if self.probe_norm is not None:
             mean = state.pop(f"{norm}.running_mean")
             scale = 1.0 / np.sqrt(state.pop(f"{norm}.running_var") + self.probe_norm.epsilon)
             weight = state[f"{head}.weight"]

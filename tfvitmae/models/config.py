@@ -6,17 +6,16 @@ written cheaply. The `config.json` format is the one Hugging Face uses for
 """
 
 import copy
+import inspect
 import json
 import os
+from typing import Any
 
+from ..checkpoints.formats import CONFIG_NAME
+from ..utils.files import atomic_write_text, read_json
 from .activations import ACTIVATIONS
-from .files import atomic_write_text, read_json
 
-CONFIG_NAME = "config.json"
-
-# Hugging Face `PretrainedConfig` keys that carry no model structure; written
-# so the file stays loadable by `transformers`, otherwise only passed through.
-_HF_DEFAULTS = {"model_type": "vit_mae", "architectures": None}
+__all__ = ["PRESETS", "ViTMAEConfig", "as_config"]
 
 
 def _pair(value):
@@ -65,146 +64,88 @@ class ViTMAEConfig:
     768
     """
 
-    model_type = "vit_mae"
+    model_type: str = "vit_mae"
 
-    # Every field `from_dict` and `copy` accept by name (besides unknown keys,
-    # which are kept verbatim): the structure, then Hugging Face's output flags.
-    FIELDS = (
-        "hidden_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "intermediate_size",
-        "hidden_act",
-        "hidden_dropout_prob",
-        "attention_probs_dropout_prob",
-        "initializer_range",
-        "layer_norm_eps",
-        "image_size",
-        "patch_size",
-        "num_channels",
-        "qkv_bias",
-        "decoder_num_attention_heads",
-        "decoder_hidden_size",
-        "decoder_num_hidden_layers",
-        "decoder_intermediate_size",
-        "mask_ratio",
-        "norm_pix_loss",
-        "output_attentions",
-        "output_hidden_states",
-        "return_dict",
-        "use_return_dict",
-    )
+    # `STRUCTURE` (the `__init__` arguments, in order; what `to_dict` writes)
+    # and `FIELDS` (every field `from_dict`, `copy` and `from_pretrained`
+    # accept by name: the structure, then Hugging Face's output flags) are
+    # read from the signature below the class.
+    STRUCTURE: tuple = ()
+    FIELDS: tuple = ()
+    OUTPUT_FLAGS = ("output_attentions", "output_hidden_states", "return_dict", "use_return_dict")
 
     def __init__(
         self,
-        hidden_size=768,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        intermediate_size=3072,
-        hidden_act="gelu",
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        initializer_range=0.02,
-        layer_norm_eps=1e-12,
-        image_size=224,
-        patch_size=16,
-        num_channels=3,
-        qkv_bias=True,
-        decoder_num_attention_heads=16,
-        decoder_hidden_size=512,
-        decoder_num_hidden_layers=8,
-        decoder_intermediate_size=2048,
-        mask_ratio=0.75,
-        norm_pix_loss=False,
+        hidden_size: int = 768,
+        num_hidden_layers: int = 12,
+        num_attention_heads: int = 12,
+        intermediate_size: int = 3072,
+        hidden_act: str = "gelu",
+        hidden_dropout_prob: float = 0.0,
+        attention_probs_dropout_prob: float = 0.0,
+        initializer_range: float = 0.02,
+        layer_norm_eps: float = 1e-12,
+        image_size: int | tuple = 224,
+        patch_size: int | tuple = 16,
+        num_channels: int = 3,
+        qkv_bias: bool = True,
+        decoder_num_attention_heads: int = 16,
+        decoder_hidden_size: int = 512,
+        decoder_num_hidden_layers: int = 8,
+        decoder_intermediate_size: int = 2048,
+        mask_ratio: float = 0.75,
+        norm_pix_loss: bool = False,
         **kwargs,
     ):
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.intermediate_size = intermediate_size
-        self.hidden_act = hidden_act
-        self.hidden_dropout_prob = hidden_dropout_prob
-        self.attention_probs_dropout_prob = attention_probs_dropout_prob
-        self.initializer_range = initializer_range
-        self.layer_norm_eps = layer_norm_eps
-        self.image_size = image_size
-        self.patch_size = patch_size
-        self.num_channels = num_channels
-        self.qkv_bias = qkv_bias
-        self.decoder_num_attention_heads = decoder_num_attention_heads
-        self.decoder_hidden_size = decoder_hidden_size
-        self.decoder_num_hidden_layers = decoder_num_hidden_layers
-        self.decoder_intermediate_size = decoder_intermediate_size
-        self.mask_ratio = mask_ratio
-        self.norm_pix_loss = norm_pix_loss
-        self.output_attentions = kwargs.pop("output_attentions", False)
-        self.output_hidden_states = kwargs.pop("output_hidden_states", False)
-        self.use_return_dict = kwargs.pop("return_dict", kwargs.pop("use_return_dict", True))
+        self.hidden_size: int = hidden_size
+        self.num_hidden_layers: int = num_hidden_layers
+        self.num_attention_heads: int = num_attention_heads
+        self.intermediate_size: int = intermediate_size
+        self.hidden_act: str = hidden_act
+        self.hidden_dropout_prob: float = hidden_dropout_prob
+        self.attention_probs_dropout_prob: float = attention_probs_dropout_prob
+        self.initializer_range: float = initializer_range
+        self.layer_norm_eps: float = layer_norm_eps
+        self.image_size: int | tuple = image_size
+        self.patch_size: int | tuple = patch_size
+        self.num_channels: int = num_channels
+        self.qkv_bias: bool = qkv_bias
+        self.decoder_num_attention_heads: int = decoder_num_attention_heads
+        self.decoder_hidden_size: int = decoder_hidden_size
+        self.decoder_num_hidden_layers: int = decoder_num_hidden_layers
+        self.decoder_intermediate_size: int = decoder_intermediate_size
+        self.mask_ratio: float = mask_ratio
+        self.norm_pix_loss: bool = norm_pix_loss
+        self.output_attentions: bool = kwargs.pop("output_attentions", False)
+        self.output_hidden_states: bool = kwargs.pop("output_hidden_states", False)
+        self.use_return_dict: bool = kwargs.pop("return_dict", kwargs.pop("use_return_dict", True))
         # "vit" marks a transformers ViT (classification) config; the fields are the same.
         self.model_type = kwargs.pop("model_type", type(self).model_type)
         if self.model_type not in ("vit_mae", "vit"):
             raise ValueError(
                 f"ViTMAEConfig.model_type must be 'vit_mae' or 'vit', received {self.model_type!r}"
             )
-        self.extra = kwargs
+        self.extra: dict = kwargs
         self.validate()
 
     # ------------------------------------------------------------------ checks
-    def validate(self):
+    def validate(self) -> None:
         """Raise `ValueError` naming the first invalid field and its value."""
-
-        def fail(field, expected):
-            raise ValueError(
-                f"ViTMAEConfig.{field} must be {expected}, received {getattr(self, field)!r}"
-            )
-
-        def positive_int(field):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                fail(field, "a positive integer")
-
-        def non_negative_int(field):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                fail(field, "a non-negative integer")
-
-        def probability(field):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                fail(field, "a number in [0, 1)")
-
-        for field in (
-            "hidden_size",
-            "num_attention_heads",
-            "intermediate_size",
-            "num_channels",
-            "decoder_num_attention_heads",
-            "decoder_hidden_size",
-            "decoder_intermediate_size",
-        ):
-            positive_int(field)
-        non_negative_int("num_hidden_layers")
-        non_negative_int("decoder_num_hidden_layers")
-        for field in ("hidden_dropout_prob", "attention_probs_dropout_prob", "mask_ratio"):
-            probability(field)
-        for field in ("initializer_range", "layer_norm_eps"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                fail(field, "a positive number")
+        for kind, fields in _FIELD_KINDS.items():
+            expected, is_valid = _KINDS[kind]
+            for field in fields:
+                value = getattr(self, field)
+                if not is_valid(value):
+                    raise ValueError(f"ViTMAEConfig.{field} must be {expected}, received {value!r}")
         if not isinstance(self.hidden_act, str) or self.hidden_act not in ACTIVATIONS:
-            fail("hidden_act", f"one of {list(ACTIVATIONS)}")
-        for field in ("qkv_bias", "norm_pix_loss"):
-            if not isinstance(getattr(self, field), bool):
-                fail(field, "True or False")
-        for field in ("image_size", "patch_size"):
-            value = getattr(self, field)
-            ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
-            if isinstance(value, (list, tuple)):
-                ok = len(value) == 2 and all(
-                    isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
-                )
-            if not ok:
-                fail(field, "a positive integer or a (height, width) pair of them")
+            raise ValueError(
+                f"ViTMAEConfig.hidden_act must be one of {list(ACTIVATIONS)}, "
+                f"received {self.hidden_act!r}"
+            )
+        self._validate_shapes()
+
+    def _validate_shapes(self) -> None:
+        """The fields that must fit each other: widths, heads, image and patch sizes."""
         for name, width, heads in (
             ("hidden_size", self.hidden_size, self.num_attention_heads),
             ("decoder_hidden_size", self.decoder_hidden_size, self.decoder_num_attention_heads),
@@ -226,8 +167,6 @@ class ViTMAEConfig:
                 f"ViTMAEConfig.image_size must be divisible by patch_size {self.patch_size!r}, "
                 f"received image_size={self.image_size!r}"
             )
-        if self.num_patches < 1:
-            raise ValueError(f"ViTMAEConfig gives no patches: image_size={self.image_size!r}")
         if int(self.num_patches * (1 - self.mask_ratio)) < 1:
             raise ValueError(
                 f"ViTMAEConfig.mask_ratio {self.mask_ratio} keeps none of the "
@@ -264,34 +203,12 @@ class ViTMAEConfig:
         return patch_h * patch_w * self.num_channels
 
     # ------------------------------------------------------------ (de)serialise
-    def to_dict(self):
+    def to_dict(self) -> dict:
         """The `config.json` content, Hugging Face compatible."""
-        out = {
-            "model_type": self.model_type,
-            "hidden_size": self.hidden_size,
-            "num_hidden_layers": self.num_hidden_layers,
-            "num_attention_heads": self.num_attention_heads,
-            "intermediate_size": self.intermediate_size,
-            "hidden_act": self.hidden_act,
-            "hidden_dropout_prob": self.hidden_dropout_prob,
-            "attention_probs_dropout_prob": self.attention_probs_dropout_prob,
-            "initializer_range": self.initializer_range,
-            "layer_norm_eps": self.layer_norm_eps,
-            "image_size": list(self.image_size)
-            if isinstance(self.image_size, tuple)
-            else self.image_size,
-            "patch_size": list(self.patch_size)
-            if isinstance(self.patch_size, tuple)
-            else self.patch_size,
-            "num_channels": self.num_channels,
-            "qkv_bias": self.qkv_bias,
-            "decoder_num_attention_heads": self.decoder_num_attention_heads,
-            "decoder_hidden_size": self.decoder_hidden_size,
-            "decoder_num_hidden_layers": self.decoder_num_hidden_layers,
-            "decoder_intermediate_size": self.decoder_intermediate_size,
-            "mask_ratio": self.mask_ratio,
-            "norm_pix_loss": self.norm_pix_loss,
-        }
+        out: dict[str, Any] = {"model_type": self.model_type}
+        for name in self.STRUCTURE:
+            value = getattr(self, name)
+            out[name] = list(value) if isinstance(value, tuple) else value
         if self.output_attentions:
             out["output_attentions"] = True
         if self.output_hidden_states:
@@ -403,6 +320,51 @@ PRESETS = {
         intermediate_size=5120,
         patch_size=14,
     ),
+}
+
+
+ViTMAEConfig.STRUCTURE = tuple(inspect.signature(ViTMAEConfig.__init__).parameters)[1:-1]
+ViTMAEConfig.FIELDS = ViTMAEConfig.STRUCTURE + ViTMAEConfig.OUTPUT_FLAGS
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_size(value):
+    if isinstance(value, (list, tuple)):
+        return len(value) == 2 and all(_is_int(v) and v > 0 for v in value)
+    return _is_int(value) and value > 0
+
+
+# What each kind of field must be: the wording of the error, and the check.
+_KINDS = {
+    "positive_int": ("a positive integer", lambda v: _is_int(v) and v > 0),
+    "non_negative_int": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
+    "probability": ("a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
+    "positive_number": ("a positive number", lambda v: _is_number(v) and v > 0),
+    "bool": ("True or False", lambda v: isinstance(v, bool)),
+    "size": ("a positive integer or a (height, width) pair of them", _is_size),
+}
+_FIELD_KINDS = {
+    "positive_int": (
+        "hidden_size",
+        "num_attention_heads",
+        "intermediate_size",
+        "num_channels",
+        "decoder_num_attention_heads",
+        "decoder_hidden_size",
+        "decoder_intermediate_size",
+    ),
+    "non_negative_int": ("num_hidden_layers", "decoder_num_hidden_layers"),
+    "probability": ("hidden_dropout_prob", "attention_probs_dropout_prob", "mask_ratio"),
+    "positive_number": ("initializer_range", "layer_norm_eps"),
+    "bool": ("qkv_bias", "norm_pix_loss"),
+    "size": ("image_size", "patch_size"),
 }
 
 

@@ -8,14 +8,7 @@ signature fails with the same message as an eager call.
 import tensorflow as tf
 from keras import ops
 
-DATA_FORMATS = ("channels_first", "channels_last")
-
-
-def check_data_format(data_format):
-    """Return `data_format` if it is `"channels_first"` or `"channels_last"`."""
-    if data_format not in DATA_FORMATS:
-        raise ValueError(f"data_format must be one of {DATA_FORMATS}, received {data_format!r}")
-    return data_format
+__all__ = ["check_noise", "check_pixel_values", "head_masks", "unpack_inputs"]
 
 
 def unpack_inputs(pixel_values, noise=None):
@@ -35,7 +28,7 @@ def unpack_inputs(pixel_values, noise=None):
 
 
 def check_pixel_values(
-    pixel_values, config, data_format="channels_first", interpolate_pos_encoding=False
+    pixel_values, config, *, data_format="channels_first", interpolate_pos_encoding=False
 ):
     """Validate model input images and return them channels-last.
 

@@ -1,19 +1,331 @@
-"""The building blocks of ViTMAE as Keras layers: patch embedding, random
-masking, the MLP, stochastic depth and the pre-norm transformer block.
+"""The building blocks of ViTMAE, as Keras layers and ops.
 
-Attention is in `attention.py`, the fixed position tables in `position.py`;
-the encoder and decoder stacks built from these are in `stacks.py`.
+Read top to bottom, this is the model below the encoder and decoder stacks
+(`vit_mae.py`): the fixed 2-D sin-cos position tables, multi-head attention,
+the patch embedding, MAE's random masking (and the one way a seed becomes
+masking noise), the MLP, stochastic depth, the pre-norm transformer block,
+and the pixel side: `patchify`, the (normalised) pixel targets and the
+masked-patch loss.
 """
 
+import math
 import warnings
+import zlib
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
 from .activations import get_activation
-from .attention import ViTMAEAttention, check_attn_implementation
-from .seeds import sub_seed
+
+__all__ = [
+    "ATTENTION_IMPLEMENTATIONS",
+    "AttentionSwitch",
+    "NORM_PIX_EPS",
+    "DropPath",
+    "PatchEmbedding",
+    "RandomMasking",
+    "ViTMAEAttention",
+    "ViTMAEBlock",
+    "ViTMAEMLP",
+    "bicubic_resize_matrix",
+    "check_attn_implementation",
+    "masked_mean",
+    "masking_noise",
+    "patch_targets",
+    "patchify",
+    "per_patch_error",
+    "resize_position_table",
+    "sincos_position_table",
+    "sub_seed",
+    "unpatchify",
+]
+
+
+# ----------------------------------------------------------------------
+# Seeds of the random sub-layers
+# ----------------------------------------------------------------------
+
+
+def sub_seed(seed, name):
+    """A seed for the sub-layer `name` of a layer seeded with `seed`.
+
+    Distinct names give distinct, repeatable seeds: two dropouts of the same
+    shape sharing one seed would draw identical masks at every step.
+    `None` (unseeded) stays `None`.
+    """
+    if seed is None:
+        return None
+    return zlib.crc32(f"{seed}/{name}".encode()) % (2**31 - 1)
+
+
+# ----------------------------------------------------------------------
+# The fixed 2-D sin-cos position tables
+# ----------------------------------------------------------------------
+
+
+def sincos_position_table(grid_size, dim, cls_token=True):
+    """The MAE 2-D sin-cos position table, as float32 NumPy.
+
+    The first `dim / 2` channels encode the column (width) coordinate and the
+    last `dim / 2` the row, each as `[sin(pos * omega), cos(pos * omega)]` with
+    `omega_i = 1 / 10000 ** (i / (dim / 4))`; computed in float64 like PyTorch.
+
+    Args:
+        grid_size: `(rows, cols)` of the patch grid.
+        dim: Table width, divisible by 4.
+        cls_token: Prepend an all-zero row for the CLS token.
+
+    Returns:
+        Array of shape `(rows * cols [+ 1], dim)`, rows in row-major patch order.
+    """
+    rows, cols = grid_size
+    if dim % 4:
+        raise ValueError(f"The sin-cos table width must be divisible by 4, received {dim}")
+    omega = 1.0 / 10000.0 ** (np.arange(dim // 4, dtype=np.float64) / (dim // 4))
+    row, col = np.meshgrid(
+        np.arange(rows, dtype=np.float64), np.arange(cols, dtype=np.float64), indexing="ij"
+    )
+
+    def encode(pos):
+        angles = np.outer(pos.reshape(-1), omega)
+        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+    table = np.concatenate([encode(col), encode(row)], axis=1)
+    if cls_token:
+        table = np.concatenate([np.zeros((1, dim)), table], axis=0)
+    return table.astype(np.float32)
+
+
+def _cubic_weights(t, a=-0.75):
+    """PyTorch's cubic-convolution weights for offsets -1, 0, 1, 2."""
+
+    def near(x):  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return (far(t + 1), near(t), near(1 - t), far(2 - t))
+
+
+def bicubic_resize_matrix(in_size, out_size):
+    """Matrix `R` of shape `(out_size, in_size)` with `R @ x` equal to PyTorch's
+    `F.interpolate(mode="bicubic", align_corners=False)` along one axis.
+
+    `tf.image.resize` uses a different cubic kernel (a = -0.5) and edge handling,
+    so parity with PyTorch needs this explicit form (a = -0.75, clamped edges).
+    """
+    matrix = np.zeros((out_size, in_size), dtype=np.float64)
+    scale = in_size / out_size
+    for out_index in range(out_size):
+        source = (out_index + 0.5) * scale - 0.5
+        base = math.floor(source)
+        for offset, weight in zip((-1, 0, 1, 2), _cubic_weights(source - base)):
+            matrix[out_index, min(max(base + offset, 0), in_size - 1)] += weight
+    return matrix
+
+
+def resize_position_table(table, grid_size, new_grid_size):
+    """Resize a `(1, 1 + rows * cols, dim)` table to a new patch grid.
+
+    The CLS row is kept; the patch rows are resized as an image with PyTorch's
+    bicubic kernel (a constant matrix product, so it also runs under XLA).
+    """
+    if tuple(grid_size) == tuple(new_grid_size):
+        return table
+    (rows, cols), (new_rows, new_cols) = grid_size, new_grid_size
+    dim = table.shape[-1]
+    resize = np.kron(bicubic_resize_matrix(rows, new_rows), bicubic_resize_matrix(cols, new_cols))
+    patches = ops.reshape(table[0, 1:], (rows * cols, dim))
+    patches = ops.matmul(
+        ops.convert_to_tensor(resize.astype(np.float32), dtype=table.dtype), patches
+    )
+    return ops.concatenate([table[:, :1], patches[None]], axis=1)
+
+
+# ----------------------------------------------------------------------
+# Attention
+# ----------------------------------------------------------------------
+
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
+def check_attn_implementation(value):
+    """Return `value` if it is a known attention path, else raise `ValueError`."""
+    if value not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(
+            f"attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, received {value!r}"
+        )
+    return value
+
+
+class AttentionSwitch:
+    """The `attn_implementation` property of every level that has attention
+    (the attention layer, a block, a stack, a model): reading it gives the
+    level's path; setting it checks the value and switches every level
+    below (`_switch_children`), down to each `ViTMAEAttention`. Weights are
+    shared, so the switch is free."""
+
+    _attn_implementation = "sdpa"
+
+    def _switch_children(self):
+        """The layers one level down that carry the switch."""
+        return []
+
+    @property
+    def attn_implementation(self) -> str:
+        """`"sdpa"` or `"eager"`; setting it switches every attention layer below."""
+        return self._attn_implementation
+
+    @attn_implementation.setter
+    def attn_implementation(self, value: str) -> None:
+        self._attn_implementation = check_attn_implementation(value)
+        for child in self._switch_children():
+            child.attn_implementation = value
+
+
+@keras.saving.register_keras_serializable(package="tfvitmae")
+class ViTMAEAttention(AttentionSwitch, keras.layers.Layer):
+    """Multi-head self-attention with one fused query/key/value projection.
+
+    Two paths give the same numbers (within float rounding): `"sdpa"`, the
+    default and the fast one, runs batched matmuls in the `(batch, heads, seq,
+    head_dim)` layout; `"eager"` is the explicit einsum reference. Both
+    support `output_attentions`, a `head_mask` and attention dropout.
+
+    Args:
+        hidden_size: Model width.
+        num_heads: Attention heads; must divide `hidden_size`.
+        qkv_bias: Whether the query/key/value projection has a bias.
+        attention_dropout: Dropout rate on the attention probabilities.
+        output_dropout: Dropout rate after the output projection.
+        initializer_range: Stddev of the truncated-normal kernel init.
+        attn_implementation: `"sdpa"` (default) or `"eager"`.
+        seed: Seed for the dropout layers.
+
+    Call arguments:
+        hidden_states: `(batch, seq, hidden_size)`.
+        head_mask: Optional `(num_heads,)` multiplier of the probabilities.
+        output_attentions: Whether to return the probabilities.
+        training: Enables dropout.
+
+    Returns:
+        `(output, probabilities)`: `(batch, seq, hidden_size)` and, when
+        requested, `(batch, num_heads, seq, seq)`, else `None`.
+    """
+
+    def __init__(
+        self,
+        hidden_size,
+        num_heads,
+        qkv_bias=True,
+        attention_dropout=0.0,
+        output_dropout=0.0,
+        initializer_range=0.02,
+        attn_implementation="sdpa",
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if hidden_size % num_heads:
+            raise ValueError(
+                f"hidden_size ({hidden_size}) must be divisible by num_heads, received {num_heads}"
+            )
+        self.hidden_size = hidden_size
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.qkv_bias = qkv_bias
+        self.attention_dropout = attention_dropout
+        self.output_dropout = output_dropout
+        self.initializer_range = initializer_range
+        self.attn_implementation = attn_implementation
+        self.seed = seed
+        self.qkv = keras.layers.Dense(
+            3 * hidden_size,
+            use_bias=qkv_bias,
+            kernel_initializer=keras.initializers.TruncatedNormal(stddev=initializer_range),
+            name="qkv",
+            dtype=self.dtype_policy,
+        )
+        self.output_dense = keras.layers.Dense(
+            hidden_size,
+            kernel_initializer=keras.initializers.TruncatedNormal(stddev=initializer_range),
+            name="output",
+            dtype=self.dtype_policy,
+        )
+        self.probs_dropout = keras.layers.Dropout(
+            attention_dropout, seed=sub_seed(seed, "probs_dropout"), dtype=self.dtype_policy
+        )
+        self.dropout = keras.layers.Dropout(
+            output_dropout, seed=sub_seed(seed, "dropout"), dtype=self.dtype_policy
+        )
+
+    def build(self, input_shape=None):
+        self.qkv.build((None, None, self.hidden_size))
+        self.output_dense.build((None, None, self.hidden_size))
+
+    def call(self, hidden_states, head_mask=None, output_attentions=False, training=False):
+        batch, length = ops.shape(hidden_states)[0], ops.shape(hidden_states)[1]
+        qkv = ops.reshape(
+            self.qkv(hidden_states), (batch, length, 3, self.num_heads, self.head_dim)
+        )
+        if self.attn_implementation == "eager":
+            context, probs = self._eager(qkv, head_mask, training)
+        else:
+            context, probs = self._fused(qkv, head_mask, training)
+        context = ops.reshape(context, (batch, length, self.hidden_size))
+        output = self.dropout(self.output_dense(context), training=training)
+        return output, (probs if output_attentions else None)
+
+    def _probabilities(self, logits, dtype, *, head_mask, training):
+        # Softmax in float32 (logits arrive already scaled), then dropout and head mask.
+        probs = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), dtype)
+        probs = self.probs_dropout(probs, training=training)
+        if head_mask is not None:
+            probs = probs * ops.cast(ops.reshape(head_mask, (1, -1, 1, 1)), probs.dtype)
+        return probs
+
+    def _fused(self, qkv, head_mask, training):
+        """Batched matmuls in the `(batch, heads, seq, head_dim)` layout: one
+        transpose splits q, k and v, and the matmul -> softmax -> matmul chain is
+        the pattern oneDNN runs fastest on CPU (in bfloat16 too, where einsum is
+        several times slower) and XLA's fused-attention rewrite matches on GPU."""
+        qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))  # (3, batch, heads, seq, head_dim)
+        query, key, value = qkv[0], qkv[1], qkv[2]
+        query = query * ops.cast(self.head_dim**-0.5, query.dtype)
+        logits = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2)))
+        probs = self._probabilities(logits, query.dtype, head_mask=head_mask, training=training)
+        context = ops.matmul(probs, value)  # (batch, heads, seq, head_dim)
+        return ops.transpose(context, (0, 2, 1, 3)), probs
+
+    def _eager(self, qkv, head_mask, training):
+        """The reference: einsums over the `(batch, seq, heads, head_dim)` layout."""
+        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        logits = ops.einsum("bthd,bshd->bhts", query, key)
+        logits = ops.cast(logits, "float32") * self.head_dim**-0.5
+        probs = self._probabilities(logits, query.dtype, head_mask=head_mask, training=training)
+        return ops.einsum("bhts,bshd->bthd", probs, value), probs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_size=self.hidden_size,
+            num_heads=self.num_heads,
+            qkv_bias=self.qkv_bias,
+            attention_dropout=self.attention_dropout,
+            output_dropout=self.output_dropout,
+            initializer_range=self.initializer_range,
+            attn_implementation=self.attn_implementation,
+            seed=self.seed,
+        )
+        return config
+
+
+# ----------------------------------------------------------------------
+# Embedding, masking, MLP, stochastic depth, the block
+# ----------------------------------------------------------------------
 
 
 def _dense_init(initializer_range):
@@ -66,7 +378,9 @@ class PatchEmbedding(keras.layers.Layer):
     def call(self, images):
         patches = self.projection(images)
         batch = ops.shape(patches)[0]
-        rows, cols = patches.shape[1], patches.shape[2]
+        # The grid from the images: TensorFlow's eager convolution of an empty
+        # batch returns the input's shape, not the strided one.
+        rows, cols = images.shape[1] // self.patch_size[0], images.shape[2] // self.patch_size[1]
         return ops.reshape(patches, (batch, rows * cols, self.hidden_size))
 
     def get_config(self):
@@ -75,6 +389,28 @@ class PatchEmbedding(keras.layers.Layer):
             hidden_size=self.hidden_size, patch_size=self.patch_size, num_channels=self.num_channels
         )
         return config
+
+
+def masking_noise(seed, batch_size, num_patches: int, start=0):
+    """The masking noise a `seed` stands for: the one way a seed becomes a mask.
+
+    Image `start + i` of a batch gets `stateless_uniform((num_patches,),
+    seed=(seed, start + i))`, so its mask depends on the seed and its place
+    alone, not on how the images are batched. Runs eagerly and in graphs
+    (`seed`, `batch_size` and `start` may be tensors), so `predict_images`,
+    the SavedModel's `*_with_seed` signatures and the reconstruction grids agree.
+
+    Returns:
+        float32 `(batch_size, num_patches)`.
+    """
+    seed = tf.cast(seed, tf.int64)
+    first = tf.cast(start, tf.int64)
+    places = tf.range(first, first + tf.cast(batch_size, tf.int64))
+    return tf.map_fn(
+        lambda place: tf.random.stateless_uniform((num_patches,), seed=tf.stack([seed, place])),
+        places,
+        fn_output_signature=tf.TensorSpec((num_patches,), tf.float32),
+    )
 
 
 @keras.saving.register_keras_serializable(package="tfvitmae")
@@ -243,7 +579,7 @@ class DropPath(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfvitmae")
-class ViTMAEBlock(keras.layers.Layer):
+class ViTMAEBlock(AttentionSwitch, keras.layers.Layer):
     """Pre-norm transformer block: `x + Attn(LN(x))`, then `x + MLP(LN(x))`.
 
     Args:
@@ -296,6 +632,7 @@ class ViTMAEBlock(keras.layers.Layer):
         self.layer_norm_eps = layer_norm_eps
         self.initializer_range = initializer_range
         self.seed = seed
+        self._attn_implementation = check_attn_implementation(attn_implementation)
         self.layernorm_before = keras.layers.LayerNormalization(
             epsilon=layer_norm_eps, name="layernorm_before", dtype=self.dtype_policy
         )
@@ -328,13 +665,8 @@ class ViTMAEBlock(keras.layers.Layer):
             drop_path, seed=sub_seed(seed, "drop_path"), name="drop_path", dtype=self.dtype_policy
         )
 
-    @property
-    def attn_implementation(self):
-        return self.attention.attn_implementation
-
-    @attn_implementation.setter
-    def attn_implementation(self, value):
-        self.attention.attn_implementation = check_attn_implementation(value)
+    def _switch_children(self):
+        return [self.attention]
 
     def build(self, input_shape=None):
         shape = (None, None, self.hidden_size)
@@ -370,3 +702,56 @@ class ViTMAEBlock(keras.layers.Layer):
             seed=self.seed,
         )
         return config
+
+
+# ----------------------------------------------------------------------
+# MAE's pixel side: patches, targets, the loss
+# ----------------------------------------------------------------------
+
+# norm_pix_loss: per-patch (t - mean) / sqrt(var + eps), var unbiased as in PyTorch.
+NORM_PIX_EPS = 1e-6
+
+
+def patchify(images, patch_size):
+    """Channels-last images -> `(batch, num_patches, patch_h * patch_w * channels)`."""
+    patch_h, patch_w = patch_size
+    _, height, width, channels = images.shape
+    rows, cols = height // patch_h, width // patch_w
+    x = ops.reshape(images, (-1, rows, patch_h, cols, patch_w, channels))
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+    return ops.reshape(x, (-1, rows * cols, patch_h * patch_w * channels))
+
+
+def unpatchify(patches, patch_size, *, image_size, channels):
+    """Inverse of `patchify`: channels-last images of `image_size = (height, width)`."""
+    patch_h, patch_w = patch_size
+    height, width = image_size
+    rows, cols = height // patch_h, width // patch_w
+    x = ops.reshape(patches, (-1, rows, cols, patch_h, patch_w, channels))
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+    return ops.reshape(x, (-1, rows * patch_h, cols * patch_w, channels))
+
+
+def patch_targets(images, patch_size, norm_pix_loss):
+    """float32 target patches, and the per-patch `(mean, std)` that
+    `norm_pix_loss` normalises them with (`None` without it)."""
+    target = patchify(ops.cast(images, "float32"), patch_size)
+    if not norm_pix_loss:
+        return target, None
+    mean = ops.mean(target, axis=-1, keepdims=True)
+    # Unbiased variance (divide by n - 1), as torch.var in the reference.
+    var = ops.sum(ops.square(target - mean), axis=-1, keepdims=True) / (target.shape[-1] - 1)
+    std = ops.sqrt(var + NORM_PIX_EPS)
+    return (target - mean) / std, (mean, std)
+
+
+def per_patch_error(images, logits, patch_size, *, norm_pix_loss):
+    """Mean squared error of each patch's prediction, `(batch, num_patches)`."""
+    target, _ = patch_targets(images, patch_size, norm_pix_loss)
+    return ops.mean(ops.square(ops.cast(logits, "float32") - target), axis=-1)
+
+
+def masked_mean(per_patch, mask, axis=None):
+    """Mean of `per_patch` over the removed patches (`mask == 1`); 0 when none is."""
+    mask = ops.cast(mask, "float32")
+    return tf.math.divide_no_nan(ops.sum(per_patch * mask, axis=axis), ops.sum(mask, axis=axis))

@@ -11,6 +11,13 @@ from collections import OrderedDict
 
 import keras
 
+__all__ = [
+    "ModelOutput",
+    "TFViTMAEDecoderOutput",
+    "TFViTMAEForPreTrainingOutput",
+    "TFViTMAEModelOutput",
+]
+
 
 def _register(cls):
     """Make `keras.tree` (optree, namespace "keras") traverse `cls` as a node."""
@@ -25,7 +32,7 @@ def _register(cls):
 class ModelOutput(OrderedDict):
     """Base class; subclasses list their field names in `FIELDS`."""
 
-    FIELDS = ()
+    FIELDS: tuple[str, ...] = ()
 
     def __init__(self, *args, **kwargs):
         # tf.nest rebuilds mappings as `type(x)(pairs)`, hence the positional form.

@@ -1,35 +1,66 @@
-"""The encoder and decoder stacks of MAE, as Keras layers configured by a
-`ViTMAEConfig`.
+"""ViTMAE: the encoder and decoder stacks, and the documented models
+`TFViTMAEModel` and `TFViTMAEForPreTraining` (Hugging Face's TensorFlow API).
 
-The stages follow the MAE paper and Hugging Face's PyTorch `ViTMAE*` classes
-(the numerical reference): embed patches, add the fixed position table, mask
-randomly, prepend CLS, run pre-norm blocks, LayerNorm; the decoder re-inserts
-mask tokens, un-shuffles, and predicts every patch's pixels.
+Together with `layers.py` this is the whole forward pass, top to bottom: a
+model checks its inputs, the encoder embeds the patches, adds the fixed
+position table, masks randomly, prepends CLS and runs pre-norm blocks; the
+decoder re-inserts mask tokens, un-shuffles, and predicts every patch's
+pixels; the loss is the pixel MSE over the removed patches. The numerical
+reference is Hugging Face's PyTorch `ViTMAE*` classes.
 """
 
+import dataclasses
+
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from .attention import check_attn_implementation
-from .config import as_config
-from .layers import PatchEmbedding, RandomMasking, ViTMAEBlock
-from .outputs import TFViTMAEDecoderOutput, TFViTMAEModelOutput
-from .position import resize_position_table, sincos_position_table
-from .seeds import sub_seed
+from ..checkpoints import HubMixin
+from ..data.image_processor import ViTMAEImageProcessor, load_images
+from ..serving import ExportMixin
+from ..utils.checks import check_batch_size, check_data_format
+from .config import ViTMAEConfig, as_config
+from .inputs import check_noise, check_pixel_values, head_masks, unpack_inputs
+from .layers import (
+    AttentionSwitch,
+    PatchEmbedding,
+    RandomMasking,
+    ViTMAEBlock,
+    check_attn_implementation,
+    masked_mean,
+    masking_noise,
+    patch_targets,
+    patchify,
+    per_patch_error,
+    resize_position_table,
+    sincos_position_table,
+    sub_seed,
+    unpatchify,
+)
+from .outputs import TFViTMAEDecoderOutput, TFViTMAEForPreTrainingOutput, TFViTMAEModelOutput
+
+__all__ = [
+    "CallOptions",
+    "TFViTMAEForPreTraining",
+    "TFViTMAEModel",
+    "TFViTMAEPreTrainedModel",
+    "ViTMAEDecoder",
+    "ViTMAEEmbeddings",
+    "ViTMAEEncoder",
+]
+
+
+# ----------------------------------------------------------------------
+# The encoder and decoder stacks
+# ----------------------------------------------------------------------
 
 
 def _block_stack(
-    config,
-    hidden_size,
-    num_layers,
-    num_heads,
-    intermediate_size,
-    attn_implementation,
-    seed,
-    dtype,
-    drop_path_rate=0.0,
+    config, *, hidden_size, num_layers, num_heads, intermediate_size, options, drop_path_rate=0.0
 ):
+    """`num_layers` blocks of one stack; `options` holds the stack's
+    `attn_implementation`, `seed` and `dtype`."""
     # Stochastic depth grows linearly with depth, to drop_path_rate at the last block.
     rates = [drop_path_rate * i / max(num_layers - 1, 1) for i in range(num_layers)]
     return [
@@ -43,21 +74,23 @@ def _block_stack(
             attention_dropout=config.attention_probs_dropout_prob,
             layer_norm_eps=config.layer_norm_eps,
             initializer_range=config.initializer_range,
-            attn_implementation=attn_implementation,
+            attn_implementation=options["attn_implementation"],
             drop_path=rates[i],
-            seed=sub_seed(seed, f"layer_{i}"),
+            seed=sub_seed(options["seed"], f"layer_{i}"),
             name=f"layer_{i}",
-            dtype=dtype,
+            dtype=options["dtype"],
         )
         for i in range(num_layers)
     ]
 
 
 def _run_blocks(
-    blocks, hidden_states, head_masks, output_attentions, output_hidden_states, training
+    blocks, hidden_states, *, head_masks, output_attentions, output_hidden_states, training
 ):
-    all_hidden = [hidden_states] if output_hidden_states else None
-    all_attentions = [] if output_attentions else None
+    """Run `blocks` in turn; returns `(hidden_states, all hidden states or
+    None, all attention probabilities or None)`."""
+    all_hidden: list | None = [hidden_states] if output_hidden_states else None
+    all_attentions: list | None = [] if output_attentions else None
     for i, block in enumerate(blocks):
         hidden_states, probs = block(
             hidden_states,
@@ -65,9 +98,9 @@ def _run_blocks(
             output_attentions=output_attentions,
             training=training,
         )
-        if output_hidden_states:
+        if all_hidden is not None:
             all_hidden.append(hidden_states)
-        if output_attentions:
+        if all_attentions is not None:
             all_attentions.append(probs)
     return (
         hidden_states,
@@ -76,8 +109,9 @@ def _run_blocks(
     )
 
 
-class _ConfigLayer(keras.layers.Layer):
-    """A layer whose constructor arguments are a `ViTMAEConfig` (+ options)."""
+class _ConfigLayer(AttentionSwitch, keras.layers.Layer):
+    """A layer whose constructor arguments are a `ViTMAEConfig` (+ options);
+    switching its `attn_implementation` switches its blocks."""
 
     def __init__(self, config, attn_implementation="sdpa", seed=None, **kwargs):
         super().__init__(**kwargs)
@@ -85,16 +119,13 @@ class _ConfigLayer(keras.layers.Layer):
         self.seed = seed
         self._attn_implementation = check_attn_implementation(attn_implementation)
 
-    @property
-    def attn_implementation(self):
-        """`"sdpa"` or `"eager"`; setting it switches every block (weights are shared)."""
-        return self._attn_implementation
+    def _switch_children(self):
+        return getattr(self, "blocks", [])
 
-    @attn_implementation.setter
-    def attn_implementation(self, value):
-        self._attn_implementation = check_attn_implementation(value)
-        for block in getattr(self, "blocks", ()):
-            block.attn_implementation = value
+    def _block_options(self):
+        return dict(
+            attn_implementation=self._attn_implementation, seed=self.seed, dtype=self.dtype_policy
+        )
 
     def get_config(self):
         base = super().get_config()
@@ -154,9 +185,7 @@ class ViTMAEEmbeddings(_ConfigLayer):
             name="position_embeddings",
         )
 
-    def call(
-        self, images, noise=None, interpolate_pos_encoding=False, training=False, unmasked=False
-    ):
+    def call(self, images, noise=None, interpolate_pos_encoding=False, unmasked=False):
         embeddings = self.patch_embeddings(images)
         position = ops.cast(self.position_embeddings, embeddings.dtype)
         grid = (
@@ -204,14 +233,12 @@ class ViTMAEEncoder(_ConfigLayer):
         self.embeddings = ViTMAEEmbeddings(c, seed=seed, name="embeddings", dtype=self.dtype_policy)
         self.blocks = _block_stack(
             c,
-            c.hidden_size,
-            c.num_hidden_layers,
-            c.num_attention_heads,
-            c.intermediate_size,
-            attn_implementation,
-            seed,
-            self.dtype_policy,
-            drop_path_rate,
+            hidden_size=c.hidden_size,
+            num_layers=c.num_hidden_layers,
+            num_heads=c.num_attention_heads,
+            intermediate_size=c.intermediate_size,
+            options=self._block_options(),
+            drop_path_rate=drop_path_rate,
         )
         self.layernorm = keras.layers.LayerNormalization(
             epsilon=c.layer_norm_eps, name="layernorm", dtype=self.dtype_policy
@@ -244,16 +271,15 @@ class ViTMAEEncoder(_ConfigLayer):
             images,
             noise=noise,
             interpolate_pos_encoding=interpolate_pos_encoding,
-            training=training,
             unmasked=unmasked,
         )
         hidden_states, all_hidden, all_attentions = _run_blocks(
             self.blocks,
             hidden_states,
-            head_masks,
-            output_attentions,
-            output_hidden_states,
-            training,
+            head_masks=head_masks,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            training=training,
         )
         return TFViTMAEModelOutput(
             last_hidden_state=self.layernorm(hidden_states) if final_norm else hidden_states,
@@ -293,13 +319,11 @@ class ViTMAEDecoder(_ConfigLayer):
         )
         self.decoder_layers = _block_stack(
             c,
-            c.decoder_hidden_size,
-            c.decoder_num_hidden_layers,
-            c.decoder_num_attention_heads,
-            c.decoder_intermediate_size,
-            attn_implementation,
-            sub_seed(seed, "decoder"),
-            self.dtype_policy,
+            hidden_size=c.decoder_hidden_size,
+            num_layers=c.decoder_num_hidden_layers,
+            num_heads=c.decoder_num_attention_heads,
+            intermediate_size=c.decoder_intermediate_size,
+            options={**self._block_options(), "seed": sub_seed(seed, "decoder")},
         )
         self.decoder_norm = keras.layers.LayerNormalization(
             epsilon=c.layer_norm_eps, name="decoder_norm", dtype=self.dtype_policy
@@ -358,9 +382,623 @@ class ViTMAEDecoder(_ConfigLayer):
             )
         x = x + position
         x, all_hidden, all_attentions = _run_blocks(
-            self.decoder_layers, x, None, output_attentions, output_hidden_states, training
+            self.decoder_layers,
+            x,
+            head_masks=None,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            training=training,
         )
         logits = self.decoder_pred(self.decoder_norm(x))[:, 1:]
         return TFViTMAEDecoderOutput(
             logits=ops.cast(logits, "float32"), hidden_states=all_hidden, attentions=all_attentions
         )
+
+
+# ----------------------------------------------------------------------
+# The models
+# ----------------------------------------------------------------------
+
+
+class TFViTMAEPreTrainedModel(HubMixin, ExportMixin, AttentionSwitch, keras.Model):
+    """Base class of the ViTMAE models: the config, the model options, and the
+    encoder run on checked inputs.
+
+    Checkpoints (`from_pretrained`, `save_pretrained`, `push_to_hub`) come
+    from `checkpoints.HubMixin`, the SavedModel export (`export`) from
+    `serving.ExportMixin`; both take this model as it is.
+
+    Args:
+        config: A `ViTMAEConfig` (or its dict).
+        data_format: Layout of `pixel_values`: `"channels_first"` (the
+            documented `(batch, num_channels, height, width)`, the default) or
+            `"channels_last"` (`(batch, height, width, num_channels)`).
+        attn_implementation: `"sdpa"` (the default: batched matmuls in the layout
+            oneDNN and XLA run fastest) or `"eager"` (the explicit einsum
+            reference). Both give the same numbers and support every output.
+        seed: Seed for the masking noise and dropout. Without it, masks still
+            follow `keras.utils.set_random_seed` when that was called first.
+        drop_path_rate: Stochastic depth of the encoder (for fine-tuning).
+        image_processor: How raw images become this model's `pixel_values`: a
+            `ViTMAEImageProcessor` or its `preprocessor_config.json` fields.
+            Default: MAE's (bicubic, ImageNet mean and std). Its size always
+            follows the config's `image_size`.
+        **kwargs: `keras.Model` arguments (`name`, `dtype`, ...).
+    """
+
+    config_class = ViTMAEConfig
+    default_name = "vit_mae"
+
+    def __init__(
+        self,
+        config: ViTMAEConfig | dict,
+        data_format: str = "channels_first",
+        attn_implementation: str = "sdpa",
+        seed: int | None = None,
+        drop_path_rate: float = 0.0,
+        image_processor: ViTMAEImageProcessor | dict | None = None,
+        **kwargs,
+    ):
+        kwargs.setdefault("name", self.default_name)
+        super().__init__(**kwargs)
+        self.config: ViTMAEConfig = as_config(config)
+        self.image_processor = image_processor
+        self.data_format: str = check_data_format(data_format)
+        self.seed = seed
+        self.drop_path_rate = drop_path_rate
+        self._attn_implementation = check_attn_implementation(attn_implementation)
+        self.vit = ViTMAEEncoder(
+            self.config,
+            attn_implementation=attn_implementation,
+            seed=seed,
+            drop_path_rate=drop_path_rate,
+            name="vit",
+            dtype=self.dtype_policy,
+        )
+
+    # -------------------------------------------------------------- options
+    def _stacks(self) -> list:
+        """The encoder (and decoder) stacks: built up front, switched together."""
+        return [self.vit]
+
+    def _switch_children(self) -> list:
+        return self._stacks()
+
+    @property
+    def image_processor(self) -> ViTMAEImageProcessor:
+        """The `ViTMAEImageProcessor` that turns raw images into this model's
+        inputs; saved with the model. Set it to a processor or a dict of its fields."""
+        return self._image_processor
+
+    @image_processor.setter
+    def image_processor(self, value: ViTMAEImageProcessor | dict | None) -> None:
+        if value is None:
+            processor = ViTMAEImageProcessor.for_config(self.config)
+        elif isinstance(value, dict):
+            processor = ViTMAEImageProcessor.from_dict(value)
+        elif isinstance(value, ViTMAEImageProcessor):
+            processor = value
+        else:
+            raise ValueError(
+                "image_processor must be a ViTMAEImageProcessor, a dict of its fields or None, "
+                f"received {type(value).__name__}"
+            )
+        if processor.size != self.config.image_hw:
+            processor = processor.copy(size=self.config.image_hw)
+        self._image_processor = processor.with_channels(self.config.num_channels)
+
+    @property
+    def input_dtype(self) -> str:
+        # Keep pixels in float32 under mixed precision: the loss target is the
+        # input image, and the layers cast for themselves.
+        compute = self.compute_dtype
+        return "float32" if compute in ("float16", "bfloat16") else compute
+
+    # --------------------------------------------------------------- inputs
+    def check_pixel_values(self, pixel_values, interpolate_pos_encoding: bool = False):
+        """`pixel_values` (in `data_format`) validated and moved channels-last;
+        see `inputs.check_pixel_values`."""
+        return check_pixel_values(
+            pixel_values,
+            self.config,
+            data_format=self.data_format,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+        )
+
+    def to_model_layout(self, images):
+        """Channels-last images in this model's `data_format`."""
+        return (
+            ops.transpose(images, (0, 3, 1, 2)) if self.data_format == "channels_first" else images
+        )
+
+    def to_channels_last(self, images):
+        """Images in this model's `data_format`, channels-last."""
+        return (
+            ops.transpose(images, (0, 2, 3, 1)) if self.data_format == "channels_first" else images
+        )
+
+    def _encode(self, pixel_values, noise=None, *, options: "CallOptions", training=False):
+        """Check the inputs and run the encoder.
+
+        Returns:
+            `(channels-last images, encoder output)`.
+        """
+        pixel_values, noise = unpack_inputs(pixel_values, noise)
+        images = self.check_pixel_values(pixel_values, options.interpolate_pos_encoding)
+        c = self.config
+        outputs = self.vit(
+            images,
+            noise=check_noise(noise, images, c),
+            head_masks=head_masks(options.head_mask, c.num_hidden_layers, c.num_attention_heads),
+            output_attentions=options.output_attentions,
+            output_hidden_states=options.output_hidden_states,
+            interpolate_pos_encoding=options.interpolate_pos_encoding,
+            training=training,
+        )
+        return images, outputs
+
+    def _options(self, **flags) -> "CallOptions":
+        """The call's flags, with the config's defaults where a flag is `None`."""
+        return CallOptions.resolve(self.config, **flags)
+
+    def _return(self, output, return_dict):
+        use_dict = self.config.use_return_dict if return_dict is None else return_dict
+        return output if use_dict else output.to_tuple()
+
+    # ------------------------------------------------------------- outputs
+    def unmasked_features(self, pixel_values) -> dict:
+        """The features of the whole, unmasked image, whatever `config.mask_ratio`.
+
+        Args:
+            pixel_values: Float images in `data_format`.
+
+        Returns:
+            `{"cls_features", "mean_features"}`, float32 `(batch, hidden_size)`:
+            the CLS token and the mean of the patch tokens after the final LayerNorm.
+        """
+        images = self.check_pixel_values(pixel_values)
+        hidden = self.vit(images, unmasked=True).last_hidden_state
+        return {
+            "cls_features": ops.cast(hidden[:, 0], "float32"),
+            "mean_features": ops.cast(ops.mean(hidden[:, 1:], axis=1), "float32"),
+        }
+
+    def predict_images(self, images, batch_size: int = 32, **kwargs) -> dict:
+        """Run the model on raw images through its `image_processor`.
+
+        Args:
+            images: File paths, PIL images or uint8 `(height, width[, channels])`
+                arrays of any size: one, a list, or an `(n, H, W, C)` array.
+            batch_size: Images per forward pass.
+            **kwargs: Options of the model's outputs (`seed` for the mask of
+                `TFViTMAEForPreTraining`, `top_k` for classifiers).
+
+        Returns:
+            A dict of NumPy arrays with one row per image:
+            `TFViTMAEModel`: `cls_features` and `mean_features` of the
+            unmasked image, `(n, hidden_size)`;
+            `TFViTMAEForPreTraining`: `reconstruction` (uint8 images, visible
+            patches from the input), `prediction` (uint8, every patch
+            predicted), `mask` and `loss`;
+            `TFViTMAEForImageClassification`: `probabilities`,
+            `top_k_indices`, `top_k_probabilities` and `top_k_labels`.
+        """
+        check_batch_size(batch_size)
+        loaded = load_images(images, self.config.num_channels)
+        results = []
+        for start in range(0, len(loaded), batch_size):
+            chunk = loaded[start : start + batch_size]
+            pixels = self.image_processor(chunk, data_format=self.data_format)["pixel_values"]
+            results.append(self._image_outputs(pixels, start=start, **kwargs))
+        return {k: np.concatenate([np.asarray(r[k]) for r in results]) for k in results[0]}
+
+    def _image_outputs(self, pixel_values, start: int = 0) -> dict:
+        """`predict_images`' outputs for the batch of `pixel_values` that
+        starts at image `start`: the unmasked features."""
+        del start  # features do not depend on the image's place
+        return self.unmasked_features(pixel_values)
+
+    # ------------------------------------------------------------- training
+    def compile(self, *args, jit_compile="auto", **kwargs) -> None:
+        """Keras' `compile`, with this model's own `jit_compile="auto"`.
+
+        Keras' "auto" turns XLA off on a CPU-only machine; here "auto" means
+        `default_jit_compile()`, which turns it on where it was measured faster
+        (see `benchmarks/`). Pass `jit_compile=True` or `False` to choose.
+        """
+        if jit_compile == "auto":
+            jit_compile = False if kwargs.get("run_eagerly") else self.default_jit_compile()
+        super().compile(*args, jit_compile=jit_compile, **kwargs)
+
+    def compile_from_config(self, config: dict) -> None:
+        """Re-compile a loaded `.keras` model. Keras skips this for models whose
+        `compile` is overridden; ours only resolves the XLA default, so it is
+        safe to call, and the optimizer state then loads with the weights."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def default_jit_compile(self) -> bool:
+        """Whether `compile` uses XLA by default: yes for float32 models, and for
+        16-bit ones on GPU; no for 16-bit policies on CPU (XLA's CPU bfloat16
+        matmuls run at a fraction of oneDNN's speed), and no inside a
+        distribution strategy (as Keras' own default)."""
+        if tf.distribute.has_strategy():
+            return False
+        if self.compute_dtype == "float32":
+            return True
+        return bool(tf.config.list_logical_devices("GPU"))
+
+    # -------------------------------------------------------- serialization
+    def build(self, input_shape=None) -> None:
+        # Every shape is known from the config: build all weights up front so a
+        # model can be summarised, saved or loaded into without a dummy call.
+        for layer in self._stacks():
+            layer.build()
+
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
+            "config": self.config.to_dict(),
+            "data_format": self.data_format,
+            "attn_implementation": self.attn_implementation,
+            "seed": self.seed,
+            "drop_path_rate": self.drop_path_rate,
+            "image_processor": self.image_processor.to_dict(hf_keys=False),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict):
+        config = dict(config)
+        config["config"] = ViTMAEConfig.from_dict(config["config"])
+        return cls(**config)
+
+
+@dataclasses.dataclass(frozen=True)
+class CallOptions:
+    """The flags of a model call that travel together to the encoder.
+
+    `None` in a call means the config's default (`output_attentions`,
+    `output_hidden_states`), as in Hugging Face's models.
+    """
+
+    head_mask: object = None
+    output_attentions: bool = False
+    output_hidden_states: bool = False
+    interpolate_pos_encoding: bool = False
+
+    @classmethod
+    def resolve(
+        cls,
+        config: ViTMAEConfig,
+        *,
+        head_mask=None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+    ) -> "CallOptions":
+        attentions = config.output_attentions if output_attentions is None else output_attentions
+        hidden = (
+            config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        return cls(
+            head_mask=head_mask,
+            output_attentions=bool(attentions),
+            output_hidden_states=bool(hidden),
+            interpolate_pos_encoding=bool(interpolate_pos_encoding),
+        )
+
+
+@keras.saving.register_keras_serializable(package="tfvitmae")
+class TFViTMAEModel(TFViTMAEPreTrainedModel):
+    """The bare ViTMAE encoder, outputting raw hidden states.
+
+    Masking is applied as in pretraining, with the ratio the model was built
+    with (`config.mask_ratio`). For the full, unmasked sequence, build it with
+    `mask_ratio=0.0` (`TFViTMAEModel(config.copy(mask_ratio=0.0))` or
+    `from_pretrained(path, mask_ratio=0.0)`), or call `unmasked_features`.
+    All weights exist after construction.
+
+    Args:
+        config, data_format, attn_implementation, seed, drop_path_rate,
+            image_processor: See `TFViTMAEPreTrainedModel`.
+
+    Call arguments:
+        pixel_values: Float images in `data_format` layout, or a dict with keys
+            `"pixel_values"` (and optionally `"noise"`).
+        noise: Optional float `(batch, num_patches)`; the patches with the
+            smallest noise are kept. Makes the call deterministic.
+        head_mask: Optional `(num_heads,)` or `(num_layers, num_heads)`
+            multiplier of the attention probabilities (1 keeps a head).
+        output_attentions: Return every block's attention probabilities.
+        output_hidden_states: Return every block's hidden states.
+        return_dict: Return a `TFViTMAEModelOutput` (default) or a tuple.
+        training: Enables dropout.
+        interpolate_pos_encoding: Accept any multiple of the patch size as
+            height and width by resizing the position table (bicubic, as PyTorch).
+
+    Returns:
+        `TFViTMAEModelOutput` with `last_hidden_state (batch, 1 + len_keep, hidden)`,
+        `mask`, `ids_restore` and optionally `hidden_states`, `attentions`.
+
+    Example:
+    >>> config = ViTMAEConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+    ...                       intermediate_size=64, image_size=32, patch_size=8)
+    >>> model = TFViTMAEModel(config)
+    >>> out = model(np.zeros((2, 3, 32, 32), "float32"))
+    >>> tuple(out.last_hidden_state.shape)
+    (2, 5, 32)
+    """
+
+    default_name = "vit_mae_model"
+
+    def __init__(
+        self,
+        config: ViTMAEConfig | dict,
+        data_format: str = "channels_first",
+        attn_implementation: str = "sdpa",
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(
+            config,
+            data_format=data_format,
+            attn_implementation=attn_implementation,
+            seed=seed,
+            **kwargs,
+        )
+        self.build()
+
+    def call(
+        self,
+        pixel_values,
+        noise=None,
+        head_mask=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        training=False,
+        interpolate_pos_encoding=False,
+    ):
+        options = self._options(
+            head_mask=head_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+        )
+        _, outputs = self._encode(pixel_values, noise, options=options, training=training)
+        return self._return(outputs, return_dict)
+
+
+@keras.saving.register_keras_serializable(package="tfvitmae")
+class TFViTMAEForPreTraining(TFViTMAEPreTrainedModel):
+    """ViTMAE with the pixel-reconstruction decoder and loss, for pretraining.
+
+    Train it with `compile(optimizer=...)` and `fit(images)`: no labels and no
+    `loss` argument are needed, the model's own masked-patch MSE is minimised.
+    Batches may be image tensors or dicts with `"pixel_values"` (and `"noise"`).
+
+    Args:
+        config, data_format, attn_implementation, seed, drop_path_rate,
+            image_processor: See `TFViTMAEPreTrainedModel`.
+
+    Call arguments:
+        Same as `TFViTMAEModel`.
+
+    Returns:
+        `TFViTMAEForPreTrainingOutput` with float32 `loss` (scalar) and
+        `logits (batch, num_patches, patch_h * patch_w * num_channels)`, plus the
+        encoder's `mask`, `ids_restore`, `hidden_states` and `attentions`.
+        With `mask_ratio=0` no patch is masked and the loss is 0.
+
+    Example:
+    >>> config = ViTMAEConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+    ...                       intermediate_size=64, decoder_hidden_size=32,
+    ...                       decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
+    ...                       decoder_intermediate_size=64, image_size=32, patch_size=8)
+    >>> model = TFViTMAEForPreTraining(config)
+    >>> out = model(np.random.rand(2, 3, 32, 32).astype("float32"))
+    >>> tuple(out.logits.shape)
+    (2, 16, 192)
+    """
+
+    default_name = "vit_mae_for_pre_training"
+
+    def __init__(
+        self,
+        config: ViTMAEConfig | dict,
+        data_format: str = "channels_first",
+        attn_implementation: str = "sdpa",
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(
+            config,
+            data_format=data_format,
+            attn_implementation=attn_implementation,
+            seed=seed,
+            **kwargs,
+        )
+        self.decoder = ViTMAEDecoder(
+            self.config,
+            attn_implementation=self.vit.attn_implementation,
+            seed=self.seed,
+            name="decoder",
+            dtype=self.dtype_policy,
+        )
+        self.build()
+
+    def _stacks(self) -> list:
+        return [self.vit, self.decoder]
+
+    def call(
+        self,
+        pixel_values,
+        noise=None,
+        head_mask=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        training=False,
+        interpolate_pos_encoding=False,
+    ):
+        options = self._options(
+            head_mask=head_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+        )
+        images, outputs = self._encode(pixel_values, noise, options=options, training=training)
+        logits = self.decoder(
+            outputs.last_hidden_state,
+            outputs.ids_restore,
+            interpolate_pos_encoding=options.interpolate_pos_encoding,
+            training=training,
+        ).logits
+        loss = masked_mean(self._per_patch_error(images, logits), outputs.mask)
+        output = TFViTMAEForPreTrainingOutput(
+            loss=loss,
+            logits=logits,
+            mask=outputs.mask,
+            ids_restore=outputs.ids_restore,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return self._return(output, return_dict)
+
+    # ------------------------------------------------------ patches and loss
+    def patchify(self, pixel_values, interpolate_pos_encoding: bool = False):
+        """Cut images into flattened patches.
+
+        Args:
+            pixel_values: Images in the model's `data_format`.
+            interpolate_pos_encoding: Allow sizes other than `config.image_size`.
+
+        Returns:
+            `(batch, num_patches, patch_h * patch_w * num_channels)`; within a
+            patch the order is (row, column, channel), as in MAE.
+        """
+        images = self.check_pixel_values(pixel_values, interpolate_pos_encoding)
+        return patchify(images, self.config.patch_hw)
+
+    def unpatchify(self, patchified_pixel_values, original_image_size=None):
+        """Inverse of `patchify`.
+
+        Args:
+            patchified_pixel_values: `(batch, num_patches, patch_h * patch_w * num_channels)`.
+            original_image_size: `(height, width)`; defaults to `config.image_size`.
+
+        Returns:
+            Images in the model's `data_format`.
+        """
+        c = self.config
+        patch_h, patch_w = c.patch_hw
+        height, width = c.image_hw if original_image_size is None else original_image_size
+        rows, cols = height // patch_h, width // patch_w
+        x = ops.convert_to_tensor(patchified_pixel_values)
+        if len(x.shape) != 3 or x.shape[1] != rows * cols or x.shape[2] != c.patch_dim:
+            raise ValueError(
+                f"patchified_pixel_values must have shape (batch, {rows * cols}, {c.patch_dim}) "
+                f"for a {height}x{width} image, received {tuple(x.shape)}"
+            )
+        return self.to_model_layout(
+            unpatchify(x, c.patch_hw, image_size=(height, width), channels=c.num_channels)
+        )
+
+    def _per_patch_error(self, images, logits):
+        c = self.config
+        return per_patch_error(images, logits, c.patch_hw, norm_pix_loss=c.norm_pix_loss)
+
+    def per_example_loss(self, pixel_values, logits, mask, interpolate_pos_encoding: bool = False):
+        """The loss of each image separately, `(batch,)` (for serving and analysis)."""
+        images = self.check_pixel_values(pixel_values, interpolate_pos_encoding)
+        return masked_mean(self._per_patch_error(images, logits), mask, axis=1)
+
+    def reconstruct_image(
+        self, pixel_values, logits, mask=None, interpolate_pos_encoding: bool = False
+    ):
+        """Images from predicted patches, in the model's layout and the input's pixel space.
+
+        With `norm_pix_loss` the predictions are per-patch normalised; they are
+        mapped back with each input patch's own mean and std, as MAE's
+        visualisation does. With a `mask`, the visible patches (mask 0) are
+        the input's own, so only the removed ones are predictions.
+        """
+        images = self.check_pixel_values(pixel_values, interpolate_pos_encoding)
+        c = self.config
+        target, stats = patch_targets(images, c.patch_hw, c.norm_pix_loss)
+        pred = ops.cast(logits, "float32")
+        if stats is not None:
+            mean, std = stats
+            pred, target = pred * std + mean, target * std + mean
+        if mask is not None:
+            mask = ops.convert_to_tensor(mask, "float32")[..., None]
+            pred = pred * mask + target * (1.0 - mask)
+        return self.unpatchify(pred, tuple(images.shape[1:3]))
+
+    def forward_loss(self, pixel_values, pred, mask, interpolate_pos_encoding: bool = False):
+        """The pretraining loss for `pixel_values` (model layout), logits and mask."""
+        images = self.check_pixel_values(pixel_values, interpolate_pos_encoding)
+        return masked_mean(self._per_patch_error(images, pred), mask)
+
+    def reconstruct(self, pixel_values, *, noise=None, seed=None, start=0) -> dict:
+        """Mask, encode and decode `pixel_values`, and return the images.
+
+        The one implementation behind `predict_images`, the SavedModel's
+        `reconstruct*` signatures, `tfvitmae reconstruct` and the
+        reconstruction grids: one `seed` gives the same masks in all of them.
+
+        Args:
+            pixel_values: Float images in `data_format`.
+            noise: Masking noise `(batch, num_patches)`; overrides `seed`.
+            seed: An int (or int tensor): image `start + i` is masked by
+                `masking_noise(seed, ...)`, whatever the batching. Without
+                `noise` and `seed`, the model draws a fresh mask.
+            start: The place of the batch's first image (with `seed`).
+
+        Returns:
+            A dict: `loss` (per image, `(batch,)`), `logits` (the predicted
+            patches), `mask`, `reconstructed_image` (model layout, visible
+            patches from the input) and `predicted_image` (every patch predicted).
+        """
+        if noise is None and seed is not None:
+            batch = ops.shape(ops.convert_to_tensor(pixel_values))[0]
+            noise = masking_noise(seed, batch, self.config.num_patches, start=start)
+        out = self(pixel_values, noise=noise, return_dict=True)
+        return {
+            "loss": self.per_example_loss(pixel_values, out.logits, out.mask),
+            "logits": out.logits,
+            "mask": out.mask,
+            "reconstructed_image": self.reconstruct_image(pixel_values, out.logits, out.mask),
+            "predicted_image": self.reconstruct_image(pixel_values, out.logits),
+        }
+
+    def _image_outputs(self, pixel_values, start: int = 0, seed: int = 0) -> dict:
+        """`predict_images`' outputs: uint8 reconstructions, the mask and the
+        loss. Image `i`'s mask is drawn from `(seed, i)`, whatever the batching."""
+        out = self.reconstruct(pixel_values, seed=seed, start=start)
+        denormalize = self.image_processor.denormalize
+        return {
+            "reconstruction": denormalize(self.to_channels_last(out["reconstructed_image"])),
+            "prediction": denormalize(self.to_channels_last(out["predicted_image"])),
+            "mask": out["mask"],
+            "loss": out["loss"],
+        }
+
+    # ----------------------------------------------------------- Keras fit
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The model's own loss (labels, if any, are ignored), plus `self.losses`."""
+        loss = y_pred[0]  # the loss comes first, as a dict or (return_dict=False) a tuple
+        if self.losses:
+            loss = loss + ops.sum([ops.cast(extra, "float32") for extra in self.losses])
+        # Keras sums gradients over replicas: each replica contributes 1/N.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return loss / replicas if replicas > 1 else loss
+
+    def predict_step(self, data):
+        """Batch-aligned outputs only: the per-batch scalar `loss` is dropped."""
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        output = self(x, training=False, return_dict=True)
+        return {k: v for k, v in output.items() if k != "loss"}

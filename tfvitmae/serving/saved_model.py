@@ -23,30 +23,25 @@ REST, `{"b64": ...}`); `images` is uint8 `(batch, height, width, channels)`
 of any size. Both are resized and normalised in the graph by the model's
 `image_processor` (saved with it), exactly as the Python pipeline does.
 
-Client requests: `rest_request` builds the JSON body of TF Serving's REST
-`:predict` (bytes inputs as `{"b64": ...}`), `predict_request` its gRPC
-`PredictRequest`, and `rest_to_tensors` decodes a REST body back into a
-signature's inputs as the server does.
+Every signature computes through the model's own methods
+(`unmasked_features`, `reconstruct`, `classify`), the ones `predict_images`
+uses, so a served model gives what the Python model gives; `*_with_seed`
+draws the same masks as `predict_images(..., seed=seed)`. Nothing here
+imports a model class: `ExportMixin` gives a model its `export` method.
+Client requests are built in `requests.py`.
 """
 
-import base64
+import functools
 import os
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from .files import check_folder_path, publish_dir, staging_dir
-from .image_processor import decode_image
-from .inputs import check_pixel_values
+from ..data.image_processor import decode_image
+from ..utils.files import check_folder_path, publish_dir, staging_dir
+from .requests import check_serving_apis, write_warmup_requests
 
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-
-
-def seeded_noise(seed, batch, num_patches):
-    """The masking noise a `*_with_seed` signature draws for `seed`."""
-    seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
-    return tf.random.stateless_uniform((batch, num_patches), seed=seed)
+__all__ = ["ExportMixin", "export_for_serving", "export_saved_model"]
 
 
 class _Signatures:
@@ -84,9 +79,6 @@ class _Signatures:
         with tf.control_dependencies([size_check]):
             return tf.ensure_shape(tf.identity(pixel_values), spec)
 
-    def to_model_layout(self, images_nhwc):
-        return tf.transpose(images_nhwc, (0, 3, 1, 2)) if self.channels_first else images_nhwc
-
     def from_uint8(self, images):
         channels = self.config.num_channels
         checks = [
@@ -98,7 +90,7 @@ class _Signatures:
         ]
         with tf.control_dependencies(checks):  # the clear message before any shape error
             images = tf.ensure_shape(tf.identity(images), (None, None, None, channels))
-        return self.to_model_layout(self.processor.preprocess(images))
+        return self.model.to_model_layout(self.processor.preprocess(images))
 
     def from_bytes(self, image_bytes):
         c, (h, w) = self.config.num_channels, self.config.image_hw
@@ -109,61 +101,36 @@ class _Signatures:
         images = tf.map_fn(
             one, image_bytes, fn_output_signature=tf.TensorSpec((h, w, c), tf.float32)
         )
-        return self.to_model_layout(images)
+        return self.model.to_model_layout(images)
 
     # --------------------------------------------------------------- outputs
-    def features(self, pixel_values, raw=False):
-        images = check_pixel_values(pixel_values, self.config, self.model.data_format)
-        hidden = self.model.vit(images, unmasked=True).last_hidden_state
-        return {
-            "cls_features": tf.cast(hidden[:, 0], tf.float32),
-            "mean_features": tf.cast(tf.reduce_mean(hidden[:, 1:], axis=1), tf.float32),
-        }
-
-    def reconstruct(self, pixel_values, raw=False, noise=None):
-        model = self.model
-        out = model(pixel_values, noise=noise)
-        image = model.reconstruct_image(pixel_values, out.logits, out.mask)
+    def reconstruct(self, pixel_values, *, raw, seed=None):
+        """The model's `reconstruct`; requests with raw images also get a
+        viewable uint8 image."""
+        out = self.model.reconstruct(pixel_values, seed=seed)
         result = {
-            "loss": model.per_example_loss(pixel_values, out.logits, out.mask),
-            "reconstruction": out.logits,
-            "mask": out.mask,
-            "reconstructed_image": image,
+            "loss": out["loss"],
+            "reconstruction": out["logits"],
+            "mask": out["mask"],
+            "reconstructed_image": out["reconstructed_image"],
         }
-        if raw:  # raw-image requests also get a viewable uint8 image
-            rgb = tf.transpose(image, (0, 2, 3, 1)) if self.channels_first else image
+        if raw:
+            rgb = self.model.to_channels_last(out["reconstructed_image"])
             result["reconstructed_image_uint8"] = self.processor.denormalize(rgb)
         return result
-
-    def classify(self, pixel_values, raw=False):
-        model = self.model
-        logits = model(pixel_values)
-        probabilities = tf.nn.softmax(logits, axis=-1)
-        k = min(self.top_k, model.num_labels)
-        top = tf.math.top_k(probabilities, k=k)
-        names = [model.id2label.get(i, str(i)) for i in range(model.num_labels)]
-        return {
-            "logits": logits,
-            "probabilities": probabilities,
-            "top_k_indices": top.indices,
-            "top_k_probabilities": top.values,
-            "top_k_labels": tf.gather(tf.constant(names), top.indices),
-        }
 
     # ------------------------------------------------------------ endpoints
     # Factories, not default arguments: tf.function would trace those as inputs.
     @staticmethod
-    def _endpoint(compute, convert, raw):
+    def _endpoint(compute, convert):
         def endpoint(x):
-            return compute(convert(x), raw=raw)
+            return compute(convert(x))
 
         return endpoint
 
     def _seeded(self, convert, raw):
         def endpoint(x, seed):
-            pixel_values = convert(x)
-            noise = seeded_noise(seed, tf.shape(pixel_values)[0], self.config.num_patches)
-            return self.reconstruct(pixel_values, raw=raw, noise=noise)
+            return self.reconstruct(convert(x), raw=raw, seed=seed)
 
         return endpoint
 
@@ -177,25 +144,33 @@ class _Signatures:
             inputs.update(
                 _image_bytes=(bytes_spec, self.from_bytes), _uint8=(uint8_spec, self.from_uint8)
             )
-        heads = {"features": self.features}
-        if hasattr(self.model, "decoder"):
-            heads["reconstruct"] = self.reconstruct
-        if hasattr(self.model, "classifier"):
-            heads["classify"] = self.classify
         out = {}
-        for head, compute in heads.items():
-            for suffix, (spec, convert) in inputs.items():
-                name = "serving_default" if (head, suffix) == ("features", "") else head + suffix
-                out[name] = (self._endpoint(compute, convert, bool(suffix)), [spec])
-                if head == "reconstruct":
-                    out[f"reconstruct{suffix}_with_seed"] = (
-                        self._seeded(convert, bool(suffix)),
-                        [spec, seed_spec],
-                    )
+        for suffix, (spec, convert) in inputs.items():
+            name = "serving_default" if suffix == "" else f"features{suffix}"
+            out[name] = (self._endpoint(self.model.unmasked_features, convert), [spec])
+            if hasattr(self.model, "reconstruct"):
+                raw = bool(suffix)
+                reconstruct = functools.partial(self.reconstruct, raw=raw)
+                out[f"reconstruct{suffix}"] = (self._endpoint(reconstruct, convert), [spec])
+                out[f"reconstruct{suffix}_with_seed"] = (
+                    self._seeded(convert, raw),
+                    [spec, seed_spec],
+                )
+            if hasattr(self.model, "classify"):
+                classify = functools.partial(self.model.classify, top_k=self.top_k)
+                out[f"classify{suffix}"] = (self._endpoint(classify, convert), [spec])
         return out
 
 
-def export_saved_model(model, export_dir, raw_inputs=True, warmup=False, top_k=5, verbose=True):
+def export_saved_model(
+    model,
+    export_dir,
+    *,
+    raw_inputs: bool = True,
+    warmup: bool = False,
+    top_k: int = 5,
+    verbose: bool = True,
+) -> list:
     """Write `model` as a SavedModel for TensorFlow Serving (see the module docstring).
 
     Args:
@@ -218,7 +193,7 @@ def export_saved_model(model, export_dir, raw_inputs=True, warmup=False, top_k=5
         raise ValueError(
             f"Cannot export {type(model).__name__}: the model is not built (it has no weights yet)"
         )
-    if not hasattr(model, "vit"):
+    if not hasattr(model, "unmasked_features"):
         raise ValueError(
             f"export_saved_model exports tfvitmae models, received {type(model).__name__}"
         )
@@ -231,7 +206,7 @@ def export_saved_model(model, export_dir, raw_inputs=True, warmup=False, top_k=5
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, received {top_k}")
     if warmup:
-        _serving_apis()  # fail before any work if the package is missing
+        check_serving_apis()  # fail before any work if the package is missing
     parent = os.path.dirname(os.path.abspath(export_dir))
     with staging_dir(parent, prefix=".tmp-export-") as staging:
         archive = keras.export.ExportArchive()
@@ -246,136 +221,30 @@ def export_saved_model(model, export_dir, raw_inputs=True, warmup=False, top_k=5
     return sorted(endpoints)
 
 
-def export_for_serving(model, export_base, version=1, **kwargs):
+def export_for_serving(model, export_base, version: int = 1, **kwargs) -> list:
     """`export_saved_model` into `export_base/version`, TF Serving's layout."""
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise ValueError(f"version must be a non-negative integer, received {version!r}")
     return export_saved_model(model, os.path.join(os.fspath(export_base), str(version)), **kwargs)
 
 
-def example_inputs(model, signature, batch=1, seed=0):
-    """A small valid request for a signature, as `{input name: numpy array}`."""
-    rng = np.random.default_rng(seed)
-    c, (h, w) = model.config.num_channels, model.config.image_hw
-    if signature.endswith("_image_bytes") or "_image_bytes_" in signature:
-        images = rng.integers(0, 256, size=(batch, h + 5, w + 3, c), dtype=np.uint8)
-        inputs = {
-            "image_bytes": np.array([tf.io.encode_png(i).numpy() for i in images], dtype=object)
-        }
-    elif signature.endswith("_uint8") or "_uint8_" in signature:
-        inputs = {"images": rng.integers(0, 256, size=(batch, h + 5, w + 3, c), dtype=np.uint8)}
-    else:
-        shape = (batch, c, h, w) if model.data_format == "channels_first" else (batch, h, w, c)
-        inputs = {"pixel_values": rng.normal(size=shape).astype("float32")}
-    if signature.endswith("_with_seed"):
-        inputs["seed"] = np.array(seed, dtype=np.int64)
-    return inputs
+class ExportMixin:
+    """`export`: Keras' `Model.export`, with TF Serving's SavedModel as this
+    package's own format."""
 
+    def export(self, filepath, format: str = "tf_saved_model", verbose: bool = True, **kwargs):
+        """Export a SavedModel for TensorFlow Serving (see `serving.saved_model`).
 
-def _serving_apis():
-    try:
-        from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-    except ImportError:
-        raise ImportError(
-            "Warm-up records need the tensorflow-serving-api package (pip install "
-            "tensorflow-serving-api)"
-        ) from None
-    return model_pb2, predict_pb2, prediction_log_pb2
+        Args:
+            filepath: A new directory (for TF Serving, `BASE/VERSION`).
+            format: `"tf_saved_model"`; other formats go to `keras.Model.export`.
+            verbose: Print the signatures.
+            **kwargs: `raw_inputs`, `warmup`, `top_k` of `export_saved_model`.
 
-
-def predict_request(signature_name, inputs, model_name="vit_mae"):
-    """The gRPC `PredictRequest` a TF Serving client sends (needs `tensorflow-serving-api`).
-
-    Args:
-        signature_name: The signature to call, e.g. `"reconstruct_image_bytes"`.
-        inputs: `{input name: array}`, e.g. from `example_inputs`.
-        model_name: The served model's name (`MODEL_NAME` of `tensorflow_model_server`).
-    """
-    model_pb2, predict_pb2, _ = _serving_apis()
-    request = predict_pb2.PredictRequest(
-        model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature_name)
-    )
-    for name, value in inputs.items():
-        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-    return request
-
-
-def rest_request(signature_name, inputs, row_format=None):
-    """The JSON body (a dict) of a TF Serving REST `:predict` request.
-
-    Inputs whose names end in `_bytes` are sent as `{"b64": ...}`, as TF
-    Serving's REST API requires for binary strings.
-
-    Args:
-        signature_name: The signature to call.
-        inputs: `{input name: array}`; arrays carry the batch first, a scalar
-            input (such as `seed`) is a 0-d array or a number.
-        row_format: `True` for `"instances"` (one entry per example; here
-            for a single input only), `False` for the columnar `"inputs"`.
-            Default: rows for a single input, columns otherwise.
-    """
-    if row_format is None:
-        row_format = len(inputs) == 1
-    if row_format and len(inputs) != 1:
-        raise ValueError(
-            f"rest_request writes the row format for a single input only, received "
-            f"{sorted(inputs)}; use row_format=False"
-        )
-
-    def to_json(name, value):
-        if name.endswith("_bytes"):  # object, not "S": NumPy's "S" drops trailing zero bytes
-            value = np.asarray(value, dtype=object)
-            encoded = [{"b64": base64.b64encode(v).decode("ascii")} for v in value.reshape(-1)]
-            return np.array(encoded, dtype=object).reshape(value.shape).tolist()
-        return np.asarray(value).tolist()
-
-    body = {name: to_json(name, value) for name, value in inputs.items()}
-    if row_format:
-        return {"signature_name": signature_name, "instances": next(iter(body.values()))}
-    return {"signature_name": signature_name, "inputs": body}
-
-
-def rest_to_tensors(request, signature):
-    """Decode a REST `:predict` body as TF Serving does, into `{input name: tf.Tensor}`
-    for `signature` (a function of `tf.saved_model.load(path).signatures`)."""
-
-    def decode(value):
-        if isinstance(value, dict) and set(value) == {"b64"}:
-            return base64.b64decode(value["b64"])
-        if isinstance(value, list):
-            return [decode(v) for v in value]
-        return value
-
-    specs = signature.structured_input_signature[1]
-    if "instances" in request:  # row format: one entry per example
-        rows = request["instances"]
-        if rows and all(isinstance(row, dict) and set(row) != {"b64"} for row in rows):
-            inputs = {k: decode([row[k] for row in rows]) for k in rows[0]}  # named inputs
-        elif len(specs) == 1:  # bare values: the batch of the only input
-            inputs = {next(iter(specs)): decode(rows)}
-        else:
-            raise ValueError(
-                f"Rows without input names need a single-input signature, this one takes "
-                f"{sorted(specs)}"
-            )
-    else:  # columnar format: named inputs
-        inputs = {k: decode(v) for k, v in request["inputs"].items()}
-    unknown = sorted(set(inputs) - set(specs))
-    if unknown:
-        raise ValueError(f"The signature takes {sorted(specs)}, received {unknown}")
-    return {k: tf.constant(v, dtype=specs[k].dtype) for k, v in inputs.items()}
-
-
-def write_warmup_requests(saved_model_dir, model, signatures, model_name="vit_mae"):
-    """Write one `PredictRequest` per signature to `assets.extra/tf_serving_warmup_requests`."""
-    _, _, prediction_log_pb2 = _serving_apis()
-    path = os.path.join(saved_model_dir, WARMUP_FILE)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with tf.io.TFRecordWriter(path) as writer:
-        for signature in signatures:
-            request = predict_request(signature, example_inputs(model, signature), model_name)
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request)
-            )
-            writer.write(log.SerializeToString())
-    return path
+        Returns:
+            The exported signature names.
+        """
+        if format != "tf_saved_model":
+            # keras.Model's, next in the model's method order.
+            return super().export(filepath, format=format, verbose=verbose, **kwargs)  # type: ignore[misc]
+        return export_saved_model(self, filepath, verbose=verbose, **kwargs)

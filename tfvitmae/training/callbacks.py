@@ -1,5 +1,6 @@
 """Keras callbacks of the training recipe: stop on a non-finite loss, save a
-`from_pretrained` checkpoint every epoch, draw reconstructions."""
+`from_pretrained` checkpoint every epoch, draw reconstructions, log the
+learning rate, and keep a `make_dataset` pipeline on `fit`'s epoch."""
 
 import math
 import os
@@ -8,7 +9,19 @@ import keras
 import numpy as np
 from keras import ops
 
+from ..data.pipeline import set_epoch
 from .visualization import reconstruction_grid, write_png
+
+__all__ = [
+    "DataEpoch",
+    "EmptyEpochError",
+    "LogLearningRate",
+    "NonFiniteLossError",
+    "ReconstructionCallback",
+    "SavePretrained",
+    "StopOnNonFiniteLoss",
+    "weights_are_finite",
+]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -120,7 +133,9 @@ class ReconstructionCallback(keras.callbacks.Callback):
         if (epoch + 1) % self.every_n_epochs:
             return
         path = os.path.join(self.output_dir, f"reconstruction_epoch_{epoch + 1}.png")
-        grid = reconstruction_grid(self.model, self.pixel_values, self.processor, self.seed)
+        grid = reconstruction_grid(
+            self.model, self.pixel_values, processor=self.processor, seed=self.seed
+        )
         self.paths.append(write_png(path, grid))
         if self.log_dir:
             import tensorflow as tf
@@ -159,3 +174,18 @@ class SavePretrained(keras.callbacks.Callback):
         if not weights_are_finite(self.model):
             return
         self.model.save_pretrained(self.directory)
+
+
+class DataEpoch(keras.callbacks.Callback):
+    """Keep a `make_dataset` pipeline in step with `fit`'s epochs (`set_epoch`
+    at every epoch start), so a run resumed at epoch N sees the data an
+    uninterrupted run saw in epoch N. `pretrain` and `train_classifier` add it."""
+
+    on_every_worker = True  # train_loop: every worker reads its own pipeline
+
+    def __init__(self, dataset):
+        super().__init__()
+        self.dataset = dataset
+
+    def on_epoch_begin(self, epoch, logs=None):
+        set_epoch(self.dataset, epoch)

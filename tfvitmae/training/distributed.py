@@ -5,6 +5,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+__all__ = [
+    "WorkerStartError",
+    "is_chief",
+    "is_multi_worker",
+    "start_on_chief",
+    "train_loop",
+]
+
 
 def is_multi_worker(strategy):
     """Whether `strategy` spans several workers (where Keras 3 `fit` fails)."""
@@ -77,13 +85,14 @@ def start_on_chief(model, start, restore):
         # Variables are created collectively: every worker builds them, in the same order.
         model.optimizer.build(model.trainable_variables)
     _cache_keras_saving_skipset()
-    error, result = None, None
+    error: Exception | None = None
+    result: tuple = ("", 0)
     if chief:
         try:
             result = start()
         except Exception as e:  # raised below, once the other workers know
             error = e
-    epoch = _sum_over_workers(-1 if error else result[1] if chief else 0, strategy)
+    epoch = _sum_over_workers(-1 if error else result[1], strategy)
     if error is not None:
         raise error
     if epoch < 0:
@@ -117,7 +126,7 @@ def train_loop(
     optimizer, and calls the callbacks' batch and epoch hooks. Only the chief
     worker runs the callbacks, so checkpoints are written once, except those
     marked `on_every_worker` (`StopOnNonFiniteLoss`, so that all stop
-    together, and `data.DataEpoch`). `initial_epoch` is the
+    together, and `DataEpoch`). `initial_epoch` is the
     number of epochs a restored backup already trained.
 
     Returns:
@@ -148,7 +157,7 @@ def train_loop(
 
         return strategy.reduce("MEAN", strategy.run(replica_step, args=(batch,)), axis=None)
 
-    history = {"loss": []}
+    history: dict[str, list[float]] = {"loss": []}
     for callback in callbacks:
         callback.on_train_begin()
     for epoch in range(initial_epoch, epochs):

@@ -7,10 +7,23 @@ weight decay 0.05 (none on biases, norms, tokens and position tables),
 half-cycle cosine decay per step.
 """
 
+import math
+
 import keras
 from keras import ops
 
-from .schedules import WarmupCosineDecay, scaled_learning_rate
+__all__ = [
+    "FINETUNE_BASE_LR",
+    "LayerDecayAdamW",
+    "NO_WEIGHT_DECAY",
+    "PRETRAIN_BASE_LR",
+    "PROBE_BASE_LR",
+    "WarmupCosineDecay",
+    "classifier_optimizer",
+    "layer_decay_multipliers",
+    "mae_optimizer",
+    "scaled_learning_rate",
+]
 
 # Variable names (the last path component) that get no weight decay.
 NO_WEIGHT_DECAY = (
@@ -25,6 +38,52 @@ NO_WEIGHT_DECAY = (
 PRETRAIN_BASE_LR = 1.5e-4
 FINETUNE_BASE_LR = 5e-4  # MAE, ViT-B (1e-3 for ViT-L/H)
 PROBE_BASE_LR = 0.1
+
+
+def scaled_learning_rate(base_lr, batch_size):
+    """The linear scaling rule `base_lr * batch_size / 256`."""
+    return base_lr * batch_size / 256
+
+
+@keras.saving.register_keras_serializable(package="tfvitmae")
+class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup from 0 to `peak_lr`, then half-cycle cosine to `min_lr`.
+
+    Args:
+        peak_lr: Learning rate at the end of the warmup.
+        warmup_steps: Steps of linear warmup.
+        total_steps: Steps in all; the rate reaches `min_lr` here.
+        min_lr: Final learning rate.
+    """
+
+    def __init__(self, peak_lr, warmup_steps, total_steps, min_lr=0.0):
+        if total_steps < 1 or warmup_steps < 0 or warmup_steps > total_steps:
+            raise ValueError(
+                f"Need 0 <= warmup_steps <= total_steps and total_steps >= 1, "
+                f"received warmup_steps={warmup_steps}, total_steps={total_steps}"
+            )
+        self.peak_lr = float(peak_lr)
+        self.warmup_steps = int(warmup_steps)
+        self.total_steps = int(total_steps)
+        self.min_lr = float(min_lr)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        warmup = self.peak_lr * step / max(self.warmup_steps, 1)
+        progress = (step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1)
+        progress = ops.clip(progress, 0.0, 1.0)
+        cosine = self.min_lr + (self.peak_lr - self.min_lr) * 0.5 * (
+            1.0 + ops.cos(math.pi * progress)
+        )
+        return ops.where(step < self.warmup_steps, warmup, cosine)
+
+    def get_config(self):
+        return dict(
+            peak_lr=self.peak_lr,
+            warmup_steps=self.warmup_steps,
+            total_steps=self.total_steps,
+            min_lr=self.min_lr,
+        )
 
 
 @keras.saving.register_keras_serializable(package="tfvitmae")
@@ -114,7 +173,8 @@ def mae_optimizer(
     """
     total = max(1, int(steps_per_epoch * epochs))
     warmup = min(int(steps_per_epoch * warmup_epochs), total)
-    schedule = WarmupCosineDecay(scaled_learning_rate(base_lr, batch_size), warmup, total, min_lr)
+    peak = scaled_learning_rate(base_lr, batch_size)
+    schedule = WarmupCosineDecay(peak, warmup, total, min_lr=min_lr)
     kwargs = dict(learning_rate=schedule, weight_decay=weight_decay, beta_1=beta_1, beta_2=beta_2)
     if layer_decay is None:
         optimizer = keras.optimizers.AdamW(**kwargs)

@@ -1,46 +1,23 @@
 """The MAE recipes as Keras `fit` runs: `pretrain`, and `train_classifier`
-for the linear probe and fine-tuning.
-
-The parts live in their own modules and are re-exported here, where the
-recipe has always been imported from: `schedules`, `optimizers`,
-`callbacks`, `visualization` and `loops`.
-"""
-
-import os
+for the linear probe and fine-tuning."""
 
 import keras
 import tensorflow as tf
 from keras import ops
 
-from .callbacks import (  # noqa: F401
+from .callbacks import (
+    DataEpoch,
     LogLearningRate,
-    NonFiniteLossError,
     ReconstructionCallback,
     SavePretrained,
     StopOnNonFiniteLoss,
 )
-from .data import DataEpoch
-from .loops import is_multi_worker, start_on_chief, train_loop
-from .optimizers import (  # noqa: F401
-    FINETUNE_BASE_LR,
-    NO_WEIGHT_DECAY,
-    PRETRAIN_BASE_LR,
-    PROBE_BASE_LR,
-    LayerDecayAdamW,
-    classifier_optimizer,
-    layer_decay_multipliers,
-    mae_optimizer,
-)
-from .runs import (
-    CSV_LOG,
-    RunBackup,
-    RunConflictError,
-    RunProgress,
-    restore_backup,
-    start_run,
-)
-from .schedules import WarmupCosineDecay, scaled_learning_rate  # noqa: F401
-from .visualization import reconstruct, write_reconstruction_grid  # noqa: F401
+from .distributed import is_multi_worker, train_loop
+from .optimizers import PRETRAIN_BASE_LR, classifier_optimizer, mae_optimizer
+from .runs import check_tensorboard, run_callbacks
+from .runs import run_settings as run_settings_of
+
+__all__ = ["pretrain", "train_classifier"]
 
 
 def _steps_per_epoch(dataset, steps_per_epoch):
@@ -53,67 +30,6 @@ def _steps_per_epoch(dataset, steps_per_epoch):
     if cardinality < 0:
         raise ValueError("The dataset's length is unknown or infinite: pass steps_per_epoch")
     return cardinality
-
-
-def _run_callbacks(model, output_dir, epochs, settings, resume, overwrite, log_dir, verbose):
-    """Start (or resume) the run in `output_dir`.
-
-    Under `MultiWorkerMirroredStrategy` only the chief reads and writes the
-    run's state, and the other workers restore the backup it chose, from the
-    same `output_dir` (which every worker must see: a shared file system).
-
-    Returns:
-        `(callbacks, initial_epoch)`: the run's bookkeeping callbacks (the
-        learning rate in the logs, an atomic backup to resume from, `run.json`
-        progress, the CSV log and, with `log_dir`, TensorBoard), and the epoch
-        the restored backup ends (0 for a fresh run).
-    """
-
-    def start():
-        mode, message = start_run(output_dir, settings, epochs, resume=resume, overwrite=overwrite)
-        initial_epoch = 0
-        if mode == "resume":
-            initial_epoch, path = restore_backup(model, output_dir)
-            restored = f"weights and optimizer restored from {path}" if path else "no backup yet"
-            message += f" ({restored})"
-        return message, initial_epoch
-
-    def restore(epoch):
-        try:
-            restore_backup(model, output_dir, epoch)
-        except RunConflictError as e:
-            raise RunConflictError(
-                f"{e}. The chief worker resumes from it: every worker must see "
-                f"{output_dir} (put it on a file system they share)"
-            ) from None
-
-    if is_multi_worker(tf.distribute.get_strategy()):
-        message, initial_epoch = start_on_chief(model, start, restore)
-    else:
-        message, initial_epoch = start()
-    if verbose and message:
-        print(message)
-    callbacks = [
-        LogLearningRate(),
-        RunBackup(output_dir),
-        RunProgress(output_dir, epochs),
-        # A fresh run has no log yet (start_run refuses or clears one), a resumed one adds to it.
-        keras.callbacks.CSVLogger(os.path.join(output_dir, CSV_LOG), append=True),
-    ]
-    if log_dir:
-        _check_tensorboard()
-        callbacks.append(keras.callbacks.TensorBoard(log_dir))
-    return callbacks, initial_epoch
-
-
-def _check_tensorboard():
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        raise ImportError(
-            "TensorBoard logging needs the tensorboard package: pip install tensorboard "
-            "(or tfvitmae[tensorboard])"
-        ) from None
 
 
 def pretrain(
@@ -178,28 +94,37 @@ def pretrain(
     steps_per_epoch = _steps_per_epoch(dataset, steps_per_epoch)
     base_lr = PRETRAIN_BASE_LR if base_lr is None else base_lr
     optimizer = mae_optimizer(
-        batch_size, steps_per_epoch, epochs, warmup_epochs, base_lr, weight_decay
+        batch_size,
+        steps_per_epoch,
+        epochs,
+        warmup_epochs=warmup_epochs,
+        base_lr=base_lr,
+        weight_decay=weight_decay,
     )
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
-    settings = dict(
-        model_config=model.config.to_dict(),
-        image_processor=model.image_processor.to_dict(),
+    recipe = dict(
         batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,
         base_lr=base_lr,
         warmup_epochs=warmup_epochs,
         weight_decay=weight_decay,
-        **(run_settings or {}),
     )
     all_callbacks = [
         DataEpoch(dataset),  # a resumed run sees the data of the epochs it resumes
         StopOnNonFiniteLoss(checkpoint_hint=output_dir),
         SavePretrained(output_dir),
     ]
-    run_callbacks, initial_epoch = _run_callbacks(
-        model, output_dir, epochs, settings, resume, overwrite, log_dir, verbose
+    bookkeeping, initial_epoch = run_callbacks(
+        model,
+        output_dir,
+        epochs=epochs,
+        settings=run_settings_of(model, recipe, run_settings),
+        resume=resume,
+        overwrite=overwrite,
+        log_dir=log_dir,
+        verbose=verbose,
     )
-    all_callbacks += run_callbacks
+    all_callbacks += bookkeeping
     if reconstruction_images is not None:
         all_callbacks.append(
             ReconstructionCallback(
@@ -213,7 +138,13 @@ def pretrain(
     if is_multi_worker(tf.distribute.get_strategy()):
         history = keras.callbacks.History()
         history.history = train_loop(
-            model, dataset, epochs, steps_per_epoch, all_callbacks, verbose, initial_epoch
+            model,
+            dataset,
+            epochs,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=all_callbacks,
+            verbose=verbose,
+            initial_epoch=initial_epoch,
         )
         return history
     return model.fit(
@@ -272,51 +203,45 @@ def train_classifier(
         model,
         batch_size,
         steps_per_epoch,
-        epochs,
-        base_lr,
-        warmup_epochs,
-        weight_decay,
-        layer_decay,
+        epochs=epochs,
+        base_lr=base_lr,
+        warmup_epochs=warmup_epochs,
+        weight_decay=weight_decay,
+        layer_decay=layer_decay,
+    )
+    loss, metrics = _classification_loss(
+        model.num_labels, one_hot_labels=one_hot_labels, label_smoothing=label_smoothing
     )
     if one_hot_labels:
-        loss = keras.losses.CategoricalCrossentropy(
-            from_logits=True, label_smoothing=label_smoothing
-        )
-        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    elif label_smoothing:
-        loss = _SparseSmoothedCrossentropy(model.num_labels, label_smoothing)
-        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    else:
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    if one_hot_labels and isinstance(validation_data, tf.data.Dataset):
-        if validation_data.element_spec[1].shape.rank == 1:  # integer labels
-            depth = model.num_labels
-            validation_data = validation_data.map(lambda x, y: (x, tf.one_hot(y, depth)))
+        validation_data = _one_hot(validation_data, model.num_labels)
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
     callbacks = [DataEpoch(train_data), StopOnNonFiniteLoss(checkpoint_hint=output_dir)]
     initial_epoch = 0
     if output_dir:
-        settings = dict(
-            model_config=model.config.to_dict(),
-            image_processor=model.image_processor.to_dict(),
-            num_labels=model.num_labels,
-            pooling=model.pooling,
-            linear_probe=model.linear_probe,
+        recipe = dict(
             batch_size=batch_size,
             steps_per_epoch=steps_per_epoch,
             base_lr=base_lr,
-            label_smoothing=label_smoothing,
+            warmup_epochs=warmup_epochs,
+            weight_decay=weight_decay,
             layer_decay=layer_decay,
-            **(run_settings or {}),
+            label_smoothing=label_smoothing,
+            one_hot_labels=one_hot_labels,
         )
         callbacks.append(SavePretrained(output_dir))
-        run_callbacks, initial_epoch = _run_callbacks(
-            model, output_dir, epochs, settings, resume, overwrite, log_dir, verbose
+        bookkeeping, initial_epoch = run_callbacks(
+            model,
+            output_dir,
+            epochs=epochs,
+            settings=run_settings_of(model, recipe, run_settings),
+            resume=resume,
+            overwrite=overwrite,
+            log_dir=log_dir,
+            verbose=verbose,
         )
-        callbacks += run_callbacks
+        callbacks += bookkeeping
     elif log_dir:
-        _check_tensorboard()
+        check_tensorboard()
         callbacks += [LogLearningRate(), keras.callbacks.TensorBoard(log_dir)]
     return model.fit(
         train_data,
@@ -328,6 +253,28 @@ def train_classifier(
         verbose=verbose,
         shuffle=False,
     )  # the dataset shuffles itself
+
+
+def _classification_loss(num_labels, *, one_hot_labels, label_smoothing):
+    """`(loss, metrics)` for integer or one-hot (MixUp/CutMix) labels."""
+    if one_hot_labels:
+        loss = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=label_smoothing
+        )
+        return loss, [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    if label_smoothing:
+        loss = _SparseSmoothedCrossentropy(num_labels, label_smoothing)
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return loss, [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+
+def _one_hot(validation_data, depth):
+    """Validation batches with integer labels made one-hot, like the training labels."""
+    if isinstance(validation_data, tf.data.Dataset):
+        if validation_data.element_spec[1].shape.rank == 1:  # integer labels
+            return validation_data.map(lambda x, y: (x, tf.one_hot(y, depth)))
+    return validation_data
 
 
 class _SparseSmoothedCrossentropy(keras.losses.Loss):

@@ -19,9 +19,24 @@ import shutil
 import warnings
 
 import keras
+import tensorflow as tf
 
-from .callbacks import weights_are_finite
-from .files import atomic_write_text, finish_commits, publish_dir, read_json, staging_dir
+from ..utils.files import atomic_write_text, finish_commits, publish_dir, read_json, staging_dir
+from .callbacks import LogLearningRate, weights_are_finite
+from .distributed import is_multi_worker, start_on_chief
+
+__all__ = [
+    "CSV_LOG",
+    "RunBackup",
+    "RunConflictError",
+    "RunProgress",
+    "check_tensorboard",
+    "read_run",
+    "restore_backup",
+    "run_callbacks",
+    "run_settings",
+    "start_run",
+]
 
 RUN_FILE = "run.json"
 BACKUP_DIR = "backup"
@@ -260,3 +275,80 @@ class RunProgress(keras.callbacks.Callback):
         record = read_run(self.output_dir) or {}
         if record.get("epochs_done", 0) >= self.epochs:
             self._update(finished=True)
+
+
+def run_settings(model, recipe: dict, extra: dict | None = None) -> dict:
+    """The settings that make a rerun in the same `output_dir` the same run:
+    the model (its config, its preprocessing and, for a classifier, its
+    head), every argument of the recipe, and `extra` (the data, the seed, ...).
+    `pretrain` and `train_classifier` both record theirs through here."""
+    settings = dict(
+        model_config=model.config.to_dict(), image_processor=model.image_processor.to_dict()
+    )
+    for name in ("num_labels", "pooling", "linear_probe"):  # a classifier's head
+        if hasattr(model, name):
+            settings[name] = getattr(model, name)
+    return {**settings, **recipe, **(extra or {})}
+
+
+def run_callbacks(
+    model, output_dir, *, epochs, settings, resume=None, overwrite=False, log_dir=None, verbose=1
+):
+    """Start (or resume) the run in `output_dir`.
+
+    Under `MultiWorkerMirroredStrategy` only the chief reads and writes the
+    run's state, and the other workers restore the backup it chose, from the
+    same `output_dir` (which every worker must see: a shared file system).
+
+    Returns:
+        `(callbacks, initial_epoch)`: the run's bookkeeping callbacks (the
+        learning rate in the logs, an atomic backup to resume from, `run.json`
+        progress, the CSV log and, with `log_dir`, TensorBoard), and the epoch
+        the restored backup ends (0 for a fresh run).
+    """
+
+    def start():
+        mode, message = start_run(output_dir, settings, epochs, resume=resume, overwrite=overwrite)
+        initial_epoch = 0
+        if mode == "resume":
+            initial_epoch, path = restore_backup(model, output_dir)
+            restored = f"weights and optimizer restored from {path}" if path else "no backup yet"
+            message += f" ({restored})"
+        return message, initial_epoch
+
+    def restore(epoch):
+        try:
+            restore_backup(model, output_dir, epoch)
+        except RunConflictError as e:
+            raise RunConflictError(
+                f"{e}. The chief worker resumes from it: every worker must see "
+                f"{output_dir} (put it on a file system they share)"
+            ) from None
+
+    if is_multi_worker(tf.distribute.get_strategy()):
+        message, initial_epoch = start_on_chief(model, start, restore)
+    else:
+        message, initial_epoch = start()
+    if verbose and message:
+        print(message)
+    callbacks = [
+        LogLearningRate(),
+        RunBackup(output_dir),
+        RunProgress(output_dir, epochs),
+        # A fresh run has no log yet (start_run refuses or clears one), a resumed one adds to it.
+        keras.callbacks.CSVLogger(os.path.join(output_dir, CSV_LOG), append=True),
+    ]
+    if log_dir:
+        check_tensorboard()
+        callbacks.append(keras.callbacks.TensorBoard(log_dir))
+    return callbacks, initial_epoch
+
+
+def check_tensorboard():
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            "TensorBoard logging needs the tensorboard package: pip install tensorboard "
+            "(or tfvitmae[tensorboard])"
+        ) from None

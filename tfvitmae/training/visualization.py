@@ -7,11 +7,23 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from .files import atomic_write
+from ..utils.files import atomic_write
+
+__all__ = [
+    "COLUMN_TITLES",
+    "reconstruct",
+    "reconstruction_grid",
+    "write_png",
+    "write_reconstruction_grid",
+]
 
 
-def reconstruct(model, pixel_values, seed=0, noise=None):
+def reconstruct(model, pixel_values, seed: int = 0, noise=None) -> tuple:
     """Run a `TFViTMAEForPreTraining` and return display-ready arrays.
+
+    The mask comes from `model.reconstruct`: `seed` gives the masks that
+    `predict_images(..., seed=seed)` and the SavedModel's
+    `reconstruct_with_seed` give for the same images (`noise`, if given, wins).
 
     Returns:
         `(masked, reconstruction, pasted)`, each channels-last float in the
@@ -20,33 +32,26 @@ def reconstruct(model, pixel_values, seed=0, noise=None):
         visible patches replaced by the input's.
     """
     pixel_values = np.asarray(pixel_values, "float32")
-    if noise is None:
-        noise = (
-            np.random.default_rng(seed)
-            .random((len(pixel_values), model.config.num_patches))
-            .astype("float32")
-        )
-    out = model(pixel_values, noise=noise)
-    height, width = (
-        pixel_values.shape[2:] if model.data_format == "channels_first" else pixel_values.shape[1:3]
-    )
-    visible = model.patchify(pixel_values) * (1.0 - out.mask[..., None])
+    out = model.reconstruct(pixel_values, noise=noise, seed=None if noise is not None else seed)
+    height, width = model.check_pixel_values(pixel_values).shape[1:3]
+    visible = model.patchify(pixel_values) * (1.0 - out["mask"][..., None])
 
     def channels_last(x):
-        x = np.asarray(x)
-        return np.transpose(x, (0, 2, 3, 1)) if model.data_format == "channels_first" else x
+        return np.asarray(model.to_channels_last(x))
 
     return (
         channels_last(model.unpatchify(visible, (height, width))),
-        channels_last(model.reconstruct_image(pixel_values, out.logits)),
-        channels_last(model.reconstruct_image(pixel_values, out.logits, out.mask)),
+        channels_last(out["predicted_image"]),
+        channels_last(out["reconstructed_image"]),
     )
 
 
 COLUMN_TITLES = ("original", "masked", "reconstruction", "reconstruction + visible")
 
 
-def reconstruction_grid(model, pixel_values, processor=None, seed=0, titles=True):
+def reconstruction_grid(
+    model, pixel_values, *, processor=None, seed: int = 0, titles: bool = True
+) -> np.ndarray:
     """The original / masked / reconstruction / pasted grid as a uint8
     `(height, width, channels)` image, one row per input image.
 
@@ -103,7 +108,7 @@ def _title_row(titles, tile_width, gap):
                 lines[-1] = candidate
         lines_per_title.append(lines)
     line_height = font.getbbox("Ag")[3] + 2
-    height = line_height * max(map(len, lines_per_title)) + 4
+    height = int(line_height * max(map(len, lines_per_title)) + 4)
     image = Image.new("L", (len(titles) * (tile_width + gap), height), 255)
     draw = ImageDraw.Draw(image)
     for column, lines in enumerate(lines_per_title):
@@ -125,6 +130,9 @@ def write_png(path, image):
     return atomic_write(path, write)
 
 
-def write_reconstruction_grid(model, pixel_values, path, processor=None, seed=0, titles=True):
+def write_reconstruction_grid(
+    model, pixel_values, path, *, processor=None, seed: int = 0, titles: bool = True
+) -> str:
     """Write `reconstruction_grid` as a PNG at `path`; returns `path`."""
-    return write_png(path, reconstruction_grid(model, pixel_values, processor, seed, titles))
+    grid = reconstruction_grid(model, pixel_values, processor=processor, seed=seed, titles=titles)
+    return write_png(path, grid)

@@ -18,6 +18,18 @@ import os
 import shutil
 import tempfile
 
+__all__ = [
+    "COMMIT_PLAN",
+    "atomic_write",
+    "atomic_write_text",
+    "check_folder_path",
+    "commit_files",
+    "finish_commits",
+    "publish_dir",
+    "read_json",
+    "staging_dir",
+]
+
 
 def check_folder_path(folder):
     """Raise `NotADirectoryError` if `folder`, or the nearest of its parents

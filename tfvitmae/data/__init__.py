@@ -1,0 +1,39 @@
+"""Images in: the image processor, the `tf.data` pipeline, image folders and
+MAE's augmentation.
+
+- `image_processor.py`: `ViTMAEImageProcessor` (resize, rescale, normalise;
+  `preprocessor_config.json`) and image decoding.
+- `pipeline.py`: `make_dataset`, from folders, file lists, arrays or datasets
+  to batches of `pixel_values`, each pass pinned to its epoch (`set_epoch`).
+- `folders.py`: folder scans, train/validation splits, broken-image checks.
+- `augmentation.py`: random resized crop, flip, MixUp/CutMix, plug-in augmenters.
+"""
+
+from ..utils.lazy import lazy_exports
+
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "IMAGENET_MEAN": "image_processor",
+        "IMAGENET_STD": "image_processor",
+        "ViTMAEImageProcessor": "image_processor",
+        "channel_stats": "image_processor",
+        "decode_image": "image_processor",
+        "load_images": "image_processor",
+        "match_channels": "image_processor",
+        "denormalize": "pipeline",
+        "make_dataset": "pipeline",
+        "normalize": "pipeline",
+        "set_epoch": "pipeline",
+        "find_unreadable": "folders",
+        "list_image_files": "folders",
+        "split_files": "folders",
+        "CROP_RATIO": "augmentation",
+        "CROP_SCALE": "augmentation",
+        "batch_augment": "augmentation",
+        "mixers": "augmentation",
+        "random_flip": "augmentation",
+        "random_resized_crop": "augmentation",
+    },
+    moved={"DataEpoch": "tfvitmae.training.callbacks:DataEpoch"},
+)

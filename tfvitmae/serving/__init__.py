@@ -1,0 +1,27 @@
+"""Serving: the SavedModel export for TensorFlow Serving, and the requests
+its clients send.
+
+- `saved_model.py`: `export_saved_model` (and `ExportMixin`, a model's
+  `export`): signatures for float pixels, encoded images and uint8 arrays.
+- `requests.py`: example inputs, REST bodies, gRPC `PredictRequest`s and
+  warm-up records.
+
+Nothing here imports a model class: the export takes the model and calls its
+own `unmasked_features`, `reconstruct` and `classify`.
+"""
+
+from ..utils.lazy import lazy_exports
+
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "ExportMixin": "saved_model",
+        "export_for_serving": "saved_model",
+        "export_saved_model": "saved_model",
+        "example_inputs": "requests",
+        "predict_request": "requests",
+        "rest_request": "requests",
+        "rest_to_tensors": "requests",
+        "write_warmup_requests": "requests",
+    },
+)
