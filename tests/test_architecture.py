@@ -98,3 +98,49 @@ def test_every_module_declares_its_public_names(module):
     assert names is not None, f"tfvitmae.{module} has no __all__"
     missing = sorted(n for n in names if not hasattr(imported, n))
     assert missing == [], f"tfvitmae.{module}.__all__ names {missing}, which it lacks"
+
+
+def unannotated(path):
+    """`name: [parameters]` of the public functions and methods in `path`
+    that lack an annotation (a parameter's, or the return's)."""
+    found = []
+
+    def visit(node, prefix, public):
+        for item in node.body:
+            if isinstance(item, ast.ClassDef):
+                visit(item, f"{prefix}{item.name}.", public and not item.name.startswith("_"))
+            elif isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and public:
+                if item.name.startswith("_") and item.name not in ("__init__", "__call__"):
+                    continue
+                arguments = item.args.posonlyargs + item.args.args + item.args.kwonlyargs
+                missing = [
+                    a.arg
+                    for a in arguments
+                    if a.annotation is None and a.arg not in ("self", "cls")
+                ]
+                if item.returns is None and item.name != "__init__":
+                    missing.append("return")
+                if missing:
+                    found.append(f"{prefix}{item.name}: {missing}")
+
+    visit(ast.parse(path.read_text()), "", True)
+    return found
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_the_public_api_is_annotated(module):
+    path = PACKAGE.joinpath(*module.split(".")).with_suffix(".py")
+    assert unannotated(path) == []
+
+
+def test_the_annotation_check_sees_what_is_missing(tmp_path):
+    source = tmp_path / "example.py"
+    source.write_text(
+        "def f(a: int, b) -> int: ...\n"
+        "def g(a: int): ...\n"
+        "def _private(a): ...\n"
+        "class C:\n"
+        "    def __init__(self, x): ...\n"
+        "    def method(self, *, y: int = 0) -> None: ...\n"
+    )
+    assert unannotated(source) == ["f: ['b']", "g: ['return']", "C.__init__: ['x']"]

@@ -29,6 +29,12 @@ def test_ci_lints_with_the_dev_extras_ruff():
     assert f'pip install "{pin}" && ruff check . && ruff format --check .' in ci
 
 
+def test_ci_type_checks_with_the_dev_extras_mypy():
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    pin = re.search(r"mypy==[\d.]+", (ROOT / "setup.cfg").read_text()).group(0)
+    assert f'pip install torch==2.13.0 && pip install -e ".[test]" "{pin}" && mypy' in ci
+
+
 def test_core_install_is_lean_and_the_demo_has_its_extra():
     """keras-cv (with tensorflow-datasets, pyarrow and keras-core) and
     scikit-learn (with scipy) are not in every install: keras-cv is a plug-in

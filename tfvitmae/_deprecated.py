@@ -5,15 +5,18 @@ release: `import tfvitmae.layers` still works, warns with a
 
 import importlib
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import sys
 import types
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["MOVED_MODULES", "install"]
 
 # Old module -> the modules that now hold its names, searched in order.
-MOVED_MODULES = {
+MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "activations": ("models.activations",),
     "attention": ("models.layers",),
     "augmentation": ("data.augmentation",),
@@ -48,7 +51,7 @@ MOVED_MODULES = {
 _PACKAGE = __name__.rpartition(".")[0]
 
 
-def _warn(message):
+def _warn(message: str) -> None:
     """Warn at the first frame outside the import machinery: the user's import.
 
     `warnings` itself skips the frozen `importlib._bootstrap` frames when it
@@ -69,11 +72,11 @@ def _warn(message):
 class _MovedModule(types.ModuleType):
     """Stands for an old module: every attribute comes from its new modules."""
 
-    def __init__(self, name, targets):
+    def __init__(self, name: str, targets: tuple[str, ...]) -> None:
         super().__init__(name, f"Moved to {', '.join(targets)}.")
         self.__targets = targets
 
-    def __getattr__(self, attr):
+    def __getattr__(self, attr: str) -> Any:
         if attr.startswith("__"):
             raise AttributeError(attr)
         for target in self.__targets:
@@ -85,7 +88,7 @@ class _MovedModule(types.ModuleType):
             f"attribute {attr!r}"
         )
 
-    def __dir__(self):
+    def __dir__(self) -> list[str]:
         names: set[str] = set()
         for target in self.__targets:
             names.update(getattr(importlib.import_module(target), "__all__", ()))
@@ -93,13 +96,18 @@ class _MovedModule(types.ModuleType):
 
 
 class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, fullname, path=None, target=None):
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None = None,
+        target: types.ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
         prefix, _, old = fullname.rpartition(".")
         if prefix == _PACKAGE and old in MOVED_MODULES:
             return importlib.util.spec_from_loader(fullname, self)
         return None
 
-    def create_module(self, spec):
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
         old = spec.name.rpartition(".")[2]
         targets = tuple(f"{_PACKAGE}.{t}" for t in MOVED_MODULES[old])
         _warn(
@@ -108,11 +116,11 @@ class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         )
         return _MovedModule(spec.name, targets)
 
-    def exec_module(self, module):
+    def exec_module(self, module: types.ModuleType) -> None:
         pass
 
 
-def install():
+def install() -> None:
     """Make the old module paths importable (once per process)."""
     if not any(isinstance(finder, _Finder) for finder in sys.meta_path):
         sys.meta_path.append(_Finder())

@@ -8,10 +8,12 @@ never leaves a partial file.
 
 import json
 import os
+from collections.abc import Mapping
 
 import numpy as np
 
 from ..utils.files import atomic_write
+from ..utils.types import PathLike
 
 __all__ = [
     "CONFIG_NAME",
@@ -154,7 +156,7 @@ def _read_torch(path):
     }
 
 
-def read_keras_weights(path):
+def read_keras_weights(path: PathLike) -> dict[str, list[np.ndarray]]:
     """The variables of a Keras `.weights.h5` file, by layer path.
 
     Keras stores each layer's own variables as `vars/0`, `vars/1`, ... in a
@@ -168,7 +170,7 @@ def read_keras_weights(path):
     """
     import h5py
 
-    layers = {}
+    layers: dict[str, list[np.ndarray]] = {}
     try:
         with h5py.File(path, "r") as f:
 
@@ -218,7 +220,7 @@ def _read_tf_legacy(path):
     return state
 
 
-def read_checkpoint(path):
+def read_checkpoint(path: PathLike) -> dict[str, np.ndarray]:
     """`{name: numpy array}` from a safetensors (or index), `.bin`/`.pth` or `tf_model.h5` file."""
     if not os.path.isfile(path):
         raise CheckpointError(f"No checkpoint file at {path}")
@@ -236,7 +238,7 @@ def read_checkpoint(path):
     )
 
 
-def write_safetensors(state, path):
+def write_safetensors(state: Mapping[str, np.ndarray], path: PathLike) -> None:
     """Write `state` to `path` atomically (temporary file, then rename)."""
     from safetensors.numpy import save_file
 
@@ -244,7 +246,7 @@ def write_safetensors(state, path):
     atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata={"format": "pt"}))
 
 
-def write_torch_bin(state, path):
+def write_torch_bin(state: Mapping[str, np.ndarray], path: PathLike) -> None:
     import torch
 
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}

@@ -17,11 +17,13 @@ to disk passes through it.
 import json
 import os
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import keras
+import numpy as np
 
 from ..utils.files import commit_files, finish_commits, read_json, staging_dir
+from ..utils.types import PathLike
 from .formats import (
     CONFIG_NAME,
     KERAS_WEIGHTS_NAME,
@@ -38,6 +40,9 @@ from .formats import (
 )
 from .state_dicts import LoadReport, keras_state, load_state_dict, to_state_dict
 from .weight_names import detect_format, mae_config_values
+
+if TYPE_CHECKING:
+    from huggingface_hub import CommitInfo
 
 __all__ = [
     "HUB_OPTIONS",
@@ -61,14 +66,17 @@ PYTORCH_ARCHITECTURES = {
     "TFViTMAEForImageClassification": "ViTForImageClassification",
 }
 REGISTRY_PACKAGE = "tfvitmae"
+_Model = TypeVar("_Model", bound="HubMixin")
 
 
-def _is_local(name):
+def _is_local(name: str) -> bool:
     """Whether `name` reads as a path rather than a Hub repo id (`org/name`)."""
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
-def _download(repo_id, filename, *, hub_kwargs, unreachable):
+def _download(
+    repo_id: str, filename: str, *, hub_kwargs: dict[str, Any], unreachable: list[str]
+) -> str | None:
     """A file of a Hub repo (from the cache when offline), or None if it is not
     there. Files that only the unreachable Hub could tell about are added to
     `unreachable`."""
@@ -92,12 +100,14 @@ def _download(repo_id, filename, *, hub_kwargs, unreachable):
         return None
 
 
-def resolve_files(name_or_path: str, **hub_options) -> tuple:
+def resolve_files(name_or_path: str, **hub_options: Any) -> tuple[str | None, str]:
     """`(config_path or None, weights_path)` for a directory, a file or a Hub
     repo id. `hub_options`: any of `HUB_OPTIONS`, for Hub ids."""
     if os.path.exists(name_or_path):
         folder = name_or_path if os.path.isdir(name_or_path) else os.path.dirname(name_or_path)
         _finish_interrupted_saves(os.path.abspath(folder))
+    config: str | None  # (`_download` gives None for a file the Hub repo lacks)
+    path: str | None
     if os.path.isfile(name_or_path):
         config = os.path.join(os.path.dirname(os.path.abspath(name_or_path)), CONFIG_NAME)
         return (config if os.path.isfile(config) else None), name_or_path
@@ -149,7 +159,7 @@ def resolve_files(name_or_path: str, **hub_options) -> tuple:
     )
 
 
-def resolve_optional_file(name_or_path: str, filename: str, **hub_options) -> str | None:
+def resolve_optional_file(name_or_path: str, filename: str, **hub_options: Any) -> str | None:
     """The path of `filename` beside a checkpoint (a directory, a file in it, or
     a Hub repo id), or `None` when the checkpoint has none. `hub_options`:
     any of `HUB_OPTIONS`."""
@@ -165,21 +175,21 @@ def resolve_optional_file(name_or_path: str, filename: str, **hub_options) -> st
     )
 
 
-def _check_hub_options(options: dict) -> dict:
+def _check_hub_options(options: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(options) - set(HUB_OPTIONS))
     if unknown:
         raise TypeError(f"Unknown Hub options {unknown}; the options are {list(HUB_OPTIONS)}")
     return dict(options)
 
 
-def registered_class(name):
+def registered_class(name: str) -> type[Any] | None:
     """Our model class called `name` (or the class standing for the PyTorch
     class `name`), from Keras' registry; `None` if there is none."""
     ours = {v: k for k, v in PYTORCH_ARCHITECTURES.items()}.get(name, name)
     return keras.saving.get_registered_object(f"{REGISTRY_PACKAGE}>{ours}")
 
 
-def architecture_class(config, default):
+def architecture_class(config: Any, default: type[Any]) -> type[Any]:
     """The registered class named by `config`'s `architectures`, else `default`."""
     for name in (config.extra.get("architectures") or []) if config else []:
         cls = registered_class(name)
@@ -188,7 +198,7 @@ def architecture_class(config, default):
     return default
 
 
-def read_weights(model, weights_path: str) -> dict:
+def read_weights(model: Any, weights_path: str) -> dict[str, np.ndarray]:
     """`{name: array}` from one resolved weights file, named for `model`.
 
     A Keras `.weights.h5` is read straight from the file; its variables are
@@ -202,7 +212,7 @@ def read_weights(model, weights_path: str) -> dict:
 SAVE_PREFIX = ".tmp-save-"
 
 
-def _finish_interrupted_saves(folder):
+def _finish_interrupted_saves(folder: str) -> None:
     """Complete a `save_pretrained` into `folder` that a kill interrupted
     while moving its files into place, so that they all come from one save."""
     try:
@@ -216,7 +226,7 @@ def _finish_interrupted_saves(folder):
         warnings.warn(f"Completed the interrupted save into {folder} (from {staged})")
 
 
-def _other_weights(directory, keep):
+def _other_weights(directory: str, keep: str) -> list[str]:
     """The stale weight files that `resolve_files` would prefer to the new one."""
     return [
         name
@@ -226,7 +236,7 @@ def _other_weights(directory, keep):
     ]
 
 
-def _save(model, save_directory: str, *, pytorch: bool, safe_serialization: bool) -> list:
+def _save(model: Any, save_directory: str, *, pytorch: bool, safe_serialization: bool) -> list[str]:
     """Write `config.json`, the weights and `preprocessor_config.json`.
 
     All files are written into a staging folder first and then moved into
@@ -242,7 +252,7 @@ def _save(model, save_directory: str, *, pytorch: bool, safe_serialization: bool
     architecture = PYTORCH_ARCHITECTURES.get(class_name, class_name) if pytorch else class_name
     # The model's own rules first: they may refuse (before anything is written).
     extras = model.config_extras(pytorch)
-    state = model.pytorch_state_dict() if pytorch else None
+    state: dict[str, np.ndarray] = model.pytorch_state_dict() if pytorch else {}
     config = model.config.copy(**{"architectures": [architecture], **extras})
     if pytorch:
         weights_name = SAFE_WEIGHTS_NAME if safe_serialization else PT_WEIGHTS_NAME
@@ -282,12 +292,63 @@ class HubMixin:
 
     config_class: Any  # the model's config class, e.g. `ViTMAEConfig`
 
+    @overload
     @classmethod
     def from_pretrained(
-        cls,
-        pretrained_model_name_or_path,
+        cls: type[_Model],
+        pretrained_model_name_or_path: PathLike,
         *,
-        config=None,
+        config: Any = ...,
+        from_pt: bool | None = ...,
+        strict: bool = ...,
+        output_loading_info: Literal[False] = ...,
+        revision: str | None = ...,
+        token: str | bool | None = ...,
+        cache_dir: str | None = ...,
+        local_files_only: bool = ...,
+        force_download: bool = ...,
+        **kwargs: Any,
+    ) -> _Model: ...
+    @overload
+    @classmethod
+    def from_pretrained(
+        cls: type[_Model],
+        pretrained_model_name_or_path: PathLike,
+        *,
+        config: Any = ...,
+        from_pt: bool | None = ...,
+        strict: bool = ...,
+        output_loading_info: Literal[True],
+        revision: str | None = ...,
+        token: str | bool | None = ...,
+        cache_dir: str | None = ...,
+        local_files_only: bool = ...,
+        force_download: bool = ...,
+        **kwargs: Any,
+    ) -> tuple[_Model, LoadReport]: ...
+    @overload
+    @classmethod
+    def from_pretrained(
+        cls: type[_Model],
+        pretrained_model_name_or_path: PathLike,
+        *,
+        config: Any = ...,
+        from_pt: bool | None = ...,
+        strict: bool = ...,
+        output_loading_info: bool = ...,
+        revision: str | None = ...,
+        token: str | bool | None = ...,
+        cache_dir: str | None = ...,
+        local_files_only: bool = ...,
+        force_download: bool = ...,
+        **kwargs: Any,
+    ) -> _Model | tuple[_Model, LoadReport]: ...
+    @classmethod
+    def from_pretrained(
+        cls: type[_Model],
+        pretrained_model_name_or_path: PathLike,
+        *,
+        config: Any = None,
         from_pt: bool | None = None,
         strict: bool = True,
         output_loading_info: bool = False,
@@ -296,8 +357,8 @@ class HubMixin:
         cache_dir: str | None = None,
         local_files_only: bool = False,
         force_download: bool = False,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> _Model | tuple[_Model, LoadReport]:
         """Build the model from a checkpoint directory, weights file or Hub repo id.
 
         The directory (or repo) holds `config.json` and one of: this package's
@@ -362,7 +423,7 @@ class HubMixin:
         report = load_state_dict(model, state, strict=strict, source=os.path.basename(weights_path))
         return (model, report) if output_loading_info else model
 
-    def load_pretrained_weights(self, path, strict: bool = True) -> LoadReport:
+    def load_pretrained_weights(self, path: PathLike, strict: bool = True) -> LoadReport:
         """Load a checkpoint directory or weights file into this model, all or nothing.
 
         Returns:
@@ -374,12 +435,12 @@ class HubMixin:
 
     def save_pretrained(
         self,
-        save_directory,
+        save_directory: PathLike,
         pytorch: bool = False,
         safe_serialization: bool = True,
         push_to_hub: bool = False,
-        **hub_kwargs,
-    ) -> list:
+        **hub_kwargs: Any,
+    ) -> list[str]:
         """Write `config.json`, the weights and `preprocessor_config.json` to
         `save_directory`.
 
@@ -424,7 +485,7 @@ class HubMixin:
         create_pr: bool = False,
         pytorch: bool = False,
         safe_serialization: bool = True,
-    ):
+    ) -> "CommitInfo":
         """Upload what `save_pretrained` writes to the Hub repo `repo_id`."""
         import tempfile
 
@@ -445,15 +506,15 @@ class HubMixin:
 
     # ------------------------------------------- what a checkpoint carries
     @classmethod
-    def init_kwargs_from_config(cls, config) -> dict:
+    def init_kwargs_from_config(cls, config: Any) -> dict[str, Any]:
         """Constructor arguments stored in a saved `config.json` beside the config."""
         return {}
 
-    def config_extras(self, pytorch: bool = False) -> dict:
+    def config_extras(self, pytorch: bool = False) -> dict[str, Any]:
         """Keys `save_pretrained` adds to `config.json` (see `init_kwargs_from_config`)."""
         return {}
 
-    def pytorch_state_dict(self) -> dict:
+    def pytorch_state_dict(self) -> dict[str, np.ndarray]:
         """The weights in the transformers PyTorch layout, as NumPy arrays.
 
         Every PyTorch save (`save_pretrained(pytorch=True)`, `push_to_hub`)

@@ -6,7 +6,9 @@ PyTorch layout; `keras_state` names the arrays of a Keras `.weights.h5`.
 """
 
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -46,13 +48,13 @@ class LoadReport:
     """
 
     format: str
-    loaded: list = field(default_factory=list)
-    missing: list = field(default_factory=list)
-    unexpected: list = field(default_factory=list)
-    mismatched: list = field(default_factory=list)
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     source: str = ""
 
-    def summary(self):
+    def summary(self) -> str:
         lines = [
             f"{len(self.loaded)} variables mapped from {self.source or 'the checkpoint'} "
             f"({self.format} layout)"
@@ -68,7 +70,13 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def load_state_dict(model, state, fmt=None, strict=True, source=""):
+def load_state_dict(
+    model: Any,
+    state: Mapping[str, np.ndarray],
+    fmt: str | None = None,
+    strict: bool = True,
+    source: str = "",
+) -> LoadReport:
     """Assign a checkpoint's arrays to `model`, all or nothing.
 
     Args:
@@ -94,7 +102,8 @@ def load_state_dict(model, state, fmt=None, strict=True, source=""):
     entries = [e for e in everything if e.keras_path in variables]
     other_parts = {n for e in everything if e.keras_path not in variables for n in e.names}
     report = LoadReport(format=fmt, source=source)
-    used, assignments = set(), []
+    used: set[str] = set()
+    assignments: list[tuple[Any, np.ndarray]] = []
     where = f" in {source}" if source else ""
     for entry in entries:
         if any(n not in state for n in entry.names):
@@ -146,7 +155,7 @@ def load_state_dict(model, state, fmt=None, strict=True, source=""):
     return report
 
 
-def to_state_dict(model, fmt="transformers"):
+def to_state_dict(model: Any, fmt: str = "transformers") -> dict[str, np.ndarray]:
     """The model's weights as `{name: numpy array}` in a PyTorch layout.
 
     For `TFViTMAEModel` the names lack the `vit.` prefix, like `ViTMAEModel`.
@@ -154,7 +163,7 @@ def to_state_dict(model, fmt="transformers"):
     if fmt not in ("transformers", "mae"):
         raise ValueError(f"Can only write the 'transformers' or 'mae' layouts, received {fmt!r}")
     variables = keras_variables(model)
-    state = {}
+    state: dict[str, np.ndarray] = {}
     for entry in weight_table(model.config, fmt, parts=model_parts(model)):
         if entry.keras_path not in variables:
             continue
@@ -166,7 +175,7 @@ def to_state_dict(model, fmt="transformers"):
     return state
 
 
-def keras_state(model, layers):
+def keras_state(model: Any, layers: Mapping[str, Sequence[np.ndarray]]) -> dict[str, np.ndarray]:
     """Name the arrays of `formats.read_keras_weights` by variable
     path, giving the `keras` layout that `load_state_dict` reads.
 

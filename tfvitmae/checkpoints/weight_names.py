@@ -23,7 +23,9 @@ separate query/key/value projections of `transformers` versus our fused QKV.
 """
 
 import re
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -59,20 +61,21 @@ __all__ = [
 NONE = "none"
 LINEAR = "linear"  # (out, in) -> (in, out)
 CONV = "conv"  # OIHW -> HWIO
-_PERMUTATIONS = {NONE: None, LINEAR: (1, 0), CONV: (2, 3, 1, 0)}
+_PERMUTATIONS: dict[str, tuple[int, ...] | None] = {NONE: None, LINEAR: (1, 0), CONV: (2, 3, 1, 0)}
+_Value = TypeVar("_Value")
 
 
-def to_keras_layout(array, transform):
+def to_keras_layout(array: np.ndarray, transform: str) -> np.ndarray:
     perm = _PERMUTATIONS[transform]
     return array if perm is None else array.transpose(perm)
 
 
-def to_torch_layout(array, transform):
+def to_torch_layout(array: np.ndarray, transform: str) -> np.ndarray:
     perm = _PERMUTATIONS[transform]
     return array if perm is None else array.transpose(np.argsort(perm))
 
 
-def torch_shape(keras_shape, transform, parts=1):
+def torch_shape(keras_shape: Sequence[int], transform: str, parts: int = 1) -> tuple[int, ...]:
     """Shape of each of `parts` PyTorch tensors fused into a Keras variable."""
     shape = tuple(keras_shape[:-1]) + (keras_shape[-1] // parts,)
     perm = _PERMUTATIONS[transform]
@@ -219,10 +222,10 @@ class Entry:
 
     keras_path: str
     transform: str
-    names: tuple  # one name, or several fused along the last Keras axis
+    names: tuple[str, ...]  # one name, or several fused along the last Keras axis
 
 
-def _expand(name):
+def _expand(name: str) -> tuple[str, ...]:
     """`"a.{q,k}.w"` -> `("a.q.w", "a.k.w")`; a plain name -> `(name,)`."""
     match = re.search(r"\{([^}]*)\}", name)
     if not match:
@@ -232,7 +235,7 @@ def _expand(name):
     )
 
 
-def _legacy_tf_name(torch_name):
+def _legacy_tf_name(torch_name: str) -> str:
     """Hugging Face's TF-port name for a transformers name (`:0` omitted).
 
     `encoder.layer.3` became `encoder/layer_._3`, `decoder_layers.3` stayed
@@ -255,12 +258,14 @@ def _legacy_tf_name(torch_name):
     return "/".join(out)
 
 
-def part_of(keras_path):
+def part_of(keras_path: str) -> str:
     """`"vit"`, `"decoder"` or `"head"`: the model part a Keras path belongs to."""
     return PARTS[keras_path.split("/", 1)[0]]
 
 
-def weight_table(config, fmt="transformers", parts=("vit", "decoder")):
+def weight_table(
+    config: Any, fmt: str = "transformers", parts: Container[str] = ("vit", "decoder")
+) -> list[Entry]:
     """The `Entry` list for the `parts` of a model of `config` in layout `fmt`."""
     if fmt not in FORMATS:
         raise ValueError(f"Unknown checkpoint format {fmt!r}; expected one of {FORMATS}")
@@ -291,7 +296,7 @@ def weight_table(config, fmt="transformers", parts=("vit", "decoder")):
     return entries
 
 
-def detect_format(keys):
+def detect_format(keys: Iterable[str]) -> str:
     """The layout whose names cover most of `keys`."""
     keys = set(keys)
     markers = {
@@ -317,7 +322,7 @@ def detect_format(keys):
     return best
 
 
-def add_model_prefix(state):
+def add_model_prefix(state: dict[str, _Value]) -> dict[str, _Value]:
     """`ViTMAEModel` checkpoints lack the `vit.` prefix of `ViTMAEForPreTraining`."""
     if any(k.startswith(("vit.", "vit/")) for k in state):
         return state
@@ -327,9 +332,9 @@ def add_model_prefix(state):
     return state
 
 
-def canonical_names(state):
+def canonical_names(state: Mapping[str, _Value]) -> dict[str, _Value]:
     """Rename aliased keys (see `ALIASES`) to the table's names."""
-    out = {}
+    out: dict[str, _Value] = {}
     for key, value in state.items():
         for alias, canonical in ALIASES:
             key = key.replace(alias, canonical)
@@ -337,9 +342,9 @@ def canonical_names(state):
     return out
 
 
-def keras_variables(model):
+def keras_variables(model: Any) -> dict[str, Any]:
     """`{path relative to the model: variable}`, e.g. `"vit/layer_0/attention/qkv/kernel"`."""
-    out = {}
+    out: dict[str, Any] = {}
     for variable in model.weights:
         parts = variable.path.split("/")
         for i, part in enumerate(parts):
@@ -349,12 +354,12 @@ def keras_variables(model):
     return out
 
 
-def model_parts(model):
+def model_parts(model: Any) -> tuple[str, ...]:
     """The parts (`"vit"`, `"decoder"`, `"head"`) that `model` has."""
     return tuple(sorted({part_of(path) for path in keras_variables(model)}))
 
 
-def mae_config_values(state: dict, **overrides) -> dict:
+def mae_config_values(state: Mapping[str, np.ndarray], **overrides: Any) -> dict[str, Any]:
     """The `ViTMAEConfig` fields of an original-MAE state dict (which carries no config).
 
     Shapes give every size but the head counts: those come from the published
@@ -363,7 +368,7 @@ def mae_config_values(state: dict, **overrides) -> dict:
     anything else.
     """
 
-    def count(prefix):
+    def count(prefix: str) -> int:
         return len({k.split(".")[1] for k in state if k.startswith(prefix)})
 
     try:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
+from ..utils.types import TensorLike
+
 __all__ = [
     "CROP_RATIO",
     "CROP_SCALE",
@@ -27,9 +29,9 @@ CROP_RATIO = (3 / 4, 4 / 3)
 
 
 def random_resized_crop(
-    image,
+    image: TensorLike,
     image_size: Sequence[int],
-    seed,
+    seed: TensorLike,
     *,
     scale: tuple[float, float] = CROP_SCALE,
     ratio: tuple[float, float] = CROP_RATIO,
@@ -89,7 +91,7 @@ def random_resized_crop(
     return tf.clip_by_value(resized, 0.0, 255.0)
 
 
-def random_flip(image, seed) -> tf.Tensor:
+def random_flip(image: TensorLike, seed: TensorLike) -> tf.Tensor:
     """Flip `image` `(height, width, channels)` left-right with probability
     1/2, drawn statelessly from the shape-(2,) int `seed`."""
     coin = tf.random.stateless_uniform((), seed)

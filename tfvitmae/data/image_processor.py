@@ -11,7 +11,7 @@ weights and in their `.keras` config.
 import json
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -19,9 +19,7 @@ import tensorflow as tf
 from ..checkpoints.formats import PREPROCESSOR_NAME
 from ..checkpoints.hub import resolve_optional_file
 from ..utils.files import atomic_write_text, read_json
-
-if TYPE_CHECKING:
-    from ..models.config import ViTMAEConfig
+from ..utils.types import TensorLike
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -71,7 +69,7 @@ def channel_stats(
     return means, stds
 
 
-def decode_image(contents, num_channels: int = 3) -> tf.Tensor:
+def decode_image(contents: TensorLike, num_channels: int = 3) -> tf.Tensor:
     """Encoded JPEG/PNG/GIF/BMP bytes -> uint8 `(height, width, num_channels)`.
 
     Grayscale, RGBA and RGB inputs are all converted to `num_channels`.
@@ -139,7 +137,7 @@ class ViTMAEImageProcessor:
         self.image_mean, self.image_std = tuple(mean.tolist()), tuple(std.tolist())
 
     @classmethod
-    def for_config(cls, config: "ViTMAEConfig", **overrides: Any) -> "ViTMAEImageProcessor":
+    def for_config(cls, config: Any, **overrides: Any) -> "ViTMAEImageProcessor":
         """The MAE preprocessing for `config`'s image size and channel count."""
         processor = cls(size=config.image_hw, **overrides)
         return processor.with_channels(config.num_channels)
@@ -221,7 +219,7 @@ class ViTMAEImageProcessor:
         """The `tf.image.resize` method of `resample`."""
         return RESAMPLE_METHODS[self.resample]
 
-    def resize(self, images, size: _Size | None = None) -> tf.Tensor:
+    def resize(self, images: TensorLike, size: _Size | None = None) -> tf.Tensor:
         """Resize channels-last images (one or a batch) to `size` (default:
         the processor's); float32 out, clipped to [0, 255], and rounded to
         whole levels for uint8 input (as PIL, which `transformers` uses)."""
@@ -235,7 +233,7 @@ class ViTMAEImageProcessor:
             resized = tf.round(resized)
         return tf.clip_by_value(resized, 0.0, 255.0)
 
-    def normalize(self, images) -> tf.Tensor:
+    def normalize(self, images: TensorLike) -> tf.Tensor:
         """Rescale and normalise (float32 out), without resizing."""
         images = tf.cast(images, tf.float32)
         if self.do_rescale:
@@ -245,7 +243,7 @@ class ViTMAEImageProcessor:
             images = (images - mean) / std
         return images
 
-    def denormalize(self, pixel_values) -> tf.Tensor:
+    def denormalize(self, pixel_values: TensorLike) -> tf.Tensor:
         """The inverse of `normalize`, for display: channels-last float images
         -> uint8 (rounded and clipped)."""
         images = tf.cast(pixel_values, tf.float32)
@@ -256,7 +254,7 @@ class ViTMAEImageProcessor:
             images = images / self.rescale_factor
         return tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
 
-    def preprocess(self, images) -> tf.Tensor:
+    def preprocess(self, images: TensorLike) -> tf.Tensor:
         """uint8 (or float in [0, 255]) channels-last images, one or a batch,
         -> float32 channels-last `pixel_values`. TensorFlow ops only: runs in
         `tf.data`, `tf.function` and SavedModel signatures."""
@@ -265,7 +263,10 @@ class ViTMAEImageProcessor:
         return self.normalize(images)
 
     def __call__(
-        self, images, data_format: str = "channels_first", num_channels: int | None = None
+        self,
+        images: TensorLike,
+        data_format: str = "channels_first",
+        num_channels: int | None = None,
     ) -> dict[str, np.ndarray]:
         """Preprocess file paths, PIL images or uint8 arrays (one, or a list, or
         an `(n, H, W, C)` array) of any sizes.
@@ -292,7 +293,7 @@ class ViTMAEImageProcessor:
         return {"pixel_values": pixels}
 
 
-def load_images(images, num_channels: int = 3) -> list[np.ndarray]:
+def load_images(images: TensorLike, num_channels: int = 3) -> list[np.ndarray]:
     """File paths, PIL images or uint8 arrays -> a list of uint8 `(H, W, num_channels)`.
 
     Accepts one image, a list of them, or an `(n, H, W[, C])` array.

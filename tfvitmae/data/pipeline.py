@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..utils.checks import check_batch_size, check_data_format
+from ..utils.types import TensorLike
 from .augmentation import batch_augment, mixers, random_flip, random_resized_crop
 from .folders import find_unreadable, list_image_files
 from .image_processor import (
@@ -62,7 +63,7 @@ def _processor(
 
 
 def normalize(
-    images, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+    images: TensorLike, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
 ) -> tf.Tensor:
     """uint8 (or float in [0, 255]) images -> float32 `(x / 255 - mean) / std`
     (`ViTMAEImageProcessor.normalize` with these statistics)."""
@@ -70,7 +71,7 @@ def normalize(
 
 
 def denormalize(
-    images, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+    images: TensorLike, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
 ) -> tf.Tensor:
     """Inverse of `normalize` for display: channels-last float images ->
     uint8 in [0, 255] (rounded and clipped)."""

@@ -9,18 +9,24 @@ import copy
 import inspect
 import json
 import os
-from typing import Any
+from typing import Any, TypeGuard, TypeVar, cast
 
 from ..checkpoints.formats import CONFIG_NAME
 from ..utils.files import atomic_write_text, read_json
+from ..utils.types import PathLike
 from .activations import ACTIVATIONS
 
 __all__ = ["PRESETS", "ViTMAEConfig", "as_config"]
 
+# An image or patch size: one side for a square, or `(height, width)` (a list in JSON).
+_Size = int | tuple[int, int] | list[int]
+_Config = TypeVar("_Config", bound="ViTMAEConfig")
 
-def _pair(value):
+
+def _pair(value: _Size) -> tuple[int, int]:
     if isinstance(value, (list, tuple)):
-        return tuple(int(v) for v in value)
+        # A pair once validated (`_is_size`).
+        return cast("tuple[int, int]", tuple(int(v) for v in value))
     return (int(value), int(value))
 
 
@@ -70,9 +76,14 @@ class ViTMAEConfig:
     # and `FIELDS` (every field `from_dict`, `copy` and `from_pretrained`
     # accept by name: the structure, then Hugging Face's output flags) are
     # read from the signature below the class.
-    STRUCTURE: tuple = ()
-    FIELDS: tuple = ()
-    OUTPUT_FLAGS = ("output_attentions", "output_hidden_states", "return_dict", "use_return_dict")
+    STRUCTURE: tuple[str, ...] = ()
+    FIELDS: tuple[str, ...] = ()
+    OUTPUT_FLAGS: tuple[str, ...] = (
+        "output_attentions",
+        "output_hidden_states",
+        "return_dict",
+        "use_return_dict",
+    )
 
     def __init__(
         self,
@@ -85,8 +96,8 @@ class ViTMAEConfig:
         attention_probs_dropout_prob: float = 0.0,
         initializer_range: float = 0.02,
         layer_norm_eps: float = 1e-12,
-        image_size: int | tuple = 224,
-        patch_size: int | tuple = 16,
+        image_size: _Size = 224,
+        patch_size: _Size = 16,
         num_channels: int = 3,
         qkv_bias: bool = True,
         decoder_num_attention_heads: int = 16,
@@ -95,7 +106,7 @@ class ViTMAEConfig:
         decoder_intermediate_size: int = 2048,
         mask_ratio: float = 0.75,
         norm_pix_loss: bool = False,
-        **kwargs,
+        **kwargs: Any,
     ):
         self.hidden_size: int = hidden_size
         self.num_hidden_layers: int = num_hidden_layers
@@ -106,8 +117,8 @@ class ViTMAEConfig:
         self.attention_probs_dropout_prob: float = attention_probs_dropout_prob
         self.initializer_range: float = initializer_range
         self.layer_norm_eps: float = layer_norm_eps
-        self.image_size: int | tuple = image_size
-        self.patch_size: int | tuple = patch_size
+        self.image_size: _Size = image_size
+        self.patch_size: _Size = patch_size
         self.num_channels: int = num_channels
         self.qkv_bias: bool = qkv_bias
         self.decoder_num_attention_heads: int = decoder_num_attention_heads
@@ -125,7 +136,7 @@ class ViTMAEConfig:
             raise ValueError(
                 f"ViTMAEConfig.model_type must be 'vit_mae' or 'vit', received {self.model_type!r}"
             )
-        self.extra: dict = kwargs
+        self.extra: dict[str, Any] = kwargs
         self.validate()
 
     # ------------------------------------------------------------------ checks
@@ -176,34 +187,34 @@ class ViTMAEConfig:
 
     # ------------------------------------------------------------ derived sizes
     @property
-    def image_hw(self):
+    def image_hw(self) -> tuple[int, int]:
         """`(height, width)` of the input images."""
         return _pair(self.image_size)
 
     @property
-    def patch_hw(self):
+    def patch_hw(self) -> tuple[int, int]:
         """`(height, width)` of one patch."""
         return _pair(self.patch_size)
 
     @property
-    def grid_size(self):
+    def grid_size(self) -> tuple[int, int]:
         """`(rows, cols)` of the patch grid."""
         (image_h, image_w), (patch_h, patch_w) = self.image_hw, self.patch_hw
         return image_h // patch_h, image_w // patch_w
 
     @property
-    def num_patches(self):
+    def num_patches(self) -> int:
         rows, cols = self.grid_size
         return rows * cols
 
     @property
-    def patch_dim(self):
+    def patch_dim(self) -> int:
         """Length of one flattened patch, `patch_h * patch_w * num_channels`."""
         patch_h, patch_w = self.patch_hw
         return patch_h * patch_w * self.num_channels
 
     # ------------------------------------------------------------ (de)serialise
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The `config.json` content, Hugging Face compatible."""
         out: dict[str, Any] = {"model_type": self.model_type}
         for name in self.STRUCTURE:
@@ -219,7 +230,7 @@ class ViTMAEConfig:
         return out
 
     @classmethod
-    def from_dict(cls, config_dict, **overrides):
+    def from_dict(cls: type[_Config], config_dict: dict[str, Any], **overrides: Any) -> _Config:
         """Build a config from a dict such as a parsed `config.json`.
 
         `model_type` must be `"vit_mae"`, or `"vit"` (a transformers ViT, e.g.
@@ -241,10 +252,10 @@ class ViTMAEConfig:
         merged.update(overrides)
         return cls(**merged)
 
-    def to_json_string(self):
+    def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
-    def save_pretrained(self, save_directory):
+    def save_pretrained(self, save_directory: PathLike) -> str:
         """Write `config.json` into `save_directory` (created if missing).
 
         The file is written to a temporary name and moved into place, so an
@@ -258,11 +269,13 @@ class ViTMAEConfig:
         return atomic_write_text(os.path.join(save_directory, CONFIG_NAME), self.to_json_string())
 
     @classmethod
-    def from_json_file(cls, path):
+    def from_json_file(cls: type[_Config], path: PathLike) -> _Config:
         return cls.from_dict(read_json(path))
 
     @classmethod
-    def from_pretrained(cls, directory_or_file, **overrides):
+    def from_pretrained(
+        cls: type[_Config], directory_or_file: PathLike, **overrides: Any
+    ) -> _Config:
         """Read a config from a directory holding `config.json`, or a json file."""
         path = directory_or_file
         if os.path.isdir(path):
@@ -278,27 +291,27 @@ class ViTMAEConfig:
         return config
 
     @classmethod
-    def from_preset(cls, name, **overrides):
+    def from_preset(cls: type[_Config], name: str, **overrides: Any) -> _Config:
         """A published size (`"base"`, `"large"`, `"huge"`), optionally changed."""
         if name not in PRESETS:
             raise ValueError(f"Unknown preset {name!r}; expected one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
 
     # --------------------------------------------------------------- python API
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, ViTMAEConfig) and self.to_dict() == other.to_dict()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__} {self.to_json_string()}"
 
-    def copy(self, **overrides):
+    def copy(self: _Config, **overrides: Any) -> _Config:
         """A new config with the given fields changed (and re-validated)."""
         return type(self).from_dict(self.to_dict(), **overrides)
 
 
 # The released MAE sizes (He et al. 2021; `facebook/vit-mae-{base,large,huge}`).
 # The decoder (512 wide, 8 blocks, 16 heads) is the same for every size.
-PRESETS = {
+PRESETS: dict[str, dict[str, int]] = {
     "base": dict(
         hidden_size=768,
         num_hidden_layers=12,
@@ -327,15 +340,15 @@ ViTMAEConfig.STRUCTURE = tuple(inspect.signature(ViTMAEConfig.__init__).paramete
 ViTMAEConfig.FIELDS = ViTMAEConfig.STRUCTURE + ViTMAEConfig.OUTPUT_FLAGS
 
 
-def _is_int(value):
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value):
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _is_size(value):
+def _is_size(value: object) -> bool:
     if isinstance(value, (list, tuple)):
         return len(value) == 2 and all(_is_int(v) and v > 0 for v in value)
     return _is_int(value) and value > 0
@@ -368,7 +381,7 @@ _FIELD_KINDS = {
 }
 
 
-def as_config(config):
+def as_config(config: ViTMAEConfig | dict[str, Any]) -> ViTMAEConfig:
     """`config` as a `ViTMAEConfig`: one is returned as is, a dict is parsed."""
     if isinstance(config, ViTMAEConfig):
         return config

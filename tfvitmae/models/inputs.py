@@ -5,13 +5,22 @@ received. They run at trace time too, so a `tf.function` or SavedModel
 signature fails with the same message as an eager call.
 """
 
+from typing import TYPE_CHECKING
+
 import tensorflow as tf
 from keras import ops
+
+from ..utils.types import TensorLike
+
+if TYPE_CHECKING:
+    from .config import ViTMAEConfig
 
 __all__ = ["check_noise", "check_pixel_values", "head_masks", "unpack_inputs"]
 
 
-def unpack_inputs(pixel_values, noise=None):
+def unpack_inputs(
+    pixel_values: TensorLike | dict[str, TensorLike], noise: TensorLike | None = None
+) -> tuple[TensorLike, TensorLike | None]:
     """`(pixel_values, noise)` from a tensor or a `{"pixel_values", "noise"}`
     dict, the form `fit` feeds dict batches in."""
     if isinstance(pixel_values, dict):
@@ -28,8 +37,12 @@ def unpack_inputs(pixel_values, noise=None):
 
 
 def check_pixel_values(
-    pixel_values, config, *, data_format="channels_first", interpolate_pos_encoding=False
-):
+    pixel_values: TensorLike,
+    config: "ViTMAEConfig",
+    *,
+    data_format: str = "channels_first",
+    interpolate_pos_encoding: bool = False,
+) -> TensorLike:
     """Validate model input images and return them channels-last.
 
     Args:
@@ -93,7 +106,9 @@ def check_pixel_values(
     return pixel_values
 
 
-def check_noise(noise, images, config):
+def check_noise(
+    noise: TensorLike | None, images: TensorLike, config: "ViTMAEConfig"
+) -> TensorLike | None:
     """Validate masking noise for channels-last `images`; float32 or `None`."""
     if noise is None:
         return None
@@ -116,7 +131,9 @@ def check_noise(noise, images, config):
     return ops.cast(noise, "float32")
 
 
-def head_masks(head_mask, num_layers, num_heads):
+def head_masks(
+    head_mask: TensorLike | None, num_layers: int, num_heads: int
+) -> list[TensorLike] | None:
     """Per-block `(num_heads,)` multipliers from a `(num_heads,)` or
     `(num_layers, num_heads)` mask; `None` stays `None`."""
     if head_mask is None:

@@ -8,8 +8,12 @@ traverse them.
 """
 
 from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
 import keras
+
+from ..utils.types import TensorLike
 
 __all__ = [
     "ModelOutput",
@@ -17,6 +21,9 @@ __all__ = [
     "TFViTMAEForPreTrainingOutput",
     "TFViTMAEModelOutput",
 ]
+
+
+_Output = TypeVar("_Output", bound="ModelOutput")
 
 
 def _register(cls):
@@ -29,12 +36,12 @@ def _register(cls):
     return register(cls)
 
 
-class ModelOutput(OrderedDict):
+class ModelOutput(OrderedDict[str, Any]):
     """Base class; subclasses list their field names in `FIELDS`."""
 
     FIELDS: tuple[str, ...] = ()
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         # tf.nest rebuilds mappings as `type(x)(pairs)`, hence the positional form.
         items = OrderedDict(*args, **kwargs)
         unknown = set(items) - set(self.FIELDS)
@@ -44,29 +51,31 @@ class ModelOutput(OrderedDict):
             )
         super().__init__((name, items[name]) for name in self.FIELDS if items.get(name) is not None)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> TensorLike | None:
         if name in type(self).FIELDS:
             return self.get(name)
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: str | int | slice) -> Any:
         if isinstance(key, (int, slice)):
             return self.to_tuple()[key]
         return super().__getitem__(key)
 
-    def to_tuple(self):
+    def to_tuple(self) -> tuple[TensorLike, ...]:
         """The present fields, in declaration order."""
         return tuple(self.values())
 
-    def tree_flatten(self):
+    def tree_flatten(self) -> tuple[tuple[TensorLike, ...], tuple[str, ...]]:
         keys = tuple(self.keys())
         return tuple(self[k] for k in keys), keys
 
     @classmethod
-    def tree_unflatten(cls, keys, values):
+    def tree_unflatten(
+        cls: type[_Output], keys: Iterable[str], values: Iterable[TensorLike]
+    ) -> _Output:
         return cls(zip(keys, values))
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type["ModelOutput"], tuple[list[tuple[str, Any]]]]:
         return (type(self), (list(self.items()),))
 
 
@@ -86,7 +95,13 @@ class TFViTMAEModelOutput(ModelOutput):
             `(batch, num_heads, seq, seq)` tensor per block.
     """
 
-    FIELDS = ("last_hidden_state", "mask", "ids_restore", "hidden_states", "attentions")
+    FIELDS: tuple[str, ...] = (
+        "last_hidden_state",
+        "mask",
+        "ids_restore",
+        "hidden_states",
+        "attentions",
+    )
 
 
 @_register
@@ -99,7 +114,7 @@ class TFViTMAEDecoderOutput(ModelOutput):
         attentions: With `output_attentions`, the decoder's attention probabilities.
     """
 
-    FIELDS = ("logits", "hidden_states", "attentions")
+    FIELDS: tuple[str, ...] = ("logits", "hidden_states", "attentions")
 
 
 @_register
@@ -114,4 +129,11 @@ class TFViTMAEForPreTrainingOutput(ModelOutput):
             `TFViTMAEModelOutput`.
     """
 
-    FIELDS = ("loss", "logits", "mask", "ids_restore", "hidden_states", "attentions")
+    FIELDS: tuple[str, ...] = (
+        "loss",
+        "logits",
+        "mask",
+        "ids_restore",
+        "hidden_states",
+        "attentions",
+    )

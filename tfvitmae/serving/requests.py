@@ -9,9 +9,17 @@ the server does. The gRPC messages need the `tensorflow-serving-api` package.
 
 import base64
 import os
+from collections.abc import Iterable, Mapping
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
+
+from ..utils.types import PathLike, TensorLike
+
+if TYPE_CHECKING:  # an optional package (tensorflow-serving-api)
+    from tensorflow_serving.apis.predict_pb2 import PredictRequest
 
 __all__ = [
     "WARMUP_FILE",
@@ -25,7 +33,9 @@ __all__ = [
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
-def example_inputs(model, signature, batch=1, seed=0):
+def example_inputs(
+    model: Any, signature: str, batch: int = 1, seed: int = 0
+) -> dict[str, np.ndarray]:
     """A small valid request for a signature, as `{input name: numpy array}`."""
     rng = np.random.default_rng(seed)
     c, (h, w) = model.config.num_channels, model.config.image_hw
@@ -44,7 +54,7 @@ def example_inputs(model, signature, batch=1, seed=0):
     return inputs
 
 
-def check_serving_apis():
+def check_serving_apis() -> tuple[ModuleType, ModuleType, ModuleType]:
     try:
         from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
     except ImportError:
@@ -55,7 +65,9 @@ def check_serving_apis():
     return model_pb2, predict_pb2, prediction_log_pb2
 
 
-def predict_request(signature_name, inputs, model_name="vit_mae"):
+def predict_request(
+    signature_name: str, inputs: Mapping[str, TensorLike], model_name: str = "vit_mae"
+) -> "PredictRequest":
     """The gRPC `PredictRequest` a TF Serving client sends (needs `tensorflow-serving-api`).
 
     Args:
@@ -72,7 +84,9 @@ def predict_request(signature_name, inputs, model_name="vit_mae"):
     return request
 
 
-def rest_request(signature_name, inputs, row_format=None):
+def rest_request(
+    signature_name: str, inputs: Mapping[str, TensorLike], row_format: bool | None = None
+) -> dict[str, Any]:
     """The JSON body (a dict) of a TF Serving REST `:predict` request.
 
     Inputs whose names end in `_bytes` are sent as `{"b64": ...}`, as TF
@@ -94,7 +108,7 @@ def rest_request(signature_name, inputs, row_format=None):
             f"{sorted(inputs)}; use row_format=False"
         )
 
-    def to_json(name, value):
+    def to_json(name: str, value: TensorLike) -> Any:
         if name.endswith("_bytes"):  # object, not "S": NumPy's "S" drops trailing zero bytes
             value = np.asarray(value, dtype=object)
             encoded = [{"b64": base64.b64encode(v).decode("ascii")} for v in value.reshape(-1)]
@@ -107,11 +121,11 @@ def rest_request(signature_name, inputs, row_format=None):
     return {"signature_name": signature_name, "inputs": body}
 
 
-def rest_to_tensors(request, signature):
+def rest_to_tensors(request: Mapping[str, Any], signature: Any) -> dict[str, tf.Tensor]:
     """Decode a REST `:predict` body as TF Serving does, into `{input name: tf.Tensor}`
     for `signature` (a function of `tf.saved_model.load(path).signatures`)."""
 
-    def decode(value):
+    def decode(value: Any) -> Any:
         if isinstance(value, dict) and set(value) == {"b64"}:
             return base64.b64decode(value["b64"])
         if isinstance(value, list):
@@ -138,7 +152,9 @@ def rest_to_tensors(request, signature):
     return {k: tf.constant(v, dtype=specs[k].dtype) for k, v in inputs.items()}
 
 
-def write_warmup_requests(saved_model_dir, model, signatures, model_name="vit_mae"):
+def write_warmup_requests(
+    saved_model_dir: PathLike, model: Any, signatures: Iterable[str], model_name: str = "vit_mae"
+) -> str:
     """Write one `PredictRequest` per signature to `assets.extra/tf_serving_warmup_requests`."""
     _, _, prediction_log_pb2 = check_serving_apis()
     path = os.path.join(saved_model_dir, WARMUP_FILE)

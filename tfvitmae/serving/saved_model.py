@@ -33,12 +33,14 @@ Client requests are built in `requests.py`.
 
 import functools
 import os
+from typing import Any
 
 import keras
 import tensorflow as tf
 
 from ..data.image_processor import decode_image
 from ..utils.files import check_folder_path, publish_dir, staging_dir
+from ..utils.types import PathLike
 from .requests import check_serving_apis, write_warmup_requests
 
 __all__ = ["ExportMixin", "export_for_serving", "export_saved_model"]
@@ -163,14 +165,14 @@ class _Signatures:
 
 
 def export_saved_model(
-    model,
-    export_dir,
+    model: keras.Model,
+    export_dir: PathLike,
     *,
     raw_inputs: bool = True,
     warmup: bool = False,
     top_k: int = 5,
     verbose: bool = True,
-) -> list:
+) -> list[str]:
     """Write `model` as a SavedModel for TensorFlow Serving (see the module docstring).
 
     Args:
@@ -221,7 +223,9 @@ def export_saved_model(
     return sorted(endpoints)
 
 
-def export_for_serving(model, export_base, version: int = 1, **kwargs) -> list:
+def export_for_serving(
+    model: keras.Model, export_base: PathLike, version: int = 1, **kwargs: Any
+) -> list[str]:
     """`export_saved_model` into `export_base/version`, TF Serving's layout."""
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise ValueError(f"version must be a non-negative integer, received {version!r}")
@@ -232,7 +236,13 @@ class ExportMixin:
     """`export`: Keras' `Model.export`, with TF Serving's SavedModel as this
     package's own format."""
 
-    def export(self, filepath, format: str = "tf_saved_model", verbose: bool = True, **kwargs):
+    def export(
+        self,
+        filepath: PathLike,
+        format: str = "tf_saved_model",
+        verbose: bool = True,
+        **kwargs: Any,
+    ) -> list[str] | None:
         """Export a SavedModel for TensorFlow Serving (see `serving.saved_model`).
 
         Args:
@@ -242,7 +252,8 @@ class ExportMixin:
             **kwargs: `raw_inputs`, `warmup`, `top_k` of `export_saved_model`.
 
         Returns:
-            The exported signature names.
+            The exported signature names (`None` for the other formats, as
+            `keras.Model.export` returns nothing).
         """
         if format != "tf_saved_model":
             # keras.Model's, next in the model's method order.

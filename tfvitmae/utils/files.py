@@ -17,6 +17,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Collection, Iterable, Iterator
+from typing import Any
+
+from .types import PathLike
 
 __all__ = [
     "COMMIT_PLAN",
@@ -31,7 +35,7 @@ __all__ = [
 ]
 
 
-def check_folder_path(folder):
+def check_folder_path(folder: PathLike) -> None:
     """Raise `NotADirectoryError` if `folder`, or the nearest of its parents
     that exists, is a file (where `makedirs` would only say "File exists")."""
     existing = os.path.abspath(os.fspath(folder))
@@ -47,7 +51,7 @@ COMMIT_PLAN = "commit-plan.json"
 
 
 @contextlib.contextmanager
-def staging_dir(parent, prefix=".tmp-"):
+def staging_dir(parent: PathLike, prefix: str = ".tmp-") -> Iterator[str]:
     """A fresh temporary folder inside `parent` (created if missing), removed
     on exit whatever happens, unless it holds a commit that failed half-way
     (left for `finish_commits`). Move finished files out of it with
@@ -62,7 +66,9 @@ def staging_dir(parent, prefix=".tmp-"):
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def commit_files(staged, folder, names, remove=()):
+def commit_files(
+    staged: PathLike, folder: PathLike, names: Collection[str], remove: Iterable[str] = ()
+) -> list[str]:
     """Move the finished files `names` from the staging folder `staged` into
     `folder`, and delete the files `remove` from it, as one step: the plan is
     written into `staged` first, so that if the moves are interrupted,
@@ -77,7 +83,7 @@ def commit_files(staged, folder, names, remove=()):
     return [os.path.join(folder, name) for name in names]
 
 
-def _carry_out(staged, folder, plan):
+def _carry_out(staged: PathLike, folder: PathLike, plan: dict[str, list[str]]) -> None:
     for name in plan["remove"]:
         with contextlib.suppress(FileNotFoundError):  # gone already (an earlier try)
             os.remove(os.path.join(folder, name))
@@ -87,7 +93,9 @@ def _carry_out(staged, folder, plan):
     shutil.rmtree(staged, ignore_errors=True)
 
 
-def finish_commits(folder, prefix=".tmp-", remove_leftovers=False):
+def finish_commits(
+    folder: PathLike, prefix: str = ".tmp-", remove_leftovers: bool = False
+) -> list[str]:
     """Complete the `commit_files` moves that a kill interrupted in `folder`
     (in its staging folders named `prefix*`), and with `remove_leftovers`
     remove the other staging files and folders, which a killed write left
@@ -96,7 +104,7 @@ def finish_commits(folder, prefix=".tmp-", remove_leftovers=False):
     Returns:
         The staging folders whose commits were completed.
     """
-    finished = []
+    finished: list[str] = []
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
         if not name.startswith(prefix):
             continue
@@ -112,7 +120,7 @@ def finish_commits(folder, prefix=".tmp-", remove_leftovers=False):
     return finished
 
 
-def atomic_write(path, write):
+def atomic_write(path: PathLike, write: Callable[[str], object]) -> str:
     """Call `write(temporary_path)`, then rename the result to `path`.
 
     Args:
@@ -130,17 +138,17 @@ def atomic_write(path, write):
     return path
 
 
-def atomic_write_text(path, text):
+def atomic_write_text(path: PathLike, text: str) -> str:
     """Write `text` (UTF-8) to `path` atomically."""
 
-    def write(tmp):
+    def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
 
     return atomic_write(path, write)
 
 
-def publish_dir(staged, target):
+def publish_dir(staged: PathLike, target: PathLike) -> PathLike:
     """Rename the finished folder `staged` to `target`, which must not exist
     or be empty (TF Serving versions, for instance, are never overwritten)."""
     if os.path.isdir(target):
@@ -149,7 +157,7 @@ def publish_dir(staged, target):
     return target
 
 
-def read_json(path):
+def read_json(path: PathLike) -> Any:
     """The JSON document at `path`; a `ValueError` naming the file if it is not JSON."""
     try:
         with open(path, encoding="utf-8") as f:

@@ -5,11 +5,15 @@ TensorFlow this way, and the `tfvitmae` command starts fast."""
 
 import importlib
 import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
 
 __all__ = ["lazy_exports"]
 
 
-def lazy_exports(package: str, exports: dict, moved: dict | None = None):
+def lazy_exports(
+    package: str, exports: Mapping[str, str], moved: Mapping[str, str] | None = None
+) -> tuple[list[str], Callable[[str], Any], Callable[[], list[str]]]:
     """`(__all__, __getattr__, __dir__)` for the package named `package`.
 
     Args:
@@ -22,7 +26,7 @@ def lazy_exports(package: str, exports: dict, moved: dict | None = None):
     """
     moved = dict(moved or {})
 
-    def __getattr__(name):
+    def __getattr__(name: str) -> Any:
         if name in exports:
             value = getattr(importlib.import_module(f".{exports[name]}", package), name)
         elif name in moved:
@@ -39,7 +43,7 @@ def lazy_exports(package: str, exports: dict, moved: dict | None = None):
         importlib.import_module(package).__dict__[name] = value  # next time, no lookup
         return value
 
-    def __dir__():
+    def __dir__() -> list[str]:
         return sorted(exports)
 
     return sorted(exports), __getattr__, __dir__
