@@ -315,6 +315,7 @@ def test_commands_report_bad_input(image_folder, tiny_checkpoint, tmp_path, caps
                 "float8",
             ]
         )
+    assert "argument --mixed-precision: invalid choice: 'float8'" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ convert

@@ -21,7 +21,7 @@ from tfvitmae.cli.demo import (
     split_digits,
 )
 
-from .helpers import numpy_patchify
+from .helpers import numpy_mae_loss, numpy_patchify
 
 
 def test_digits_are_real_images():
@@ -57,15 +57,18 @@ def test_masked_patch_mse_and_baselines():
     train = rng.normal(size=(5, 1, 32, 32)).astype("float32")
     noise = rng.random((3, config.num_patches)).astype("float32")
     out = model(x, noise=noise)
+    mask = np.asarray(out.mask)
+    # The masked-patch MSE of the model's prediction, in float64 NumPy.
+    model_mse = numpy_mae_loss(x, out.logits, mask, 8, norm_pix_loss=False)
+    assert masked_patch_mse(model, x, noise) == pytest.approx(model_mse, rel=1e-5)
     # With pixel targets the model's own loss is the masked-patch MSE.
-    assert masked_patch_mse(model, x, noise) == pytest.approx(float(out.loss), rel=1e-5)
+    assert float(out.loss) == pytest.approx(model_mse, rel=1e-5)
     baselines = reconstruction_baselines(model, x, noise, train)
     mean_patches = numpy_patchify(np.broadcast_to(train.mean(0), x.shape), 8)
     per_patch = ((mean_patches - numpy_patchify(x, 8)) ** 2).mean(-1)
-    mask = np.asarray(out.mask)
     expected = (per_patch * mask).sum() / mask.sum()
     assert baselines["mean_image"] == pytest.approx(expected, rel=1e-5)
-    assert baselines["untrained"] == pytest.approx(float(out.loss), rel=1e-5)
+    assert baselines["untrained"] == pytest.approx(model_mse, rel=1e-5)
     with pytest.raises(ValueError, match="norm_pix_loss"):
         masked_patch_mse(TFViTMAEForPreTraining(config.copy(norm_pix_loss=True)), x, noise)
 

@@ -175,6 +175,8 @@ def test_seeded_models_mask_alike():
     x = pixels(config)
     masks = [TFViTMAEModel(config, seed=11)(x).mask.numpy() for _ in range(2)]
     np.testing.assert_array_equal(*masks)
+    # ...because of the seed: another one masks otherwise (alike by chance: ~3e-7).
+    assert not np.array_equal(TFViTMAEModel(config, seed=12)(x).mask.numpy(), masks[0])
 
 
 def _attention_layers(model):
@@ -408,7 +410,10 @@ def test_predict_images_features_of_real_photos(tmp_path):
     assert out["cls_features"].shape == out["mean_features"].shape == (3, 32)
     np.testing.assert_allclose(out["cls_features"][1], out["cls_features"][2], atol=1e-6)
     pixel_values = model.image_processor([first])["pixel_values"]
-    hidden = model.vit(np.transpose(pixel_values, (0, 2, 3, 1)), unmasked=True).last_hidden_state
+    # Reference: a model with the same weights that masks nothing by its config.
+    unmasked = TFViTMAEModel(model.config.copy(mask_ratio=0.0))
+    unmasked.set_weights(model.get_weights())
+    hidden = unmasked(pixel_values).last_hidden_state
     assert max_diff(out["cls_features"][0], hidden[0, 0]) < 1e-5
     assert max_diff(out["mean_features"][0], np.mean(hidden[0, 1:], axis=0)) < 1e-5
 
@@ -427,6 +432,27 @@ def test_predict_images_reconstructions_of_real_photos():
     visible = model.patchify(resized[None].astype("float32")).numpy()[0][out["mask"][0] == 0]
     kept = model.patchify(out["reconstruction"][:1].astype("float32")).numpy()[0]
     np.testing.assert_array_equal(kept[out["mask"][0] == 0], visible)
+    # Loss and predicted pixels, recomputed from the model's logits for the same masks
+    # (noise that ranks each image's kept patches first gives its mask back).
+    mask = out["mask"]
+    pixel_values = model.image_processor(images, data_format="channels_last")["pixel_values"]
+    noise = (mask + 0.5 * np.random.default_rng(0).random(mask.shape)).astype("float32")
+    reference = model(pixel_values, noise=noise)
+    np.testing.assert_array_equal(reference.mask, mask)
+    logits = np.asarray(reference.logits, np.float64)
+    target = numpy_patchify(np.transpose(pixel_values, (0, 3, 1, 2)).astype(np.float64), 8)
+    per_patch = ((logits - target) ** 2).mean(-1)
+    np.testing.assert_allclose(out["loss"], (per_patch * mask).sum(1) / mask.sum(1), rtol=1e-4)
+    channel = np.arange(logits.shape[-1]) % 3  # patches are (row, col, channel) ordered
+    processor = model.image_processor
+    mean, std = (np.asarray(v)[channel] for v in (processor.image_mean, processor.image_std))
+    levels = np.clip(np.round((logits * std + mean) * 255), 0, 255)
+    as_patches = lambda x: numpy_patchify(np.transpose(x, (0, 3, 1, 2)), 8)  # noqa: E731
+    assert max_diff(as_patches(out["prediction"]), levels) <= 1  # a level, for rounding
+    removed = mask == 1
+    np.testing.assert_array_equal(
+        as_patches(out["reconstruction"])[removed], as_patches(out["prediction"])[removed]
+    )
     # Masks come from (seed, image index), whatever the batching.
     again = model.predict_images(images, batch_size=6, seed=1)
     np.testing.assert_array_equal(again["mask"], out["mask"])

@@ -19,9 +19,16 @@ def test_reconstruct_masks_predicts_and_pastes():
     x, noise = pixels(config), noise_for(config)
     masked, reconstruction, pasted = reconstruct(model, x, noise=noise)
     assert masked.shape == reconstruction.shape == pasted.shape == (2, 32, 32, 3)
-    mask = np.asarray(model(x, noise=noise).mask) == 1
+    out = model(x, noise=noise)
+    mask = np.asarray(out.mask) == 1
     as_patches = lambda images: numpy_patchify(np.transpose(images, (0, 3, 1, 2)), 8)  # noqa: E731
     original = numpy_patchify(x, 8)
+    # norm_pix_loss: the prediction is mapped back with each input patch's own
+    # mean and (unbiased) std, as MAE's visualisation does.
+    mean = original.mean(-1, keepdims=True)
+    std = np.sqrt(original.var(-1, ddof=1, keepdims=True) + 1e-6)
+    predicted = np.asarray(out.logits, np.float64) * std + mean
+    assert max_diff(as_patches(reconstruction), predicted) < 1e-4  # every patch predicted
     assert not as_patches(masked)[mask].any()  # removed patches are blank
     assert max_diff(as_patches(masked)[~mask], original[~mask]) < 1e-6
     assert max_diff(as_patches(pasted)[~mask], original[~mask]) < 1e-5  # visible: the input's
