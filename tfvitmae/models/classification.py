@@ -7,6 +7,7 @@ encoder, `BatchNorm` without affine parameters, then `Dense`) or fine-tune
 
 import os
 import warnings
+from typing import Any
 
 import keras
 import numpy as np
@@ -14,7 +15,8 @@ import tensorflow as tf
 from keras import ops
 
 from ..checkpoints import keras_variables, to_state_dict
-from .config import as_config
+from ..utils.types import PathLike, TensorLike
+from .config import ViTMAEConfig, as_config
 from .inputs import unpack_inputs
 from .vit_mae import TFViTMAEModel, TFViTMAEPreTrainedModel
 
@@ -56,15 +58,15 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
 
     def __init__(
         self,
-        config,
-        num_labels=1000,
-        pooling="cls",
-        linear_probe=False,
-        drop_path_rate=0.0,
-        id2label=None,
-        data_format="channels_first",
-        attn_implementation="sdpa",
-        seed=None,
+        config: ViTMAEConfig | dict,
+        num_labels: int = 1000,
+        pooling: str = "cls",
+        linear_probe: bool = False,
+        drop_path_rate: float = 0.0,
+        id2label: dict | None = None,
+        data_format: str = "channels_first",
+        attn_implementation: str = "sdpa",
+        seed: int | None = None,
         **kwargs,
     ):
         if pooling not in POOLINGS:
@@ -121,14 +123,19 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
             # frozen, it is no longer an optimizer variable Keras warns about.
             self.vit.layernorm.trainable = False
 
-    def build(self, input_shape=None):
+    def build(self, input_shape: tuple | None = None) -> None:
         super().build()
         width = self.config.hidden_size
         for layer in (self.fc_norm, self.probe_norm, self.classifier):
             if layer is not None:
                 layer.build((None, width))
 
-    def features(self, pixel_values, training=False, interpolate_pos_encoding=False):
+    def features(
+        self,
+        pixel_values: TensorLike | dict,
+        training: bool = False,
+        interpolate_pos_encoding: bool = False,
+    ) -> TensorLike:
         """The pooled encoder features `(batch, hidden_size)` the head sees."""
         images = self.check_pixel_values(unpack_inputs(pixel_values)[0], interpolate_pos_encoding)
         encoder_training = training and not self.linear_probe
@@ -142,7 +149,12 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
             return hidden[:, 0]
         return self.fc_norm(ops.mean(hidden[:, 1:], axis=1))
 
-    def call(self, pixel_values, training=False, interpolate_pos_encoding=False):
+    def call(
+        self,
+        pixel_values: TensorLike | dict,
+        training: bool = False,
+        interpolate_pos_encoding: bool = False,
+    ) -> TensorLike:
         features = self.features(
             pixel_values, training=training, interpolate_pos_encoding=interpolate_pos_encoding
         )
@@ -154,7 +166,7 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
         """The class names, by index (`id2label`, else the index as text)."""
         return [self.id2label.get(i, str(i)) for i in range(self.num_labels)]
 
-    def classify(self, pixel_values, top_k: int = 5) -> dict:
+    def classify(self, pixel_values: TensorLike, top_k: int = 5) -> dict:
         """Logits, probabilities and the `top_k` classes of `pixel_values`.
 
         The one implementation behind `predict_images` and the SavedModel's
@@ -191,7 +203,7 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
             "top_k_labels": labels,
         }
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             num_labels=self.num_labels,
@@ -203,7 +215,7 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
 
     # ------------------------------------------------------- checkpoints
     @classmethod
-    def init_kwargs_from_config(cls, config):
+    def init_kwargs_from_config(cls, config: ViTMAEConfig) -> dict[str, Any]:
         id2label = {int(k): v for k, v in config.extra.get("id2label", {}).items()}
         kwargs = dict(
             pooling=config.extra.get("pooling", "cls"),
@@ -213,7 +225,7 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
             kwargs.update(num_labels=len(id2label), id2label=id2label)
         return kwargs
 
-    def config_extras(self, pytorch=False):
+    def config_extras(self, pytorch: bool = False) -> dict[str, Any]:
         labels = self.id2label or {i: f"LABEL_{i}" for i in range(self.num_labels)}
         extras = dict(
             id2label={str(k): v for k, v in labels.items()},
@@ -259,12 +271,12 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
             ),
         )
 
-    def optional_weights(self):
+    def optional_weights(self) -> tuple[str, ...]:
         """Variables a checkpoint may lack: mean pooling never uses the
         encoder's final LayerNorm (timm's `global_pool="avg"` has none)."""
         return ("vit/layernorm/gamma", "vit/layernorm/beta") if self.pooling == "mean" else ()
 
-    def pytorch_state_dict(self):
+    def pytorch_state_dict(self) -> dict[str, np.ndarray]:
         """The weights in a PyTorch layout: transformers'
         `ViTForImageClassification` for CLS pooling, timm's `VisionTransformer`
         (`global_pool="avg"`: `fc_norm`, `head`, no final `norm`) for mean
@@ -285,7 +297,9 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
         return state
 
     @classmethod
-    def from_encoder(cls, encoder, num_labels, **kwargs):
+    def from_encoder(
+        cls, encoder: TFViTMAEPreTrainedModel | PathLike, num_labels: int, **kwargs
+    ) -> "TFViTMAEForImageClassification":
         """A classifier whose encoder weights are copied from a pretrained model.
 
         Args:

@@ -11,12 +11,14 @@ masked-patch loss.
 import math
 import warnings
 import zlib
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from ..utils.types import TensorLike
 from .activations import get_activation
 
 __all__ = [
@@ -48,7 +50,7 @@ __all__ = [
 # ----------------------------------------------------------------------
 
 
-def sub_seed(seed, name):
+def sub_seed(seed: int | None, name: str) -> int | None:
     """A seed for the sub-layer `name` of a layer seeded with `seed`.
 
     Distinct names give distinct, repeatable seeds: two dropouts of the same
@@ -65,7 +67,9 @@ def sub_seed(seed, name):
 # ----------------------------------------------------------------------
 
 
-def sincos_position_table(grid_size, dim, cls_token=True):
+def sincos_position_table(
+    grid_size: tuple[int, int], dim: int, cls_token: bool = True
+) -> np.ndarray:
     """The MAE 2-D sin-cos position table, as float32 NumPy.
 
     The first `dim / 2` channels encode the column (width) coordinate and the
@@ -110,7 +114,7 @@ def _cubic_weights(t, a=-0.75):
     return (far(t + 1), near(t), near(1 - t), far(2 - t))
 
 
-def bicubic_resize_matrix(in_size, out_size):
+def bicubic_resize_matrix(in_size: int, out_size: int) -> np.ndarray:
     """Matrix `R` of shape `(out_size, in_size)` with `R @ x` equal to PyTorch's
     `F.interpolate(mode="bicubic", align_corners=False)` along one axis.
 
@@ -127,7 +131,9 @@ def bicubic_resize_matrix(in_size, out_size):
     return matrix
 
 
-def resize_position_table(table, grid_size, new_grid_size):
+def resize_position_table(
+    table: TensorLike, grid_size: Sequence[int], new_grid_size: Sequence[int]
+) -> TensorLike:
     """Resize a `(1, 1 + rows * cols, dim)` table to a new patch grid.
 
     The CLS row is kept; the patch rows are resized as an image with PyTorch's
@@ -152,7 +158,7 @@ def resize_position_table(table, grid_size, new_grid_size):
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
-def check_attn_implementation(value):
+def check_attn_implementation(value: str) -> str:
     """Return `value` if it is a known attention path, else raise `ValueError`."""
     if value not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(
@@ -218,14 +224,14 @@ class ViTMAEAttention(AttentionSwitch, keras.layers.Layer):
 
     def __init__(
         self,
-        hidden_size,
-        num_heads,
-        qkv_bias=True,
-        attention_dropout=0.0,
-        output_dropout=0.0,
-        initializer_range=0.02,
-        attn_implementation="sdpa",
-        seed=None,
+        hidden_size: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        attention_dropout: float = 0.0,
+        output_dropout: float = 0.0,
+        initializer_range: float = 0.02,
+        attn_implementation: str = "sdpa",
+        seed: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -262,11 +268,17 @@ class ViTMAEAttention(AttentionSwitch, keras.layers.Layer):
             output_dropout, seed=sub_seed(seed, "dropout"), dtype=self.dtype_policy
         )
 
-    def build(self, input_shape=None):
+    def build(self, input_shape: tuple | None = None) -> None:
         self.qkv.build((None, None, self.hidden_size))
         self.output_dense.build((None, None, self.hidden_size))
 
-    def call(self, hidden_states, head_mask=None, output_attentions=False, training=False):
+    def call(
+        self,
+        hidden_states: TensorLike,
+        head_mask: TensorLike | None = None,
+        output_attentions: bool = False,
+        training: bool = False,
+    ) -> tuple[TensorLike, TensorLike | None]:
         batch, length = ops.shape(hidden_states)[0], ops.shape(hidden_states)[1]
         qkv = ops.reshape(
             self.qkv(hidden_states), (batch, length, 3, self.num_heads, self.head_dim)
@@ -308,7 +320,7 @@ class ViTMAEAttention(AttentionSwitch, keras.layers.Layer):
         probs = self._probabilities(logits, query.dtype, head_mask=head_mask, training=training)
         return ops.einsum("bhts,bshd->bthd", probs, value), probs
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             hidden_size=self.hidden_size,
@@ -351,7 +363,7 @@ class PatchEmbedding(keras.layers.Layer):
         `(batch, num_patches, hidden_size)`, patches in row-major order.
     """
 
-    def __init__(self, hidden_size, patch_size, num_channels, **kwargs):
+    def __init__(self, hidden_size: int, patch_size: Sequence[int], num_channels: int, **kwargs):
         super().__init__(**kwargs)
         self.hidden_size = hidden_size
         self.patch_size = tuple(patch_size)
@@ -372,10 +384,10 @@ class PatchEmbedding(keras.layers.Layer):
             dtype=self.dtype_policy,
         )
 
-    def build(self, input_shape=None):
+    def build(self, input_shape: tuple | None = None) -> None:
         self.projection.build((None, None, None, self.num_channels))
 
-    def call(self, images):
+    def call(self, images: TensorLike) -> TensorLike:
         patches = self.projection(images)
         batch = ops.shape(patches)[0]
         # The grid from the images: TensorFlow's eager convolution of an empty
@@ -383,7 +395,7 @@ class PatchEmbedding(keras.layers.Layer):
         rows, cols = images.shape[1] // self.patch_size[0], images.shape[2] // self.patch_size[1]
         return ops.reshape(patches, (batch, rows * cols, self.hidden_size))
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             hidden_size=self.hidden_size, patch_size=self.patch_size, num_channels=self.num_channels
@@ -391,7 +403,12 @@ class PatchEmbedding(keras.layers.Layer):
         return config
 
 
-def masking_noise(seed, batch_size, num_patches: int, start=0):
+def masking_noise(
+    seed: int | TensorLike,
+    batch_size: int | TensorLike,
+    num_patches: int,
+    start: int | TensorLike = 0,
+) -> TensorLike:
     """The masking noise a `seed` stands for: the one way a seed becomes a mask.
 
     Image `start + i` of a batch gets `stateless_uniform((num_patches,),
@@ -437,7 +454,7 @@ class RandomMasking(keras.layers.Layer):
         int32 permutation `(batch, num_patches)` that restores the original order.
     """
 
-    def __init__(self, mask_ratio=0.75, seed=None, **kwargs):
+    def __init__(self, mask_ratio: float = 0.75, seed: int | None = None, **kwargs):
         # No autocast: the noise decides the mask, and rounding it to 16 bits
         # under mixed precision would create ties that reorder patches.
         kwargs.setdefault("autocast", False)
@@ -448,10 +465,12 @@ class RandomMasking(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
 
-    def build(self, input_shape=None):
+    def build(self, input_shape: tuple | None = None) -> None:
         pass
 
-    def call(self, sequence, noise=None, mask_ratio=None):
+    def call(
+        self, sequence: TensorLike, noise: TensorLike | None = None, mask_ratio: float | None = None
+    ) -> tuple[TensorLike, TensorLike, TensorLike]:
         batch, length = ops.shape(sequence)[0], sequence.shape[1]
         ratio = self.mask_ratio if mask_ratio is None else mask_ratio
         len_keep = int(length * (1 - ratio))
@@ -475,7 +494,7 @@ class RandomMasking(keras.layers.Layer):
         mask = ops.cast(ids_restore >= len_keep, "float32")
         return kept, mask, ids_restore
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(mask_ratio=self.mask_ratio, seed=self.seed)
         return config
@@ -496,12 +515,12 @@ class ViTMAEMLP(keras.layers.Layer):
 
     def __init__(
         self,
-        hidden_size,
-        intermediate_size,
-        hidden_act="gelu",
-        dropout=0.0,
-        initializer_range=0.02,
-        seed=None,
+        hidden_size: int,
+        intermediate_size: int,
+        hidden_act: str = "gelu",
+        dropout: float = 0.0,
+        initializer_range: float = 0.02,
+        seed: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -523,15 +542,15 @@ class ViTMAEMLP(keras.layers.Layer):
             dropout, seed=sub_seed(seed, "dropout"), dtype=self.dtype_policy
         )
 
-    def build(self, input_shape=None):
+    def build(self, input_shape: tuple | None = None) -> None:
         self.intermediate.build((None, None, self.hidden_size))
         self.output_dense.build((None, None, self.intermediate_size))
 
-    def call(self, hidden_states, training=False):
+    def call(self, hidden_states: TensorLike, training: bool = False) -> TensorLike:
         hidden_states = self.activation(self.intermediate(hidden_states))
         return self.dropout(self.output_dense(hidden_states), training=training)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             hidden_size=self.hidden_size,
@@ -554,7 +573,7 @@ class DropPath(keras.layers.Layer):
         seed: Seed of the layer's `keras.random.SeedGenerator`.
     """
 
-    def __init__(self, rate=0.0, seed=None, **kwargs):
+    def __init__(self, rate: float = 0.0, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if not 0 <= rate < 1:
             raise ValueError(f"drop path rate must be in [0, 1), received {rate}")
@@ -562,7 +581,7 @@ class DropPath(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
 
-    def call(self, branch, training=False):
+    def call(self, branch: TensorLike, training: bool = False) -> TensorLike:
         if not training or self.rate == 0:
             return branch
         keep = 1.0 - self.rate
@@ -572,7 +591,7 @@ class DropPath(keras.layers.Layer):
         )
         return branch * mask / keep
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(rate=self.rate, seed=self.seed)
         return config
@@ -606,18 +625,18 @@ class ViTMAEBlock(AttentionSwitch, keras.layers.Layer):
 
     def __init__(
         self,
-        hidden_size,
-        num_heads,
-        intermediate_size,
-        hidden_act="gelu",
-        qkv_bias=True,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        layer_norm_eps=1e-12,
-        initializer_range=0.02,
-        attn_implementation="sdpa",
-        drop_path=0.0,
-        seed=None,
+        hidden_size: int,
+        num_heads: int,
+        intermediate_size: int,
+        hidden_act: str = "gelu",
+        qkv_bias: bool = True,
+        hidden_dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        layer_norm_eps: float = 1e-12,
+        initializer_range: float = 0.02,
+        attn_implementation: str = "sdpa",
+        drop_path: float = 0.0,
+        seed: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -668,12 +687,18 @@ class ViTMAEBlock(AttentionSwitch, keras.layers.Layer):
     def _switch_children(self):
         return [self.attention]
 
-    def build(self, input_shape=None):
+    def build(self, input_shape: tuple | None = None) -> None:
         shape = (None, None, self.hidden_size)
         for layer in (self.layernorm_before, self.attention, self.layernorm_after, self.mlp):
             layer.build(shape)
 
-    def call(self, hidden_states, head_mask=None, output_attentions=False, training=False):
+    def call(
+        self,
+        hidden_states: TensorLike,
+        head_mask: TensorLike | None = None,
+        output_attentions: bool = False,
+        training: bool = False,
+    ) -> tuple[TensorLike, TensorLike | None]:
         attended, probs = self.attention(
             self.layernorm_before(hidden_states),
             head_mask=head_mask,
@@ -685,7 +710,7 @@ class ViTMAEBlock(AttentionSwitch, keras.layers.Layer):
         hidden_states = hidden_states + self.drop_path(mlp_out, training=training)
         return hidden_states, probs
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             hidden_size=self.hidden_size,
@@ -712,7 +737,7 @@ class ViTMAEBlock(AttentionSwitch, keras.layers.Layer):
 NORM_PIX_EPS = 1e-6
 
 
-def patchify(images, patch_size):
+def patchify(images: TensorLike, patch_size: tuple[int, int]) -> TensorLike:
     """Channels-last images -> `(batch, num_patches, patch_h * patch_w * channels)`."""
     patch_h, patch_w = patch_size
     _, height, width, channels = images.shape
@@ -722,7 +747,13 @@ def patchify(images, patch_size):
     return ops.reshape(x, (-1, rows * cols, patch_h * patch_w * channels))
 
 
-def unpatchify(patches, patch_size, *, image_size, channels):
+def unpatchify(
+    patches: TensorLike,
+    patch_size: tuple[int, int],
+    *,
+    image_size: tuple[int, int],
+    channels: int,
+) -> TensorLike:
     """Inverse of `patchify`: channels-last images of `image_size = (height, width)`."""
     patch_h, patch_w = patch_size
     height, width = image_size
@@ -732,7 +763,9 @@ def unpatchify(patches, patch_size, *, image_size, channels):
     return ops.reshape(x, (-1, rows * patch_h, cols * patch_w, channels))
 
 
-def patch_targets(images, patch_size, norm_pix_loss):
+def patch_targets(
+    images: TensorLike, patch_size: tuple[int, int], norm_pix_loss: bool
+) -> tuple[TensorLike, tuple[TensorLike, TensorLike] | None]:
     """float32 target patches, and the per-patch `(mean, std)` that
     `norm_pix_loss` normalises them with (`None` without it)."""
     target = patchify(ops.cast(images, "float32"), patch_size)
@@ -745,13 +778,15 @@ def patch_targets(images, patch_size, norm_pix_loss):
     return (target - mean) / std, (mean, std)
 
 
-def per_patch_error(images, logits, patch_size, *, norm_pix_loss):
+def per_patch_error(
+    images: TensorLike, logits: TensorLike, patch_size: tuple[int, int], *, norm_pix_loss: bool
+) -> TensorLike:
     """Mean squared error of each patch's prediction, `(batch, num_patches)`."""
     target, _ = patch_targets(images, patch_size, norm_pix_loss)
     return ops.mean(ops.square(ops.cast(logits, "float32") - target), axis=-1)
 
 
-def masked_mean(per_patch, mask, axis=None):
+def masked_mean(per_patch: TensorLike, mask: TensorLike, axis: int | None = None) -> TensorLike:
     """Mean of `per_patch` over the removed patches (`mask == 1`); 0 when none is."""
     mask = ops.cast(mask, "float32")
     return tf.math.divide_no_nan(ops.sum(per_patch * mask, axis=axis), ops.sum(mask, axis=axis))

@@ -10,6 +10,8 @@ reference is Hugging Face's PyTorch `ViTMAE*` classes.
 """
 
 import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -20,6 +22,7 @@ from ..checkpoints import HubMixin
 from ..data.image_processor import ViTMAEImageProcessor, load_images
 from ..serving import ExportMixin
 from ..utils.checks import check_batch_size, check_data_format
+from ..utils.types import PathLike, TensorLike
 from .config import ViTMAEConfig, as_config
 from .inputs import check_noise, check_pixel_values, head_masks, unpack_inputs
 from .layers import (
@@ -39,6 +42,12 @@ from .layers import (
     unpatchify,
 )
 from .outputs import TFViTMAEDecoderOutput, TFViTMAEForPreTrainingOutput, TFViTMAEModelOutput
+
+if TYPE_CHECKING:
+    import PIL.Image
+
+    # One raw image for `predict_images`: a file path, a uint8 array or a PIL image.
+    _RawImage = PathLike | TensorLike | PIL.Image.Image
 
 __all__ = [
     "CallOptions",
@@ -151,7 +160,7 @@ class ViTMAEEmbeddings(_ConfigLayer):
         `(embeddings, mask, ids_restore)` with embeddings `(batch, 1 + len_keep, hidden)`.
     """
 
-    def __init__(self, config, seed=None, **kwargs):
+    def __init__(self, config: ViTMAEConfig | dict, seed: int | None = None, **kwargs):
         # Inputs keep their dtype (the patch projection casts the images): the
         # masking noise must reach `RandomMasking` in float32.
         kwargs.setdefault("autocast", False)
@@ -168,7 +177,7 @@ class ViTMAEEmbeddings(_ConfigLayer):
             c.mask_ratio, seed=seed, name="random_masking", dtype=self.dtype_policy
         )
 
-    def build(self, input_shape=None):
+    def build(self, input_shape: tuple | None = None) -> None:
         c = self.config
         self.patch_embeddings.build()
         self.cls_token = self.add_weight(
@@ -185,7 +194,13 @@ class ViTMAEEmbeddings(_ConfigLayer):
             name="position_embeddings",
         )
 
-    def call(self, images, noise=None, interpolate_pos_encoding=False, unmasked=False):
+    def call(
+        self,
+        images: TensorLike,
+        noise: TensorLike | None = None,
+        interpolate_pos_encoding: bool = False,
+        unmasked: bool = False,
+    ) -> tuple[TensorLike, TensorLike, TensorLike]:
         embeddings = self.patch_embeddings(images)
         position = ops.cast(self.position_embeddings, embeddings.dtype)
         grid = (
@@ -225,7 +240,14 @@ class ViTMAEEncoder(_ConfigLayer):
         A `TFViTMAEModelOutput`.
     """
 
-    def __init__(self, config, attn_implementation="sdpa", seed=None, drop_path_rate=0.0, **kwargs):
+    def __init__(
+        self,
+        config: ViTMAEConfig | dict,
+        attn_implementation: str = "sdpa",
+        seed: int | None = None,
+        drop_path_rate: float = 0.0,
+        **kwargs,
+    ):
         kwargs.setdefault("autocast", False)  # keep the noise float32 (see ViTMAEEmbeddings)
         super().__init__(config, attn_implementation=attn_implementation, seed=seed, **kwargs)
         c = self.config
@@ -244,12 +266,12 @@ class ViTMAEEncoder(_ConfigLayer):
             epsilon=c.layer_norm_eps, name="layernorm", dtype=self.dtype_policy
         )
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(drop_path_rate=self.drop_path_rate)
         return config
 
-    def build(self, input_shape=None):
+    def build(self, input_shape: tuple | None = None) -> None:
         self.embeddings.build()
         for block in self.blocks:
             block.build()
@@ -257,16 +279,16 @@ class ViTMAEEncoder(_ConfigLayer):
 
     def call(
         self,
-        images,
-        noise=None,
-        head_masks=None,
-        output_attentions=False,
-        output_hidden_states=False,
-        interpolate_pos_encoding=False,
-        training=False,
-        final_norm=True,
-        unmasked=False,
-    ):
+        images: TensorLike,
+        noise: TensorLike | None = None,
+        head_masks: Sequence[TensorLike] | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        interpolate_pos_encoding: bool = False,
+        training: bool = False,
+        final_norm: bool = True,
+        unmasked: bool = False,
+    ) -> TFViTMAEModelOutput:
         hidden_states, mask, ids_restore = self.embeddings(
             images,
             noise=noise,
@@ -307,7 +329,13 @@ class ViTMAEDecoder(_ConfigLayer):
         `(batch, num_patches, patch_h * patch_w * num_channels)`.
     """
 
-    def __init__(self, config, attn_implementation="sdpa", seed=None, **kwargs):
+    def __init__(
+        self,
+        config: ViTMAEConfig | dict,
+        attn_implementation: str = "sdpa",
+        seed: int | None = None,
+        **kwargs,
+    ):
         super().__init__(config, attn_implementation=attn_implementation, seed=seed, **kwargs)
         c = self.config
         init = keras.initializers.TruncatedNormal(stddev=c.initializer_range)
@@ -333,10 +361,10 @@ class ViTMAEDecoder(_ConfigLayer):
         )
 
     @property
-    def blocks(self):
+    def blocks(self) -> list[ViTMAEBlock]:
         return self.decoder_layers
 
-    def build(self, input_shape=None):
+    def build(self, input_shape: tuple | None = None) -> None:
         c = self.config
         self.decoder_embed.build((None, None, c.hidden_size))
         self.mask_token = self.add_weight(
@@ -358,13 +386,13 @@ class ViTMAEDecoder(_ConfigLayer):
 
     def call(
         self,
-        hidden_states,
-        ids_restore,
-        interpolate_pos_encoding=False,
-        output_attentions=False,
-        output_hidden_states=False,
-        training=False,
-    ):
+        hidden_states: TensorLike,
+        ids_restore: TensorLike,
+        interpolate_pos_encoding: bool = False,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        training: bool = False,
+    ) -> TFViTMAEDecoderOutput:
         x = self.decoder_embed(hidden_states)
         batch, num_patches = ops.shape(x)[0], ids_restore.shape[1]
         num_masked = num_patches + 1 - x.shape[1]
@@ -495,7 +523,9 @@ class TFViTMAEPreTrainedModel(HubMixin, ExportMixin, AttentionSwitch, keras.Mode
         return "float32" if compute in ("float16", "bfloat16") else compute
 
     # --------------------------------------------------------------- inputs
-    def check_pixel_values(self, pixel_values, interpolate_pos_encoding: bool = False):
+    def check_pixel_values(
+        self, pixel_values: TensorLike, interpolate_pos_encoding: bool = False
+    ) -> TensorLike:
         """`pixel_values` (in `data_format`) validated and moved channels-last;
         see `inputs.check_pixel_values`."""
         return check_pixel_values(
@@ -505,13 +535,13 @@ class TFViTMAEPreTrainedModel(HubMixin, ExportMixin, AttentionSwitch, keras.Mode
             interpolate_pos_encoding=interpolate_pos_encoding,
         )
 
-    def to_model_layout(self, images):
+    def to_model_layout(self, images: TensorLike) -> TensorLike:
         """Channels-last images in this model's `data_format`."""
         return (
             ops.transpose(images, (0, 3, 1, 2)) if self.data_format == "channels_first" else images
         )
 
-    def to_channels_last(self, images):
+    def to_channels_last(self, images: TensorLike) -> TensorLike:
         """Images in this model's `data_format`, channels-last."""
         return (
             ops.transpose(images, (0, 2, 3, 1)) if self.data_format == "channels_first" else images
@@ -546,7 +576,7 @@ class TFViTMAEPreTrainedModel(HubMixin, ExportMixin, AttentionSwitch, keras.Mode
         return output if use_dict else output.to_tuple()
 
     # ------------------------------------------------------------- outputs
-    def unmasked_features(self, pixel_values) -> dict:
+    def unmasked_features(self, pixel_values: TensorLike) -> dict:
         """The features of the whole, unmasked image, whatever `config.mask_ratio`.
 
         Args:
@@ -563,7 +593,12 @@ class TFViTMAEPreTrainedModel(HubMixin, ExportMixin, AttentionSwitch, keras.Mode
             "mean_features": ops.cast(ops.mean(hidden[:, 1:], axis=1), "float32"),
         }
 
-    def predict_images(self, images, batch_size: int = 32, **kwargs) -> dict:
+    def predict_images(
+        self,
+        images: "_RawImage | Sequence[_RawImage]",
+        batch_size: int = 32,
+        **kwargs,
+    ) -> dict:
         """Run the model on raw images through its `image_processor`.
 
         Args:
@@ -599,7 +634,7 @@ class TFViTMAEPreTrainedModel(HubMixin, ExportMixin, AttentionSwitch, keras.Mode
         return self.unmasked_features(pixel_values)
 
     # ------------------------------------------------------------- training
-    def compile(self, *args, jit_compile="auto", **kwargs) -> None:
+    def compile(self, *args, jit_compile: bool | str = "auto", **kwargs) -> None:
         """Keras' `compile`, with this model's own `jit_compile="auto"`.
 
         Keras' "auto" turns XLA off on a CPU-only machine; here "auto" means
@@ -630,7 +665,7 @@ class TFViTMAEPreTrainedModel(HubMixin, ExportMixin, AttentionSwitch, keras.Mode
         return bool(tf.config.list_logical_devices("GPU"))
 
     # -------------------------------------------------------- serialization
-    def build(self, input_shape=None) -> None:
+    def build(self, input_shape: tuple | None = None) -> None:
         # Every shape is known from the config: build all weights up front so a
         # model can be summarised, saved or loaded into without a dummy call.
         for layer in self._stacks():
@@ -650,7 +685,7 @@ class TFViTMAEPreTrainedModel(HubMixin, ExportMixin, AttentionSwitch, keras.Mode
         }
 
     @classmethod
-    def from_config(cls, config: dict):
+    def from_config(cls, config: dict) -> "TFViTMAEPreTrainedModel":
         config = dict(config)
         config["config"] = ViTMAEConfig.from_dict(config["config"])
         return cls(**config)
@@ -674,7 +709,7 @@ class CallOptions:
         cls,
         config: ViTMAEConfig,
         *,
-        head_mask=None,
+        head_mask: TensorLike | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
@@ -753,15 +788,15 @@ class TFViTMAEModel(TFViTMAEPreTrainedModel):
 
     def call(
         self,
-        pixel_values,
-        noise=None,
-        head_mask=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-        training=False,
-        interpolate_pos_encoding=False,
-    ):
+        pixel_values: TensorLike | dict,
+        noise: TensorLike | None = None,
+        head_mask: TensorLike | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        training: bool = False,
+        interpolate_pos_encoding: bool = False,
+    ) -> TFViTMAEModelOutput | tuple:
         options = self._options(
             head_mask=head_mask,
             output_attentions=output_attentions,
@@ -835,15 +870,15 @@ class TFViTMAEForPreTraining(TFViTMAEPreTrainedModel):
 
     def call(
         self,
-        pixel_values,
-        noise=None,
-        head_mask=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-        training=False,
-        interpolate_pos_encoding=False,
-    ):
+        pixel_values: TensorLike | dict,
+        noise: TensorLike | None = None,
+        head_mask: TensorLike | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        training: bool = False,
+        interpolate_pos_encoding: bool = False,
+    ) -> TFViTMAEForPreTrainingOutput | tuple:
         options = self._options(
             head_mask=head_mask,
             output_attentions=output_attentions,
@@ -869,7 +904,9 @@ class TFViTMAEForPreTraining(TFViTMAEPreTrainedModel):
         return self._return(output, return_dict)
 
     # ------------------------------------------------------ patches and loss
-    def patchify(self, pixel_values, interpolate_pos_encoding: bool = False):
+    def patchify(
+        self, pixel_values: TensorLike, interpolate_pos_encoding: bool = False
+    ) -> TensorLike:
         """Cut images into flattened patches.
 
         Args:
@@ -883,7 +920,11 @@ class TFViTMAEForPreTraining(TFViTMAEPreTrainedModel):
         images = self.check_pixel_values(pixel_values, interpolate_pos_encoding)
         return patchify(images, self.config.patch_hw)
 
-    def unpatchify(self, patchified_pixel_values, original_image_size=None):
+    def unpatchify(
+        self,
+        patchified_pixel_values: TensorLike,
+        original_image_size: tuple[int, int] | None = None,
+    ) -> TensorLike:
         """Inverse of `patchify`.
 
         Args:
@@ -911,14 +952,24 @@ class TFViTMAEForPreTraining(TFViTMAEPreTrainedModel):
         c = self.config
         return per_patch_error(images, logits, c.patch_hw, norm_pix_loss=c.norm_pix_loss)
 
-    def per_example_loss(self, pixel_values, logits, mask, interpolate_pos_encoding: bool = False):
+    def per_example_loss(
+        self,
+        pixel_values: TensorLike,
+        logits: TensorLike,
+        mask: TensorLike,
+        interpolate_pos_encoding: bool = False,
+    ) -> TensorLike:
         """The loss of each image separately, `(batch,)` (for serving and analysis)."""
         images = self.check_pixel_values(pixel_values, interpolate_pos_encoding)
         return masked_mean(self._per_patch_error(images, logits), mask, axis=1)
 
     def reconstruct_image(
-        self, pixel_values, logits, mask=None, interpolate_pos_encoding: bool = False
-    ):
+        self,
+        pixel_values: TensorLike,
+        logits: TensorLike,
+        mask: TensorLike | None = None,
+        interpolate_pos_encoding: bool = False,
+    ) -> TensorLike:
         """Images from predicted patches, in the model's layout and the input's pixel space.
 
         With `norm_pix_loss` the predictions are per-patch normalised; they are
@@ -938,12 +989,25 @@ class TFViTMAEForPreTraining(TFViTMAEPreTrainedModel):
             pred = pred * mask + target * (1.0 - mask)
         return self.unpatchify(pred, tuple(images.shape[1:3]))
 
-    def forward_loss(self, pixel_values, pred, mask, interpolate_pos_encoding: bool = False):
+    def forward_loss(
+        self,
+        pixel_values: TensorLike,
+        pred: TensorLike,
+        mask: TensorLike,
+        interpolate_pos_encoding: bool = False,
+    ) -> TensorLike:
         """The pretraining loss for `pixel_values` (model layout), logits and mask."""
         images = self.check_pixel_values(pixel_values, interpolate_pos_encoding)
         return masked_mean(self._per_patch_error(images, pred), mask)
 
-    def reconstruct(self, pixel_values, *, noise=None, seed=None, start=0) -> dict:
+    def reconstruct(
+        self,
+        pixel_values: TensorLike,
+        *,
+        noise: TensorLike | None = None,
+        seed: int | TensorLike | None = None,
+        start: int | TensorLike = 0,
+    ) -> dict:
         """Mask, encode and decode `pixel_values`, and return the images.
 
         The one implementation behind `predict_images`, the SavedModel's
@@ -988,16 +1052,24 @@ class TFViTMAEForPreTraining(TFViTMAEPreTrainedModel):
         }
 
     # ----------------------------------------------------------- Keras fit
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def compute_loss(
+        self,
+        x: TensorLike | dict | None = None,
+        y: TensorLike | None = None,
+        y_pred: TFViTMAEForPreTrainingOutput | tuple | None = None,
+        sample_weight: TensorLike | None = None,
+        training: bool = True,
+    ) -> TensorLike:
         """The model's own loss (labels, if any, are ignored), plus `self.losses`."""
-        loss = y_pred[0]  # the loss comes first, as a dict or (return_dict=False) a tuple
+        # The loss comes first, as a dict or (return_dict=False) a tuple (Keras passes y_pred).
+        loss = y_pred[0]  # type: ignore[index]
         if self.losses:
             loss = loss + ops.sum([ops.cast(extra, "float32") for extra in self.losses])
         # Keras sums gradients over replicas: each replica contributes 1/N.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return loss / replicas if replicas > 1 else loss
 
-    def predict_step(self, data):
+    def predict_step(self, data: TensorLike | tuple | dict) -> dict[str, TensorLike]:
         """Batch-aligned outputs only: the per-batch scalar `loss` is dropped."""
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         output = self(x, training=False, return_dict=True)

@@ -4,13 +4,20 @@ learning rate, and keep a `make_dataset` pipeline on `fit`'s epoch."""
 
 import math
 import os
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 from keras import ops
 
 from ..data.pipeline import set_epoch
+from ..utils.types import PathLike, TensorLike
 from .visualization import reconstruction_grid, write_png
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from ..data.image_processor import ViTMAEImageProcessor
 
 __all__ = [
     "DataEpoch",
@@ -32,7 +39,7 @@ class EmptyEpochError(ValueError):
     """An epoch ended without a single training batch."""
 
 
-def weights_are_finite(model):
+def weights_are_finite(model: keras.Model) -> bool:
     """Whether every floating-point weight of `model` is finite."""
     return all(
         bool(ops.all(ops.isfinite(w)))
@@ -58,13 +65,13 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
     on_every_worker = True  # train_loop: all workers stop together
 
-    def __init__(self, checkpoint_hint=None):
+    def __init__(self, checkpoint_hint: PathLike | None = None):
         super().__init__()
         self.checkpoint_hint = checkpoint_hint
         self.epoch = 0
         self.batches = 0
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch
         self.batches = 0
 
@@ -76,7 +83,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             return f" The last good checkpoint is in {folder}."
         return f" No checkpoint was saved in {folder}."
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self.batches += 1
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
@@ -85,7 +92,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 f"training stopped. Lower the learning rate or check the inputs.{self._hint()}"
             )
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self.batches == 0:
             raise EmptyEpochError(
                 f"Epoch {epoch + 1} ran no training batch: the dataset yielded nothing (for a "
@@ -117,7 +124,13 @@ class ReconstructionCallback(keras.callbacks.Callback):
     """
 
     def __init__(
-        self, pixel_values, output_dir, every_n_epochs=1, processor=None, seed=0, log_dir=None
+        self,
+        pixel_values: TensorLike,
+        output_dir: PathLike,
+        every_n_epochs: int = 1,
+        processor: "ViTMAEImageProcessor | None" = None,
+        seed: int = 0,
+        log_dir: PathLike | None = None,
     ):
         super().__init__()
         self.pixel_values = np.asarray(pixel_values, "float32")
@@ -126,10 +139,10 @@ class ReconstructionCallback(keras.callbacks.Callback):
         self.processor = processor
         self.seed = seed
         self.log_dir = log_dir
-        self._writer = None
-        self.paths = []
+        self._writer: tf.summary.SummaryWriter | None = None
+        self.paths: list[str] = []
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if (epoch + 1) % self.every_n_epochs:
             return
         path = os.path.join(self.output_dir, f"reconstruction_epoch_{epoch + 1}.png")
@@ -153,7 +166,7 @@ class LogLearningRate(keras.callbacks.Callback):
     """Put the optimizer's current learning rate in the epoch logs (as
     `learning_rate`), so the CSV log and History record it."""
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None and getattr(self.model, "optimizer", None) is not None:
             logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
 
@@ -163,11 +176,11 @@ class SavePretrained(keras.callbacks.Callback):
     latest good weights load with `from_pretrained(directory)`; epochs with a
     non-finite loss or weights are not saved."""
 
-    def __init__(self, directory):
+    def __init__(self, directory: PathLike):
         super().__init__()
         self.directory = directory
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             return  # keep the last good checkpoint
@@ -183,9 +196,9 @@ class DataEpoch(keras.callbacks.Callback):
 
     on_every_worker = True  # train_loop: every worker reads its own pipeline
 
-    def __init__(self, dataset):
+    def __init__(self, dataset: "tf.data.Dataset"):
         super().__init__()
         self.dataset = dataset
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         set_epoch(self.dataset, epoch)

@@ -1,9 +1,15 @@
 """A plain `strategy.run` training loop, for where Keras' `fit` cannot go, and
 how workers of a multi-worker run agree on where it starts."""
 
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
 import keras
 import numpy as np
 import tensorflow as tf
+
+if TYPE_CHECKING:
+    from ..models.vit_mae import TFViTMAEForPreTraining
 
 __all__ = [
     "WorkerStartError",
@@ -14,12 +20,12 @@ __all__ = [
 ]
 
 
-def is_multi_worker(strategy):
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
     """Whether `strategy` spans several workers (where Keras 3 `fit` fails)."""
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
-def is_chief(strategy=None):
+def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
     """Whether this process is the one that writes: the `chief` task if the
     cluster has one, else worker 0 (and any process outside a cluster)."""
     strategy = strategy or tf.distribute.get_strategy()
@@ -65,7 +71,11 @@ class WorkerStartError(RuntimeError):
     """Another worker of a multi-worker run could not start; its own error says why."""
 
 
-def start_on_chief(model, start, restore):
+def start_on_chief(
+    model: keras.Model,
+    start: Callable[[], tuple[str, int]],
+    restore: Callable[[int], object],
+) -> tuple[str, int]:
     """Start a multi-worker run: the chief decides, every worker restores.
 
     The chief alone calls `start()`, which prepares the output directory and
@@ -86,7 +96,7 @@ def start_on_chief(model, start, restore):
         model.optimizer.build(model.trainable_variables)
     _cache_keras_saving_skipset()
     error: Exception | None = None
-    result: tuple = ("", 0)
+    result: tuple[str, int] = ("", 0)
     if chief:
         try:
             result = start()
@@ -115,8 +125,14 @@ def start_on_chief(model, start, restore):
 
 
 def train_loop(
-    model, dataset, epochs, steps_per_epoch=None, callbacks=(), verbose=1, initial_epoch=0
-):
+    model: "TFViTMAEForPreTraining",
+    dataset: tf.data.Dataset,
+    epochs: int,
+    steps_per_epoch: int | None = None,
+    callbacks: Iterable[keras.callbacks.Callback] = (),
+    verbose: int | str = 1,
+    initial_epoch: int = 0,
+) -> dict[str, list[float]]:
     """A plain distributed training loop for a compiled `TFViTMAEForPreTraining`.
 
     Keras 3.15's `fit` fails under `MultiWorkerMirroredStrategy` (its

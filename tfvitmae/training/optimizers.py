@@ -8,9 +8,17 @@ half-cycle cosine decay per step.
 """
 
 import math
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import keras
 from keras import ops
+
+from ..utils.types import TensorLike
+
+if TYPE_CHECKING:
+    from ..models.classification import TFViTMAEForImageClassification
+    from ..models.vit_mae import TFViTMAEPreTrainedModel
 
 __all__ = [
     "FINETUNE_BASE_LR",
@@ -40,7 +48,7 @@ FINETUNE_BASE_LR = 5e-4  # MAE, ViT-B (1e-3 for ViT-L/H)
 PROBE_BASE_LR = 0.1
 
 
-def scaled_learning_rate(base_lr, batch_size):
+def scaled_learning_rate(base_lr: float, batch_size: int) -> float:
     """The linear scaling rule `base_lr * batch_size / 256`."""
     return base_lr * batch_size / 256
 
@@ -56,7 +64,7 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
         min_lr: Final learning rate.
     """
 
-    def __init__(self, peak_lr, warmup_steps, total_steps, min_lr=0.0):
+    def __init__(self, peak_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0):
         if total_steps < 1 or warmup_steps < 0 or warmup_steps > total_steps:
             raise ValueError(
                 f"Need 0 <= warmup_steps <= total_steps and total_steps >= 1, "
@@ -67,7 +75,7 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
         self.total_steps = int(total_steps)
         self.min_lr = float(min_lr)
 
-    def __call__(self, step):
+    def __call__(self, step: TensorLike) -> TensorLike:
         step = ops.cast(step, "float32")
         warmup = self.peak_lr * step / max(self.warmup_steps, 1)
         progress = (step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1)
@@ -77,7 +85,7 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
         )
         return ops.where(step < self.warmup_steps, warmup, cosine)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return dict(
             peak_lr=self.peak_lr,
             warmup_steps=self.warmup_steps,
@@ -103,13 +111,21 @@ class LayerDecayAdamW(keras.optimizers.Adam):
         **kwargs: `keras.optimizers.Adam` arguments.
     """
 
-    def __init__(self, lr_multipliers=None, weight_decay=0.004, no_weight_decay=(), **kwargs):
+    def __init__(
+        self,
+        lr_multipliers: Mapping[str, float] | None = None,
+        weight_decay: float | None = 0.004,
+        no_weight_decay: Iterable[str] = (),
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.lr_multipliers = dict(lr_multipliers or {})
         self.decoupled_weight_decay = float(weight_decay or 0.0)
         self.no_weight_decay = tuple(no_weight_decay)
 
-    def update_step(self, gradient, variable, learning_rate):
+    def update_step(
+        self, gradient: TensorLike, variable: TensorLike, learning_rate: TensorLike
+    ) -> None:
         # The TF backend passes the raw tf.Variable, named "<path>:0".
         path = getattr(variable, "path", None) or variable.name.split(":")[0]
         learning_rate = ops.cast(learning_rate, variable.dtype) * self.lr_multipliers.get(path, 1.0)
@@ -118,7 +134,7 @@ class LayerDecayAdamW(keras.optimizers.Adam):
             self.assign_sub(variable, variable * decay * learning_rate)
         return super().update_step(gradient, variable, learning_rate)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             lr_multipliers=self.lr_multipliers,
@@ -128,12 +144,14 @@ class LayerDecayAdamW(keras.optimizers.Adam):
         return config
 
 
-def layer_decay_multipliers(model, layer_decay):
+def layer_decay_multipliers(
+    model: "TFViTMAEPreTrainedModel", layer_decay: float
+) -> dict[str, float]:
     """MAE/BEiT layer-wise decay: block `i` of `L` gets `decay ** (L - i)`, the
     embeddings `decay ** (L + 1)`, and everything after the blocks 1."""
     blocks = model.vit.blocks
     depth = len(blocks)
-    multipliers = {}
+    multipliers: dict[str, float] = {}
     for variable in model.vit.embeddings.weights:
         multipliers[variable.path] = layer_decay ** (depth + 1)
     for i, block in enumerate(blocks):
@@ -143,18 +161,18 @@ def layer_decay_multipliers(model, layer_decay):
 
 
 def mae_optimizer(
-    batch_size,
-    steps_per_epoch,
-    epochs,
-    warmup_epochs=40,
-    base_lr=PRETRAIN_BASE_LR,
-    weight_decay=0.05,
-    beta_1=0.9,
-    beta_2=0.95,
-    min_lr=0.0,
-    model=None,
-    layer_decay=None,
-):
+    batch_size: int,
+    steps_per_epoch: int,
+    epochs: int,
+    warmup_epochs: float = 40,
+    base_lr: float = PRETRAIN_BASE_LR,
+    weight_decay: float = 0.05,
+    beta_1: float = 0.9,
+    beta_2: float = 0.95,
+    min_lr: float = 0.0,
+    model: "TFViTMAEPreTrainedModel | None" = None,
+    layer_decay: float | None = None,
+) -> keras.optimizers.Optimizer:
     """AdamW with the MAE schedule and weight-decay exclusions.
 
     Args:
@@ -175,7 +193,9 @@ def mae_optimizer(
     warmup = min(int(steps_per_epoch * warmup_epochs), total)
     peak = scaled_learning_rate(base_lr, batch_size)
     schedule = WarmupCosineDecay(peak, warmup, total, min_lr=min_lr)
-    kwargs = dict(learning_rate=schedule, weight_decay=weight_decay, beta_1=beta_1, beta_2=beta_2)
+    kwargs: dict[str, Any] = dict(
+        learning_rate=schedule, weight_decay=weight_decay, beta_1=beta_1, beta_2=beta_2
+    )
     if layer_decay is None:
         optimizer = keras.optimizers.AdamW(**kwargs)
         optimizer.exclude_from_weight_decay(var_names=list(NO_WEIGHT_DECAY))
@@ -190,15 +210,15 @@ def mae_optimizer(
 
 
 def classifier_optimizer(
-    model,
-    batch_size,
-    steps_per_epoch,
-    epochs,
-    base_lr=None,
-    warmup_epochs=None,
-    weight_decay=None,
-    layer_decay=0.65,
-):
+    model: "TFViTMAEForImageClassification",
+    batch_size: int,
+    steps_per_epoch: int,
+    epochs: int,
+    base_lr: float | None = None,
+    warmup_epochs: float | None = None,
+    weight_decay: float | None = None,
+    layer_decay: float | None = 0.65,
+) -> keras.optimizers.Optimizer:
     """The MAE downstream optimizers.
 
     Linear probe (`model.linear_probe`): SGD with momentum 0.9, no weight

@@ -1,10 +1,14 @@
 """The MAE recipes as Keras `fit` runs: `pretrain`, and `train_classifier`
 for the linear probe and fine-tuning."""
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 import keras
 import tensorflow as tf
 from keras import ops
 
+from ..utils.types import PathLike, TensorLike
 from .callbacks import (
     DataEpoch,
     LogLearningRate,
@@ -16,6 +20,10 @@ from .distributed import is_multi_worker, train_loop
 from .optimizers import PRETRAIN_BASE_LR, classifier_optimizer, mae_optimizer
 from .runs import check_tensorboard, run_callbacks
 from .runs import run_settings as run_settings_of
+
+if TYPE_CHECKING:
+    from ..models.classification import TFViTMAEForImageClassification
+    from ..models.vit_mae import TFViTMAEForPreTraining
 
 __all__ = ["pretrain", "train_classifier"]
 
@@ -33,25 +41,25 @@ def _steps_per_epoch(dataset, steps_per_epoch):
 
 
 def pretrain(
-    model,
-    dataset,
-    epochs,
-    batch_size,
-    output_dir,
-    steps_per_epoch=None,
-    base_lr=None,
-    warmup_epochs=40,
-    weight_decay=0.05,
-    jit_compile="auto",
-    reconstruction_images=None,
-    reconstruction_every=1,
-    resume=None,
-    overwrite=False,
-    run_settings=None,
-    log_dir=None,
-    callbacks=(),
-    verbose="auto",
-):
+    model: "TFViTMAEForPreTraining",
+    dataset: tf.data.Dataset,
+    epochs: int,
+    batch_size: int,
+    output_dir: PathLike,
+    steps_per_epoch: int | None = None,
+    base_lr: float | None = None,
+    warmup_epochs: float = 40,
+    weight_decay: float = 0.05,
+    jit_compile: bool | str = "auto",
+    reconstruction_images: TensorLike | None = None,
+    reconstruction_every: int = 1,
+    resume: bool | None = None,
+    overwrite: bool = False,
+    run_settings: dict | None = None,
+    log_dir: PathLike | None = None,
+    callbacks: Iterable[keras.callbacks.Callback] = (),
+    verbose: int | str = "auto",
+) -> keras.callbacks.History:
     """MAE pretraining with the paper's recipe, as a Keras `fit`.
 
     Create `model` (and run this) inside `strategy.scope()` to train on
@@ -159,26 +167,26 @@ def pretrain(
 
 
 def train_classifier(
-    model,
-    train_data,
-    epochs,
-    batch_size,
-    steps_per_epoch=None,
-    validation_data=None,
-    label_smoothing=0.0,
-    one_hot_labels=False,
-    base_lr=None,
-    warmup_epochs=None,
-    weight_decay=None,
-    layer_decay=0.65,
-    output_dir=None,
-    jit_compile="auto",
-    resume=None,
-    overwrite=False,
-    run_settings=None,
-    log_dir=None,
-    verbose="auto",
-):
+    model: "TFViTMAEForImageClassification",
+    train_data: tf.data.Dataset,
+    epochs: int,
+    batch_size: int,
+    steps_per_epoch: int | None = None,
+    validation_data: tf.data.Dataset | tuple | None = None,
+    label_smoothing: float = 0.0,
+    one_hot_labels: bool = False,
+    base_lr: float | None = None,
+    warmup_epochs: float | None = None,
+    weight_decay: float | None = None,
+    layer_decay: float | None = 0.65,
+    output_dir: PathLike | None = None,
+    jit_compile: bool | str = "auto",
+    resume: bool | None = None,
+    overwrite: bool = False,
+    run_settings: dict | None = None,
+    log_dir: PathLike | None = None,
+    verbose: int | str = "auto",
+) -> keras.callbacks.History:
     """Linear-probe or fine-tune a `TFViTMAEForImageClassification` with `fit`.
 
     Args:

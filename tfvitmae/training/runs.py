@@ -17,13 +17,18 @@ import os
 import re
 import shutil
 import warnings
+from typing import TYPE_CHECKING
 
 import keras
 import tensorflow as tf
 
 from ..utils.files import atomic_write_text, finish_commits, publish_dir, read_json, staging_dir
+from ..utils.types import PathLike
 from .callbacks import LogLearningRate, weights_are_finite
 from .distributed import is_multi_worker, start_on_chief
+
+if TYPE_CHECKING:
+    from ..models.vit_mae import TFViTMAEPreTrainedModel
 
 __all__ = [
     "CSV_LOG",
@@ -50,7 +55,7 @@ class RunConflictError(ValueError):
     """The output directory holds a run (or files) this run must not silently reuse."""
 
 
-def read_run(output_dir):
+def read_run(output_dir: PathLike) -> dict | None:
     """The `run.json` record of `output_dir`, or `None`."""
     path = os.path.join(output_dir, RUN_FILE)
     if not os.path.isfile(path):
@@ -77,13 +82,13 @@ def _differences(saved, settings):
     ]
 
 
-def remove_leftovers(folder):
+def remove_leftovers(folder: PathLike) -> None:
     """Clear what a killed process left in `folder`: complete its interrupted
     `save_pretrained` commit, and remove unfinished `.tmp-*` staging files."""
     finish_commits(folder, remove_leftovers=True)
 
 
-def backups(output_dir):
+def backups(output_dir: PathLike) -> list[tuple[int, str]]:
     """The complete backups in `output_dir`, as `[(epoch, state file)]`, newest first."""
     folder = os.path.join(output_dir, BACKUP_DIR)
     found = []
@@ -94,7 +99,9 @@ def backups(output_dir):
     return sorted(found, reverse=True)
 
 
-def restore_backup(model, output_dir, epoch=None):
+def restore_backup(
+    model: keras.Model, output_dir: PathLike, epoch: int | None = None
+) -> tuple[int, str | None]:
     """Load the newest readable backup (weights and optimizer state) into the
     compiled `model`, or exactly the backup of `epoch`.
 
@@ -164,15 +171,15 @@ class RunBackup(keras.callbacks.Callback):
     backed up.
     """
 
-    def __init__(self, output_dir):
+    def __init__(self, output_dir: PathLike):
         super().__init__()
         self.output_dir = output_dir
         self.folder = os.path.join(output_dir, BACKUP_DIR)
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         remove_leftovers(self.folder)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if not weights_are_finite(self.model):
             return
         target = os.path.join(self.folder, f"epoch_{epoch + 1}")
@@ -189,7 +196,13 @@ class RunBackup(keras.callbacks.Callback):
                 shutil.rmtree(os.path.dirname(path), ignore_errors=True)
 
 
-def start_run(output_dir, settings, epochs, resume=None, overwrite=False):
+def start_run(
+    output_dir: PathLike,
+    settings: dict,
+    epochs: int,
+    resume: bool | None = None,
+    overwrite: bool = False,
+) -> tuple[str, str]:
     """Decide how a run with `settings` (a JSON-able dict) of `epochs` epochs
     uses `output_dir`, and record it there.
 
@@ -259,7 +272,7 @@ def start_run(output_dir, settings, epochs, resume=None, overwrite=False):
 class RunProgress(keras.callbacks.Callback):
     """Record finished epochs (and the end of training) in `run.json`."""
 
-    def __init__(self, output_dir, epochs):
+    def __init__(self, output_dir: PathLike, epochs: int):
         super().__init__()
         self.output_dir = output_dir
         self.epochs = epochs
@@ -268,16 +281,16 @@ class RunProgress(keras.callbacks.Callback):
         record = read_run(self.output_dir) or {"settings": {}}
         _write_run(self.output_dir, {**record, **changes})
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._update(epochs_done=epoch + 1)
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         record = read_run(self.output_dir) or {}
         if record.get("epochs_done", 0) >= self.epochs:
             self._update(finished=True)
 
 
-def run_settings(model, recipe: dict, extra: dict | None = None) -> dict:
+def run_settings(model: "TFViTMAEPreTrainedModel", recipe: dict, extra: dict | None = None) -> dict:
     """The settings that make a rerun in the same `output_dir` the same run:
     the model (its config, its preprocessing and, for a classifier, its
     head), every argument of the recipe, and `extra` (the data, the seed, ...).
@@ -292,8 +305,16 @@ def run_settings(model, recipe: dict, extra: dict | None = None) -> dict:
 
 
 def run_callbacks(
-    model, output_dir, *, epochs, settings, resume=None, overwrite=False, log_dir=None, verbose=1
-):
+    model: keras.Model,
+    output_dir: PathLike,
+    *,
+    epochs: int,
+    settings: dict,
+    resume: bool | None = None,
+    overwrite: bool = False,
+    log_dir: PathLike | None = None,
+    verbose: int | str = 1,
+) -> tuple[list[keras.callbacks.Callback], int]:
     """Start (or resume) the run in `output_dir`.
 
     Under `MultiWorkerMirroredStrategy` only the chief reads and writes the
@@ -344,7 +365,7 @@ def run_callbacks(
     return callbacks, initial_epoch
 
 
-def check_tensorboard():
+def check_tensorboard() -> None:
     try:
         import tensorboard  # noqa: F401
     except ImportError:

@@ -3,11 +3,17 @@ as a PNG grid."""
 
 import os
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
 
 from ..utils.files import atomic_write
+from ..utils.types import PathLike, TensorLike
+
+if TYPE_CHECKING:
+    from ..data.image_processor import ViTMAEImageProcessor
+    from ..models.vit_mae import TFViTMAEForPreTraining
 
 __all__ = [
     "COLUMN_TITLES",
@@ -18,7 +24,12 @@ __all__ = [
 ]
 
 
-def reconstruct(model, pixel_values, seed: int = 0, noise=None) -> tuple:
+def reconstruct(
+    model: "TFViTMAEForPreTraining",
+    pixel_values: TensorLike,
+    seed: int = 0,
+    noise: TensorLike | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run a `TFViTMAEForPreTraining` and return display-ready arrays.
 
     The mask comes from `model.reconstruct`: `seed` gives the masks that
@@ -50,7 +61,12 @@ COLUMN_TITLES = ("original", "masked", "reconstruction", "reconstruction + visib
 
 
 def reconstruction_grid(
-    model, pixel_values, *, processor=None, seed: int = 0, titles: bool = True
+    model: "TFViTMAEForPreTraining",
+    pixel_values: TensorLike,
+    *,
+    processor: "ViTMAEImageProcessor | None" = None,
+    seed: int = 0,
+    titles: bool = True,
 ) -> np.ndarray:
     """The original / masked / reconstruction / pasted grid as a uint8
     `(height, width, channels)` image, one row per input image.
@@ -118,7 +134,7 @@ def _title_row(titles, tile_width, gap):
     return np.asarray(image, "uint8")
 
 
-def write_png(path, image):
+def write_png(path: PathLike, image: TensorLike) -> str:
     """Write a uint8 `(height, width, channels)` image as a PNG (atomically); returns `path`."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     png = tf.io.encode_png(image).numpy()
@@ -131,7 +147,13 @@ def write_png(path, image):
 
 
 def write_reconstruction_grid(
-    model, pixel_values, path, *, processor=None, seed: int = 0, titles: bool = True
+    model: "TFViTMAEForPreTraining",
+    pixel_values: TensorLike,
+    path: PathLike,
+    *,
+    processor: "ViTMAEImageProcessor | None" = None,
+    seed: int = 0,
+    titles: bool = True,
 ) -> str:
     """Write `reconstruction_grid` as a PNG at `path`; returns `path`."""
     grid = reconstruction_grid(model, pixel_values, processor=processor, seed=seed, titles=titles)
