@@ -769,21 +769,8 @@ class TFViTMAEModel(TFViTMAEPreTrainedModel):
 
     default_name = "vit_mae_model"
 
-    def __init__(
-        self,
-        config: ViTMAEConfig | dict,
-        data_format: str = "channels_first",
-        attn_implementation: str = "sdpa",
-        seed: int | None = None,
-        **kwargs,
-    ):
-        super().__init__(
-            config,
-            data_format=data_format,
-            attn_implementation=attn_implementation,
-            seed=seed,
-            **kwargs,
-        )
+    def __init__(self, config: ViTMAEConfig | dict, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
         self.build()
 
     def call(
@@ -841,21 +828,8 @@ class TFViTMAEForPreTraining(TFViTMAEPreTrainedModel):
 
     default_name = "vit_mae_for_pre_training"
 
-    def __init__(
-        self,
-        config: ViTMAEConfig | dict,
-        data_format: str = "channels_first",
-        attn_implementation: str = "sdpa",
-        seed: int | None = None,
-        **kwargs,
-    ):
-        super().__init__(
-            config,
-            data_format=data_format,
-            attn_implementation=attn_implementation,
-            seed=seed,
-            **kwargs,
-        )
+    def __init__(self, config: ViTMAEConfig | dict, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
         self.decoder = ViTMAEDecoder(
             self.config,
             attn_implementation=self.vit.attn_implementation,
