@@ -1,7 +1,7 @@
 """Run a few MAE training steps single-device, mirrored on two logical CPUs, or
 as one worker of a MultiWorkerMirroredStrategy cluster (TF_CONFIG set by the
-caller), and save the final weights. Used by tests/test_loops.py and
-tests/test_training.py (through tests/helpers.py).
+caller), and save the final weights. Used by tests/training/test_distributed.py and
+tests/training/test_recipes.py (through tests/helpers.py).
 
     python -m tests.distributed_run MODE OUT.npz    MODE: single | mirrored | worker | random-masks
 

@@ -1,4 +1,4 @@
-"""A small `pretrain` run to kill: tests/test_runs.py starts it in a
+"""A small `pretrain` run to kill: tests/training/test_runs.py starts it in a
 subprocess, kills it (at chosen times, or inside a backup write), reruns it,
 and compares the logs with an uninterrupted run.
 

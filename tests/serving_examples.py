@@ -5,7 +5,7 @@ code that writes those examples.
 
 The models are small on purpose (one channel, 8x8 pixels, 4x4 patches) so a
 complete request fits in the README; real models take the same JSON with
-larger arrays. tests/test_export.py feeds every README request to the
+larger arrays. tests/serving/test_saved_model.py feeds every README request to the
 exported signatures.
 """
 

@@ -23,7 +23,7 @@ from tfvitmae.checkpoints.weight_names import (
     weight_table,
 )
 
-from .helpers import (
+from ..helpers import (
     FIXTURE,
     REFERENCE_CONFIG,
     assert_outputs_close,

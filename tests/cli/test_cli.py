@@ -12,7 +12,7 @@ from tfvitmae import PRESETS, TFViTMAEForPreTraining, ViTMAEConfig
 from tfvitmae.cli import build_parser, main
 from tfvitmae.models.classification import TFViTMAEForImageClassification
 
-from .helpers import FIXTURE, tiny_config
+from ..helpers import FIXTURE, tiny_config
 
 
 def test_help_lists_commands_and_is_fast():

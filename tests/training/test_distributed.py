@@ -18,7 +18,7 @@ from tfvitmae import TFViTMAEForPreTraining
 from tfvitmae.training.distributed import is_chief, is_multi_worker, train_loop
 from tfvitmae.training.runs import CSV_LOG, backups
 
-from .helpers import (
+from ..helpers import (
     assert_same_training,
     distributed_run_results,
     finish_distributed_run,

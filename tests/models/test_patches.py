@@ -2,7 +2,7 @@ import numpy as np
 
 from tfvitmae.models import layers as patches
 
-from .helpers import max_diff, numpy_patchify
+from ..helpers import max_diff, numpy_patchify
 
 
 def images(batch=2, height=16, width=24, channels=3, seed=0):

@@ -7,8 +7,8 @@ from tfvitmae.models.layers import (
     check_attn_implementation,
 )
 
-from .harness import run_layer_test
-from .helpers import max_diff, record_attention_paths
+from ..harness import run_layer_test
+from ..helpers import max_diff, record_attention_paths
 
 
 @pytest.mark.parametrize("attn_implementation", ATTENTION_IMPLEMENTATIONS)

@@ -13,7 +13,7 @@ from tfvitmae.models.inputs import (
 )
 from tfvitmae.utils.checks import check_data_format
 
-from .helpers import noise_for, pixels, tiny_config
+from ..helpers import noise_for, pixels, tiny_config
 
 
 @pytest.fixture(scope="module")

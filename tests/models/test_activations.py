@@ -6,7 +6,7 @@ import pytest
 
 from tfvitmae.models.activations import ACTIVATIONS, get_activation
 
-from .helpers import max_diff
+from ..helpers import max_diff
 
 
 def test_gelu_is_exact_and_gelu_new_is_the_tanh_form():

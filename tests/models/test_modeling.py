@@ -8,8 +8,8 @@ from tfvitmae import (
     TFViTMAEModelOutput,
 )
 
-from .harness import run_model_test
-from .helpers import (
+from ..harness import run_model_test
+from ..helpers import (
     max_diff,
     noise_for,
     numpy_mae_loss,

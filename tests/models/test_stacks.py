@@ -3,8 +3,8 @@ import pytest
 
 from tfvitmae.models.vit_mae import ViTMAEDecoder, ViTMAEEmbeddings, ViTMAEEncoder
 
-from .harness import run_layer_test
-from .helpers import max_diff, noise_for, pixels, tiny_config
+from ..harness import run_layer_test
+from ..helpers import max_diff, noise_for, pixels, tiny_config
 
 CONFIG = tiny_config(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
 

@@ -14,7 +14,7 @@ from tfvitmae.training.callbacks import (
     StopOnNonFiniteLoss,
 )
 
-from .helpers import pixels, tiny_config
+from ..helpers import pixels, tiny_config
 
 
 @pytest.mark.parametrize("loss", [math.nan, math.inf, -math.inf])

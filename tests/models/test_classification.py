@@ -10,8 +10,8 @@ from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel
 from tfvitmae.models.classification import TFViTMAEForImageClassification
 from tfvitmae.training import train_classifier
 
-from .harness import run_model_test
-from .helpers import labelled, max_diff, pixels, timm_style_vit, tiny_config
+from ..harness import run_model_test
+from ..helpers import labelled, max_diff, pixels, timm_style_vit, tiny_config
 
 # The classifier sees every patch: its config is the given one with mask_ratio 0.
 CONFIG = tiny_config(mask_ratio=0.0)

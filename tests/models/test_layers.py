@@ -7,8 +7,8 @@ import tensorflow as tf
 from tfvitmae import TFViTMAEModel
 from tfvitmae.models.layers import DropPath, PatchEmbedding, RandomMasking, ViTMAEBlock, ViTMAEMLP
 
-from .harness import run_layer_test
-from .helpers import max_diff, tiny_config
+from ..harness import run_layer_test
+from ..helpers import max_diff, tiny_config
 
 
 def sequence(batch=2, length=5, width=8, seed=0):

@@ -21,7 +21,7 @@ from tfvitmae.cli.demo import (
     split_digits,
 )
 
-from .helpers import numpy_mae_loss, numpy_patchify
+from ..helpers import numpy_mae_loss, numpy_patchify
 
 
 def test_digits_are_real_images():

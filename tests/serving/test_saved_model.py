@@ -27,10 +27,10 @@ from tfvitmae.serving import (
     rest_to_tensors,
 )
 
-from . import serving_examples
-from .helpers import max_diff, tiny_config
+from .. import serving_examples
+from ..helpers import max_diff, tiny_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PRETRAINING_SIGNATURES = [
     "features_image_bytes",

@@ -16,7 +16,7 @@ from tfvitmae.training.optimizers import (
     mae_optimizer,
 )
 
-from .helpers import tiny_config
+from ..helpers import tiny_config
 
 
 def schedule_of(optimizer):

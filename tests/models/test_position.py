@@ -8,7 +8,7 @@ from tfvitmae.models.layers import (
     sincos_position_table,
 )
 
-from .helpers import max_diff
+from ..helpers import max_diff
 
 
 def test_sincos_table_layout():

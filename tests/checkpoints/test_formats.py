@@ -17,7 +17,7 @@ from tfvitmae.checkpoints.formats import (
     write_torch_bin,
 )
 
-from .helpers import (
+from ..helpers import (
     REFERENCE_CONFIG,
     assert_outputs_close,
     hub_style,

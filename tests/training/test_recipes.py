@@ -16,7 +16,7 @@ from tfvitmae.training import pretrain, train_classifier
 from tfvitmae.training.callbacks import EmptyEpochError, NonFiniteLossError
 from tfvitmae.training.optimizers import LayerDecayAdamW
 
-from .helpers import (
+from ..helpers import (
     assert_same_training,
     distributed_run_results,
     finish_distributed_run,

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel
 
-from .helpers import max_diff, noise_for, pixels, smooth_images, tiny_config
+from ..helpers import max_diff, noise_for, pixels, smooth_images, tiny_config
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel, ViTMAEConfig
 from tfvitmae.checkpoints.formats import CheckpointError
 from tfvitmae.checkpoints.state_dicts import load_state_dict, to_state_dict
 
-from .helpers import REFERENCE_CONFIG
+from ..helpers import REFERENCE_CONFIG
 
 
 @pytest.mark.parametrize("fmt", ["transformers", "mae"])

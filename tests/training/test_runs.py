@@ -20,7 +20,7 @@ from tfvitmae.training.runs import (
     start_run,
 )
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 SETTINGS = {"data": "/images", "batch_size": 8, "seed": 0}
 

@@ -15,7 +15,7 @@ from tfvitmae.checkpoints.formats import CheckpointError
 from tfvitmae.checkpoints.hub import architecture_class, registered_class, resolve_files
 from tfvitmae.models.classification import TFViTMAEForImageClassification
 
-from .helpers import FIXTURE, REFERENCE_CONFIG, max_diff, noise_for, pixels, tiny_config
+from ..helpers import FIXTURE, REFERENCE_CONFIG, max_diff, noise_for, pixels, tiny_config
 
 
 def fill_hub_cache(cache, repo_id, files, revision="main", commit="a" * 40):

@@ -10,7 +10,7 @@ from tfvitmae.training.visualization import (
     write_reconstruction_grid,
 )
 
-from .helpers import max_diff, noise_for, numpy_patchify, pixels, tiny_config
+from ..helpers import max_diff, noise_for, numpy_patchify, pixels, tiny_config
 
 
 def test_reconstruct_masks_predicts_and_pastes():
