@@ -1,6 +1,7 @@
 """The MAE recipes as Keras `fit` runs: `pretrain`, and `train_classifier`
 for the linear probe and fine-tuning."""
 
+import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -143,27 +144,29 @@ def pretrain(
             )
         )
     all_callbacks.extend(callbacks)
-    if is_multi_worker(tf.distribute.get_strategy()):
-        history = keras.callbacks.History()
-        history.history = train_loop(
-            model,
-            dataset,
-            epochs,
-            steps_per_epoch=steps_per_epoch,
-            callbacks=all_callbacks,
-            verbose=verbose,
-            initial_epoch=initial_epoch,
-        )
-        return history
-    return model.fit(
+    fit = (
+        functools.partial(_multi_worker_fit, model)
+        if is_multi_worker(tf.distribute.get_strategy())
+        else model.fit
+    )
+    return fit(
         dataset,
         epochs=epochs,
         initial_epoch=initial_epoch,
         steps_per_epoch=steps_per_epoch,
         callbacks=all_callbacks,
         verbose=verbose,
-        shuffle=False,
-    )  # the dataset shuffles itself
+        shuffle=False,  # the dataset shuffles itself
+    )
+
+
+def _multi_worker_fit(model, dataset, *, shuffle, **options) -> keras.callbacks.History:
+    """`train_loop` in place of `model.fit`, which Keras 3.15 cannot run under
+    `MultiWorkerMirroredStrategy`; the same arguments, and a `History`."""
+    del shuffle  # the dataset shuffles itself
+    history = keras.callbacks.History()
+    history.history = train_loop(model, dataset, **options)
+    return history
 
 
 def train_classifier(
