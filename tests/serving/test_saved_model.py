@@ -2,6 +2,7 @@
 load in a fresh process that cannot import tfvitmae, inspect with
 saved_model_cli, and replay the README's REST requests."""
 
+import io
 import json
 import os
 import pathlib
@@ -488,6 +489,23 @@ def test_bad_requests_fail_with_invalid_argument(exported, signature, inputs, pa
     fn = tf.saved_model.load(paths["pretraining"]).signatures[signature]
     with pytest.raises(tf.errors.InvalidArgumentError, match=pattern):
         fn(**inputs)
+
+
+@pytest.mark.slow
+def test_a_served_decompression_bomb_is_refused_before_decoding(exported):
+    """A 90-megapixel PNG of zeros (88 KB) is refused from its header, with the
+    budget the export was written with."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (9500, 9500)).save(buffer, "PNG")
+    _, paths, _ = exported
+    signatures = tf.saved_model.load(paths["pretraining"]).signatures
+    bomb = tf.constant([buffer.getvalue()])
+    seed = {"seed": tf.constant(1, tf.int64)}
+    for name, extra in (("features_image_bytes", {}), ("reconstruct_image_bytes_with_seed", seed)):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="budget of 89,478,485 pixels"):
+            signatures[name](image_bytes=bomb, **extra)
 
 
 @pytest.mark.slow

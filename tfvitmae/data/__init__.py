@@ -19,6 +19,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "ViTMAEImageProcessor": "image_processor",
         "channel_stats": "image_processor",
         "decode_image": "image_processor",
+        "image_pixels": "image_processor",
         "load_images": "image_processor",
         "match_channels": "image_processor",
         "denormalize": "pipeline",

@@ -27,7 +27,9 @@ __all__ = [
     "RESAMPLE_METHODS",
     "ViTMAEImageProcessor",
     "channel_stats",
+    "MAX_IMAGE_PIXELS",
     "decode_image",
+    "image_pixels",
     "load_images",
     "match_channels",
 ]
@@ -69,12 +71,97 @@ def channel_stats(
     return means, stds
 
 
-def decode_image(contents: TensorLike, num_channels: int = 3) -> tf.Tensor:
-    """Encoded JPEG/PNG/GIF/BMP bytes -> uint8 `(height, width, num_channels)`.
+# The most pixels an encoded image may have to be decoded (PIL's own
+# `Image.MAX_IMAGE_PIXELS`): a 23000x23000 PNG of zeros is 0.5 MB on disk and
+# gigabytes decoded. Raise it here, before decoding or exporting, for larger images.
+MAX_IMAGE_PIXELS = 89_478_485
 
-    Grayscale, RGBA and RGB inputs are all converted to `num_channels`.
+
+def _header_uint(header: tf.Tensor, start: int, length: int, big_endian: bool = False):
+    """The unsigned integer of `length` bytes at `start` of `header`, as int64."""
+    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(header, start, length), tf.uint8), tf.int64)
+    weights = [256**i for i in range(length)]
+    weights = weights[::-1] if big_endian else weights
+    return tf.reduce_sum(raw * tf.constant(weights, tf.int64))
+
+
+def _bmp_pixels(header: tf.Tensor) -> tf.Tensor:
+    # BITMAPCOREHEADER (12 bytes) has 16-bit sizes; the others signed 32-bit
+    # ones, where a negative height means rows stored top-down.
+    core = tf.equal(_header_uint(header, 14, 4), 12)
+    width = tf.where(core, _header_uint(header, 18, 2), _header_uint(header, 18, 4))
+    height = tf.where(core, _header_uint(header, 20, 2), _header_uint(header, 22, 4))
+    height = tf.where(height >= 2**31, 2**32 - height, height)
+    return width * height
+
+
+def _webp_pixels(header: tf.Tensor) -> tf.Tensor:
+    chunk = tf.strings.substr(header, 12, 4)
+    extended = (_header_uint(header, 24, 3) + 1) * (_header_uint(header, 27, 3) + 1)  # VP8X
+    lossy = tf.bitwise.bitwise_and(_header_uint(header, 26, 2), 0x3FFF) * tf.bitwise.bitwise_and(
+        _header_uint(header, 28, 2), 0x3FFF
+    )  # VP8
+    bits = _header_uint(header, 21, 4)  # VP8L: 14-bit width - 1, then 14-bit height - 1
+    lossless = (tf.bitwise.bitwise_and(bits, 0x3FFF) + 1) * (
+        tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 14), 0x3FFF) + 1
+    )
+    return tf.where(
+        tf.equal(chunk, "VP8X"), extended, tf.where(tf.equal(chunk, "VP8L"), lossless, lossy)
+    )
+
+
+def image_pixels(contents: TensorLike) -> tf.Tensor:
+    """Height x width of an encoded JPEG, PNG, GIF, BMP or WebP image, read
+    from its header without decoding it (int64; 0 for other formats)."""
+    contents = tf.convert_to_tensor(contents, tf.string)
+    header = tf.strings.substr(contents, 0, 32) + b"\0" * 32  # short files read as zeros
+    magic = {n: tf.strings.substr(header, 0, n) for n in (2, 3, 6, 8)}
+    riff = tf.logical_and(
+        tf.equal(magic[2] + tf.strings.substr(header, 2, 2), "RIFF"),
+        tf.equal(tf.strings.substr(header, 8, 4), "WEBP"),
+    )
+    branches = [
+        (
+            tf.equal(magic[8], b"\x89PNG\r\n\x1a\n"),
+            lambda: _header_uint(header, 16, 4, True) * _header_uint(header, 20, 4, True),
+        ),
+        (
+            tf.logical_or(tf.equal(magic[6], "GIF87a"), tf.equal(magic[6], "GIF89a")),
+            lambda: _header_uint(header, 6, 2) * _header_uint(header, 8, 2),
+        ),
+        (tf.equal(magic[2], "BM"), lambda: _bmp_pixels(header)),
+        (
+            tf.equal(magic[3], b"\xff\xd8\xff"),
+            lambda: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(contents)[:2], tf.int64)),
+        ),
+        (riff, lambda: _webp_pixels(header)),
+    ]
+    return tf.case(branches, default=lambda: tf.constant(0, tf.int64), exclusive=True)
+
+
+def decode_image(
+    contents: TensorLike, num_channels: int = 3, *, max_pixels: int | None = None
+) -> tf.Tensor:
+    """Encoded JPEG/PNG/GIF/BMP/WebP bytes -> uint8 `(height, width, num_channels)`.
+
+    Grayscale, RGBA and RGB inputs are all converted to `num_channels`. An
+    image whose header gives more than `max_pixels` (default
+    `MAX_IMAGE_PIXELS`) pixels is refused before it is decoded, with an
+    `InvalidArgumentError` (`INVALID_ARGUMENT` from TF Serving): a few small
+    files must not take gigabytes and minutes to decode.
     """
-    image = tf.io.decode_image(contents, channels=num_channels, expand_animations=False)
+    budget = MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
+    pixels = image_pixels(contents)
+    within = tf.debugging.assert_less_equal(
+        pixels,
+        tf.constant(budget, tf.int64),
+        message=(
+            f"the image is larger than the pixel budget of {budget:,} pixels "
+            "(tfvitmae.data.image_processor.MAX_IMAGE_PIXELS); refused before decoding"
+        ),
+    )
+    with tf.control_dependencies([within]):
+        image = tf.io.decode_image(contents, channels=num_channels, expand_animations=False)
     image.set_shape((None, None, num_channels))
     return image
 
