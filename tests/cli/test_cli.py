@@ -390,3 +390,27 @@ def test_pretrain_counts_only_usable_images_and_refuses_a_broken_folder(
     assert main(["pretrain", str(broken), "--output-dir", str(tmp_path / "no"), *args]) == 1
     assert "None of the 2 images" in capsys.readouterr().err
     assert not (tmp_path / "no" / "model.weights.h5").exists()
+
+
+def test_reconstruct_never_replaces_an_input_and_writes_the_format_it_names(
+    tiny_checkpoint, tmp_path, capsys
+):
+    rng = np.random.default_rng(1)
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(tf.io.encode_png(rng.integers(0, 256, (20, 20, 3), np.uint8)).numpy())
+    original = victim.read_bytes()
+    link = tmp_path / "link.png"
+    link.symlink_to(victim)
+    model = ["--model", str(tiny_checkpoint)]
+    for output in (victim, link, tmp_path / "." / "victim.png"):
+        assert main(["reconstruct", str(victim), *model, "--output", str(output)]) == 1
+        assert "is one of the input images" in capsys.readouterr().err
+    assert victim.read_bytes() == original
+    assert main(["reconstruct", str(victim), *model, "--output", str(tmp_path / "grid.gif")]) == 1
+    assert "must end in .png, .jpg, .jpeg" in capsys.readouterr().err
+    assert not (tmp_path / "grid.gif").exists()
+    for name, magic in (("grid.jpg", b"\xff\xd8\xff"), ("grid.PNG", b"\x89PNG\r\n\x1a\n")):
+        assert main(["reconstruct", str(victim), *model, "--output", str(tmp_path / name)]) == 0
+        written = (tmp_path / name).read_bytes()
+        assert written.startswith(magic)
+        assert tf.io.decode_image(written).shape[0] > 20  # the grid, not the input

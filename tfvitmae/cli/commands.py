@@ -322,9 +322,12 @@ def _classifier_datasets(
 
 
 def reconstruct(args: argparse.Namespace) -> int:
-    """`tfvitmae reconstruct`: a PNG grid of MAE reconstructions of `args.images`."""
+    """`tfvitmae reconstruct`: a PNG or JPEG grid of MAE reconstructions of `args.images`."""
     from ..models.vit_mae import TFViTMAEForPreTraining
-    from ..training.visualization import write_reconstruction_grid
+    from ..training.visualization import check_image_path, write_reconstruction_grid
+
+    check_image_path(args.output)
+    _check_output_is_no_input(args.output, args.images)
 
     overrides = {} if args.mask_ratio is None else {"mask_ratio": args.mask_ratio}
     model = TFViTMAEForPreTraining.from_pretrained(
@@ -339,6 +342,19 @@ def reconstruct(args: argparse.Namespace) -> int:
         "reconstruction with the visible patches"
     )
     return 0
+
+
+def _check_output_is_no_input(output: str, inputs: list[str]) -> None:
+    """Refuse an output file that is one of the input files."""
+    for image in inputs:
+        same = os.path.realpath(image) == os.path.realpath(output)
+        if not same and os.path.exists(image) and os.path.exists(output):
+            same = os.path.samefile(image, output)
+        if same:
+            raise ValueError(
+                f"--output {output} is one of the input images ({image}); writing it would "
+                "replace that image. Choose another --output"
+            )
 
 
 def demo(args: argparse.Namespace) -> int:

@@ -263,7 +263,7 @@ def _add_finetune(subparsers: argparse._SubParsersAction) -> None:
 def _add_reconstruct(subparsers: argparse._SubParsersAction) -> None:
     rec = subparsers.add_parser(
         "reconstruct",
-        help="write a PNG of MAE reconstructions of images",
+        help="write a PNG (or JPEG) of MAE reconstructions of images",
         description="Mask the images, reconstruct them with a pretrained MAE and write a grid: "
         "original, masked, "
         "reconstruction, and reconstruction with the visible patches pasted back.",
@@ -273,7 +273,10 @@ def _add_reconstruct(subparsers: argparse._SubParsersAction) -> None:
         "--model", required=True, help="MAE checkpoint: directory, weights file or Hub id"
     )
     rec.add_argument(
-        "--output", default="reconstruction.png", help="PNG to write (default: %(default)s)"
+        "--output",
+        default="reconstruction.png",
+        help="image to write, PNG or JPEG by its suffix; never one of the inputs "
+        "(default: %(default)s)",
     )
     rec.add_argument(
         "--mask-ratio", type=float, help="fraction of patches masked (default: the model's)"

@@ -12,7 +12,7 @@ from keras import ops
 
 from ..data.pipeline import set_epoch
 from ..utils.types import PathLike, TensorLike
-from .visualization import reconstruction_grid, write_png
+from .visualization import reconstruction_grid, write_image
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -149,7 +149,7 @@ class ReconstructionCallback(keras.callbacks.Callback):
         grid = reconstruction_grid(
             self.model, self.pixel_values, processor=self.processor, seed=self.seed
         )
-        self.paths.append(write_png(path, grid))
+        self.paths.append(write_image(path, grid))
         if self.log_dir:
             import tensorflow as tf
 

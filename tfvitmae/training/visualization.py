@@ -19,7 +19,9 @@ __all__ = [
     "COLUMN_TITLES",
     "reconstruct",
     "reconstruction_grid",
-    "write_png",
+    "IMAGE_SUFFIXES",
+    "check_image_path",
+    "write_image",
     "write_reconstruction_grid",
 ]
 
@@ -134,14 +136,34 @@ def _title_row(titles, tile_width, gap):
     return np.asarray(image, "uint8")
 
 
-def write_png(path: PathLike, image: TensorLike) -> str:
-    """Write a uint8 `(height, width, channels)` image as a PNG (atomically); returns `path`."""
+# The image formats `write_image` writes, by file name suffix.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def check_image_path(path: PathLike) -> str:
+    """`path` as a string if its suffix names a format `write_image` writes."""
+    path = os.fspath(path)
+    if os.path.splitext(path)[1].lower() not in IMAGE_SUFFIXES:
+        raise ValueError(
+            f"An image's file name must end in {', '.join(IMAGE_SUFFIXES)} (the format is "
+            f"chosen by it), received {path!r}"
+        )
+    return path
+
+
+def write_image(path: PathLike, image: TensorLike) -> str:
+    """Write a uint8 `(height, width, channels)` image atomically, as PNG or
+    JPEG (quality 95) by the file name's suffix; returns `path`."""
+    path = check_image_path(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    png = tf.io.encode_png(image).numpy()
+    if path.lower().endswith(".png"):
+        encoded = tf.io.encode_png(image).numpy()
+    else:
+        encoded = tf.io.encode_jpeg(image, quality=95).numpy()
 
     def write(tmp):
         with open(tmp, "wb") as f:
-            f.write(png)
+            f.write(encoded)
 
     return atomic_write(path, write)
 
@@ -157,4 +179,4 @@ def write_reconstruction_grid(
 ) -> str:
     """Write `reconstruction_grid` as a PNG at `path`; returns `path`."""
     grid = reconstruction_grid(model, pixel_values, processor=processor, seed=seed, titles=titles)
-    return write_png(path, grid)
+    return write_image(path, grid)
