@@ -61,10 +61,35 @@ def test_pretrain_help_states_the_norm_pix_loss_default(capsys):
         assert ViTMAEConfig.from_preset(preset, norm_pix_loss=True).norm_pix_loss is True
 
 
-def test_bad_arguments_are_rejected(capsys):
-    with pytest.raises(SystemExit):
-        main(["demo", "--epochs", "0"])
-    assert "--epochs must be at least 1, received 0" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["demo", "--epochs", "0"], "--epochs: must be at least 1, received 0"),
+        (
+            ["pretrain", "d", "--output-dir", "o", "--base-lr", "-1"],
+            "--base-lr: must be a positive",
+        ),
+        (["pretrain", "d", "--output-dir", "o", "--base-lr", "nan"], "received nan"),
+        (["pretrain", "d", "--output-dir", "o", "--base-lr", "1e400"], "received 1e400"),
+        (["pretrain", "d", "--output-dir", "o", "--reconstruction-every", "-1"], "0 or more"),
+        (["pretrain", "d", "--output-dir", "o", "--image-std", "0.2", "0"], "--image-std: must"),
+        (["pretrain", "d", "--output-dir", "o", "--mask-ratio", "1"], "in [0, 1), received 1"),
+        (
+            ["finetune", "d", "--model", "m", "--output-dir", "o", "--label-smoothing", "5"],
+            "[0, 1)",
+        ),
+        (["finetune", "d", "--model", "m", "--output-dir", "o", "--layer-decay", "-1"], "(0, 1]"),
+        (["finetune", "d", "--model", "m", "--output-dir", "o", "--mixup", "-0.5"], "0 or more"),
+        (["probe", "d", "--model", "m", "--output-dir", "o", "--val-fraction", "1"], "[0, 1)"),
+        (["export", "m", "e", "--top-k", "0"], "--top-k: must be at least 1"),
+    ],
+)
+def test_bad_arguments_are_rejected(argv, message, capsys):
+    """Values that cannot be right stop the command before it starts, naming the argument."""
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    assert exit.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -109,7 +109,10 @@ def test_presets():
         ),
         (dict(hidden_act="gelu_foo"), r"hidden_act must be one of .* received 'gelu_foo'"),
         (dict(num_channels=0), r"num_channels must be a positive integer, received 0"),
-        (dict(layer_norm_eps=0), r"layer_norm_eps must be a positive number, received 0"),
+        (dict(layer_norm_eps=0), r"layer_norm_eps must be a positive, finite number, received 0"),
+        (dict(layer_norm_eps=float("nan")), r"layer_norm_eps must be a positive, .* received nan"),
+        (dict(initializer_range=float("inf")), r"initializer_range must .* received inf"),
+        (dict(attention_probs_dropout_prob=float("nan")), r"a number in \[0, 1\), received nan"),
         (dict(patch_size=(16,)), r"patch_size must be .* received \(16,\)"),
         (dict(qkv_bias="yes"), r"qkv_bias must be True or False, received 'yes'"),
         (dict(hidden_dropout_prob=1.5), r"hidden_dropout_prob .* received 1.5"),
@@ -118,6 +121,14 @@ def test_presets():
 def test_invalid_values_name_field_and_value(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
         ViTMAEConfig(**kwargs)
+
+
+def test_an_invalid_config_json_names_the_file_and_field(tmp_path):
+    """`NaN` in a `config.json` (which Python's json reads) is refused on load."""
+    (tmp_path / "config.json").write_text('{"model_type": "vit_mae", "layer_norm_eps": NaN}')
+    pattern = r"config.json: ViTMAEConfig.layer_norm_eps must be a positive, finite number"
+    with pytest.raises(ValueError, match=pattern):
+        ViTMAEConfig.from_pretrained(tmp_path)
 
 
 def test_from_dict_rejects_other_model_types(tmp_path):

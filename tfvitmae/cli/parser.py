@@ -2,8 +2,10 @@
 each sub-command does."""
 
 import argparse
+import math
 import os
 import sys
+from collections.abc import Callable
 
 from . import commands
 
@@ -13,22 +15,48 @@ __all__ = [
 ]
 
 
+def _checked(convert: type, rule: str, holds) -> Callable[[str], float | int]:
+    """An argparse `type` that converts with `convert` and refuses values for
+    which `holds(value)` is false (NaN and infinities too), naming the `rule`."""
+
+    def parse(text: str) -> float | int:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {rule}, received {text!r}") from None
+        if not (math.isfinite(value) and holds(value)):
+            raise argparse.ArgumentTypeError(f"must be {rule}, received {text}")
+        return value
+
+    parse.__name__ = convert.__name__  # argparse names the type in its own messages
+    return parse
+
+
+POSITIVE_INT = _checked(int, "at least 1", lambda v: v >= 1)
+NON_NEGATIVE_INT = _checked(int, "0 or more", lambda v: v >= 0)
+POSITIVE = _checked(float, "a positive number", lambda v: v > 0)
+NON_NEGATIVE = _checked(float, "a number, 0 or more", lambda v: v >= 0)
+FINITE = _checked(float, "a finite number", lambda v: True)
+FRACTION = _checked(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
+DECAY = _checked(float, "a number in (0, 1]", lambda v: 0 < v <= 1)
+
+
 def _add_common_training(parser: argparse.ArgumentParser, epochs: int, batch_size: int) -> None:
     """The output, schedule, data and run options every training command shares."""
     parser.add_argument(
         "--output-dir", required=True, help="where checkpoints (and images) are written"
     )
     parser.add_argument(
-        "--epochs", type=int, default=epochs, help=f"training epochs (default: {epochs})"
+        "--epochs", type=POSITIVE_INT, default=epochs, help=f"training epochs (default: {epochs})"
     )
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=POSITIVE_INT,
         default=batch_size,
         help=f"global batch size (default: {batch_size})",
     )
     parser.add_argument(
-        "--base-lr", type=float, help="learning rate per 256 images (default: the MAE recipe's)"
+        "--base-lr", type=POSITIVE, help="learning rate per 256 images (default: the MAE recipe's)"
     )
     parser.add_argument("--no-augment", action="store_true", help="no random resized crop / flip")
     parser.add_argument(
@@ -77,7 +105,7 @@ def _add_classifier_options(parser: argparse.ArgumentParser) -> None:
         "--model", required=True, help="pretrained MAE: directory, weights file or Hub id"
     )
     parser.add_argument(
-        "--val-fraction", type=float, default=0.1, help="held-out fraction (default: 0.1)"
+        "--val-fraction", type=FRACTION, default=0.1, help="held-out fraction (default: 0.1)"
     )
 
 
@@ -118,19 +146,22 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
         help="where the models and PNG go (default: %(default)s)",
     )
     demo.add_argument(
-        "--epochs", type=int, default=150, help="pretraining epochs (default: %(default)s)"
+        "--epochs", type=POSITIVE_INT, default=150, help="pretraining epochs (default: %(default)s)"
     )
     demo.add_argument(
         "--finetune-epochs",
-        type=int,
+        type=POSITIVE_INT,
         default=10,
         help="fine-tuning epochs, pretrained and from scratch alike (default: %(default)s)",
     )
     demo.add_argument(
-        "--probe-epochs", type=int, default=10, help="linear-probe epochs (default: %(default)s)"
+        "--probe-epochs",
+        type=POSITIVE_INT,
+        default=10,
+        help="linear-probe epochs (default: %(default)s)",
     )
     demo.add_argument(
-        "--batch-size", type=int, default=128, help="batch size (default: %(default)s)"
+        "--batch-size", type=POSITIVE_INT, default=128, help="batch size (default: %(default)s)"
     )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     demo.set_defaults(func=commands.demo)
@@ -153,14 +184,17 @@ def _add_pretrain(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_pretraining_model_options(pre)
     pre.add_argument(
-        "--warmup-epochs", type=int, default=40, help="linear warmup epochs (default: 40)"
+        "--warmup-epochs",
+        type=NON_NEGATIVE_INT,
+        default=40,
+        help="linear warmup epochs (default: 40)",
     )
     pre.add_argument(
-        "--weight-decay", type=float, default=0.05, help="AdamW weight decay (default: 0.05)"
+        "--weight-decay", type=NON_NEGATIVE, default=0.05, help="AdamW weight decay (default: 0.05)"
     )
     pre.add_argument(
         "--reconstruction-every",
-        type=int,
+        type=NON_NEGATIVE_INT,
         default=1,
         help="epochs between reconstruction PNGs; 0 for none (default: 1)",
     )
@@ -184,26 +218,28 @@ def _add_pretraining_model_options(parser: argparse.ArgumentParser) -> None:
         default="base",
         help="preset (base, large, huge) or a checkpoint to continue from (default: base)",
     )
-    parser.add_argument("--image-size", type=int, help="input resolution (default: the model's)")
     parser.add_argument(
-        "--patch-size", type=int, help="patch size, for a preset (default: the preset's)"
+        "--image-size", type=POSITIVE_INT, help="input resolution (default: the model's)"
     )
     parser.add_argument(
-        "--num-channels", type=int, help="image channels, for a preset (default: 3)"
+        "--patch-size", type=POSITIVE_INT, help="patch size, for a preset (default: the preset's)"
     )
     parser.add_argument(
-        "--mask-ratio", type=float, help="fraction of patches masked (default: 0.75)"
+        "--num-channels", type=POSITIVE_INT, help="image channels, for a preset (default: 3)"
+    )
+    parser.add_argument(
+        "--mask-ratio", type=FRACTION, help="fraction of patches masked (default: 0.75)"
     )
     parser.add_argument(
         "--image-mean",
-        type=float,
+        type=FINITE,
         nargs="+",
         help="per-channel normalisation mean, saved with the model (default: the model's; "
         "ImageNet's for presets)",
     )
     parser.add_argument(
         "--image-std",
-        type=float,
+        type=POSITIVE,
         nargs="+",
         help="per-channel normalisation std, saved with the model (default: as --image-mean)",
     )
@@ -244,17 +280,19 @@ def _add_finetune(subparsers: argparse._SubParsersAction) -> None:
         "--pooling", choices=("cls", "mean"), default="mean", help="feature pooling (default: mean)"
     )
     fine.add_argument(
-        "--layer-decay", type=float, default=0.65, help="layer-wise lr decay (default: 0.65)"
+        "--layer-decay", type=DECAY, default=0.65, help="layer-wise lr decay (default: 0.65)"
     )
     fine.add_argument(
-        "--label-smoothing", type=float, default=0.1, help="label smoothing (default: 0.1)"
+        "--label-smoothing", type=FRACTION, default=0.1, help="label smoothing (default: 0.1)"
     )
     fine.add_argument(
-        "--drop-path", type=float, default=0.1, help="stochastic depth rate (default: 0.1)"
+        "--drop-path", type=FRACTION, default=0.1, help="stochastic depth rate (default: 0.1)"
     )
-    fine.add_argument("--mixup", type=float, default=0.0, help="MixUp alpha, 0 for off (MAE: 0.8)")
     fine.add_argument(
-        "--cutmix", type=float, default=0.0, help="CutMix alpha, 0 for off (MAE: 1.0)"
+        "--mixup", type=NON_NEGATIVE, default=0.0, help="MixUp alpha, 0 for off (MAE: 0.8)"
+    )
+    fine.add_argument(
+        "--cutmix", type=NON_NEGATIVE, default=0.0, help="CutMix alpha, 0 for off (MAE: 1.0)"
     )
     _add_common_training(fine, epochs=100, batch_size=64)
     fine.set_defaults(func=lambda a: commands.train_classifier(a, linear_probe=False))
@@ -279,7 +317,7 @@ def _add_reconstruct(subparsers: argparse._SubParsersAction) -> None:
         "(default: %(default)s)",
     )
     rec.add_argument(
-        "--mask-ratio", type=float, help="fraction of patches masked (default: the model's)"
+        "--mask-ratio", type=FRACTION, help="fraction of patches masked (default: the model's)"
     )
     rec.add_argument("--seed", type=int, default=0, help="seed of the mask (default: 0)")
     rec.set_defaults(func=commands.reconstruct)
@@ -301,7 +339,10 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
         "export_base", metavar="EXPORT_BASE", help="model base directory of TF Serving"
     )
     exp.add_argument(
-        "--version", type=int, default=1, help="version sub-directory, must be new (default: 1)"
+        "--version",
+        type=NON_NEGATIVE_INT,
+        default=1,
+        help="version sub-directory, must be new (default: 1)",
     )
     exp.add_argument(
         "--no-raw-inputs", action="store_true", help="skip the image-bytes and uint8 signatures"
@@ -312,7 +353,10 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
         help="write assets.extra/tf_serving_warmup_requests (needs tensorflow-serving-api)",
     )
     exp.add_argument(
-        "--top-k", type=int, default=5, help="classes in classify's top-k outputs (default: 5)"
+        "--top-k",
+        type=POSITIVE_INT,
+        default=5,
+        help="classes in classify's top-k outputs (default: 5)",
     )
     exp.set_defaults(func=commands.export)
 
@@ -356,11 +400,6 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    for name in ("epochs", "batch_size", "probe_epochs", "finetune_epochs"):
-        if getattr(args, name, 1) < 1:
-            parser.error(
-                f"--{name.replace('_', '-')} must be at least 1, received {getattr(args, name)}"
-            )
     # TensorFlow's C++ start-up lines (no GPU found, CPU features, XLA) are
     # not for a command's user; its errors still show. Set the variable to see all.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -8,6 +8,7 @@ written cheaply. The `config.json` format is the one Hugging Face uses for
 import copy
 import inspect
 import json
+import math
 import os
 from typing import Any, TypeGuard, TypeVar, cast
 
@@ -270,7 +271,13 @@ class ViTMAEConfig:
 
     @classmethod
     def from_json_file(cls: type[_Config], path: PathLike) -> _Config:
-        return cls.from_dict(read_json(path))
+        """Read a `config.json`; an invalid one raises a `ValueError` naming the file."""
+        try:
+            return cls.from_dict(read_json(path))
+        except ValueError as e:
+            if os.fspath(path) in str(e):  # read_json names it already
+                raise
+            raise ValueError(f"{os.fspath(path)}: {e}") from None
 
     @classmethod
     def from_pretrained(
@@ -359,7 +366,10 @@ _KINDS = {
     "positive_int": ("a positive integer", lambda v: _is_int(v) and v > 0),
     "non_negative_int": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
     "probability": ("a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
-    "positive_number": ("a positive number", lambda v: _is_number(v) and v > 0),
+    "positive_number": (
+        "a positive, finite number",
+        lambda v: _is_number(v) and v > 0 and math.isfinite(v),
+    ),
     "bool": ("True or False", lambda v: isinstance(v, bool)),
     "size": ("a positive integer or a (height, width) pair of them", _is_size),
 }
