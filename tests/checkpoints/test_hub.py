@@ -385,3 +385,12 @@ def test_a_failed_write_is_named_and_changes_nothing(tmp_path, monkeypatch):
     ):
         model.save_pretrained(tmp_path, pytorch=True, safe_serialization=False)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no .tmp-save-*
+
+
+def test_a_checkpoint_with_an_impossible_image_processor_names_the_file(tmp_path):
+    TFViTMAEModel(tiny_config()).save_pretrained(tmp_path)
+    path = tmp_path / "preprocessor_config.json"
+    fields = json.loads(path.read_text())
+    path.write_text(json.dumps({**fields, "image_std": [0.2, 0.0, 0.2]}))
+    with pytest.raises(ValueError, match=r"preprocessor_config.json: image_std must be positive"):
+        TFViTMAEModel.from_pretrained(tmp_path)

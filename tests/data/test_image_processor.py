@@ -131,7 +131,7 @@ def test_call_takes_paths_pil_images_and_arrays_of_any_size(tmp_path):
         (
             lambda: ViTMAEImageProcessor(image_mean=[0.5, 0.5], image_std=[0.5]),
             ValueError,
-            r"equal length",
+            r"one value per channel each, received 2 and 1 values",
         ),
         (
             lambda: ViTMAEImageProcessor.from_dict({"do_center_crop": True}),
@@ -233,3 +233,35 @@ def test_a_decompression_bomb_is_refused_before_decoding(tmp_path, monkeypatch):
         decode_image(small, max_pixels=1000)
     monkeypatch.setattr(image_processor, "MAX_IMAGE_PIXELS", 10**8)
     assert decode_image(contents, 1).shape == (9500, 9500, 1)
+
+
+@pytest.mark.parametrize(
+    "fields, pattern",
+    [
+        (
+            dict(image_std=[0.5, 0.0, 0.5]),
+            r"image_std must be positive, received \(0.5, 0.0, 0.5\)",
+        ),
+        (dict(image_std=[-0.2, 0.2, 0.2]), r"image_std must be positive"),
+        (dict(image_mean=[float("nan")] * 3), r"image_mean must be a finite number or a list"),
+        (dict(image_mean="0.5"), r"image_mean must be a finite number or a list"),
+        (dict(do_normalize="false"), r"do_normalize must be true or false, received 'false'"),
+        (dict(rescale_factor=0), r"rescale_factor must be a positive, finite number"),
+    ],
+)
+def test_statistics_that_cannot_be_right_are_refused(fields, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        ViTMAEImageProcessor(**fields)
+
+
+def test_a_scalar_statistic_stands_for_every_channel_and_counts_must_fit_the_model(tmp_path):
+    processor = ViTMAEImageProcessor(image_mean=0.5, image_std=0.25).with_channels(3)
+    assert processor.image_mean == (0.5, 0.5, 0.5) and processor.image_std == (0.25,) * 3
+    rgb_for_gray = ViTMAEImageProcessor().with_channels(1)  # ImageNet's averaged, as before
+    assert rgb_for_gray.image_mean == pytest.approx((np.mean(IMAGENET_MEAN),))
+    two = ViTMAEImageProcessor(image_mean=[0.5, 0.5], image_std=[0.5, 0.5])
+    with pytest.raises(ValueError, match="have 2 values; images with 3 channels need 3"):
+        two.with_channels(3)
+    (tmp_path / PREPROCESSOR_NAME).write_text(json.dumps({"image_std": [0.2, 0, 0.2]}))
+    with pytest.raises(ValueError, match=rf"{PREPROCESSOR_NAME}: image_std must be positive"):
+        ViTMAEImageProcessor.from_pretrained(tmp_path)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 import keras
 import numpy as np
 
-from ..utils.files import commit_files, finish_commits, read_json, staging_dir
+from ..utils.files import commit_files, finish_commits, staging_dir
 from ..utils.types import PathLike
 from .formats import (
     CONFIG_NAME,
@@ -285,12 +285,14 @@ def _save(model: Any, save_directory: str, *, pytorch: bool, safe_serialization:
 class HubMixin:
     """Hugging Face's checkpoint methods for a Keras model class.
 
-    The class sets `config_class` (which reads `config.json`) and may
+    The class sets `config_class` (which reads `config.json`) and
+    `processor_class` (`preprocessor_config.json`), and may
     override `init_kwargs_from_config`, `config_extras`, `pytorch_state_dict`
     and `optional_weights` for what its checkpoints carry beyond the config.
     """
 
     config_class: Any  # the model's config class, e.g. `ViTMAEConfig`
+    processor_class: Any  # reads `preprocessor_config.json`, e.g. `ViTMAEImageProcessor`
 
     @overload
     @classmethod
@@ -415,7 +417,9 @@ class HubMixin:
             config = config.copy(**overrides)
         if "image_processor" not in kwargs:
             path = resolve_optional_file(name_or_path, PREPROCESSOR_NAME, **hub_options)
-            kwargs["image_processor"] = None if path is None else read_json(path)
+            kwargs["image_processor"] = (
+                None if path is None else cls.processor_class.from_json_file(path)
+            )
         # The mixin is part of a model class, whose constructor takes the config.
         model = cls(config, **{**cls.init_kwargs_from_config(config), **kwargs})  # type: ignore[call-arg]
         if state is None:

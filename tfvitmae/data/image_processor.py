@@ -9,6 +9,7 @@ weights and in their `.keras` config.
 """
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -166,6 +167,42 @@ def decode_image(
     return image
 
 
+def _positive(name: str, value: Any) -> float:
+    """`value` as a float if it is a positive, finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a positive number, received {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive, finite number, received {value!r}")
+    return float(value)
+
+
+def _statistics(mean: Any, std: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """`(image_mean, image_std)` as tuples of floats. A single number (as
+    `transformers` accepts) stands for every channel; the std must be positive
+    (a std of 0 would normalise to infinities), and both finite and as long."""
+    values = []
+    for name, stat in (("image_mean", mean), ("image_std", std)):
+        stat = [stat] if isinstance(stat, (int, float)) and not isinstance(stat, bool) else stat
+        try:
+            array = np.asarray(stat, "float64")
+        except (TypeError, ValueError):
+            array = np.asarray([])
+        if array.ndim != 1 or not len(array) or not np.isfinite(array).all():
+            raise ValueError(
+                f"{name} must be a finite number or a list of them (one per channel), "
+                f"received {stat!r}"
+            )
+        values.append(tuple(array.tolist()))
+    if len(values[0]) != len(values[1]):
+        raise ValueError(
+            f"image_mean and image_std must have one value per channel each, received "
+            f"{len(values[0])} and {len(values[1])} values"
+        )
+    if min(values[1]) <= 0:
+        raise ValueError(f"image_std must be positive, received {values[1]}")
+    return values[0], values[1]
+
+
 def _size_hw(size: _Size) -> tuple[int, int]:
     """`(height, width)` from an int, a pair, or a `{"height", "width"}` dict."""
     if isinstance(size, dict):
@@ -214,14 +251,20 @@ class ViTMAEImageProcessor:
                 f"({', '.join(f'{k}: {v}' for k, v in RESAMPLE_METHODS.items())}), "
                 f"received {resample!r}"
             )
+        for name, flag in (
+            ("do_resize", do_resize),
+            ("do_rescale", do_rescale),
+            ("do_normalize", do_normalize),
+        ):
+            if not isinstance(flag, (bool, np.bool_)):  # "false" would read as true
+                raise ValueError(f"{name} must be true or false, received {flag!r}")
         self.size = _size_hw(size)
         self.resample = int(resample)
         self.do_resize = bool(do_resize)
         self.do_rescale = bool(do_rescale)
-        self.rescale_factor = float(rescale_factor)
+        self.rescale_factor = _positive("rescale_factor", rescale_factor)
         self.do_normalize = bool(do_normalize)
-        mean, std = channel_stats(image_mean, image_std, len(image_mean), dtype="float64")
-        self.image_mean, self.image_std = tuple(mean.tolist()), tuple(std.tolist())
+        self.image_mean, self.image_std = _statistics(image_mean, image_std)
 
     @classmethod
     def for_config(cls, config: Any, **overrides: Any) -> "ViTMAEImageProcessor":
@@ -230,7 +273,16 @@ class ViTMAEImageProcessor:
         return processor.with_channels(config.num_channels)
 
     def with_channels(self, num_channels: int) -> "ViTMAEImageProcessor":
-        """This processor with statistics for `num_channels` channels (see `channel_stats`)."""
+        """This processor with statistics for `num_channels` channels (see
+        `channel_stats`): one value, or RGB statistics (ImageNet's, say) for
+        another channel count, are averaged onto every channel; any other
+        count than the model's is refused."""
+        count = len(self.image_mean)
+        if count not in (1, 3, num_channels):
+            raise ValueError(
+                f"image_mean and image_std have {count} values; images with {num_channels} "
+                f"channels need {num_channels} (or 1 for every channel)"
+            )
         mean, std = channel_stats(self.image_mean, self.image_std, num_channels, dtype="float64")
         return self.copy(image_mean=mean.tolist(), image_std=std.tolist())
 
@@ -290,8 +342,13 @@ class ViTMAEImageProcessor:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> "ViTMAEImageProcessor":
-        """Read a `preprocessor_config.json` file (see `from_dict`)."""
-        return cls.from_dict(read_json(path))
+        """Read a `preprocessor_config.json` file (see `from_dict`); an invalid
+        one raises a `ValueError` naming the file."""
+        values = read_json(path)
+        try:
+            return cls.from_dict(values)
+        except ValueError as e:
+            raise ValueError(f"{os.fspath(path)}: {e}") from None
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and self.to_dict() == other.to_dict()

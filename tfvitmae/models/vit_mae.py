@@ -455,6 +455,7 @@ class TFViTMAEPreTrainedModel(HubMixin, ExportMixin, AttentionSwitch, keras.Mode
     """
 
     config_class = ViTMAEConfig
+    processor_class = ViTMAEImageProcessor
     default_name = "vit_mae"
 
     def __init__(
