@@ -265,3 +265,34 @@ def test_a_scalar_statistic_stands_for_every_channel_and_counts_must_fit_the_mod
     (tmp_path / PREPROCESSOR_NAME).write_text(json.dumps({"image_std": [0.2, 0, 0.2]}))
     with pytest.raises(ValueError, match=rf"{PREPROCESSOR_NAME}: image_std must be positive"):
         ViTMAEImageProcessor.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "image, pattern",
+    [
+        (np.full((8, 8, 3), 1000, np.uint16), r"Expected uint8 images \(0-255\), received uint16"),
+        (np.ones((8, 8, 3), bool), r"received bool"),
+        (np.zeros((0, 0, 3), np.uint8), r"an image with pixels, received shape \(0, 0, 3\)"),
+    ],
+)
+def test_raw_arrays_are_uint8_images(image, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        ViTMAEImageProcessor()(image)
+
+
+@pytest.mark.parametrize(
+    "contents, pattern",
+    [
+        (b"", r"Cannot read .*x.img as an image: Input is empty\.?$"),
+        (b"hello", r"as an image: Unknown image file format"),
+        (b"\xff\x0a" + bytes(40), r"JPEG XL images are not read: their size cannot be checked"),
+        (b"\0\0\0\x0cJXL \r\n\x87\n" + bytes(40), r"JPEG XL images are not read"),
+    ],
+)
+def test_undecodable_files_are_named_in_plain_words(contents, pattern, tmp_path):
+    """No TensorFlow internals ({{function_node ...}}, [Op:...]) in the message."""
+    path = tmp_path / "x.img"
+    path.write_bytes(contents)
+    with pytest.raises(ValueError, match=pattern) as error:
+        load_images([str(path)])
+    assert "function_node" not in str(error.value) and "[Op:" not in str(error.value)

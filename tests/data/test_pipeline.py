@@ -326,7 +326,7 @@ def test_data_epoch_pins_each_pass_to_the_epoch_number():
 
 
 def test_repeat_runs_pass_after_pass_in_full_batches():
-    images = np.arange(5)[:, None, None, None] * np.ones((5, 8, 8, 3), np.uint8)
+    images = (np.arange(5)[:, None, None, None] * np.ones((5, 8, 8, 3))).astype(np.uint8)
     ds = data.make_dataset(images, 8, 2, augment=False, repeat=True, with_labels=True, seed=1,
                            labels=np.arange(5))  # fmt: skip
     assert int(ds.cardinality()) == tf.data.INFINITE_CARDINALITY
@@ -336,3 +336,33 @@ def test_repeat_runs_pass_after_pass_in_full_batches():
     for one_pass in passes:
         assert sorted(one_pass) == [0, 1, 2, 3, 4]  # each image once per pass
     assert len({tuple(p) for p in passes}) > 1  # in a new order
+
+
+@pytest.mark.parametrize(
+    "array, pattern",
+    [
+        (
+            np.full((2, 8, 8, 3), 1000, np.uint16),
+            r"uint8 \(0-255\) or floats in \[0, 1\], received uint16",
+        ),
+        (np.ones((2, 8, 8, 3), bool), r"received bool"),
+        (np.full((2, 8, 8, 3), -3, np.int64), r"received int64"),
+        (
+            np.full((2, 8, 8, 3), 0.5, np.float32) + np.eye(8)[None, :, :, None] * 0.5001,
+            r"\[0, 1\]",
+        ),
+        (np.full((2, 8, 8, 3), np.nan, np.float32), r"NaN or infinite"),
+    ],
+)
+def test_arrays_are_read_by_an_explicit_rule_never_guessed(array, pattern):
+    """uint8 means 0-255 and floats mean [0, 1]; anything else is refused."""
+    with pytest.raises(ValueError, match=pattern):
+        data.make_dataset(array, 8, 2, augment=False)
+
+
+def test_float_arrays_in_the_unit_range_are_scaled_as_uint8_ones():
+    uint8 = np.random.default_rng(6).integers(0, 256, size=(2, 8, 8, 3), dtype=np.uint8)
+    options = dict(batch_size=2, augment=False, shuffle=False)
+    from_uint8 = next(iter(data.make_dataset(uint8, 8, **options)))
+    from_float = next(iter(data.make_dataset(uint8 / 255.0, 8, **options)))
+    np.testing.assert_allclose(from_float, from_uint8, atol=1e-5)

@@ -128,3 +128,18 @@ def test_staging_without_a_plan_is_unfinished_and_only_removed_on_request(tmp_pa
         os.replace(tmp_path / "x", os.path.join(other, "x"))
         assert commit_files(other, str(folder), ["x"]) == [str(folder / "x")]
     assert sorted(os.listdir(folder)) == ["weights", "x"]
+
+
+def test_a_published_folder_has_a_new_folders_mode_not_a_private_one(tmp_path):
+    """Exports and backups are staged in mkdtemp's private (0700) folders; once
+    published, a server running as another user must be able to read them."""
+    old = os.umask(0o022)
+    try:
+        with staging_dir(tmp_path) as staged:
+            assert os.stat(staged).st_mode & 0o777 == 0o700
+            (tmp_path / "expected").mkdir()  # what mkdir gives under this umask
+            target = publish_dir(staged, tmp_path / "published")
+    finally:
+        os.umask(old)
+    assert os.stat(target).st_mode & 0o777 == os.stat(tmp_path / "expected").st_mode & 0o777
+    assert os.stat(target).st_mode & 0o777 == 0o755

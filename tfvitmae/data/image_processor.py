@@ -11,6 +11,7 @@ weights and in their `.keras` config.
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "decode_image",
     "image_pixels",
+    "tf_error_reason",
     "load_images",
     "match_channels",
 ]
@@ -111,9 +113,21 @@ def _webp_pixels(header: tf.Tensor) -> tf.Tensor:
     )
 
 
+_JPEG_XL_CONTAINER = b"\0\0\0\x0cJXL \r\n\x87\n"
+
+
+def tf_error_reason(error: tf.errors.OpError) -> str:
+    """The first line of a TensorFlow error, without its `{{function_node ...}}`
+    prefix and `[Op:...]` suffix."""
+    reason = error.message.splitlines()[0] if error.message else str(error)
+    reason = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", reason)
+    return re.sub(r"\s*\[Op:[^\]]*\].*$", "", reason).strip()
+
+
 def image_pixels(contents: TensorLike) -> tf.Tensor:
     """Height x width of an encoded JPEG, PNG, GIF, BMP or WebP image, read
-    from its header without decoding it (int64; 0 for other formats)."""
+    from its header without decoding it (int64; -1 for JPEG XL, whose size
+    is not read here; 0 for other bytes, which do not decode)."""
     contents = tf.convert_to_tensor(contents, tf.string)
     header = tf.strings.substr(contents, 0, 32) + b"\0" * 32  # short files read as zeros
     magic = {n: tf.strings.substr(header, 0, n) for n in (2, 3, 6, 8)}
@@ -136,6 +150,13 @@ def image_pixels(contents: TensorLike) -> tf.Tensor:
             lambda: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(contents)[:2], tf.int64)),
         ),
         (riff, lambda: _webp_pixels(header)),
+        (
+            tf.logical_or(
+                tf.equal(magic[2], b"\xff\x0a"),
+                tf.equal(magic[8] + tf.strings.substr(header, 8, 4), _JPEG_XL_CONTAINER),
+            ),
+            lambda: tf.constant(-1, tf.int64),
+        ),
     ]
     return tf.case(branches, default=lambda: tf.constant(0, tf.int64), exclusive=True)
 
@@ -153,6 +174,13 @@ def decode_image(
     """
     budget = MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
     pixels = image_pixels(contents)
+    known = tf.debugging.assert_non_negative(
+        pixels,
+        message="JPEG XL images are not read: their size cannot be checked before decoding; "
+        "convert them to PNG or JPEG",
+    )
+    with tf.control_dependencies([known]):
+        pixels = tf.identity(pixels)
     within = tf.debugging.assert_less_equal(
         pixels,
         tf.constant(budget, tf.int64),
@@ -459,8 +487,7 @@ def _load_image(image, num_channels: int) -> np.ndarray:
         try:
             return decode_image(tf.io.read_file(path), num_channels).numpy()
         except tf.errors.InvalidArgumentError as e:
-            reason = e.message.splitlines()[0]
-            raise ValueError(f"Cannot read {path} as an image: {reason}") from None
+            raise ValueError(f"Cannot read {path} as an image: {tf_error_reason(e)}") from None
     if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
         image = np.asarray(image.convert("L" if num_channels == 1 else "RGB"))
     array = np.asarray(image)
@@ -476,6 +503,13 @@ def _load_image(image, num_channels: int) -> np.ndarray:
             "Expected uint8 images (0-255), received a float array; for images already in "
             "[0, 1], pass (image * 255).astype('uint8')"
         )
+    if array.dtype != np.uint8:  # uint16 is not 0-255, nor are bool or negative values
+        raise ValueError(
+            f"Expected uint8 images (0-255), received {array.dtype}; convert them first "
+            "(16-bit images: (image // 257).astype('uint8'))"
+        )
+    if 0 in array.shape[:2]:
+        raise ValueError(f"Expected an image with pixels, received shape {array.shape}")
     return match_channels(array, num_channels)
 
 

@@ -194,14 +194,34 @@ def _from_arrays(source, labels, num_channels: int):
         )
     if array.shape[0] == 0:
         raise ValueError("The image array is empty")
-    if np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0:
-        array = array * 255.0  # floats in [0, 1]
-    array = match_channels(array, num_channels)
+    array = match_channels(_pixels_0_255(array), num_channels)
     y = np.zeros(len(array), np.int64) if labels is None else np.asarray(labels)
     if len(y) != len(array):
         raise ValueError(f"Expected one label per image ({len(array)}), received {len(y)}")
     info = dict(num_examples=len(array), skipped=0, class_names=[], unreadable=[])
     return (array, y), None, info
+
+
+def _pixels_0_255(array: np.ndarray) -> np.ndarray:
+    """uint8 pixels as they are, float ones in [0, 1] scaled by 255; nothing
+    else is guessed at (uint16 is not 0-255, and a float array with values
+    past 1 may be either range)."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind != "f":
+        raise ValueError(
+            f"Image arrays must be uint8 (0-255) or floats in [0, 1], received {array.dtype}; "
+            "convert them first (16-bit images: (x // 257).astype('uint8'))"
+        )
+    if not np.isfinite(array).all():
+        raise ValueError("The image array holds NaN or infinite values")
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > 1:
+        raise ValueError(
+            "Float image arrays must lie in [0, 1] (they are scaled by 255), received values "
+            f"in [{low:g}, {high:g}]; pass 0-255 pixels as uint8"
+        )
+    return array * 255.0
 
 
 # ------------------------------------------------------------ the pipeline

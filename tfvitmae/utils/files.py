@@ -153,8 +153,18 @@ def publish_dir(staged: PathLike, target: PathLike) -> PathLike:
     or be empty (TF Serving versions, for instance, are never overwritten)."""
     if os.path.isdir(target):
         os.rmdir(target)  # raises if not empty
+    # mkdtemp made the folder private (0700); published, it gets a new folder's
+    # mode, so that a server running as another user can read an export.
+    os.chmod(staged, 0o777 & ~_umask())
     os.rename(staged, target)
     return target
+
+
+def _umask() -> int:
+    """The process's file-mode creation mask (read by setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def read_json(path: PathLike) -> Any:
