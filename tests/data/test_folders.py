@@ -50,3 +50,59 @@ def test_bad_input(tmp_path):
         split_files(["a.png", "b.png"], [0], 0.5)
     with pytest.raises(ValueError, match=r"not a directory"):
         list_image_files(tmp_path / "missing")
+
+
+def _png(path, value=0):
+    path.write_bytes(tf.io.encode_png(np.full((4, 4, 3), value, "uint8")).numpy())
+
+
+def test_pipes_are_never_opened_and_symlinked_class_folders_are_followed(tmp_path):
+    import os
+
+    data = tmp_path / "data"
+    (data / "cats").mkdir(parents=True)
+    _png(data / "cats" / "0.png")
+    os.mkfifo(data / "cats" / "pipe.png")  # a reader of it would wait forever
+    elsewhere = tmp_path / "dogs_on_another_disk"
+    elsewhere.mkdir()
+    _png(elsewhere / "0.png")
+    (elsewhere / "loop").symlink_to(elsewhere)  # a link cycle ends
+    (data / "dogs").symlink_to(elsewhere)
+    webp = io.BytesIO()
+    from PIL import Image
+
+    Image.new("RGB", (4, 4)).save(webp, "WEBP")
+    (data / "cats" / "1.webp").write_bytes(webp.getvalue())
+    paths, labels, classes, skipped = list_image_files(data)
+    names = [os.path.relpath(p, data) for p in paths]
+    assert names == ["cats/0.png", "cats/1.webp", "dogs/0.png"]
+    assert (labels, classes, skipped) == ([0, 0, 1], ["cats", "dogs"], 1)
+
+
+def test_images_beside_class_folders_have_no_class_and_labelled_uses_refuse_them(tmp_path):
+    from tfvitmae.data import make_dataset
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        _png(tmp_path / name / "0.png")
+    _png(tmp_path / "stray.png")
+    paths, labels, classes, _ = list_image_files(tmp_path)
+    assert labels == [-1, 0, 1] and classes == ["a", "b"]  # stray.png first
+    with pytest.raises(ValueError, match=r"1 images in .* are in no class sub-folder \(.*stray"):
+        make_dataset(tmp_path, 4, 2, with_labels=True)
+    assert len(list(make_dataset(tmp_path, 4, 3, augment=False))) == 1  # unlabelled: all three
+
+
+def test_a_training_runs_output_is_never_part_of_its_data(tmp_path):
+    from tfvitmae.training.runs import RUN_FILE
+
+    assert image_folders.RUN_MARKER == RUN_FILE
+    _png(tmp_path / "0.png")
+    run = tmp_path / "mae-run"
+    run.mkdir()
+    (run / RUN_FILE).write_text("{}")
+    _png(run / "reconstruction_epoch_1.png")
+    paths, _, classes, _ = list_image_files(tmp_path)
+    assert [p.rsplit("/", 1)[-1] for p in paths] == ["0.png"] and classes == []
+    with pytest.raises(ValueError, match="is a training run's output directory"):
+        list_image_files(run)

@@ -246,8 +246,10 @@ def _split_classes(args: argparse.Namespace) -> tuple:
     """`((train_paths, train_labels), (val_paths, val_labels), class_names, skipped)`
     of the class folders in `args.data`, checked against `--batch-size`."""
     from ..data import list_image_files, split_files
+    from ..data.folders import check_labelled
 
     paths, labels, class_names, skipped = list_image_files(args.data, progress=sys.stderr)
+    check_labelled(paths, labels, args.data)
     if len(class_names) < 2:
         raise ValueError(
             f"{args.data} needs one sub-folder per class (at least 2), found {class_names}"

@@ -126,10 +126,11 @@ def load_dataset(
             y_test[:test_size, 0].astype("int64"),
             classes,
         )
-    from ..data.folders import list_image_files, split_files
+    from ..data.folders import check_labelled, list_image_files, split_files
     from ..data.image_processor import load_images
 
     paths, folder_labels, classes, _ = list_image_files(name)
+    check_labelled(paths, folder_labels, name)
     fraction = min(test_size / len(paths), 0.5)
     (train_paths, train_labels), (test_paths, test_labels) = split_files(
         paths, folder_labels, val_fraction=fraction, seed=seed

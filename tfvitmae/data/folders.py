@@ -2,28 +2,55 @@
 and train/validation splits stratified by class."""
 
 import os
+import stat
 from collections.abc import Sequence
 from typing import TextIO
 
 import numpy as np
 
+from ..utils.types import PathLike
+
 __all__ = [
+    "RUN_MARKER",
+    "check_labelled",
     "find_unreadable",
     "list_image_files",
     "split_files",
 ]
 
-# Leading bytes of the formats `tf.io.decode_image` reads.
+# Leading bytes of the formats `tf.io.decode_image` reads (WebP: "RIFF", size, "WEBP").
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 _PROGRESS_EVERY = 5000
+# A training run's output directory holds this file (`training.runs.RUN_FILE`):
+# its checkpoints and reconstruction grids are never part of the data.
+RUN_MARKER = "run.json"
 
 
 def _is_image_file(path: str) -> bool:
+    """Whether `path` is a regular file that starts like an image. Pipes and
+    devices are never opened (reading a pipe would wait forever)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
         with open(path, "rb") as f:
-            return f.read(8).startswith(_MAGIC)
+            head = f.read(12)
     except OSError:
         return False
+    return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+def _walk(folder: str):
+    """`os.walk(folder)` in sorted order, following symlinked folders (each real
+    folder once, so a link cycle ends) and leaving out training runs' outputs."""
+    seen = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen or (root != folder and RUN_MARKER in files):
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        yield root, sorted(files)
 
 
 def list_image_files(
@@ -31,7 +58,10 @@ def list_image_files(
 ) -> tuple[list[str], list[int], list[str], int]:
     """Image files under `folder`, with class labels from sub-folder names.
 
-    Files are recognised by content (JPEG, PNG, GIF, BMP), not by extension.
+    Files are recognised by content (JPEG, PNG, GIF, BMP, WebP), not by
+    extension; only regular files are opened. Symlinked folders are followed,
+    and a training run's output folder inside `folder` (one holding
+    `run.json`) is left out, so a run never trains on its own pictures.
 
     Args:
         folder: The folder to scan (once; nothing is decoded).
@@ -40,18 +70,23 @@ def list_image_files(
 
     Returns:
         `(paths, labels, class_names, skipped)`: sorted paths, an int label
-        per path (the index of its top-level sub-folder in `class_names`; 0
-        for images directly in `folder`), and the number of other files skipped.
+        per path (the index of its top-level sub-folder in `class_names`;
+        images directly in `folder` get 0 when there are no class folders,
+        and -1, no class, beside class folders), and the number of other
+        files skipped.
     """
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise ValueError(
             f"Expected a folder of images, received {folder!r}, which is not a directory"
         )
+    if os.path.isfile(os.path.join(folder, RUN_MARKER)):
+        raise ValueError(
+            f"{folder} is a training run's output directory ({RUN_MARKER}), not a folder of data"
+        )
     paths, skipped = [], 0
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in sorted(files):
+    for root, files in _walk(folder):
+        for name in files:
             path = os.path.join(root, name)
             if _is_image_file(path):
                 paths.append(path)
@@ -62,7 +97,8 @@ def list_image_files(
                 print(f"scanning {folder}: {len(paths)} images so far", file=progress, flush=True)
     if not paths:
         raise ValueError(
-            f"No images found in {folder!r} (JPEG, PNG, GIF or BMP; {skipped} other files skipped)"
+            f"No images found in {folder!r} (JPEG, PNG, GIF, BMP or WebP; {skipped} other files "
+            "skipped)"
         )
     if progress is not None:
         print(
@@ -74,8 +110,21 @@ def list_image_files(
     top = [os.path.relpath(p, folder).split(os.sep) for p in paths]
     class_names = sorted({parts[0] for parts in top if len(parts) > 1})
     index = {name: i for i, name in enumerate(class_names)}
-    labels = [index[parts[0]] if len(parts) > 1 else 0 for parts in top]
+    stray = -1 if class_names else 0
+    labels = [index[parts[0]] if len(parts) > 1 else stray for parts in top]
     return paths, labels, class_names, skipped
+
+
+def check_labelled(paths: Sequence[str], labels: Sequence[int], folder: PathLike) -> None:
+    """Refuse images of a labelled folder that belong to no class (label -1:
+    files directly in `folder`, beside its class sub-folders)."""
+    stray = [p for p, label in zip(paths, labels) if label < 0]
+    if stray:
+        shown = ", ".join(stray[:5]) + (f" and {len(stray) - 5} more" if len(stray) > 5 else "")
+        raise ValueError(
+            f"{len(stray)} images in {os.fspath(folder)} are in no class sub-folder ({shown}); "
+            "move them into one, or out of the folder"
+        )
 
 
 def split_files(

@@ -32,7 +32,7 @@ import tensorflow as tf
 from ..utils.checks import check_batch_size, check_data_format
 from ..utils.types import TensorLike
 from .augmentation import batch_augment, mixers, random_flip, random_resized_crop
-from .folders import find_unreadable, list_image_files
+from .folders import check_labelled, find_unreadable, list_image_files
 from .image_processor import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -319,6 +319,8 @@ def make_dataset(
     examples, decode, info = _from_source(
         source, labels, num_channels, progress=progress, verify_images=verify_images
     )
+    if with_labels and labels is None and isinstance(source, (str, os.PathLike)):
+        check_labelled(examples[0], examples[1], source)  # no image without a class
     if info["num_examples"] is not None and drop_remainder and info["num_examples"] < batch_size:
         raise ValueError(
             f"batch_size {batch_size} is larger than the dataset ({info['num_examples']} images) "
