@@ -51,6 +51,7 @@ def test_pretrain_fit_loss_falls_and_writes_checkpoint_and_grid(tmp_path):
     losses = history.history["loss"]
     assert losses[-1] < 0.92 * losses[0], losses
     assert sorted(os.listdir(tmp_path)) == [  # backup/ stays: the run can be continued
+        ".tfvitmae-run.lock",  # held while the run lives (training.runs.lock_run_dir)
         "backup",
         "config.json",
         "model.weights.h5",

@@ -12,6 +12,7 @@ import pytest
 
 from tfvitmae.training.runs import (
     CSV_LOG,
+    LOCK_FILE,
     RUN_FILE,
     RunConflictError,
     RunProgress,
@@ -84,7 +85,8 @@ def test_overwrite_starts_afresh_and_clears_the_state(tmp_path):
     (tmp_path / "config.json").write_text("{}")  # the saved model stays until training saves
     mode, message = start_run(str(tmp_path), {**SETTINGS, "seed": 1}, epochs=2, overwrite=True)
     assert mode == "fresh" and "overwrite" in message
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", RUN_FILE]
+    kept = sorted(p.name for p in tmp_path.iterdir() if p.name != LOCK_FILE)  # the run's lock
+    assert kept == ["config.json", RUN_FILE]
     assert read_run(str(tmp_path)) == {
         "settings": {**SETTINGS, "seed": 1, "epochs": 2},
         "epochs_done": 0,
@@ -206,3 +208,35 @@ def test_restore_falls_back_past_a_broken_backup_and_names_unusable_ones(tmp_pat
     with pytest.raises(RunConflictError, match=r"No backup .* can be resumed from.*--overwrite"):
         with pytest.warns(UserWarning):
             restore_backup(compiled(), str(tmp_path))
+
+
+def test_one_training_run_per_directory_and_a_killed_one_leaves_no_lock(tmp_path):
+    """A second run, or an overwrite, is refused while a run lives, naming it;
+    the kernel drops a killed run's lock, so the directory is usable again."""
+    from tfvitmae.training.runs import RUN_FILE, start_run, unlock_run_dir
+
+    code = (
+        "import sys, time\n"
+        "from tfvitmae.training.runs import start_run\n"
+        "start_run(sys.argv[1], {'a': 1}, 2)\n"
+        "print('holding', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        pattern = rf"in use by another training run \(pid {holder.pid} on "
+        with pytest.raises(RunConflictError, match=pattern):
+            start_run(tmp_path, {"a": 1}, 2)
+        with pytest.raises(RunConflictError, match=pattern):
+            start_run(tmp_path, {"a": 2}, 2, overwrite=True)
+        assert json.loads((tmp_path / RUN_FILE).read_text())["settings"]["a"] == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    mode, _ = start_run(tmp_path, {"a": 1}, 2)
+    assert mode == "resume"
+    start_run(tmp_path, {"a": 1}, 2)  # the same process again: no conflict with itself
+    unlock_run_dir(tmp_path)

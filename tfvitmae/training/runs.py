@@ -16,6 +16,8 @@ import json
 import os
 import re
 import shutil
+import socket
+import time
 import warnings
 from typing import TYPE_CHECKING
 
@@ -32,15 +34,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CSV_LOG",
+    "LOCK_FILE",
     "RunBackup",
     "RunConflictError",
     "RunProgress",
     "check_tensorboard",
+    "lock_run_dir",
     "read_run",
     "restore_backup",
     "run_callbacks",
     "run_settings",
     "start_run",
+    "unlock_run_dir",
 ]
 
 RUN_FILE = "run.json"
@@ -216,12 +221,32 @@ def start_run(
         `(mode, message)`: mode `"fresh"` or `"resume"`, and a sentence to
         show the user.
 
+    The process holds `output_dir`'s run lock (`lock_run_dir`) from here to
+    the end of training: a second run, or an `overwrite`, in the same
+    directory is refused while this one lives.
+
     Raises:
-        RunConflictError: The directory holds a finished or different run,
-            or files that no run wrote, and neither `resume` nor `overwrite`
-            says what to do.
+        RunConflictError: Another process trains in `output_dir`; or it
+            holds a finished or different run, or files that no run wrote,
+            and neither `resume` nor `overwrite` says what to do.
     """
     os.makedirs(output_dir, exist_ok=True)
+    lock_run_dir(output_dir)  # before anything is read or cleared
+    try:
+        return _decide_run(output_dir, settings, epochs, resume=resume, overwrite=overwrite)
+    except BaseException:
+        unlock_run_dir(output_dir)  # refused: no run holds the directory
+        raise
+
+
+def _decide_run(
+    output_dir: PathLike,
+    settings: dict,
+    epochs: int,
+    resume: bool | None = None,
+    overwrite: bool = False,
+) -> tuple[str, str]:
+    """`start_run`'s decision, with the lock held."""
     remove_leftovers(output_dir)
     record = read_run(output_dir)
     settings = {**settings, "epochs": epochs}
@@ -288,6 +313,51 @@ class RunProgress(keras.callbacks.Callback):
         record = read_run(self.output_dir) or {}
         if record.get("epochs_done", 0) >= self.epochs:
             self._update(finished=True)
+        unlock_run_dir(self.output_dir)
+
+
+# ------------------------------------------------------------ one writer
+LOCK_FILE = ".tfvitmae-run.lock"
+_HELD: dict[str, int] = {}  # real output_dir -> this process's locked file descriptor
+
+
+def lock_run_dir(output_dir: PathLike) -> None:
+    """Make this process the one training run writing in `output_dir`.
+
+    An exclusive `flock` on `output_dir/.tfvitmae-run.lock`, held until
+    `unlock_run_dir` or the process ends: the kernel drops it when a process
+    dies, so a killed run leaves no stale lock. Taking it again in the same
+    process is a no-op (a notebook may rerun a cell).
+
+    Raises:
+        RunConflictError: Another process holds it; the error names that process.
+    """
+    import fcntl
+
+    real = os.path.realpath(output_dir)
+    if real in _HELD:
+        return
+    path = os.path.join(real, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 1024).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        raise RunConflictError(
+            f"{output_dir} is in use by another training run ({holder}); wait for it to end, "
+            "or choose another output directory"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.ctime()}".encode())
+    _HELD[real] = fd
+
+
+def unlock_run_dir(output_dir: PathLike) -> None:
+    """Release `lock_run_dir`'s lock on `output_dir`, if this process holds it."""
+    fd = _HELD.pop(os.path.realpath(output_dir), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the flock
 
 
 def run_settings(model: "TFViTMAEPreTrainedModel", recipe: dict, extra: dict | None = None) -> dict:
