@@ -17,7 +17,7 @@ to disk passes through it.
 import json
 import os
 import warnings
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -66,7 +66,6 @@ PYTORCH_ARCHITECTURES = {
     "TFViTMAEForImageClassification": "ViTForImageClassification",
 }
 REGISTRY_PACKAGE = "tfvitmae"
-_Model = TypeVar("_Model", bound="HubMixin")
 
 
 def _is_local(name: str) -> bool:
@@ -294,60 +293,9 @@ class HubMixin:
     config_class: Any  # the model's config class, e.g. `ViTMAEConfig`
     processor_class: Any  # reads `preprocessor_config.json`, e.g. `ViTMAEImageProcessor`
 
-    @overload
     @classmethod
     def from_pretrained(
-        cls: type[_Model],
-        pretrained_model_name_or_path: PathLike,
-        *,
-        config: Any = ...,
-        from_pt: bool | None = ...,
-        strict: bool = ...,
-        output_loading_info: Literal[False] = ...,
-        revision: str | None = ...,
-        token: str | bool | None = ...,
-        cache_dir: str | None = ...,
-        local_files_only: bool = ...,
-        force_download: bool = ...,
-        **kwargs: Any,
-    ) -> _Model: ...
-    @overload
-    @classmethod
-    def from_pretrained(
-        cls: type[_Model],
-        pretrained_model_name_or_path: PathLike,
-        *,
-        config: Any = ...,
-        from_pt: bool | None = ...,
-        strict: bool = ...,
-        output_loading_info: Literal[True],
-        revision: str | None = ...,
-        token: str | bool | None = ...,
-        cache_dir: str | None = ...,
-        local_files_only: bool = ...,
-        force_download: bool = ...,
-        **kwargs: Any,
-    ) -> tuple[_Model, LoadReport]: ...
-    @overload
-    @classmethod
-    def from_pretrained(
-        cls: type[_Model],
-        pretrained_model_name_or_path: PathLike,
-        *,
-        config: Any = ...,
-        from_pt: bool | None = ...,
-        strict: bool = ...,
-        output_loading_info: bool = ...,
-        revision: str | None = ...,
-        token: str | bool | None = ...,
-        cache_dir: str | None = ...,
-        local_files_only: bool = ...,
-        force_download: bool = ...,
-        **kwargs: Any,
-    ) -> _Model | tuple[_Model, LoadReport]: ...
-    @classmethod
-    def from_pretrained(
-        cls: type[_Model],
+        cls,
         pretrained_model_name_or_path: PathLike,
         *,
         config: Any = None,
@@ -360,7 +308,7 @@ class HubMixin:
         local_files_only: bool = False,
         force_download: bool = False,
         **kwargs: Any,
-    ) -> _Model | tuple[_Model, LoadReport]:
+    ) -> Any:
         """Build the model from a checkpoint directory, weights file or Hub repo id.
 
         The directory (or repo) holds `config.json` and one of: this package's
