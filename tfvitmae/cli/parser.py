@@ -180,7 +180,7 @@ def _add_pretrain(subparsers: argparse._SubParsersAction) -> None:
         "--overwrite say what to do with a finished or different one.",
     )
     pre.add_argument(
-        "data", metavar="DATA", help="folder of images (any size; JPEG, PNG, GIF, BMP)"
+        "data", metavar="DATA", help="folder of images (any size; JPEG, PNG, GIF, BMP, WebP)"
     )
     _add_pretraining_model_options(pre)
     pre.add_argument(
@@ -306,7 +306,9 @@ def _add_reconstruct(subparsers: argparse._SubParsersAction) -> None:
         "original, masked, "
         "reconstruction, and reconstruction with the visible patches pasted back.",
     )
-    rec.add_argument("images", metavar="IMAGE", nargs="+", help="image files (JPEG, PNG, GIF, BMP)")
+    rec.add_argument(
+        "images", metavar="IMAGE", nargs="+", help="image files (JPEG, PNG, GIF, BMP, WebP)"
+    )
     rec.add_argument(
         "--model", required=True, help="MAE checkpoint: directory, weights file or Hub id"
     )
