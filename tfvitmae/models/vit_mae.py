@@ -9,7 +9,6 @@ pixels; the loss is the pixel MSE over the removed patches. The numerical
 reference is Hugging Face's PyTorch `ViTMAE*` classes.
 """
 
-import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -50,7 +49,6 @@ if TYPE_CHECKING:
     _RawImage = PathLike | TensorLike | PIL.Image.Image
 
 __all__ = [
-    "CallOptions",
     "TFViTMAEForPreTraining",
     "TFViTMAEModel",
     "TFViTMAEPreTrainedModel",
@@ -548,29 +546,40 @@ class TFViTMAEPreTrainedModel(HubMixin, ExportMixin, AttentionSwitch, keras.Mode
             ops.transpose(images, (0, 2, 3, 1)) if self.data_format == "channels_first" else images
         )
 
-    def _encode(self, pixel_values, noise=None, *, options: "CallOptions", training=False):
-        """Check the inputs and run the encoder.
+    def _encode(
+        self,
+        pixel_values,
+        noise=None,
+        *,
+        head_mask=None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        training: bool = False,
+    ):
+        """Check the inputs and run the encoder; a flag left at `None` takes
+        the config's default, as in Hugging Face's models.
 
         Returns:
             `(channels-last images, encoder output)`.
         """
-        pixel_values, noise = unpack_inputs(pixel_values, noise)
-        images = self.check_pixel_values(pixel_values, options.interpolate_pos_encoding)
         c = self.config
+        if output_attentions is None:
+            output_attentions = c.output_attentions
+        if output_hidden_states is None:
+            output_hidden_states = c.output_hidden_states
+        pixel_values, noise = unpack_inputs(pixel_values, noise)
+        images = self.check_pixel_values(pixel_values, interpolate_pos_encoding)
         outputs = self.vit(
             images,
             noise=check_noise(noise, images, c),
-            head_masks=head_masks(options.head_mask, c.num_hidden_layers, c.num_attention_heads),
-            output_attentions=options.output_attentions,
-            output_hidden_states=options.output_hidden_states,
-            interpolate_pos_encoding=options.interpolate_pos_encoding,
+            head_masks=head_masks(head_mask, c.num_hidden_layers, c.num_attention_heads),
+            output_attentions=bool(output_attentions),
+            output_hidden_states=bool(output_hidden_states),
+            interpolate_pos_encoding=bool(interpolate_pos_encoding),
             training=training,
         )
         return images, outputs
-
-    def _options(self, **flags) -> "CallOptions":
-        """The call's flags, with the config's defaults where a flag is `None`."""
-        return CallOptions.resolve(self.config, **flags)
 
     def _return(self, output, return_dict):
         use_dict = self.config.use_return_dict if return_dict is None else return_dict
@@ -692,41 +701,6 @@ class TFViTMAEPreTrainedModel(HubMixin, ExportMixin, AttentionSwitch, keras.Mode
         return cls(**config)
 
 
-@dataclasses.dataclass(frozen=True)
-class CallOptions:
-    """The flags of a model call that travel together to the encoder.
-
-    `None` in a call means the config's default (`output_attentions`,
-    `output_hidden_states`), as in Hugging Face's models.
-    """
-
-    head_mask: object = None
-    output_attentions: bool = False
-    output_hidden_states: bool = False
-    interpolate_pos_encoding: bool = False
-
-    @classmethod
-    def resolve(
-        cls,
-        config: ViTMAEConfig,
-        *,
-        head_mask: TensorLike | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        interpolate_pos_encoding: bool = False,
-    ) -> "CallOptions":
-        attentions = config.output_attentions if output_attentions is None else output_attentions
-        hidden = (
-            config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        )
-        return cls(
-            head_mask=head_mask,
-            output_attentions=bool(attentions),
-            output_hidden_states=bool(hidden),
-            interpolate_pos_encoding=bool(interpolate_pos_encoding),
-        )
-
-
 @keras.saving.register_keras_serializable(package="tfvitmae")
 class TFViTMAEModel(TFViTMAEPreTrainedModel):
     """The bare ViTMAE encoder, outputting raw hidden states.
@@ -785,13 +759,15 @@ class TFViTMAEModel(TFViTMAEPreTrainedModel):
         training: bool = False,
         interpolate_pos_encoding: bool = False,
     ) -> TFViTMAEModelOutput | tuple:
-        options = self._options(
+        _, outputs = self._encode(
+            pixel_values,
+            noise,
             head_mask=head_mask,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             interpolate_pos_encoding=interpolate_pos_encoding,
+            training=training,
         )
-        _, outputs = self._encode(pixel_values, noise, options=options, training=training)
         return self._return(outputs, return_dict)
 
 
@@ -854,17 +830,19 @@ class TFViTMAEForPreTraining(TFViTMAEPreTrainedModel):
         training: bool = False,
         interpolate_pos_encoding: bool = False,
     ) -> TFViTMAEForPreTrainingOutput | tuple:
-        options = self._options(
+        images, outputs = self._encode(
+            pixel_values,
+            noise,
             head_mask=head_mask,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             interpolate_pos_encoding=interpolate_pos_encoding,
+            training=training,
         )
-        images, outputs = self._encode(pixel_values, noise, options=options, training=training)
         logits = self.decoder(
             outputs.last_hidden_state,
             outputs.ids_restore,
-            interpolate_pos_encoding=options.interpolate_pos_encoding,
+            interpolate_pos_encoding=bool(interpolate_pos_encoding),
             training=training,
         ).logits
         loss = masked_mean(self._per_patch_error(images, logits), outputs.mask)

@@ -46,7 +46,7 @@ def reconstruct(
     """
     pixel_values = np.asarray(pixel_values, "float32")
     out = model.reconstruct(pixel_values, noise=noise, seed=None if noise is not None else seed)
-    height, width = model.check_pixel_values(pixel_values).shape[1:3]
+    height, width = model.to_channels_last(out["predicted_image"]).shape[1:3]
     visible = model.patchify(pixel_values) * (1.0 - out["mask"][..., None])
 
     def channels_last(x):
