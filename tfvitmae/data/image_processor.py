@@ -80,36 +80,40 @@ def channel_stats(
 MAX_IMAGE_PIXELS = 89_478_485
 
 
-def _header_uint(header: tf.Tensor, start: int, length: int, big_endian: bool = False):
-    """The unsigned integer of `length` bytes at `start` of `header`, as int64."""
-    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(header, start, length), tf.uint8), tf.int64)
+def _uint(header: tf.Tensor, start: int, length: int, big_endian: bool = False) -> tf.Tensor:
+    """The unsigned integer of `length` bytes at `start` of the header's bytes (int64)."""
     weights = [256**i for i in range(length)]
     weights = weights[::-1] if big_endian else weights
-    return tf.reduce_sum(raw * tf.constant(weights, tf.int64))
+    return tf.reduce_sum(header[start : start + length] * tf.constant(weights, tf.int64))
+
+
+def _starts_with(header: tf.Tensor, magic: bytes, at: int = 0) -> tf.Tensor:
+    return tf.reduce_all(tf.equal(header[at : at + len(magic)], list(magic)))
 
 
 def _bmp_pixels(header: tf.Tensor) -> tf.Tensor:
     # BITMAPCOREHEADER (12 bytes) has 16-bit sizes; the others signed 32-bit
     # ones, where a negative height means rows stored top-down.
-    core = tf.equal(_header_uint(header, 14, 4), 12)
-    width = tf.where(core, _header_uint(header, 18, 2), _header_uint(header, 18, 4))
-    height = tf.where(core, _header_uint(header, 20, 2), _header_uint(header, 22, 4))
+    core = tf.equal(_uint(header, 14, 4), 12)
+    width = tf.where(core, _uint(header, 18, 2), _uint(header, 18, 4))
+    height = tf.where(core, _uint(header, 20, 2), _uint(header, 22, 4))
     height = tf.where(height >= 2**31, 2**32 - height, height)
     return width * height
 
 
 def _webp_pixels(header: tf.Tensor) -> tf.Tensor:
-    chunk = tf.strings.substr(header, 12, 4)
-    extended = (_header_uint(header, 24, 3) + 1) * (_header_uint(header, 27, 3) + 1)  # VP8X
-    lossy = tf.bitwise.bitwise_and(_header_uint(header, 26, 2), 0x3FFF) * tf.bitwise.bitwise_and(
-        _header_uint(header, 28, 2), 0x3FFF
+    extended = (_uint(header, 24, 3) + 1) * (_uint(header, 27, 3) + 1)  # VP8X
+    lossy = tf.bitwise.bitwise_and(_uint(header, 26, 2), 0x3FFF) * tf.bitwise.bitwise_and(
+        _uint(header, 28, 2), 0x3FFF
     )  # VP8
-    bits = _header_uint(header, 21, 4)  # VP8L: 14-bit width - 1, then 14-bit height - 1
+    bits = _uint(header, 21, 4)  # VP8L: 14-bit width - 1, then 14-bit height - 1
     lossless = (tf.bitwise.bitwise_and(bits, 0x3FFF) + 1) * (
         tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 14), 0x3FFF) + 1
     )
     return tf.where(
-        tf.equal(chunk, "VP8X"), extended, tf.where(tf.equal(chunk, "VP8L"), lossless, lossy)
+        _starts_with(header, b"VP8X", 12),
+        extended,
+        tf.where(_starts_with(header, b"VP8L", 12), lossless, lossy),
     )
 
 
@@ -129,36 +133,39 @@ def image_pixels(contents: TensorLike) -> tf.Tensor:
     from its header without decoding it (int64; -1 for JPEG XL, whose size
     is not read here; 0 for other bytes, which do not decode)."""
     contents = tf.convert_to_tensor(contents, tf.string)
-    header = tf.strings.substr(contents, 0, 32) + b"\0" * 32  # short files read as zeros
-    magic = {n: tf.strings.substr(header, 0, n) for n in (2, 3, 6, 8)}
-    riff = tf.logical_and(
-        tf.equal(magic[2] + tf.strings.substr(header, 2, 2), "RIFF"),
-        tf.equal(tf.strings.substr(header, 8, 4), "WEBP"),
+    # The first 32 bytes, once, as integers (short files read as zeros).
+    raw = tf.io.decode_raw(tf.strings.substr(contents + b"\0" * 32, 0, 32), tf.uint8)
+    header = tf.cast(tf.reshape(raw, (32,)), tf.int64)
+    jpeg = _starts_with(header, b"\xff\xd8\xff")
+    pixels = tf.cond(  # the one format whose size needs more than the first bytes
+        jpeg,
+        lambda: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(contents)[:2], tf.int64)),
+        lambda: tf.constant(0, tf.int64),
     )
-    branches = [
+    formats = (
         (
-            tf.equal(magic[8], b"\x89PNG\r\n\x1a\n"),
-            lambda: _header_uint(header, 16, 4, True) * _header_uint(header, 20, 4, True),
+            _starts_with(header, b"\x89PNG\r\n\x1a\n"),
+            _uint(header, 16, 4, True) * _uint(header, 20, 4, True),
         ),
         (
-            tf.logical_or(tf.equal(magic[6], "GIF87a"), tf.equal(magic[6], "GIF89a")),
-            lambda: _header_uint(header, 6, 2) * _header_uint(header, 8, 2),
+            tf.logical_or(_starts_with(header, b"GIF87a"), _starts_with(header, b"GIF89a")),
+            _uint(header, 6, 2) * _uint(header, 8, 2),
         ),
-        (tf.equal(magic[2], "BM"), lambda: _bmp_pixels(header)),
+        (_starts_with(header, b"BM"), _bmp_pixels(header)),
         (
-            tf.equal(magic[3], b"\xff\xd8\xff"),
-            lambda: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(contents)[:2], tf.int64)),
+            tf.logical_and(_starts_with(header, b"RIFF"), _starts_with(header, b"WEBP", 8)),
+            _webp_pixels(header),
         ),
-        (riff, lambda: _webp_pixels(header)),
         (
             tf.logical_or(
-                tf.equal(magic[2], b"\xff\x0a"),
-                tf.equal(magic[8] + tf.strings.substr(header, 8, 4), _JPEG_XL_CONTAINER),
+                _starts_with(header, b"\xff\x0a"), _starts_with(header, _JPEG_XL_CONTAINER)
             ),
-            lambda: tf.constant(-1, tf.int64),
+            tf.constant(-1, tf.int64),
         ),
-    ]
-    return tf.case(branches, default=lambda: tf.constant(0, tf.int64), exclusive=True)
+    )
+    for is_format, size in formats:  # the leading bytes exclude one another
+        pixels = tf.where(is_format, size, pixels)
+    return pixels
 
 
 def decode_image(
