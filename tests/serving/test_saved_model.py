@@ -509,6 +509,30 @@ def test_a_served_decompression_bomb_is_refused_before_decoding(exported):
 
 
 @pytest.mark.slow
+def test_served_images_read_as_their_viewer_shows_them(exported):
+    """A palette BMP (once served as its indices) and a PNG stored sideways with
+    an EXIF orientation give the features of the same picture as a plain PNG."""
+    from PIL import Image
+
+    def encoded(picture, fmt, **options):
+        buffer = io.BytesIO()
+        picture.save(buffer, fmt, **options)
+        return buffer.getvalue()
+
+    upright = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), np.uint8))
+    upright = upright.convert("P").convert("RGB")  # 256 colours, so that a palette holds it
+    tags = Image.Exif()
+    tags[0x0112] = 6  # stored a quarter turn counter-clockwise: show it turned clockwise
+    sideways = encoded(upright.transpose(Image.Transpose.ROTATE_90), "PNG", exif=tags.tobytes())
+    _, paths, _ = exported
+    features = tf.saved_model.load(paths["pretraining"]).signatures["features_image_bytes"]
+    batch = [encoded(upright, "PNG"), encoded(upright.convert("P"), "BMP"), sideways]
+    served = features(image_bytes=tf.constant(batch))["mean_features"].numpy()
+    np.testing.assert_allclose(served[1], served[0], atol=1e-5)
+    np.testing.assert_allclose(served[2], served[0], atol=1e-5)
+
+
+@pytest.mark.slow
 def test_an_empty_batch_gives_empty_outputs(exported):
     models, paths, _ = exported
     for kind, signature, key, width in (

@@ -126,8 +126,8 @@ def load_dataset(
             y_test[:test_size, 0].astype("int64"),
             classes,
         )
+    from ..data.decoding import load_images
     from ..data.folders import check_labelled, list_image_files, split_files
-    from ..data.image_processor import load_images
 
     paths, folder_labels, classes, _ = list_image_files(name)
     check_labelled(paths, folder_labels, name)

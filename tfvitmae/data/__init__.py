@@ -1,8 +1,10 @@
 """Images in: the image processor, the `tf.data` pipeline, image folders and
 MAE's augmentation.
 
+- `decoding.py`: encoded images and arrays to uint8 pixels (pixel budget,
+  colour tables, EXIF orientation, channel counts), the same on every path.
 - `image_processor.py`: `ViTMAEImageProcessor` (resize, rescale, normalise;
-  `preprocessor_config.json`) and image decoding.
+  `preprocessor_config.json`).
 - `pipeline.py`: `make_dataset`, from folders, file lists, arrays or datasets
   to batches of `pixel_values`, each pass pinned to its epoch (`set_epoch`).
 - `folders.py`: folder scans, train/validation splits, broken-image checks.
@@ -18,10 +20,11 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "IMAGENET_STD": "image_processor",
         "ViTMAEImageProcessor": "image_processor",
         "channel_stats": "image_processor",
-        "decode_image": "image_processor",
-        "image_pixels": "image_processor",
-        "load_images": "image_processor",
-        "match_channels": "image_processor",
+        "MAX_IMAGE_PIXELS": "decoding",
+        "decode_image": "decoding",
+        "image_pixels": "decoding",
+        "load_images": "decoding",
+        "match_channels": "decoding",
         "denormalize": "pipeline",
         "make_dataset": "pipeline",
         "normalize": "pipeline",

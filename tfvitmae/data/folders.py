@@ -176,7 +176,7 @@ def find_unreadable(paths: Sequence[str], num_channels: int = 3) -> list[str]:
     """
     import tensorflow as tf
 
-    from .image_processor import decode_image
+    from .decoding import decode_image
 
     def check(path):
         image = decode_image(tf.io.read_file(path), num_channels)

@@ -11,7 +11,6 @@ weights and in their `.keras` config.
 import json
 import math
 import os
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from ..checkpoints.formats import PREPROCESSOR_NAME
 from ..checkpoints.hub import resolve_optional_file
 from ..utils.files import atomic_write_text, read_json
 from ..utils.types import TensorLike
+from .decoding import load_images
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -29,12 +29,6 @@ __all__ = [
     "RESAMPLE_METHODS",
     "ViTMAEImageProcessor",
     "channel_stats",
-    "MAX_IMAGE_PIXELS",
-    "decode_image",
-    "image_pixels",
-    "tf_error_reason",
-    "load_images",
-    "match_channels",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -72,134 +66,6 @@ def channel_stats(
         means = np.full(channels, means.mean(), dtype)
         stds = np.full(channels, stds.mean(), dtype)
     return means, stds
-
-
-# The most pixels an encoded image may have to be decoded (PIL's own
-# `Image.MAX_IMAGE_PIXELS`): a 23000x23000 PNG of zeros is 0.5 MB on disk and
-# gigabytes decoded. Raise it here, before decoding or exporting, for larger images.
-MAX_IMAGE_PIXELS = 89_478_485
-
-
-def _uint(header: tf.Tensor, start: int, length: int, big_endian: bool = False) -> tf.Tensor:
-    """The unsigned integer of `length` bytes at `start` of the header's bytes (int64)."""
-    weights = [256**i for i in range(length)]
-    weights = weights[::-1] if big_endian else weights
-    return tf.reduce_sum(header[start : start + length] * tf.constant(weights, tf.int64))
-
-
-def _starts_with(header: tf.Tensor, magic: bytes, at: int = 0) -> tf.Tensor:
-    return tf.reduce_all(tf.equal(header[at : at + len(magic)], list(magic)))
-
-
-def _bmp_pixels(header: tf.Tensor) -> tf.Tensor:
-    # BITMAPCOREHEADER (12 bytes) has 16-bit sizes; the others signed 32-bit
-    # ones, where a negative height means rows stored top-down.
-    core = tf.equal(_uint(header, 14, 4), 12)
-    width = tf.where(core, _uint(header, 18, 2), _uint(header, 18, 4))
-    height = tf.where(core, _uint(header, 20, 2), _uint(header, 22, 4))
-    height = tf.where(height >= 2**31, 2**32 - height, height)
-    return width * height
-
-
-def _webp_pixels(header: tf.Tensor) -> tf.Tensor:
-    extended = (_uint(header, 24, 3) + 1) * (_uint(header, 27, 3) + 1)  # VP8X
-    lossy = tf.bitwise.bitwise_and(_uint(header, 26, 2), 0x3FFF) * tf.bitwise.bitwise_and(
-        _uint(header, 28, 2), 0x3FFF
-    )  # VP8
-    bits = _uint(header, 21, 4)  # VP8L: 14-bit width - 1, then 14-bit height - 1
-    lossless = (tf.bitwise.bitwise_and(bits, 0x3FFF) + 1) * (
-        tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 14), 0x3FFF) + 1
-    )
-    return tf.where(
-        _starts_with(header, b"VP8X", 12),
-        extended,
-        tf.where(_starts_with(header, b"VP8L", 12), lossless, lossy),
-    )
-
-
-_JPEG_XL_CONTAINER = b"\0\0\0\x0cJXL \r\n\x87\n"
-
-
-def tf_error_reason(error: tf.errors.OpError) -> str:
-    """The first line of a TensorFlow error, without its `{{function_node ...}}`
-    prefix and `[Op:...]` suffix."""
-    reason = error.message.splitlines()[0] if error.message else str(error)
-    reason = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", reason)
-    return re.sub(r"\s*\[Op:[^\]]*\].*$", "", reason).strip()
-
-
-def image_pixels(contents: TensorLike) -> tf.Tensor:
-    """Height x width of an encoded JPEG, PNG, GIF, BMP or WebP image, read
-    from its header without decoding it (int64; -1 for JPEG XL, whose size
-    is not read here; 0 for other bytes, which do not decode)."""
-    contents = tf.convert_to_tensor(contents, tf.string)
-    # The first 32 bytes, once, as integers (short files read as zeros).
-    raw = tf.io.decode_raw(tf.strings.substr(contents + b"\0" * 32, 0, 32), tf.uint8)
-    header = tf.cast(tf.reshape(raw, (32,)), tf.int64)
-    jpeg = _starts_with(header, b"\xff\xd8\xff")
-    pixels = tf.cond(  # the one format whose size needs more than the first bytes
-        jpeg,
-        lambda: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(contents)[:2], tf.int64)),
-        lambda: tf.constant(0, tf.int64),
-    )
-    formats = (
-        (
-            _starts_with(header, b"\x89PNG\r\n\x1a\n"),
-            _uint(header, 16, 4, True) * _uint(header, 20, 4, True),
-        ),
-        (
-            tf.logical_or(_starts_with(header, b"GIF87a"), _starts_with(header, b"GIF89a")),
-            _uint(header, 6, 2) * _uint(header, 8, 2),
-        ),
-        (_starts_with(header, b"BM"), _bmp_pixels(header)),
-        (
-            tf.logical_and(_starts_with(header, b"RIFF"), _starts_with(header, b"WEBP", 8)),
-            _webp_pixels(header),
-        ),
-        (
-            tf.logical_or(
-                _starts_with(header, b"\xff\x0a"), _starts_with(header, _JPEG_XL_CONTAINER)
-            ),
-            tf.constant(-1, tf.int64),
-        ),
-    )
-    for is_format, size in formats:  # the leading bytes exclude one another
-        pixels = tf.where(is_format, size, pixels)
-    return pixels
-
-
-def decode_image(
-    contents: TensorLike, num_channels: int = 3, *, max_pixels: int | None = None
-) -> tf.Tensor:
-    """Encoded JPEG/PNG/GIF/BMP/WebP bytes -> uint8 `(height, width, num_channels)`.
-
-    Grayscale, RGBA and RGB inputs are all converted to `num_channels`. An
-    image whose header gives more than `max_pixels` (default
-    `MAX_IMAGE_PIXELS`) pixels is refused before it is decoded, with an
-    `InvalidArgumentError` (`INVALID_ARGUMENT` from TF Serving): a few small
-    files must not take gigabytes and minutes to decode.
-    """
-    budget = MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
-    pixels = image_pixels(contents)
-    known = tf.debugging.assert_non_negative(
-        pixels,
-        message="JPEG XL images are not read: their size cannot be checked before decoding; "
-        "convert them to PNG or JPEG",
-    )
-    with tf.control_dependencies([known]):
-        pixels = tf.identity(pixels)
-    within = tf.debugging.assert_less_equal(
-        pixels,
-        tf.constant(budget, tf.int64),
-        message=(
-            f"the image is larger than the pixel budget of {budget:,} pixels "
-            "(tfvitmae.data.image_processor.MAX_IMAGE_PIXELS); refused before decoding"
-        ),
-    )
-    with tf.control_dependencies([within]):
-        image = tf.io.decode_image(contents, channels=num_channels, expand_animations=False)
-    image.set_shape((None, None, num_channels))
-    return image
 
 
 def _positive(name: str, value: Any) -> float:
@@ -470,67 +336,3 @@ class ViTMAEImageProcessor:
         if data_format == "channels_first":
             pixels = pixels.transpose(0, 3, 1, 2)
         return {"pixel_values": pixels}
-
-
-def load_images(images: TensorLike, num_channels: int = 3) -> list[np.ndarray]:
-    """File paths, PIL images or uint8 arrays -> a list of uint8 `(H, W, num_channels)`.
-
-    Accepts one image, a list of them, or an `(n, H, W[, C])` array.
-    """
-    if isinstance(images, np.ndarray) and images.ndim == 4:
-        images = list(images)
-    elif not isinstance(images, (list, tuple)):
-        images = [images]
-    if not images:
-        raise ValueError("Expected at least one image, received none")
-    return [_load_image(image, num_channels) for image in images]
-
-
-def _load_image(image, num_channels: int) -> np.ndarray:
-    if isinstance(image, (str, os.PathLike)):
-        path = os.fspath(image)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"No image file at {path!r}")
-        try:
-            return decode_image(tf.io.read_file(path), num_channels).numpy()
-        except tf.errors.InvalidArgumentError as e:
-            raise ValueError(f"Cannot read {path} as an image: {tf_error_reason(e)}") from None
-    if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
-        image = np.asarray(image.convert("L" if num_channels == 1 else "RGB"))
-    array = np.asarray(image)
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
-        raise ValueError(
-            "Expected a file path, a PIL image or a (height, width[, channels]) array with 1, 3 "
-            f"or 4 channels, received {type(image).__name__} of shape {array.shape}"
-        )
-    if np.issubdtype(array.dtype, np.floating):
-        raise ValueError(
-            "Expected uint8 images (0-255), received a float array; for images already in "
-            "[0, 1], pass (image * 255).astype('uint8')"
-        )
-    if array.dtype != np.uint8:  # uint16 is not 0-255, nor are bool or negative values
-        raise ValueError(
-            f"Expected uint8 images (0-255), received {array.dtype}; convert them first "
-            "(16-bit images: (image // 257).astype('uint8'))"
-        )
-    if 0 in array.shape[:2]:
-        raise ValueError(f"Expected an image with pixels, received shape {array.shape}")
-    return match_channels(array, num_channels)
-
-
-def match_channels(array: np.ndarray, num_channels: int) -> np.ndarray:
-    """Channels-last `array` with `num_channels` channels: RGBA drops alpha,
-    gray repeats to RGB, RGB averages to gray."""
-    channels = array.shape[-1]
-    if channels == num_channels:
-        return array
-    if channels == 4 and num_channels == 3:
-        return array[..., :3]
-    if channels == 1 and num_channels == 3:
-        return np.repeat(array, 3, axis=-1)
-    if num_channels == 1:
-        gray = array[..., :3].mean(axis=-1, keepdims=True) if channels >= 3 else array[..., :1]
-        return np.round(gray).astype(array.dtype) if array.dtype.kind in "ui" else gray
-    raise ValueError(f"Cannot convert {channels}-channel images to {num_channels} channels")

@@ -32,14 +32,9 @@ import tensorflow as tf
 from ..utils.checks import check_batch_size, check_data_format
 from ..utils.types import TensorLike
 from .augmentation import batch_augment, mixers, random_flip, random_resized_crop
+from .decoding import decode_image, match_channels
 from .folders import check_labelled, find_unreadable, list_image_files
-from .image_processor import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ViTMAEImageProcessor,
-    decode_image,
-    match_channels,
-)
+from .image_processor import IMAGENET_MEAN, IMAGENET_STD, ViTMAEImageProcessor
 
 __all__ = ["denormalize", "make_dataset", "normalize", "set_epoch"]
 

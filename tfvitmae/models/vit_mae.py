@@ -18,7 +18,8 @@ import tensorflow as tf
 from keras import ops
 
 from ..checkpoints import HubMixin
-from ..data.image_processor import ViTMAEImageProcessor, load_images
+from ..data.decoding import load_images
+from ..data.image_processor import ViTMAEImageProcessor
 from ..serving import ExportMixin
 from ..utils.checks import check_batch_size, check_data_format
 from ..utils.types import PathLike, TensorLike

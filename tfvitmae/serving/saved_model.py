@@ -18,9 +18,9 @@ Signatures, by model:
 - `TFViTMAEForImageClassification`: `classify` (+ `_image_bytes`, `_uint8`):
   `logits`, `probabilities`, `top_k_indices`, `top_k_probabilities`, `top_k_labels`.
 
-Raw inputs: `image_bytes` is a batch of encoded JPEG/PNG/GIF/BMP strings (in
-REST, `{"b64": ...}`); `images` is uint8 `(batch, height, width, channels)`
-of any size. Both are resized and normalised in the graph by the model's
+Raw inputs: `image_bytes` is a batch of encoded JPEG/PNG/GIF/BMP/WebP strings
+(in REST, `{"b64": ...}`), read as `data.decoding.decode_image` reads files;
+`images` is uint8 `(batch, height, width, channels)` of any size. Both are resized and normalised in the graph by the model's
 `image_processor` (saved with it), exactly as the Python pipeline does.
 
 Every signature computes through the model's own methods
@@ -38,7 +38,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from ..data.image_processor import decode_image
+from ..data.decoding import decode_image
 from ..utils.files import check_folder_path, publish_dir, staging_dir
 from ..utils.types import PathLike
 from .requests import check_serving_apis, write_warmup_requests

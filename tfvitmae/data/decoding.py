@@ -1,0 +1,413 @@
+"""Encoded images and arrays to uint8 pixels, read as a viewer shows them.
+
+One decoder for every path (Python calls, `tf.data`, folder checks and
+SavedModel signatures), built from TensorFlow ops so that it runs in all of
+them. On top of `tf.io.decode_image` it:
+
+- refuses images over a pixel budget from their header, before decoding;
+- reads BMPs of 1, 2, 4 and 8 bits a pixel through their colour table
+  (TensorFlow returns 8-bit ones as palette indices and refuses the others);
+- turns upright the JPEG, PNG and WebP images whose EXIF orientation says so,
+  as `transformers.image_utils.load_image` does (`PIL.ImageOps.exif_transpose`);
+- gives every format in every channel count: alpha is dropped and RGB becomes
+  gray by ITU-R 601 luma, both as Pillow's `convert` does.
+"""
+
+import os
+import re
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from ..utils.types import TensorLike
+
+__all__ = [
+    "MAX_IMAGE_PIXELS",
+    "decode_image",
+    "image_pixels",
+    "load_images",
+    "match_channels",
+    "tf_error_reason",
+]
+
+# The most pixels an encoded image may have to be decoded (PIL's own
+# `Image.MAX_IMAGE_PIXELS`): a 23000x23000 PNG of zeros is 0.5 MB on disk and
+# gigabytes decoded. Raise it here, before decoding or exporting, for larger images.
+MAX_IMAGE_PIXELS = 89_478_485
+
+# Pillow's integer luma, L = (19595 R + 38470 G + 7471 B + 2^15) >> 16 (ITU-R 601).
+_LUMA = (19595, 38470, 7471)
+_HEADER_BYTES = 64
+_EXIF_ENTRIES = 64  # read from the first IFD; orientation (0x0112) sorts early
+_JPEG_XL_CONTAINER = b"\0\0\0\x0cJXL \r\n\x87\n"
+
+
+# ---------------------------------------------------------------- bytes
+def _slice(contents: tf.Tensor, start: tf.Tensor, length: tf.Tensor) -> tf.Tensor:
+    """Bytes `start:start + length` of `contents` (uint8; shorter at its end)."""
+    start, length = tf.cast(start, tf.int32), tf.cast(length, tf.int32)
+    return tf.io.decode_raw(tf.strings.substr(contents, start, length), tf.uint8)
+
+
+def _bytes_at(contents: tf.Tensor, start: TensorLike, length: int) -> tf.Tensor:
+    """`length` bytes of `contents` from `start`, as int64, zeros past its end."""
+    start = tf.clip_by_value(tf.cast(start, tf.int32), 0, tf.strings.length(contents))
+    chunk = tf.strings.substr(contents, start, length) + b"\0" * length
+    raw = tf.io.decode_raw(tf.strings.substr(chunk, 0, length), tf.uint8)
+    return tf.cast(tf.reshape(raw, (length,)), tf.int64)
+
+
+def _uint(data: tf.Tensor, start: int, length: int, big_endian: TensorLike = False) -> tf.Tensor:
+    """The unsigned integer of `length` bytes at `start` of `data` (int64)."""
+    weights = [256**i for i in range(length)]
+    little = tf.reduce_sum(data[..., start : start + length] * weights, axis=-1)
+    big = tf.reduce_sum(data[..., start : start + length] * weights[::-1], axis=-1)
+    return tf.where(tf.convert_to_tensor(big_endian), big, little)
+
+
+def _starts_with(header: tf.Tensor, magic: bytes, at: int = 0) -> tf.Tensor:
+    return tf.reduce_all(tf.equal(header[at : at + len(magic)], list(magic)))
+
+
+# ---------------------------------------------------------------- sizes
+def _bmp_fields(header: tf.Tensor) -> dict[str, tf.Tensor]:
+    # BITMAPCOREHEADER (12 bytes) has 16-bit sizes and 3-byte colours; the
+    # others signed 32-bit sizes, where a negative height means rows stored
+    # top-down, and 4-byte colours.
+    core = tf.equal(_uint(header, 14, 4), 12)
+    height = tf.where(core, _uint(header, 20, 2), _uint(header, 22, 4))
+    top_down = height >= 2**31
+    return dict(
+        core=core,
+        width=tf.where(core, _uint(header, 18, 2), _uint(header, 18, 4)),
+        height=tf.where(top_down, 2**32 - height, height),
+        top_down=top_down,
+        bits=tf.where(core, _uint(header, 24, 2), _uint(header, 28, 2)),
+        compression=tf.where(core, tf.constant(0, tf.int64), _uint(header, 30, 4)),
+        colors=tf.where(core, tf.constant(0, tf.int64), _uint(header, 46, 4)),
+    )
+
+
+def _webp_pixels(header: tf.Tensor) -> tf.Tensor:
+    extended = (_uint(header, 24, 3) + 1) * (_uint(header, 27, 3) + 1)  # VP8X
+    lossy = tf.bitwise.bitwise_and(_uint(header, 26, 2), 0x3FFF) * tf.bitwise.bitwise_and(
+        _uint(header, 28, 2), 0x3FFF
+    )  # VP8
+    bits = _uint(header, 21, 4)  # VP8L: 14-bit width - 1, then 14-bit height - 1
+    lossless = (tf.bitwise.bitwise_and(bits, 0x3FFF) + 1) * (
+        tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 14), 0x3FFF) + 1
+    )
+    return tf.where(
+        _starts_with(header, b"VP8X", 12),
+        extended,
+        tf.where(_starts_with(header, b"VP8L", 12), lossless, lossy),
+    )
+
+
+def _is_jpeg(header: tf.Tensor) -> tf.Tensor:
+    return _starts_with(header, b"\xff\xd8\xff")
+
+
+def _is_png(header: tf.Tensor) -> tf.Tensor:
+    return _starts_with(header, b"\x89PNG\r\n\x1a\n")
+
+
+def _is_webp(header: tf.Tensor) -> tf.Tensor:
+    return tf.logical_and(_starts_with(header, b"RIFF"), _starts_with(header, b"WEBP", 8))
+
+
+def _pixels(contents: tf.Tensor, header: tf.Tensor) -> tf.Tensor:
+    pixels = tf.cond(  # the one format whose size needs more than the first bytes
+        _is_jpeg(header),
+        lambda: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(contents)[:2], tf.int64)),
+        lambda: tf.constant(0, tf.int64),
+    )
+    bmp = _bmp_fields(header)
+    formats = (
+        (_is_png(header), _uint(header, 16, 4, True) * _uint(header, 20, 4, True)),
+        (
+            tf.logical_or(_starts_with(header, b"GIF87a"), _starts_with(header, b"GIF89a")),
+            _uint(header, 6, 2) * _uint(header, 8, 2),
+        ),
+        (_starts_with(header, b"BM"), bmp["width"] * bmp["height"]),
+        (_is_webp(header), _webp_pixels(header)),
+        (
+            tf.logical_or(
+                _starts_with(header, b"\xff\x0a"), _starts_with(header, _JPEG_XL_CONTAINER)
+            ),
+            tf.constant(-1, tf.int64),
+        ),
+    )
+    for is_format, size in formats:  # the leading bytes exclude one another
+        pixels = tf.where(is_format, size, pixels)
+    return pixels
+
+
+def image_pixels(contents: TensorLike) -> tf.Tensor:
+    """Height x width of an encoded JPEG, PNG, GIF, BMP or WebP image, read
+    from its header without decoding it (int64; -1 for JPEG XL, whose size
+    is not read here; 0 for other bytes, which do not decode)."""
+    contents = tf.convert_to_tensor(contents, tf.string)
+    return _pixels(contents, _bytes_at(contents, 0, _HEADER_BYTES))
+
+
+# ---------------------------------------------------------------- formats
+def _palette_bmp(contents: tf.Tensor, header: tf.Tensor) -> tf.Tensor:
+    """A BMP of 1, 2, 4 or 8 bits a pixel, through its colour table -> uint8 RGB."""
+    bmp = _bmp_fields(header)
+    bits, width, height = bmp["bits"], bmp["width"], bmp["height"]
+    most = tf.bitwise.left_shift(tf.constant(1, tf.int64), bits)  # colours the bits index
+    entry = tf.where(bmp["core"], tf.constant(3, tf.int64), tf.constant(4, tf.int64))
+    table_start = 14 + _uint(header, 14, 4)
+    data_start = _uint(header, 10, 4)
+    # No count (always so in OS/2 files): as many as the bits index, or fit before the pixels.
+    unlisted = tf.maximum(tf.minimum(most, (data_start - table_start) // entry), 0)
+    colors = tf.where(bmp["colors"] == 0, unlisted, bmp["colors"])
+    stride = (width * bits + 31) // 32 * 4  # rows are padded to 4 bytes
+    checks = [
+        tf.debugging.assert_equal(
+            bmp["compression"],
+            tf.constant(0, tf.int64),
+            message="run-length encoded BMP images are not read; convert them to PNG",
+        ),
+        tf.debugging.assert_equal(
+            tf.reduce_any(tf.equal(bits, [1, 2, 4, 8])),
+            True,
+            message="a paletted BMP must have 1, 2, 4 or 8 bits a pixel",
+        ),
+        tf.debugging.assert_equal(
+            tf.logical_and(width > 0, height > 0), True, message="the BMP image has no pixels"
+        ),
+        tf.debugging.assert_less_equal(
+            colors,
+            most,
+            message="the BMP's colour table has more colours than its pixels can index",
+        ),
+        tf.debugging.assert_less_equal(
+            tf.maximum(data_start + stride * height, table_start + colors * entry),
+            tf.cast(tf.strings.length(contents), tf.int64),
+            message="the BMP file is truncated",
+        ),
+    ]
+    with tf.control_dependencies(checks):
+        table = _slice(contents, table_start, colors * entry)
+    table = tf.reverse(tf.reshape(table, (-1, entry))[:, :3], [1])  # BGR(x) -> RGB
+    table = tf.pad(table, [[0, 256 - tf.shape(table)[0]], [0, 0]])  # unlisted indices: black
+    rows = _slice(contents, data_start, stride * height)
+    rows = tf.cast(tf.reshape(rows, (height, stride)), tf.int64)
+    per_byte = 8 // bits  # pixels a byte, the first in the high bits
+    shifts = 8 - bits * (tf.range(per_byte) + 1)
+    indices = tf.bitwise.bitwise_and(tf.bitwise.right_shift(rows[..., None], shifts), most - 1)
+    indices = tf.reshape(indices, (height, stride * per_byte))[:, :width]
+    image = tf.gather(table, indices)
+    return tf.cond(bmp["top_down"], lambda: image, lambda: tf.reverse(image, [0]))
+
+
+def _tiff_orientation(contents: tf.Tensor, start: tf.Tensor) -> tf.Tensor:
+    """The Orientation (tag 0x0112) of the TIFF structure at `start`; 1 if none."""
+    head = _bytes_at(contents, start, 8)
+    big = _starts_with(head, b"MM\0*")
+    valid = tf.logical_or(big, _starts_with(head, b"II*\0"))
+    block = _bytes_at(contents, start + _uint(head, 4, 4, big), 2 + 12 * _EXIF_ENTRIES)
+    entries = tf.reshape(block[2:], (_EXIF_ENTRIES, 12))
+    found = tf.logical_and(
+        tf.equal(_uint(entries, 0, 2, big), 0x0112),
+        tf.range(_EXIF_ENTRIES, dtype=tf.int64) < _uint(block, 0, 2, big),
+    )
+    value = tf.reduce_max(tf.where(found, _uint(entries, 8, 2, big), 0))
+    return tf.where(tf.logical_and(valid, (value >= 1) & (value <= 8)), value, 1)
+
+
+def _orientation(contents: tf.Tensor, header: tf.Tensor) -> tf.Tensor:
+    """EXIF orientation, 1 to 8, of a JPEG (APP1), PNG (eXIf) or WebP (EXIF)."""
+
+    def after(marker: bytes, skip: int, check: Callable[[tf.Tensor], tf.Tensor] | None = None):
+        def read():
+            before = tf.strings.split(contents, marker, maxsplit=1)[0]
+            at = tf.cast(tf.strings.length(before), tf.int64)
+            found = at < tf.cast(tf.strings.length(contents), tf.int64)
+            if check is not None:
+                found = tf.logical_and(found, check(at))
+            one = tf.constant(1, tf.int64)
+            return tf.cond(found, lambda: _tiff_orientation(contents, at + skip), lambda: one)
+
+        return read
+
+    def app1(at):  # "Exif\0\0" opens an APP1 segment: FF E1 and a 2-byte length before it
+        return tf.reduce_all(tf.equal(_bytes_at(contents, at - 4, 2), [0xFF, 0xE1])) & (at >= 4)
+
+    return tf.case(
+        [
+            (_is_jpeg(header), after(b"Exif\0\0", 6, app1)),
+            (_is_png(header), after(b"eXIf", 4)),
+            (_is_webp(header), after(b"EXIF", 8)),
+        ],
+        default=lambda: tf.constant(1, tf.int64),
+    )
+
+
+def _upright(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+    """`image` turned as its EXIF orientation (1 to 8) says."""
+
+    def turned(transpose: bool, axes: list[int]) -> Callable[[], tf.Tensor]:
+        def turn():
+            out = tf.transpose(image, [1, 0, 2]) if transpose else image
+            return tf.reverse(out, axes) if axes else out
+
+        return turn
+
+    branches = [
+        turned(False, []),  # 1: as stored
+        turned(False, [1]),  # 2: mirrored
+        turned(False, [0, 1]),  # 3: upside down
+        turned(False, [0]),  # 4: flipped
+        turned(True, []),  # 5: transposed
+        turned(True, [1]),  # 6: a quarter turn clockwise
+        turned(True, [0, 1]),  # 7: transversed
+        turned(True, [0]),  # 8: a quarter turn counter-clockwise
+    ]
+    return tf.switch_case(tf.cast(orientation - 1, tf.int32), branches)
+
+
+def _with_channels(image: tf.Tensor, num_channels: int) -> tf.Tensor:
+    """uint8 gray, gray+alpha, RGB or RGBA -> `num_channels` (1, 3 or 4)."""
+    channels = tf.shape(image)[-1]
+    gray = channels < 3
+    if num_channels == 1:
+        return tf.cond(gray, lambda: image[..., :1], lambda: _luma(image[..., :3]))
+    color = tf.cond(gray, lambda: tf.tile(image[..., :1], [1, 1, 3]), lambda: image[..., :3])
+    if num_channels == 3:
+        return color
+    alpha = tf.cond(
+        tf.equal(channels % 2, 0),
+        lambda: image[..., -1:],
+        lambda: tf.fill(tf.concat([tf.shape(image)[:2], [1]], 0), tf.constant(255, tf.uint8)),
+    )
+    return tf.concat([color, alpha], -1)
+
+
+def _luma(rgb: tf.Tensor) -> tf.Tensor:
+    weighted = tf.reduce_sum(tf.cast(rgb, tf.int32) * _LUMA, -1, keepdims=True)
+    return tf.cast(tf.bitwise.right_shift(weighted + 2**15, 16), tf.uint8)
+
+
+def decode_image(
+    contents: TensorLike, num_channels: int = 3, *, max_pixels: int | None = None
+) -> tf.Tensor:
+    """Encoded JPEG/PNG/GIF/BMP/WebP bytes -> uint8 `(height, width, num_channels)`.
+
+    Every format converts to 1, 3 or 4 channels, and EXIF orientation is
+    applied (see the module's docstring). An image whose header gives more
+    than `max_pixels` (default `MAX_IMAGE_PIXELS`) pixels is refused before
+    it is decoded, with an `InvalidArgumentError` (`INVALID_ARGUMENT` from TF
+    Serving): a few small files must not take gigabytes and minutes to decode.
+    """
+    if num_channels not in (1, 3, 4):
+        raise ValueError(
+            f"Images decode to 1, 3 or 4 channels, received num_channels={num_channels!r}"
+        )
+    budget = MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
+    contents = tf.convert_to_tensor(contents, tf.string)
+    header = _bytes_at(contents, 0, _HEADER_BYTES)
+    pixels = _pixels(contents, header)
+    known = tf.debugging.assert_non_negative(
+        pixels,
+        message="JPEG XL images are not read: their size cannot be checked before decoding; "
+        "convert them to PNG or JPEG",
+    )
+    with tf.control_dependencies([known]):
+        pixels = tf.identity(pixels)
+    within = tf.debugging.assert_less_equal(
+        pixels,
+        tf.constant(budget, tf.int64),
+        message=(
+            f"the image is larger than the pixel budget of {budget:,} pixels "
+            "(tfvitmae.data.decoding.MAX_IMAGE_PIXELS); refused before decoding"
+        ),
+    )
+    with tf.control_dependencies([within]):
+        paletted = tf.logical_and(_starts_with(header, b"BM"), _bmp_fields(header)["bits"] <= 8)
+        image = tf.cond(
+            paletted,
+            lambda: _palette_bmp(contents, header),
+            lambda: tf.io.decode_image(contents, channels=0, expand_animations=False),
+        )
+    image = _upright(_with_channels(image, num_channels), _orientation(contents, header))
+    image.set_shape((None, None, num_channels))
+    return image
+
+
+def tf_error_reason(error: tf.errors.OpError) -> str:
+    """The first line of a TensorFlow error, without its `{{function_node ...}}`
+    prefix and `[Op:...]` suffix."""
+    reason = error.message.splitlines()[0] if error.message else str(error)
+    reason = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", reason)
+    return re.sub(r"\s*\[Op:[^\]]*\].*$", "", reason).strip()
+
+
+def load_images(images: TensorLike, num_channels: int = 3) -> list[np.ndarray]:
+    """File paths, PIL images or uint8 arrays -> a list of uint8 `(H, W, num_channels)`.
+
+    Accepts one image, a list of them, or an `(n, H, W[, C])` array.
+    """
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        images = list(images)
+    elif not isinstance(images, (list, tuple)):
+        images = [images]
+    if not images:
+        raise ValueError("Expected at least one image, received none")
+    return [_load_image(image, num_channels) for image in images]
+
+
+def _load_image(image, num_channels: int) -> np.ndarray:
+    if isinstance(image, (str, os.PathLike)):
+        path = os.fspath(image)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No image file at {path!r}")
+        try:
+            return decode_image(tf.io.read_file(path), num_channels).numpy()
+        except tf.errors.InvalidArgumentError as e:
+            raise ValueError(f"Cannot read {path} as an image: {tf_error_reason(e)}") from None
+    if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
+        image = np.asarray(image.convert("L" if num_channels == 1 else "RGB"))
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+        raise ValueError(
+            "Expected a file path, a PIL image or a (height, width[, channels]) array with 1, 3 "
+            f"or 4 channels, received {type(image).__name__} of shape {array.shape}"
+        )
+    if np.issubdtype(array.dtype, np.floating):
+        raise ValueError(
+            "Expected uint8 images (0-255), received a float array; for images already in "
+            "[0, 1], pass (image * 255).astype('uint8')"
+        )
+    if array.dtype != np.uint8:  # uint16 is not 0-255, nor are bool or negative values
+        raise ValueError(
+            f"Expected uint8 images (0-255), received {array.dtype}; convert them first "
+            "(16-bit images: (image // 257).astype('uint8'))"
+        )
+    if 0 in array.shape[:2]:
+        raise ValueError(f"Expected an image with pixels, received shape {array.shape}")
+    return match_channels(array, num_channels)
+
+
+def match_channels(array: np.ndarray, num_channels: int) -> np.ndarray:
+    """Channels-last `array` with `num_channels` channels, as `decode_image`
+    converts: RGBA drops alpha, gray repeats to RGB, RGB becomes gray by
+    ITU-R 601 luma (Pillow's integer formula for uint8)."""
+    channels = array.shape[-1]
+    if channels == num_channels:
+        return array
+    if channels == 4 and num_channels == 3:
+        return array[..., :3]
+    if channels == 1 and num_channels == 3:
+        return np.repeat(array, 3, axis=-1)
+    if num_channels == 1 and channels >= 3:
+        if array.dtype == np.uint8:
+            weighted = array[..., :3].astype(np.int32) @ np.array(_LUMA, np.int32)
+            return ((weighted + 2**15) >> 16).astype(np.uint8)[..., None]
+        return array[..., :3] @ (np.array(_LUMA, array.dtype) / 2**16)[:, None]
+    raise ValueError(f"Cannot convert {channels}-channel images to {num_channels} channels")
