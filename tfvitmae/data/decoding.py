@@ -59,11 +59,14 @@ def _bytes_at(contents: tf.Tensor, start: TensorLike, length: int) -> tf.Tensor:
 
 
 def _uint(data: tf.Tensor, start: int, length: int, big_endian: TensorLike = False) -> tf.Tensor:
-    """The unsigned integer of `length` bytes at `start` of `data` (int64)."""
+    """The unsigned integer of `length` bytes at `start` of `data` (int64);
+    `big_endian` may be a boolean tensor."""
     weights = [256**i for i in range(length)]
-    little = tf.reduce_sum(data[..., start : start + length] * weights, axis=-1)
-    big = tf.reduce_sum(data[..., start : start + length] * weights[::-1], axis=-1)
-    return tf.where(tf.convert_to_tensor(big_endian), big, little)
+    field = data[..., start : start + length]
+    if isinstance(big_endian, bool):
+        return tf.reduce_sum(field * (weights[::-1] if big_endian else weights), axis=-1)
+    little = tf.reduce_sum(field * weights, axis=-1)
+    return tf.where(big_endian, tf.reduce_sum(field * weights[::-1], axis=-1), little)
 
 
 def _starts_with(header: tf.Tensor, magic: bytes, at: int = 0) -> tf.Tensor:
@@ -224,9 +227,11 @@ def _orientation(contents: tf.Tensor, header: tf.Tensor) -> tf.Tensor:
 
     def after(marker: bytes, skip: int, check: Callable[[tf.Tensor], tf.Tensor] | None = None):
         def read():
-            before = tf.strings.split(contents, marker, maxsplit=1)[0]
+            # JPEG's APP1 comes first, before 64 KiB; elsewhere EXIF may follow the pixels.
+            searched = tf.strings.substr(contents, 0, 2**16) if check is not None else contents
+            before = tf.strings.split(searched, marker, maxsplit=1)[0]
             at = tf.cast(tf.strings.length(before), tf.int64)
-            found = at < tf.cast(tf.strings.length(contents), tf.int64)
+            found = at < tf.cast(tf.strings.length(searched), tf.int64)
             if check is not None:
                 found = tf.logical_and(found, check(at))
             one = tf.constant(1, tf.int64)

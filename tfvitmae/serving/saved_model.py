@@ -20,8 +20,9 @@ Signatures, by model:
 
 Raw inputs: `image_bytes` is a batch of encoded JPEG/PNG/GIF/BMP/WebP strings
 (in REST, `{"b64": ...}`), read as `data.decoding.decode_image` reads files;
-`images` is uint8 `(batch, height, width, channels)` of any size. Both are resized and normalised in the graph by the model's
-`image_processor` (saved with it), exactly as the Python pipeline does.
+`images` is uint8 `(batch, height, width, channels)` of any size. Both are
+resized and normalised in the graph by the model's `image_processor` (saved
+with it), exactly as the Python pipeline does.
 
 Every signature computes through the model's own methods
 (`unmasked_features`, `reconstruct`, `classify`), the ones `predict_images`
