@@ -165,8 +165,8 @@ def test_keras_weights_for_another_config(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(
         CheckpointError,
-        match=r"(?s)checkpoint in model\.weights\.h5 does not fit this model \(3 encoder.*"
-        r"nothing was loaded.*missing: vit/layer_2/",
+        match=r"model\.weights\.h5 does not fit config\.json: num_hidden_layers = 3 in "
+        r"config\.json, 2 in model\.weights\.h5\. Nothing was built",
     ):
         TFViTMAEForPreTraining.from_pretrained(tmp_path)
     # with strict=False the two blocks the file has are loaded
@@ -176,6 +176,50 @@ def test_keras_weights_for_another_config(tmp_path):
         )
     assert "vit/layer_1/mlp/output/kernel" in report.loaded
     assert all(p.startswith("vit/layer_2/") for p in report.missing) and report.missing
+
+
+@pytest.mark.parametrize("layout", ["transformers", "mae", "keras"])
+def test_a_config_that_cannot_fit_fails_before_the_model_is_built(checkpoint, tmp_path, layout):
+    """`num_hidden_layers: 1000000` built a million blocks (minutes) before
+    anything looked at the checkpoint; sizes are now compared first."""
+    if layout == "keras":
+        TFViTMAEForPreTraining(ViTMAEConfig(**REFERENCE_CONFIG)).save_pretrained(tmp_path)
+        folder = tmp_path
+    else:
+        _, folder = checkpoint()
+        if layout == "mae":  # the original release's names, beside a config.json
+            from tfvitmae.checkpoints.state_dicts import to_state_dict
+
+            model = TFViTMAEForPreTraining.from_pretrained(folder)
+            save_file(to_state_dict(model, "mae"), folder / "model.safetensors")
+    config = json.loads((folder / "config.json").read_text())
+    fitting, fitting_decoder = config["num_hidden_layers"], config["decoder_num_hidden_layers"]
+    config.update(num_hidden_layers=1_000_000, decoder_num_hidden_layers=1_000_000)
+    (folder / "config.json").write_text(json.dumps(config))
+    name = "model.weights.h5" if layout == "keras" else "model.safetensors"
+    with pytest.raises(CheckpointError) as error:
+        TFViTMAEForPreTraining.from_pretrained(folder)
+    assert str(error.value).startswith(f"{name} does not fit config.json: ")
+    assert f"num_hidden_layers = 1000000 in config.json, {fitting} in {name}" in str(error.value)
+    assert "decoder_num_hidden_layers = 1000000" in str(error.value)
+    if layout != "keras":  # widths and the patch count, from the shapes
+        with pytest.raises(CheckpointError) as error:
+            TFViTMAEForPreTraining.from_pretrained(
+                folder,
+                num_hidden_layers=fitting,
+                decoder_num_hidden_layers=fitting_decoder,
+                hidden_size=48,
+                image_size=64,
+            )
+        message = str(error.value)
+        assert "does not fit the config: " in message
+        assert f"hidden_size = 48 in the config, {config['hidden_size']} in {name}" in message
+        patches = (
+            (64 // config["patch_size"]) ** 2,
+            (config["image_size"] // config["patch_size"]) ** 2,
+        )
+        assert f"num_patches = {patches[0]} in the config, {patches[1]} in {name}" in message
+        assert "num_hidden_layers" not in message
 
 
 def test_bfloat16_safetensors(checkpoint, tmp_path):

@@ -38,7 +38,7 @@ from .formats import (
     write_safetensors,
     write_torch_bin,
 )
-from .state_dicts import LoadReport, keras_state, load_state_dict, to_state_dict
+from .state_dicts import LoadReport, check_sizes, keras_state, load_state_dict, to_state_dict
 from .weight_names import detect_format, mae_config_values
 
 if TYPE_CHECKING:
@@ -349,14 +349,21 @@ class HubMixin:
         fields = cls.config_class.FIELDS
         overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in fields}
         config_path, weights_path = resolve_files(name_or_path, **hub_options)
-        state = None
+        source = os.path.basename(weights_path)
+        config_source = CONFIG_NAME if config is None and config_path and not overrides else ""
+        # The weights are read before the model is built, to check the config's sizes.
+        state, layers, fmt = None, None, None
+        if weights_path.endswith(".weights.h5"):  # its arrays are named once a model exists
+            layers, fmt = read_keras_weights(weights_path), "keras"
+            arrays = {f"{path}/{i}": a for path, all_ in layers.items() for i, a in enumerate(all_)}
+        else:
+            state = arrays = read_checkpoint(weights_path)
         if config is not None:
             config = cls.config_class.from_dict(config) if isinstance(config, dict) else config
         elif config_path is not None:
             config = cls.config_class.from_pretrained(config_path)
         else:
-            state = read_checkpoint(weights_path)
-            if detect_format(state) != "mae":
+            if state is None or detect_format(state) != "mae":
                 raise CheckpointError(
                     f"No {CONFIG_NAME} beside {weights_path}; pass config=ViTMAEConfig(...)"
                 )
@@ -368,11 +375,14 @@ class HubMixin:
             kwargs["image_processor"] = (
                 None if path is None else cls.processor_class.from_json_file(path)
             )
+        if strict:
+            shapes = {name: np.shape(array) for name, array in arrays.items()}
+            check_sizes(config, shapes, fmt, source, config_source or "the config")
         # The mixin is part of a model class, whose constructor takes the config.
         model = cls(config, **{**cls.init_kwargs_from_config(config), **kwargs})  # type: ignore[call-arg]
-        if state is None:
-            state = read_weights(model, weights_path)
-        report = load_state_dict(model, state, strict=strict, source=os.path.basename(weights_path))
+        if layers is not None:
+            state = keras_state(model, layers)
+        report = load_state_dict(model, state, strict=strict, source=source)
         return (model, report) if output_loading_info else model
 
     def load_pretrained_weights(self, path: PathLike, strict: bool = True) -> LoadReport:

@@ -1,5 +1,6 @@
 """Moving weights between a model and a state dict, by the name table.
 
+`check_sizes` compares a config with a checkpoint before a model is built;
 `load_state_dict` assigns a checkpoint's arrays to a model, all or nothing,
 and reports what it did; `to_state_dict` writes a model's arrays in a
 PyTorch layout; `keras_state` names the arrays of a Keras `.weights.h5`.
@@ -16,6 +17,7 @@ from .formats import CheckpointError
 from .weight_names import (
     PARTS,
     add_model_prefix,
+    block_counts,
     canonical_names,
     detect_format,
     keras_variables,
@@ -29,6 +31,7 @@ from .weight_names import (
 
 __all__ = [
     "LoadReport",
+    "check_sizes",
     "keras_state",
     "load_state_dict",
     "to_state_dict",
@@ -68,6 +71,60 @@ class LoadReport:
         for key, expected, found in self.mismatched:
             lines.append(f"shape mismatch: {key} expected {expected}, found {found}")
         return "\n".join(lines)
+
+
+# Sizes that a checkpoint's shapes give, the same in every layout: the Keras
+# path, the axis read, and the config field it must equal.
+_SIZES = (
+    ("vit/embeddings/cls_token", -1, "hidden_size"),
+    ("vit/layer_0/mlp/intermediate/bias", 0, "intermediate_size"),
+    ("vit/embeddings/position_embeddings", 1, "num_patches"),  # + 1, the [CLS] token's
+    ("decoder/mask_token", -1, "decoder_hidden_size"),
+    ("decoder/layer_0/mlp/intermediate/bias", 0, "decoder_intermediate_size"),
+)
+
+
+def check_sizes(
+    config: Any,
+    shapes: Mapping[str, Sequence[int]],
+    fmt: str | None = None,
+    source: str = "the checkpoint",
+    config_source: str = "the config",
+) -> None:
+    """Raise a `CheckpointError`, before a model is built, when `config`
+    cannot fit a checkpoint: its block counts, widths and patch count, read
+    from the checkpoint's names and `shapes` (`{name: shape}`, in layout
+    `fmt`, detected when `None`). A config of a
+    million blocks then fails at once instead of after building them.
+
+    A part the checkpoint lacks (a decoder) is not compared: loading warns about it.
+    """
+    shapes = canonical_names(add_model_prefix(dict(shapes)))
+    fmt = fmt or detect_format(shapes)
+    found = {
+        field: count
+        for field, count in zip(
+            ("num_hidden_layers", "decoder_num_hidden_layers"), block_counts(shapes, fmt)
+        )
+        if count
+    }
+    if fmt != "keras":  # a Keras file's arrays are named once a model exists
+        tiny = config.copy(num_hidden_layers=1, decoder_num_hidden_layers=1)
+        names = {e.keras_path: e.names[0] for e in weight_table(tiny, fmt, ("vit", "decoder"))}
+        for keras_path, axis, field in _SIZES:
+            if names[keras_path] in shapes:
+                size = int(shapes[names[keras_path]][axis])
+                found[field] = size - 1 if field == "num_patches" else size
+    wrong = [
+        f"{field} = {getattr(config, field)} in {config_source}, {found[field]} in {source}"
+        for field in found
+        if found[field] != getattr(config, field)
+    ]
+    if wrong:
+        raise CheckpointError(
+            f"{source} does not fit {config_source}: {'; '.join(wrong)}. Nothing was built: "
+            "fix the config, or pass strict=False to load what matches"
+        )
 
 
 def load_state_dict(

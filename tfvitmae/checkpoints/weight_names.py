@@ -44,6 +44,7 @@ __all__ = [
     "PARTS",
     "STACK_TABLE",
     "add_model_prefix",
+    "block_counts",
     "canonical_names",
     "detect_format",
     "keras_variables",
@@ -320,6 +321,21 @@ def detect_format(keys: Iterable[str]) -> str:
             f"Unrecognised checkpoint: no ViTMAE weight names found (first keys: {sample})"
         )
     return best
+
+
+def block_counts(names: Iterable[str], fmt: str) -> tuple[int, int]:
+    """The encoder and decoder blocks that checkpoint `names` in layout `fmt`
+    hold (canonical names, as `load_state_dict` reads them)."""
+    column = {"transformers": 0, "tf-legacy": 0, "transformers-v5": 1, "mae": 2}.get(fmt)
+    names = list(names)
+    counts = []
+    for keras_prefix, *prefixes in STACK_TABLE:
+        example = (keras_prefix if column is None else prefixes[column]).format(i=0)
+        if fmt == "tf-legacy":  # "vit.encoder.layer.0." -> "vit/encoder/layer_._0/"
+            example = _legacy_tf_name(example + "weight")[: -len("kernel")]
+        pattern = re.compile(re.escape(example).replace("0", r"(\d+)"))
+        counts.append(len({m.group(1) for name in names if (m := pattern.match(name))}))
+    return counts[0], counts[1]
 
 
 def add_model_prefix(state: dict[str, _Value]) -> dict[str, _Value]:
