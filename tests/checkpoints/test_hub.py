@@ -15,7 +15,7 @@ from tfvitmae.checkpoints.formats import CheckpointError
 from tfvitmae.checkpoints.hub import architecture_class, registered_class, resolve_files
 from tfvitmae.models.classification import TFViTMAEForImageClassification
 
-from ..helpers import FIXTURE, REFERENCE_CONFIG, max_diff, noise_for, pixels, tiny_config
+from ..helpers import FIXTURE, REFERENCE_CONFIG, ROOT, max_diff, noise_for, pixels, tiny_config
 
 
 def fill_hub_cache(cache, repo_id, files, revision="main", commit="a" * 40):
@@ -278,7 +278,9 @@ def test_failed_save_leaves_directory_untouched(tmp_path, monkeypatch):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
-def test_a_save_killed_while_moving_its_files_is_completed_by_the_next_load(tmp_path, monkeypatch):
+def test_a_save_killed_while_moving_its_files_is_read_whole_and_completed_by_the_next_save(
+    tmp_path, monkeypatch
+):
     TFViTMAEForPreTraining(tiny_config(), seed=0).save_pretrained(tmp_path)
     # Another model of the same shapes: mixed files would load without an error.
     new = TFViTMAEForPreTraining(tiny_config(hidden_act="relu"), seed=1)
@@ -301,12 +303,67 @@ def test_a_save_killed_while_moving_its_files_is_completed_by_the_next_load(tmp_
     monkeypatch.setattr(os, "replace", replace)
     assert moved == [str(tmp_path / "model.weights.h5")]
     assert json.loads((tmp_path / "config.json").read_text())["hidden_act"] == "gelu"
-    with pytest.warns(UserWarning, match="Completed the interrupted save"):
-        loaded = TFViTMAEForPreTraining.from_pretrained(tmp_path)
+
+    def contents():
+        return {str(p): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    before = contents()
+    # A load reads the interrupted save whole, through its plan, and changes nothing.
+    loaded = TFViTMAEForPreTraining.from_pretrained(tmp_path)
     assert loaded.config.hidden_act == "relu"
     for a, b in zip(loaded.weights, new.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert contents() == before
+    # The next save completes it first, then writes its own.
+    newest = TFViTMAEForPreTraining(tiny_config(hidden_act="gelu_new"), seed=2)
+    with pytest.warns(UserWarning, match="Completed the interrupted save"):
+        newest.save_pretrained(tmp_path)
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+    assert TFViTMAEForPreTraining.from_pretrained(tmp_path).config.hidden_act == "gelu_new"
+
+
+SAVER = """
+import sys
+from tfvitmae import TFViTMAEForPreTraining
+from tests.helpers import tiny_config
+
+import numpy as np
+
+folder, rounds = sys.argv[1], int(sys.argv[2])
+# Two models whose files would load together without an error: mask_ratio tells them apart.
+models = [
+    TFViTMAEForPreTraining(tiny_config(mask_ratio=r), seed=i) for i, r in enumerate((0.5, 0.6))
+]
+models[0].save_pretrained(folder)
+np.savez(sys.argv[3], *[m.weights[0].numpy() for m in models])
+print("ready", flush=True)
+for i in range(rounds):
+    models[i % 2].save_pretrained(folder)
+"""
+
+
+@pytest.mark.slow
+def test_loads_beside_a_process_that_saves_see_one_whole_save(tmp_path):
+    """6 of 167 loads mixed one save's weights with another's config, and 74
+    failed, while another process called `save_pretrained` in a loop."""
+    folder, written = tmp_path / "checkpoint", tmp_path / "weights.npz"
+    saver = subprocess.Popen(
+        [sys.executable, "-c", SAVER, str(folder), "60", str(written)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert saver.stdout.readline().strip() == "ready"
+    with np.load(written) as arrays:
+        references = {0.5: arrays["arr_0"], 0.6: arrays["arr_1"]}
+    seen = set()
+    while saver.poll() is None:
+        loaded = TFViTMAEForPreTraining.from_pretrained(folder)
+        ratio = loaded.config.mask_ratio
+        np.testing.assert_array_equal(loaded.weights[0].numpy(), references[ratio])
+        seen.add(ratio)
+    assert saver.wait() == 0
+    assert seen == {0.5, 0.6}  # both saves were read while the other process saved
 
 
 def test_save_pretrained_onto_a_file(tmp_path):

@@ -14,15 +14,17 @@ the model's own rule (`pytorch_state_dict`, `config_extras`), so every path
 to disk passes through it.
 """
 
+import contextlib
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 
-from ..utils.files import commit_files, finish_commits, staging_dir
+from ..utils.files import COMMIT_PLAN, commit_files, finish_commits, read_json, staging_dir
 from ..utils.types import PathLike
 from .formats import (
     CONFIG_NAME,
@@ -51,6 +53,7 @@ __all__ = [
     "architecture_class",
     "read_weights",
     "registered_class",
+    "reading",
     "resolve_files",
     "resolve_optional_file",
 ]
@@ -102,20 +105,17 @@ def _download(
 def resolve_files(name_or_path: str, **hub_options: Any) -> tuple[str | None, str]:
     """`(config_path or None, weights_path)` for a directory, a file or a Hub
     repo id. `hub_options`: any of `HUB_OPTIONS`, for Hub ids."""
-    if os.path.exists(name_or_path):
-        folder = name_or_path if os.path.isdir(name_or_path) else os.path.dirname(name_or_path)
-        _finish_interrupted_saves(os.path.abspath(folder))
     config: str | None  # (`_download` gives None for a file the Hub repo lacks)
     path: str | None
     if os.path.isfile(name_or_path):
         config = os.path.join(os.path.dirname(os.path.abspath(name_or_path)), CONFIG_NAME)
         return (config if os.path.isfile(config) else None), name_or_path
     if os.path.isdir(name_or_path):
-        config = os.path.join(name_or_path, CONFIG_NAME)
+        config = _saved_file(name_or_path, CONFIG_NAME)
         for filename in WEIGHT_FILES:
-            path = os.path.join(name_or_path, filename)
-            if os.path.isfile(path):
-                return (config if os.path.isfile(config) else None), path
+            path = _saved_file(name_or_path, filename)
+            if path is not None:
+                return config, path
         raise CheckpointError(
             f"No weights in the directory {name_or_path!r}: expected one of "
             f"{', '.join(WEIGHT_FILES)}, "
@@ -165,8 +165,7 @@ def resolve_optional_file(name_or_path: str, filename: str, **hub_options: Any) 
     if os.path.isfile(name_or_path):
         name_or_path = os.path.dirname(os.path.abspath(name_or_path))
     if os.path.isdir(name_or_path):
-        path = os.path.join(name_or_path, filename)
-        return path if os.path.isfile(path) else None
+        return _saved_file(name_or_path, filename)
     if _is_local(name_or_path):
         raise FileNotFoundError(f"No file or directory at {name_or_path!r}")
     return _download(
@@ -211,17 +210,67 @@ def read_weights(model: Any, weights_path: str) -> dict[str, np.ndarray]:
 SAVE_PREFIX = ".tmp-save-"
 
 
+@contextlib.contextmanager
+def _locked(folder: str, exclusive: bool) -> Iterator[None]:
+    """A `flock` on the folder itself (no lock file is written): the moves of a
+    `save_pretrained` (exclusive) and the reads of a load (shared) exclude one
+    another, so a load sees one whole save. The kernel drops the lock of a
+    killed process."""
+    import fcntl
+
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not a local folder (a Hub id), or one we cannot open
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def reading(name_or_path: PathLike) -> contextlib.AbstractContextManager[None]:
+    """Hold a local checkpoint's folder while its files are read: a
+    `save_pretrained` into it waits until the reads are done."""
+    path = os.fspath(name_or_path)
+    if not os.path.exists(path):
+        return contextlib.nullcontext()
+    return _locked(path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path)), False)
+
+
+def _interrupted_save(folder: str) -> tuple[str, dict[str, list[str]]] | None:
+    """The staging folder and plan of a save into `folder` that a kill
+    interrupted while moving its files in, if there is one (a save completes
+    any earlier one before its own, so there is at most one)."""
+    for name in sorted(os.listdir(folder)):
+        plan = os.path.join(folder, name, COMMIT_PLAN)
+        if name.startswith(SAVE_PREFIX) and os.path.isfile(plan):
+            return os.path.join(folder, name), read_json(plan)
+    return None
+
+
+def _saved_file(folder: str, filename: str) -> str | None:
+    """Where `folder`'s `filename` is, as the last whole save left it, or
+    `None`. A save that a kill interrupted while moving its files in is read
+    through its plan (a file not yet moved is read where it was staged),
+    never completed here: a load does not change what it reads."""
+    interrupted = _interrupted_save(folder)
+    if interrupted is not None:
+        staged, plan = interrupted
+        if filename in plan["move"] and os.path.isfile(os.path.join(staged, filename)):
+            return os.path.join(staged, filename)
+        if filename in plan["remove"]:
+            return None
+    path = os.path.join(folder, filename)
+    return path if os.path.isfile(path) else None
+
+
 def _finish_interrupted_saves(folder: str) -> None:
     """Complete a `save_pretrained` into `folder` that a kill interrupted
-    while moving its files into place, so that they all come from one save."""
-    try:
-        finished = finish_commits(folder, prefix=SAVE_PREFIX)
-    except OSError as e:
-        raise CheckpointError(
-            f"{folder} holds a save that was interrupted, and it could not be completed "
-            f"({e}): its files may come from two saves. Load a writable copy, or save again"
-        ) from None
-    for staged in finished:
+    while moving its files into place (a new save does this first, holding
+    the folder's lock)."""
+    for staged in finish_commits(folder, prefix=SAVE_PREFIX):
         warnings.warn(f"Completed the interrupted save into {folder} (from {staged})")
 
 
@@ -257,7 +306,6 @@ def _save(model: Any, save_directory: str, *, pytorch: bool, safe_serialization:
         weights_name = SAFE_WEIGHTS_NAME if safe_serialization else PT_WEIGHTS_NAME
     else:
         weights_name = KERAS_WEIGHTS_NAME
-    _finish_interrupted_saves(save_directory)
     with staging_dir(save_directory, prefix=SAVE_PREFIX) as staging:
         try:
             if pytorch:
@@ -273,12 +321,14 @@ def _save(model: Any, save_directory: str, *, pytorch: bool, safe_serialization:
                 f"its config failed ({type(e).__name__}: {e}). Is the disk full? "
                 f"{save_directory} is unchanged"
             ) from e
-        return commit_files(
-            staging,
-            save_directory,
-            [weights_name, CONFIG_NAME, PREPROCESSOR_NAME],
-            remove=_other_weights(save_directory, keep=weights_name),
-        )
+        with _locked(save_directory, exclusive=True):  # no load reads half of it
+            _finish_interrupted_saves(save_directory)
+            return commit_files(
+                staging,
+                save_directory,
+                [weights_name, CONFIG_NAME, PREPROCESSOR_NAME],
+                remove=_other_weights(save_directory, keep=weights_name),
+            )
 
 
 class HubMixin:
@@ -348,33 +398,34 @@ class HubMixin:
         name_or_path = os.fspath(pretrained_model_name_or_path)
         fields = cls.config_class.FIELDS
         overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in fields}
-        config_path, weights_path = resolve_files(name_or_path, **hub_options)
-        source = os.path.basename(weights_path)
-        config_source = CONFIG_NAME if config is None and config_path and not overrides else ""
-        # The weights are read before the model is built, to check the config's sizes.
-        state, layers, fmt = None, None, None
-        if weights_path.endswith(".weights.h5"):  # its arrays are named once a model exists
-            layers, fmt = read_keras_weights(weights_path), "keras"
-            arrays = {f"{path}/{i}": a for path, all_ in layers.items() for i, a in enumerate(all_)}
-        else:
-            state = arrays = read_checkpoint(weights_path)
-        if config is not None:
-            config = cls.config_class.from_dict(config) if isinstance(config, dict) else config
-        elif config_path is not None:
-            config = cls.config_class.from_pretrained(config_path)
-        else:
-            if state is None or detect_format(state) != "mae":
-                raise CheckpointError(
-                    f"No {CONFIG_NAME} beside {weights_path}; pass config=ViTMAEConfig(...)"
+        with reading(name_or_path):  # a save into it waits: the files come from one save
+            config_path, weights_path = resolve_files(name_or_path, **hub_options)
+            source = os.path.basename(weights_path)
+            config_source = CONFIG_NAME if config is None and config_path and not overrides else ""
+            # The weights are read before the model is built, to check the config's sizes.
+            state, layers, fmt = None, None, None
+            if weights_path.endswith(".weights.h5"):  # its arrays are named once a model exists
+                layers, fmt = read_keras_weights(weights_path), "keras"
+                arrays = {f"{k}/{i}": a for k, group in layers.items() for i, a in enumerate(group)}
+            else:
+                state = arrays = read_checkpoint(weights_path)
+            if config is not None:
+                config = cls.config_class.from_dict(config) if isinstance(config, dict) else config
+            elif config_path is not None:
+                config = cls.config_class.from_pretrained(config_path)
+            else:
+                if state is None or detect_format(state) != "mae":
+                    raise CheckpointError(
+                        f"No {CONFIG_NAME} beside {weights_path}; pass config=ViTMAEConfig(...)"
+                    )
+                config = cls.config_class(**mae_config_values(state))  # the MAE release has none
+            if overrides:
+                config = config.copy(**overrides)
+            if "image_processor" not in kwargs:
+                path = resolve_optional_file(name_or_path, PREPROCESSOR_NAME, **hub_options)
+                kwargs["image_processor"] = (
+                    None if path is None else cls.processor_class.from_json_file(path)
                 )
-            config = cls.config_class(**mae_config_values(state))  # the MAE release has none
-        if overrides:
-            config = config.copy(**overrides)
-        if "image_processor" not in kwargs:
-            path = resolve_optional_file(name_or_path, PREPROCESSOR_NAME, **hub_options)
-            kwargs["image_processor"] = (
-                None if path is None else cls.processor_class.from_json_file(path)
-            )
         if strict:
             shapes = {name: np.shape(array) for name, array in arrays.items()}
             check_sizes(config, shapes, fmt, source, config_source or "the config")
@@ -391,8 +442,9 @@ class HubMixin:
         Returns:
             A `LoadReport` of what was loaded, missing and unused.
         """
-        _, weights_path = resolve_files(os.fspath(path))
-        state = read_weights(self, weights_path)
+        with reading(path):
+            _, weights_path = resolve_files(os.fspath(path))
+            state = read_weights(self, weights_path)
         return load_state_dict(self, state, strict=strict, source=os.path.basename(weights_path))
 
     def save_pretrained(
