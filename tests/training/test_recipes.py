@@ -4,6 +4,7 @@ several devices) and `train_classifier` (linear probe, fine-tuning)."""
 import json
 import os
 import shutil
+import warnings
 
 import keras
 import numpy as np
@@ -228,6 +229,43 @@ def test_linear_probe_freezes_the_encoder_and_trains_the_head():
     assert type(model.optimizer) is keras.optimizers.SGD  # MAE's probe: (LARS ~) SGD
     moving_mean = model.probe_norm.moving_mean.numpy()
     assert np.abs(moving_mean).max() > 0  # BatchNorm statistics were learned
+
+
+def test_validation_data_of_unknown_length_is_read_a_whole_pass_each_epoch():
+    """Image files give a validation set whose length tf.data cannot see: Keras
+    warned that it "ran out of data" after every validation pass."""
+    config = tiny_config()
+    model = TFViTMAEForImageClassification(config, num_labels=3)
+    x, y = labelled(config)
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    unknown = tf.data.Dataset.from_tensor_slices((x[:10], y[:10])).filter(lambda *_: True)
+    assert unknown.cardinality() == tf.data.UNKNOWN_CARDINALITY
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = train_classifier(
+            model,
+            train,
+            epochs=2,
+            batch_size=8,
+            validation_data=unknown.batch(4),
+            validation_steps=3,
+            verbose=0,
+        )
+    assert not [w for w in caught if "ran out of data" in str(w.message)]
+    # The last epoch's validation saw all 10 images with the final weights.
+    whole = model.evaluate(
+        tf.data.Dataset.from_tensor_slices((x[:10], y[:10])).batch(10), verbose=0
+    )
+    assert history.history["val_loss"][-1] == pytest.approx(whole[0], rel=1e-5)
+    for steps, data, pattern in (
+        (0, unknown.batch(4), "validation_steps must be a positive number"),
+        (2, (x, y), "received 2 with tuple"),
+        (1.5, unknown.batch(4), "validation_steps must be an int, received 1.5"),
+    ):
+        with pytest.raises((ValueError, TypeError), match=pattern):
+            train_classifier(
+                model, train, epochs=1, batch_size=8, validation_data=data, validation_steps=steps
+            )
 
 
 @pytest.mark.slow

@@ -202,7 +202,7 @@ def train_classifier(args: argparse.Namespace, linear_probe: bool) -> int:
     train_paths, val_paths = train_split[0], val_split[0]
     model = _classifier_model(args, class_names, linear_probe=linear_probe)
     mixing = bool(not linear_probe and (args.mixup or args.cutmix))
-    train, val = _classifier_datasets(
+    train, val, val_steps = _classifier_datasets(
         args,
         model,
         train_split=train_split,
@@ -223,6 +223,7 @@ def train_classifier(args: argparse.Namespace, linear_probe: bool) -> int:
         batch_size=args.batch_size,
         steps_per_epoch=math.ceil(len(train_paths) / args.batch_size),
         validation_data=val,
+        validation_steps=val_steps,
         label_smoothing=0.0 if linear_probe else args.label_smoothing,
         one_hot_labels=mixing,
         base_lr=args.base_lr,
@@ -289,7 +290,8 @@ def _classifier_datasets(
     num_classes: int,
     mixing: bool,
 ) -> tuple:
-    """`(train, val)` labelled batches; `val` is `None` when nothing is held out."""
+    """`(train, val, val_steps)`: labelled batches, and the batches in one pass
+    of `val` (both `None` when nothing is held out)."""
     from ..data import make_dataset
 
     (train_paths, train_labels), (val_paths, val_labels) = train_split, val_split
@@ -309,8 +311,8 @@ def _classifier_datasets(
         cutmix_alpha=args.cutmix if mixing else 0.0,
     )
     if not val_paths:
-        return train, None
-    val = make_dataset(
+        return train, None, None
+    val, info = make_dataset(
         val_paths,
         batch_size=args.batch_size,
         processor=model.image_processor,
@@ -319,8 +321,9 @@ def _classifier_datasets(
         augment=False,
         shuffle=False,
         num_channels=model.config.num_channels,
+        return_info=True,
     )
-    return train, val
+    return train, val, math.ceil(info["num_examples"] / args.batch_size)
 
 
 def reconstruct(args: argparse.Namespace) -> int:

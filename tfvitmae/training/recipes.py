@@ -176,6 +176,7 @@ def train_classifier(
     batch_size: int,
     steps_per_epoch: int | None = None,
     validation_data: tf.data.Dataset | tuple | None = None,
+    validation_steps: int | None = None,
     label_smoothing: float = 0.0,
     one_hot_labels: bool = False,
     base_lr: float | None = None,
@@ -197,6 +198,12 @@ def train_classifier(
         train_data: Batches of `(pixel_values, labels)`.
         validation_data: Batches of `(pixel_values, integer labels)`; made
             one-hot here when training on one-hot labels.
+        validation_steps: The batches in one pass of a `validation_data`
+            dataset whose length tf.data cannot see (image files, which may
+            fail to decode): it is then read as one endless stream,
+            `validation_steps` batches an epoch, so that Keras neither
+            re-reads an exhausted iterator nor warns that the input "ran out
+            of data".
         one_hot_labels: Training labels are one-hot (MixUp/CutMix), else integer.
         label_smoothing: Cross-entropy label smoothing (MAE fine-tuning: 0.1).
         output_dir: If given, the model is saved there (`save_pretrained`)
@@ -210,6 +217,16 @@ def train_classifier(
         The Keras `History`.
     """
     steps_per_epoch = _steps_per_epoch(train_data, steps_per_epoch)
+    if validation_steps is not None:
+        if isinstance(validation_steps, bool) or not isinstance(validation_steps, int):
+            raise TypeError(f"validation_steps must be an int, received {validation_steps!r}")
+        if validation_steps < 1 or not isinstance(validation_data, tf.data.Dataset):
+            raise ValueError(
+                "validation_steps must be a positive number of batches of a tf.data.Dataset "
+                f"validation_data, received {validation_steps} with "
+                f"{type(validation_data).__name__}"
+            )
+        validation_data = validation_data.repeat()
     optimizer = classifier_optimizer(
         model,
         batch_size,
@@ -260,6 +277,7 @@ def train_classifier(
         initial_epoch=initial_epoch,
         steps_per_epoch=steps_per_epoch,
         validation_data=validation_data,
+        validation_steps=validation_steps,
         callbacks=callbacks,
         verbose=verbose,
         shuffle=False,
