@@ -93,6 +93,25 @@ def test_bad_arguments_are_rejected(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_running_out_of_memory_is_an_error_in_plain_words(monkeypatch, capsys):
+    """TensorFlow's OOM ({{function_node ...}}) and NumPy's MemoryError were tracebacks."""
+    from tfvitmae import TFViTMAEModel
+    from tfvitmae.cli import commands
+
+    def allocate_four_terabytes(args):
+        return int(tf.reduce_sum(tf.zeros((2**40,), tf.float32)))
+
+    def build_a_huge_model(args):
+        return TFViTMAEModel(tiny_config(hidden_size=2**20, num_attention_heads=1))
+
+    for command in (allocate_four_terabytes, build_a_huge_model):
+        monkeypatch.setattr(commands, "reconstruct", command)
+        assert main(["reconstruct", "x.png", "--model", "m", "--output", "y.png"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("tfvitmae reconstruct: error: out of memory: ")
+        assert "function_node" not in err and "[Op:" not in err and "Traceback" not in err
+
+
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("images")

@@ -141,6 +141,12 @@ def test_call_takes_paths_pil_images_and_arrays_of_any_size(tmp_path):
             r"1, 3 or 4 channels, received ndarray of shape \(4, 4, 2\)",
         ),
         (lambda: ViTMAEImageProcessor()([]), ValueError, r"at least one image"),
+        (
+            lambda: ViTMAEImageProcessor(size=200_000),
+            ValueError,
+            r"size 200000x200000 is 40,000,000,000 pixels, more than the pixel budget",
+        ),
+        (lambda: ViTMAEImageProcessor(size=(0, 4)), ValueError, r"positive whole numbers"),
         (lambda: ViTMAEImageProcessor()("missing.png"), FileNotFoundError, r"missing.png"),
         (
             lambda: ViTMAEImageProcessor()(np.zeros((4, 4, 3), "uint8"), data_format="nchw"),

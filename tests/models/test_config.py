@@ -187,3 +187,30 @@ def test_as_config():
     assert as_config(config.to_dict()) == config
     with pytest.raises(ValueError, match="config must be a ViTMAEConfig or a dict, received str"):
         as_config("facebook/vit-mae-base")
+
+
+@pytest.mark.parametrize("qkv_bias", [True, False])
+def test_encoder_parameters_count_what_a_model_builds(qkv_bias):
+    from tfvitmae import TFViTMAEModel
+
+    from ..helpers import tiny_config
+
+    config = tiny_config(qkv_bias=qkv_bias)
+    assert config.encoder_parameters == TFViTMAEModel(config).count_params()
+
+
+@pytest.mark.parametrize(
+    "sizes, pattern",
+    [
+        (dict(hidden_size=2**20, num_attention_heads=1), r"hidden_size=1048576"),
+        (dict(image_size=2**20, patch_size=16), r"4,294,967,296 patches of image_size=1048576"),
+    ],
+)
+def test_a_model_too_large_for_memory_is_refused_before_it_is_built(sizes, pattern):
+    """A raw MemoryError (NumPy) or TensorFlow's OOM came after allocating what fit."""
+    from tfvitmae import TFViTMAEModel
+
+    from ..helpers import tiny_config
+
+    with pytest.raises(MemoryError, match=rf"encoder alone has [\d,]+ parameters .*{pattern}"):
+        TFViTMAEModel(tiny_config(**sizes))

@@ -415,6 +415,22 @@ def main(argv: list[str] | None = None) -> int:
     ) as e:  # bad input: a message, not a traceback
         print(f"tfvitmae {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except MemoryError as e:
+        reason = e or "no details"
+        print(f"tfvitmae {args.command}: error: out of memory: {reason}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        tf = sys.modules.get("tensorflow")  # only TensorFlow raises its errors
+        if tf is None or not isinstance(e, tf.errors.ResourceExhaustedError):
+            raise
+        from ..data.decoding import tf_error_reason
+
+        print(
+            f"tfvitmae {args.command}: error: out of memory: {tf_error_reason(e)}; try a smaller "
+            "--batch-size, image size or model",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ weights and in their `.keras` config.
 
 import json
 import math
+import numbers
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from ..checkpoints.formats import PREPROCESSOR_NAME
 from ..checkpoints.hub import resolve_optional_file
 from ..utils.files import atomic_write_text, read_json
 from ..utils.types import TensorLike
+from . import decoding
 from .decoding import load_images
 
 __all__ = [
@@ -105,18 +107,30 @@ def _statistics(mean: Any, std: Any) -> tuple[tuple[float, ...], tuple[float, ..
 
 
 def _size_hw(size: _Size) -> tuple[int, int]:
-    """`(height, width)` from an int, a pair, or a `{"height", "width"}` dict."""
+    """`(height, width)` from an int, a pair, or a `{"height", "width"}` dict:
+    positive, and within the pixel budget of a decoded image."""
     if isinstance(size, dict):
-        if set(size) >= {"height", "width"}:
-            return int(size["height"]), int(size["width"])
+        if not set(size) >= {"height", "width"}:
+            raise ValueError(
+                f'size must be {{"height": H, "width": W}} (ViTImageProcessor\'s form), '
+                f"received {size}"
+            )
+        hw = size["height"], size["width"]
+    elif isinstance(size, (list, tuple)) and len(size) == 2:
+        hw = tuple(size)
+    elif isinstance(size, numbers.Integral) and not isinstance(size, bool):
+        hw = size, size
+    else:
+        raise ValueError(f"size must be an int, (height, width) or a dict, received {size!r}")
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in hw):
+        raise ValueError(f"size must be positive whole numbers, received {size!r}")
+    height, width = int(hw[0]), int(hw[1])
+    if height * width > decoding.MAX_IMAGE_PIXELS:
         raise ValueError(
-            f'size must be {{"height": H, "width": W}} (ViTImageProcessor\'s form), received {size}'
+            f"size {height}x{width} is {height * width:,} pixels, more than the pixel budget of "
+            f"{decoding.MAX_IMAGE_PIXELS:,} (tfvitmae.data.decoding.MAX_IMAGE_PIXELS)"
         )
-    if isinstance(size, int):
-        return size, size
-    if isinstance(size, (list, tuple)) and len(size) == 2:
-        return int(size[0]), int(size[1])
-    raise ValueError(f"size must be an int, (height, width) or a dict, received {size!r}")
+    return height, width
 
 
 class ViTMAEImageProcessor:

@@ -214,6 +214,35 @@ class ViTMAEConfig:
         patch_h, patch_w = self.patch_hw
         return patch_h * patch_w * self.num_channels
 
+    @property
+    def encoder_parameters(self) -> int:
+        """The encoder's parameter count (every model has it; the decoder and a
+        head come on top): patch and position embeddings, blocks, final norm."""
+        h, i = self.hidden_size, self.intermediate_size
+        qkv = 3 * h if self.qkv_bias else 0
+        block = 4 * h * h + qkv + h + 2 * h * i + i + h + 4 * h
+        embeddings = self.patch_dim * h + h + h + (self.num_patches + 1) * h
+        return embeddings + self.num_hidden_layers * block + 2 * h
+
+    def check_memory(self) -> None:
+        """Raise a `MemoryError` that names the sizes when the encoder's float32
+        weights alone would not fit in this machine's memory: building the
+        model would fail in TensorFlow or NumPy after allocating what it could."""
+        try:
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):  # not a POSIX system: not checked
+            return
+        needed = 4 * self.encoder_parameters
+        if needed > memory:
+            raise MemoryError(
+                f"This config's encoder alone has {self.encoder_parameters:,} parameters "
+                f"({needed / 2**30:,.1f} GiB in float32), more than this machine's "
+                f"{memory / 2**30:,.1f} GiB of memory (hidden_size={self.hidden_size}, "
+                f"num_hidden_layers={self.num_hidden_layers}, intermediate_size="
+                f"{self.intermediate_size}, {self.num_patches:,} patches of "
+                f"image_size={self.image_size} / patch_size={self.patch_size})"
+            )
+
     # ------------------------------------------------------------ (de)serialise
     def to_dict(self) -> dict[str, Any]:
         """The `config.json` content, Hugging Face compatible."""

@@ -470,6 +470,7 @@ class TFViTMAEPreTrainedModel(HubMixin, ExportMixin, AttentionSwitch, keras.Mode
         kwargs.setdefault("name", self.default_name)
         super().__init__(**kwargs)
         self.config: ViTMAEConfig = as_config(config)
+        self.config.check_memory()  # before gigabytes are allocated in vain
         self.image_processor = image_processor
         self.data_format: str = check_data_format(data_format)
         self.seed = seed
