@@ -40,6 +40,7 @@ MAX_IMAGE_PIXELS = 89_478_485
 _LUMA = (19595, 38470, 7471)
 _HEADER_BYTES = 64
 _EXIF_ENTRIES = 64  # read from the first IFD; orientation (0x0112) sorts early
+_JPEG_SEGMENTS = 4  # EXIF's APP1 follows the start, at most after JFIF's APP0 and a few
 _JPEG_XL_CONTAINER = b"\0\0\0\x0cJXL \r\n\x87\n"
 
 
@@ -222,34 +223,41 @@ def _tiff_orientation(contents: tf.Tensor, start: tf.Tensor) -> tf.Tensor:
     return tf.where(tf.logical_and(valid, (value >= 1) & (value <= 8)), value, 1)
 
 
+def _jpeg_exif(contents: tf.Tensor) -> tf.Tensor:
+    """Where the TIFF structure of a JPEG's EXIF (an APP1 segment opening
+    with "Exif\\0\\0") starts, among its first segments; -1 if none."""
+    at, found = tf.constant(2, tf.int64), tf.constant(-1, tf.int64)  # after SOI
+    for _ in range(_JPEG_SEGMENTS):
+        segment = _bytes_at(contents, at, 10)  # marker, length, then its data
+        exif = _starts_with(segment, b"\xff\xe1") & _starts_with(segment, b"Exif\0\0", 4)
+        found = tf.where((found < 0) & exif, at + 10, found)
+        at += 2 + _uint(segment, 2, 2, big_endian=True)
+    return found
+
+
+def _find(contents: tf.Tensor, marker: bytes, skip: int) -> tf.Tensor:
+    """The position `skip` bytes after the first `marker` in `contents`; -1 if none."""
+    at = tf.cast(tf.strings.length(tf.strings.split(contents, marker, maxsplit=1)[0]), tf.int64)
+    return tf.where(at < tf.cast(tf.strings.length(contents), tf.int64), at + skip, -1)
+
+
 def _orientation(contents: tf.Tensor, header: tf.Tensor) -> tf.Tensor:
     """EXIF orientation, 1 to 8, of a JPEG (APP1), PNG (eXIf) or WebP (EXIF)."""
-
-    def after(marker: bytes, skip: int, check: Callable[[tf.Tensor], tf.Tensor] | None = None):
-        def read():
-            # JPEG's APP1 comes first, before 64 KiB; elsewhere EXIF may follow the pixels.
-            searched = tf.strings.substr(contents, 0, 2**16) if check is not None else contents
-            before = tf.strings.split(searched, marker, maxsplit=1)[0]
-            at = tf.cast(tf.strings.length(before), tf.int64)
-            found = at < tf.cast(tf.strings.length(searched), tf.int64)
-            if check is not None:
-                found = tf.logical_and(found, check(at))
-            one = tf.constant(1, tf.int64)
-            return tf.cond(found, lambda: _tiff_orientation(contents, at + skip), lambda: one)
-
-        return read
-
-    def app1(at):  # "Exif\0\0" opens an APP1 segment: FF E1 and a 2-byte length before it
-        return tf.reduce_all(tf.equal(_bytes_at(contents, at - 4, 2), [0xFF, 0xE1])) & (at >= 4)
-
-    return tf.case(
-        [
-            (_is_jpeg(header), after(b"Exif\0\0", 6, app1)),
-            (_is_png(header), after(b"eXIf", 4)),
-            (_is_webp(header), after(b"EXIF", 8)),
-        ],
-        default=lambda: tf.constant(1, tf.int64),
+    webp_exif = tf.logical_and(  # a VP8X header flags its EXIF chunk
+        _starts_with(header, b"VP8X", 12), tf.bitwise.bitwise_and(header[20], 0x08) > 0
     )
+    searched = tf.cond(  # PNG's eXIf comes before the pixel data; WebP's after
+        tf.logical_or(_is_png(header), tf.logical_and(_is_webp(header), webp_exif)),
+        lambda: tf.where(
+            _is_png(header),
+            _find(tf.strings.substr(contents, 0, 2**16), b"eXIf", 4),
+            _find(contents, b"EXIF", 8),
+        ),
+        lambda: tf.constant(-1, tf.int64),
+    )
+    start = tf.where(_is_jpeg(header), _jpeg_exif(contents), searched)
+    one = tf.constant(1, tf.int64)
+    return tf.cond(start >= 0, lambda: _tiff_orientation(contents, start), lambda: one)
 
 
 def _upright(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
@@ -284,11 +292,8 @@ def _with_channels(image: tf.Tensor, num_channels: int) -> tf.Tensor:
     color = tf.cond(gray, lambda: tf.tile(image[..., :1], [1, 1, 3]), lambda: image[..., :3])
     if num_channels == 3:
         return color
-    alpha = tf.cond(
-        tf.equal(channels % 2, 0),
-        lambda: image[..., -1:],
-        lambda: tf.fill(tf.concat([tf.shape(image)[:2], [1]], 0), tf.constant(255, tf.uint8)),
-    )
+    opaque = tf.fill(tf.concat([tf.shape(image)[:2], [1]], 0), tf.constant(255, tf.uint8))
+    alpha = tf.cond(tf.equal(channels % 2, 0), lambda: image[..., -1:], lambda: opaque)
     return tf.concat([color, alpha], -1)
 
 
