@@ -431,9 +431,8 @@ class HubMixin:
             check_sizes(config, shapes, fmt, source, config_source or "the config")
         # The mixin is part of a model class, whose constructor takes the config.
         model = cls(config, **{**cls.init_kwargs_from_config(config), **kwargs})  # type: ignore[call-arg]
-        if layers is not None:
-            state = keras_state(model, layers)
-        report = load_state_dict(model, state, strict=strict, source=source)
+        named = keras_state(model, layers) if layers is not None else arrays
+        report = load_state_dict(model, named, strict=strict, source=source)
         return (model, report) if output_loading_info else model
 
     def load_pretrained_weights(self, path: PathLike, strict: bool = True) -> LoadReport:

@@ -115,14 +115,15 @@ def _size_hw(size: _Size) -> tuple[int, int]:
                 f'size must be {{"height": H, "width": W}} (ViTImageProcessor\'s form), '
                 f"received {size}"
             )
-        hw = size["height"], size["width"]
+        hw: tuple[Any, ...] = size["height"], size["width"]
     elif isinstance(size, (list, tuple)) and len(size) == 2:
         hw = tuple(size)
     elif isinstance(size, numbers.Integral) and not isinstance(size, bool):
         hw = size, size
     else:
         raise ValueError(f"size must be an int, (height, width) or a dict, received {size!r}")
-    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in hw):
+    whole = all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in hw)
+    if not whole or min(int(v) for v in hw) < 1:
         raise ValueError(f"size must be positive whole numbers, received {size!r}")
     height, width = int(hw[0]), int(hw[1])
     if height * width > decoding.MAX_IMAGE_PIXELS:
