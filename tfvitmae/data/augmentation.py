@@ -9,11 +9,17 @@ Batch augmentation sees pixels in [0, 255], before normalising.
 
 import math
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import keras
-import tensorflow as tf
 
+from ..utils.backend import tensorflow
 from ..utils.types import TensorLike
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+else:
+    tf = tensorflow("MAE's tf.data augmentation")
 
 __all__ = [
     "CROP_RATIO",

@@ -16,11 +16,18 @@ them. On top of `tf.io.decode_image` it:
 import os
 import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
 
+from ..utils.backend import tensorflow
+from ..utils.checks import DEFAULT_MAX_IMAGE_PIXELS
 from ..utils.types import TensorLike
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+else:
+    tf = tensorflow("Decoding images")
 
 __all__ = [
     "MAX_IMAGE_PIXELS",
@@ -34,7 +41,7 @@ __all__ = [
 # The most pixels an encoded image may have to be decoded (PIL's own
 # `Image.MAX_IMAGE_PIXELS`): a 23000x23000 PNG of zeros is 0.5 MB on disk and
 # gigabytes decoded. Raise it here, before decoding or exporting, for larger images.
-MAX_IMAGE_PIXELS = 89_478_485
+MAX_IMAGE_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
 
 # Pillow's integer luma, L = (19595 R + 38470 G + 7471 B + 2^15) >> 16 (ITU-R 601).
 _LUMA = (19595, 38470, 7471)

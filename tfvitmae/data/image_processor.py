@@ -12,18 +12,18 @@ import json
 import math
 import numbers
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
 from ..checkpoints.formats import PREPROCESSOR_NAME
 from ..checkpoints.hub import resolve_optional_file
+from ..utils.backend import tensorflow
+from ..utils.checks import DEFAULT_MAX_IMAGE_PIXELS
 from ..utils.files import atomic_write_text, read_json
 from ..utils.types import TensorLike
-from . import decoding
-from .decoding import load_images
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -106,6 +106,13 @@ def _statistics(mean: Any, std: Any) -> tuple[tuple[float, ...], tuple[float, ..
     return values[0], values[1]
 
 
+def _max_pixels() -> int:
+    """`data.decoding.MAX_IMAGE_PIXELS`, as raised there; its default while
+    that module (which needs TensorFlow) is not imported."""
+    decoding = sys.modules.get(f"{__package__}.decoding")
+    return DEFAULT_MAX_IMAGE_PIXELS if decoding is None else decoding.MAX_IMAGE_PIXELS
+
+
 def _size_hw(size: _Size) -> tuple[int, int]:
     """`(height, width)` from an int, a pair, or a `{"height", "width"}` dict:
     positive, and within the pixel budget of a decoded image."""
@@ -126,10 +133,10 @@ def _size_hw(size: _Size) -> tuple[int, int]:
     if not whole or min(int(v) for v in hw) < 1:
         raise ValueError(f"size must be positive whole numbers, received {size!r}")
     height, width = int(hw[0]), int(hw[1])
-    if height * width > decoding.MAX_IMAGE_PIXELS:
+    if height * width > _max_pixels():
         raise ValueError(
             f"size {height}x{width} is {height * width:,} pixels, more than the pixel budget of "
-            f"{decoding.MAX_IMAGE_PIXELS:,} (tfvitmae.data.decoding.MAX_IMAGE_PIXELS)"
+            f"{_max_pixels():,} (tfvitmae.data.decoding.MAX_IMAGE_PIXELS)"
         )
     return height, width
 
@@ -279,10 +286,11 @@ class ViTMAEImageProcessor:
         """The `tf.image.resize` method of `resample`."""
         return RESAMPLE_METHODS[self.resample]
 
-    def resize(self, images: TensorLike, size: _Size | None = None) -> tf.Tensor:
+    def resize(self, images: TensorLike, size: _Size | None = None) -> TensorLike:
         """Resize channels-last images (one or a batch) to `size` (default:
         the processor's); float32 out, clipped to [0, 255], and rounded to
         whole levels for uint8 input (as PIL, which `transformers` uses)."""
+        tf = tensorflow("The image processor's resize")
         size = self.size if size is None else _size_hw(size)
         rounded = tf.as_dtype(images.dtype) == tf.uint8
         images = tf.cast(images, tf.float32)
@@ -293,8 +301,9 @@ class ViTMAEImageProcessor:
             resized = tf.round(resized)
         return tf.clip_by_value(resized, 0.0, 255.0)
 
-    def normalize(self, images: TensorLike) -> tf.Tensor:
+    def normalize(self, images: TensorLike) -> TensorLike:
         """Rescale and normalise (float32 out), without resizing."""
+        tf = tensorflow("The image processor's normalize")
         images = tf.cast(images, tf.float32)
         if self.do_rescale:
             images = images * self.rescale_factor
@@ -303,9 +312,10 @@ class ViTMAEImageProcessor:
             images = (images - mean) / std
         return images
 
-    def denormalize(self, pixel_values: TensorLike) -> tf.Tensor:
+    def denormalize(self, pixel_values: TensorLike) -> TensorLike:
         """The inverse of `normalize`, for display: channels-last float images
         -> uint8 (rounded and clipped)."""
+        tf = tensorflow("The image processor's denormalize")
         images = tf.cast(pixel_values, tf.float32)
         if self.do_normalize:
             mean, std = channel_stats(self.image_mean, self.image_std, images.shape[-1])
@@ -314,7 +324,7 @@ class ViTMAEImageProcessor:
             images = images / self.rescale_factor
         return tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
 
-    def preprocess(self, images: TensorLike) -> tf.Tensor:
+    def preprocess(self, images: TensorLike) -> TensorLike:
         """uint8 (or float in [0, 255]) channels-last images, one or a batch,
         -> float32 channels-last `pixel_values`. TensorFlow ops only: runs in
         `tf.data`, `tf.function` and SavedModel signatures."""
@@ -340,6 +350,9 @@ class ViTMAEImageProcessor:
             raise ValueError(
                 f"data_format must be 'channels_first' or 'channels_last', received {data_format!r}"
             )
+        from .decoding import load_images  # TensorFlow's decoders
+
+        tf = tensorflow("The image processor")
         channels = num_channels or len(self.image_mean)
         batch = [self.preprocess(image) for image in load_images(images, channels)]
         if not self.do_resize and len({tuple(b.shape) for b in batch}) > 1:

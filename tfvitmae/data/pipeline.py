@@ -23,18 +23,23 @@ import os
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from ..utils.backend import tensorflow
 from ..utils.checks import check_batch_size, check_data_format
 from ..utils.types import TensorLike
 from .augmentation import batch_augment, mixers, random_flip, random_resized_crop
 from .decoding import decode_image, match_channels
 from .folders import check_labelled, find_unreadable, list_image_files
 from .image_processor import IMAGENET_MEAN, IMAGENET_STD, ViTMAEImageProcessor
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+else:
+    tf = tensorflow("The tf.data pipeline (make_dataset)")
 
 __all__ = ["denormalize", "make_dataset", "normalize", "set_epoch"]
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from ..checkpoints import keras_variables, to_state_dict
@@ -175,7 +174,8 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
         Returns:
             `{"logits", "probabilities"}` `(batch, num_labels)` and
             `{"top_k_indices", "top_k_probabilities", "top_k_labels"}`
-            `(batch, min(top_k, num_labels))`, the labels as string tensors.
+            `(batch, min(top_k, num_labels))`, the labels as string tensors
+            on TensorFlow (as served), else as a NumPy array of `str`.
         """
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, received {top_k!r}")
@@ -187,14 +187,23 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
             "probabilities": probabilities,
             "top_k_indices": indices,
             "top_k_probabilities": values,
-            "top_k_labels": tf.gather(tf.constant(self.label_names()), indices),
+            "top_k_labels": self._labels_of(indices),
         }
+
+    def _labels_of(self, indices: TensorLike) -> Any:
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf  # a string tensor, in graphs too
+
+            return tf.gather(tf.constant(self.label_names()), indices)
+        return np.asarray(self.label_names(), dtype=object)[ops.convert_to_numpy(indices)]
 
     def _image_outputs(self, pixel_values, start: int = 0, top_k: int = 5) -> dict:
         """`predict_images`' outputs: class probabilities and the top `top_k`."""
         del start  # classes do not depend on the image's place
         out = self.classify(pixel_values, top_k=top_k)
-        decode = np.vectorize(lambda name: name.decode("utf-8"), otypes=[object])
+        decode = np.vectorize(
+            lambda name: name.decode("utf-8") if isinstance(name, bytes) else name, otypes=[object]
+        )
         labels = decode(np.asarray(out["top_k_labels"], dtype=object))
         return {
             "probabilities": out["probabilities"],

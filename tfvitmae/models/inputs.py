@@ -7,7 +7,7 @@ signature fails with the same message as an eager call.
 
 from typing import TYPE_CHECKING
 
-import tensorflow as tf
+import keras
 from keras import ops
 
 from ..utils.types import TensorLike
@@ -15,7 +15,36 @@ from ..utils.types import TensorLike
 if TYPE_CHECKING:
     from .config import ViTMAEConfig
 
-__all__ = ["check_noise", "check_pixel_values", "head_masks", "unpack_inputs"]
+__all__ = [
+    "all_finite",
+    "check_noise",
+    "check_pixel_values",
+    "head_masks",
+    "is_eager",
+    "unpack_inputs",
+]
+
+
+def is_eager(x: TensorLike) -> bool:
+    """Whether `x` holds values now (not a symbol of a graph being traced):
+    the finite-value checks run only then."""
+    if isinstance(x, keras.KerasTensor):
+        return False
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.executing_eagerly()
+    if backend == "jax":
+        import jax
+
+        return not isinstance(x, jax.core.Tracer)
+    return True
+
+
+def all_finite(x: TensorLike) -> bool:
+    """Whether every value of the eager tensor `x` is finite."""
+    return bool(ops.all(ops.isfinite(ops.cast(x, "float32"))))
 
 
 def unpack_inputs(
@@ -58,18 +87,19 @@ def check_pixel_values(
     """
     if pixel_values is None:
         raise ValueError("pixel_values is required")
-    if not tf.is_tensor(pixel_values):
+    if not ops.is_tensor(pixel_values):
         pixel_values = ops.convert_to_tensor(pixel_values)
     if data_format == "channels_first":
         layout = "(batch, num_channels, height, width)"
     else:
         layout = "(batch, height, width, num_channels)"
-    if not pixel_values.dtype.is_floating:
+    dtype = keras.backend.standardize_dtype(pixel_values.dtype)
+    if "float" not in dtype:
         raise ValueError(
             "pixel_values must be a float tensor (normalised pixels), received dtype "
-            f"{pixel_values.dtype.name}; convert and normalise images first"
+            f"{dtype}; convert and normalise images first"
         )
-    if pixel_values.shape.rank != 4:
+    if len(pixel_values.shape) != 4:
         raise ValueError(
             f"pixel_values must have rank 4 {layout} ({data_format}), "
             f"received shape {tuple(pixel_values.shape)}"
@@ -101,7 +131,7 @@ def check_pixel_values(
             f"Input image size {height}x{width} does not match the model's "
             f"{image_h}x{image_w}; resize the images or pass interpolate_pos_encoding=True"
         )
-    if tf.executing_eagerly() and not bool(tf.reduce_all(tf.math.is_finite(pixel_values))):
+    if is_eager(pixel_values) and not all_finite(pixel_values):
         raise ValueError("pixel_values contains NaN or infinite values")
     return pixel_values
 
@@ -112,10 +142,11 @@ def check_noise(
     """Validate masking noise for channels-last `images`; float32 or `None`."""
     if noise is None:
         return None
-    if not tf.is_tensor(noise):
+    if not ops.is_tensor(noise):
         noise = ops.convert_to_tensor(noise)
-    if not noise.dtype.is_floating:
-        raise ValueError(f"noise must be a float tensor, received dtype {noise.dtype.name}")
+    dtype = keras.backend.standardize_dtype(noise.dtype)
+    if "float" not in dtype:
+        raise ValueError(f"noise must be a float tensor, received dtype {dtype}")
     patch_h, patch_w = config.patch_hw
     num_patches = (images.shape[1] // patch_h) * (images.shape[2] // patch_w)
     expected = (images.shape[0], num_patches)

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from ..utils.types import TensorLike
 from .activations import get_activation
+from .inputs import all_finite, is_eager
 
 __all__ = [
     "ATTENTION_IMPLEMENTATIONS",
@@ -33,6 +33,7 @@ __all__ = [
     "ViTMAEMLP",
     "bicubic_resize_matrix",
     "check_attn_implementation",
+    "gather_rows",
     "masked_mean",
     "masking_noise",
     "patch_targets",
@@ -403,6 +404,16 @@ class PatchEmbedding(keras.layers.Layer):
         return config
 
 
+def gather_rows(sequence: TensorLike, indices: TensorLike) -> TensorLike:
+    """`sequence[b, indices[b]]` for each row `b`: `(batch, n, dim)` by
+    `(batch, k)` -> `(batch, k, dim)`."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf  # one gather, without take_along_axis's broadcast index
+
+        return tf.gather(sequence, indices, batch_dims=1)
+    return ops.take_along_axis(sequence, ops.expand_dims(indices, -1), axis=1)
+
+
 def masking_noise(
     seed: int | TensorLike,
     batch_size: int | TensorLike,
@@ -411,15 +422,28 @@ def masking_noise(
 ) -> TensorLike:
     """The masking noise a `seed` stands for: the one way a seed becomes a mask.
 
-    Image `start + i` of a batch gets `stateless_uniform((num_patches,),
-    seed=(seed, start + i))`, so its mask depends on the seed and its place
-    alone, not on how the images are batched. Runs eagerly and in graphs
-    (`seed`, `batch_size` and `start` may be tensors), so `predict_images`,
-    the SavedModel's `*_with_seed` signatures and the reconstruction grids agree.
+    Image `start + i` of a batch gets uniform noise drawn from `(seed, start +
+    i)` alone, so its mask does not depend on how the images are batched. On
+    TensorFlow that is `tf.random.stateless_uniform((num_patches,), seed=(seed,
+    start + i))`, eagerly and in graphs (`seed`, `batch_size` and `start` may
+    be tensors), so `predict_images`, the SavedModel's `*_with_seed`
+    signatures and the reconstruction grids agree. Other backends draw
+    `keras.random.uniform` from a seed mixed of the two (Python integers);
+    their masks differ from TensorFlow's, while explicit `noise` gives the
+    same outputs on every backend.
 
     Returns:
         float32 `(batch_size, num_patches)`.
     """
+    if keras.backend.backend() != "tensorflow":
+        first = int(start)
+        rows = [
+            keras.random.uniform((num_patches,), seed=sub_seed(int(seed), str(first + i)))
+            for i in range(int(batch_size))
+        ]
+        return ops.stack(rows) if rows else ops.zeros((0, num_patches), "float32")
+    import tensorflow as tf
+
     seed = tf.cast(seed, tf.int64)
     first = tf.cast(start, tf.int64)
     places = tf.range(first, first + tf.cast(batch_size, tf.int64))
@@ -479,9 +503,8 @@ class RandomMasking(keras.layers.Layer):
                 f"mask_ratio {ratio} keeps no patch of {length}: the encoder sees only the CLS "
                 f"token (at most {1 - 1 / length:.4g} keeps one)"
             )
-        if noise is not None and tf.executing_eagerly():
-            if not bool(tf.reduce_all(tf.math.is_finite(tf.cast(noise, "float32")))):
-                raise ValueError("noise must be finite: it holds NaN or infinite values")
+        if noise is not None and is_eager(noise) and not all_finite(noise):
+            raise ValueError("noise must be finite: it holds NaN or infinite values")
         if noise is None:
             if len_keep == length:
                 order = ops.broadcast_to(ops.arange(length, dtype="int32")[None], (batch, length))
@@ -489,7 +512,7 @@ class RandomMasking(keras.layers.Layer):
             noise = keras.random.uniform((batch, length), seed=self.seed_generator)
         ids_shuffle = ops.cast(ops.argsort(noise, axis=1), "int32")
         ids_restore = ops.cast(ops.argsort(ids_shuffle, axis=1), "int32")
-        kept = tf.gather(sequence, ids_shuffle[:, :len_keep], batch_dims=1)
+        kept = gather_rows(sequence, ids_shuffle[:, :len_keep])
         # A patch is removed when its rank in the shuffle is past len_keep.
         mask = ops.cast(ids_restore >= len_keep, "float32")
         return kept, mask, ids_restore
@@ -789,4 +812,4 @@ def per_patch_error(
 def masked_mean(per_patch: TensorLike, mask: TensorLike, axis: int | None = None) -> TensorLike:
     """Mean of `per_patch` over the removed patches (`mask == 1`); 0 when none is."""
     mask = ops.cast(mask, "float32")
-    return tf.math.divide_no_nan(ops.sum(per_patch * mask, axis=axis), ops.sum(mask, axis=axis))
+    return ops.divide_no_nan(ops.sum(per_patch * mask, axis=axis), ops.sum(mask, axis=axis))

@@ -14,13 +14,11 @@ from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from ..checkpoints import HubMixin
-from ..data.decoding import load_images
 from ..data.image_processor import ViTMAEImageProcessor
-from ..serving import ExportMixin
+from ..serving.mixin import ExportMixin
 from ..utils.checks import check_batch_size, check_data_format
 from ..utils.types import PathLike, TensorLike
 from .config import ViTMAEConfig, as_config
@@ -31,6 +29,7 @@ from .layers import (
     RandomMasking,
     ViTMAEBlock,
     check_attn_implementation,
+    gather_rows,
     masked_mean,
     masking_noise,
     patch_targets,
@@ -399,7 +398,7 @@ class ViTMAEDecoder(_ConfigLayer):
             ops.cast(self.mask_token, x.dtype), (batch, num_masked, self.config.decoder_hidden_size)
         )
         patches = ops.concatenate([x[:, 1:], mask_tokens], axis=1)
-        patches = tf.gather(patches, ids_restore, batch_dims=1)
+        patches = gather_rows(patches, ids_restore)
         x = ops.concatenate([x[:, :1], patches], axis=1)
         position = ops.cast(self.decoder_pos_embed, x.dtype)
         if interpolate_pos_encoding:
@@ -630,6 +629,8 @@ class TFViTMAEPreTrainedModel(HubMixin, ExportMixin, AttentionSwitch, keras.Mode
             `TFViTMAEForImageClassification`: `probabilities`,
             `top_k_indices`, `top_k_probabilities` and `top_k_labels`.
         """
+        from ..data.decoding import load_images  # TensorFlow's image decoding
+
         check_batch_size(batch_size)
         loaded = load_images(images, self.config.num_channels)
         results = []
@@ -669,7 +670,13 @@ class TFViTMAEPreTrainedModel(HubMixin, ExportMixin, AttentionSwitch, keras.Mode
         """Whether `compile` uses XLA by default: yes for float32 models, and for
         16-bit ones on GPU; no for 16-bit policies on CPU (XLA's CPU bfloat16
         matmuls run at a fraction of oneDNN's speed), and no inside a
-        distribution strategy (as Keras' own default)."""
+        distribution strategy (as Keras' own default). JAX always compiles;
+        on PyTorch, `torch.compile` is left to the user."""
+        backend = keras.backend.backend()
+        if backend != "tensorflow":
+            return backend == "jax"
+        import tensorflow as tf
+
         if tf.distribute.has_strategy():
             return False
         if self.compute_dtype == "float32":
@@ -1020,7 +1027,11 @@ class TFViTMAEForPreTraining(TFViTMAEPreTrainedModel):
         loss = y_pred[0]  # type: ignore[index]
         if self.losses:
             loss = loss + ops.sum([ops.cast(extra, "float32") for extra in self.losses])
-        # Keras sums gradients over replicas: each replica contributes 1/N.
+        if keras.backend.backend() != "tensorflow":
+            return loss
+        import tensorflow as tf
+
+        # Keras sums gradients over tf.distribute replicas: each contributes 1/N.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return loss / replicas if replicas > 1 else loss
 

@@ -1,8 +1,9 @@
 """Serving: the SavedModel export for TensorFlow Serving, and the requests
 its clients send.
 
-- `saved_model.py`: `export_saved_model` (and `ExportMixin`, a model's
-  `export`): signatures for float pixels, encoded images and uint8 arrays.
+- `saved_model.py`: `export_saved_model`: signatures for float pixels,
+  encoded images and uint8 arrays.
+- `mixin.py`: `ExportMixin`, a model's `export`, free of TensorFlow until called.
 - `requests.py`: example inputs, REST bodies, gRPC `PredictRequest`s and
   warm-up records.
 
@@ -15,7 +16,7 @@ from ..utils.lazy import lazy_exports
 __all__, __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        "ExportMixin": "saved_model",
+        "ExportMixin": "mixin",
         "export_for_serving": "saved_model",
         "export_saved_model": "saved_model",
         "example_inputs": "requests",

@@ -14,9 +14,14 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import tensorflow as tf
 
+from ..utils.backend import tensorflow
 from ..utils.types import PathLike, TensorLike
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+else:
+    tf = tensorflow("Building serving requests")
 
 if TYPE_CHECKING:  # an optional package (tensorflow-serving-api)
     from tensorflow_serving.apis.predict_pb2 import PredictRequest

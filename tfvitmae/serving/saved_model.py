@@ -28,23 +28,28 @@ Every signature computes through the model's own methods
 (`unmasked_features`, `reconstruct`, `classify`), the ones `predict_images`
 uses, so a served model gives what the Python model gives; `*_with_seed`
 draws the same masks as `predict_images(..., seed=seed)`. Nothing here
-imports a model class: `ExportMixin` gives a model its `export` method.
+imports a model class: `mixin.ExportMixin` gives a model its `export` method.
 Client requests are built in `requests.py`.
 """
 
 import functools
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
-import tensorflow as tf
 
 from ..data.decoding import decode_image
+from ..utils.backend import tensorflow
 from ..utils.files import check_folder_path, publish_dir, staging_dir
 from ..utils.types import PathLike
 from .requests import check_serving_apis, write_warmup_requests
 
-__all__ = ["ExportMixin", "export_for_serving", "export_saved_model"]
+if TYPE_CHECKING:
+    import tensorflow as tf
+else:
+    tf = tensorflow("A SavedModel export")
+
+__all__ = ["export_for_serving", "export_saved_model"]
 
 
 class _Signatures:
@@ -191,6 +196,7 @@ def export_saved_model(
     Returns:
         The names of the exported signatures.
     """
+    tensorflow("A SavedModel export", keras_on_it=True)
     export_dir = os.fspath(export_dir)
     if not getattr(model, "built", False) or not model.weights:
         raise ValueError(
@@ -231,32 +237,3 @@ def export_for_serving(
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise ValueError(f"version must be a non-negative integer, received {version!r}")
     return export_saved_model(model, os.path.join(os.fspath(export_base), str(version)), **kwargs)
-
-
-class ExportMixin:
-    """`export`: Keras' `Model.export`, with TF Serving's SavedModel as this
-    package's own format."""
-
-    def export(
-        self,
-        filepath: PathLike,
-        format: str = "tf_saved_model",
-        verbose: bool = True,
-        **kwargs: Any,
-    ) -> list[str] | None:
-        """Export a SavedModel for TensorFlow Serving (see `serving.saved_model`).
-
-        Args:
-            filepath: A new directory (for TF Serving, `BASE/VERSION`).
-            format: `"tf_saved_model"`; other formats go to `keras.Model.export`.
-            verbose: Print the signatures.
-            **kwargs: `raw_inputs`, `warmup`, `top_k` of `export_saved_model`.
-
-        Returns:
-            The exported signature names (`None` for the other formats, as
-            `keras.Model.export` returns nothing).
-        """
-        if format != "tf_saved_model":
-            # keras.Model's, next in the model's method order.
-            return super().export(filepath, format=format, verbose=verbose, **kwargs)  # type: ignore[misc]
-        return export_saved_model(self, filepath, verbose=verbose, **kwargs)

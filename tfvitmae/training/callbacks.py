@@ -4,15 +4,14 @@ learning rate, and keep a `make_dataset` pipeline on `fit`'s epoch."""
 
 import math
 import os
+import sys
 from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 from keras import ops
 
-from ..data.pipeline import set_epoch
 from ..utils.types import PathLike, TensorLike
-from .visualization import reconstruction_grid, write_image
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -145,6 +144,8 @@ class ReconstructionCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if (epoch + 1) % self.every_n_epochs:
             return
+        from .visualization import reconstruction_grid, write_image  # TensorFlow's
+
         path = os.path.join(self.output_dir, f"reconstruction_epoch_{epoch + 1}.png")
         grid = reconstruction_grid(
             self.model, self.pixel_values, processor=self.processor, seed=self.seed
@@ -201,4 +202,6 @@ class DataEpoch(keras.callbacks.Callback):
         self.dataset = dataset
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        set_epoch(self.dataset, epoch)
+        pipeline = sys.modules.get("tfvitmae.data.pipeline")
+        if pipeline is not None:  # else no make_dataset pipeline exists
+            pipeline.set_epoch(self.dataset, epoch)

@@ -6,7 +6,13 @@ from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
-import tensorflow as tf
+
+from ..utils.backend import tensorflow
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+else:
+    tf = tensorflow("The multi-worker training loop")
 
 if TYPE_CHECKING:
     from ..models.vit_mae import TFViTMAEForPreTraining

@@ -3,12 +3,12 @@ for the linear probe and fine-tuning."""
 
 import functools
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import keras
-import tensorflow as tf
 from keras import ops
 
+from ..utils.backend import in_multi_worker_strategy, is_tf_dataset
 from ..utils.types import PathLike, TensorLike
 from .callbacks import (
     DataEpoch,
@@ -17,12 +17,13 @@ from .callbacks import (
     SavePretrained,
     StopOnNonFiniteLoss,
 )
-from .distributed import is_multi_worker, train_loop
 from .optimizers import PRETRAIN_BASE_LR, classifier_optimizer, mae_optimizer
 from .runs import check_tensorboard, run_callbacks
 from .runs import run_settings as run_settings_of
 
 if TYPE_CHECKING:
+    import tensorflow as tf
+
     from ..models.classification import TFViTMAEForImageClassification
     from ..models.vit_mae import TFViTMAEForPreTraining
 
@@ -33,6 +34,13 @@ def _steps_per_epoch(dataset, steps_per_epoch):
     """`steps_per_epoch`, or the dataset's length when it is known."""
     if steps_per_epoch is not None:
         return steps_per_epoch
+    if not is_tf_dataset(dataset):  # a keras.utils.PyDataset, a torch DataLoader, ...
+        if not hasattr(dataset, "__len__"):
+            raise ValueError("The dataset's length is unknown: pass steps_per_epoch")
+        cardinality = len(dataset)
+        if cardinality == 0:
+            raise ValueError("The dataset is empty: there is nothing to train on")
+        return cardinality
     cardinality = int(dataset.cardinality())
     if cardinality == 0:
         raise ValueError("The dataset is empty: there is nothing to train on")
@@ -43,7 +51,7 @@ def _steps_per_epoch(dataset, steps_per_epoch):
 
 def pretrain(
     model: "TFViTMAEForPreTraining",
-    dataset: tf.data.Dataset,
+    dataset: "tf.data.Dataset",
     epochs: int,
     batch_size: int,
     output_dir: PathLike,
@@ -144,11 +152,7 @@ def pretrain(
             )
         )
     all_callbacks.extend(callbacks)
-    fit = (
-        functools.partial(_multi_worker_fit, model)
-        if is_multi_worker(tf.distribute.get_strategy())
-        else model.fit
-    )
+    fit = functools.partial(_multi_worker_fit, model) if in_multi_worker_strategy() else model.fit
     return fit(
         dataset,
         epochs=epochs,
@@ -163,6 +167,8 @@ def pretrain(
 def _multi_worker_fit(model, dataset, *, shuffle, **options) -> keras.callbacks.History:
     """`train_loop` in place of `model.fit`, which Keras 3.15 cannot run under
     `MultiWorkerMirroredStrategy`; the same arguments, and a `History`."""
+    from .distributed import train_loop  # TensorFlow's
+
     del shuffle  # the dataset shuffles itself
     history = keras.callbacks.History()
     history.history = train_loop(model, dataset, **options)
@@ -171,11 +177,11 @@ def _multi_worker_fit(model, dataset, *, shuffle, **options) -> keras.callbacks.
 
 def train_classifier(
     model: "TFViTMAEForImageClassification",
-    train_data: tf.data.Dataset,
+    train_data: "tf.data.Dataset",
     epochs: int,
     batch_size: int,
     steps_per_epoch: int | None = None,
-    validation_data: tf.data.Dataset | tuple | None = None,
+    validation_data: "tf.data.Dataset | tuple | None" = None,
     validation_steps: int | None = None,
     label_smoothing: float = 0.0,
     one_hot_labels: bool = False,
@@ -220,13 +226,13 @@ def train_classifier(
     if validation_steps is not None:
         if isinstance(validation_steps, bool) or not isinstance(validation_steps, int):
             raise TypeError(f"validation_steps must be an int, received {validation_steps!r}")
-        if validation_steps < 1 or not isinstance(validation_data, tf.data.Dataset):
+        if validation_steps < 1 or not is_tf_dataset(validation_data):
             raise ValueError(
                 "validation_steps must be a positive number of batches of a tf.data.Dataset "
                 f"validation_data, received {validation_steps} with "
                 f"{type(validation_data).__name__}"
             )
-        validation_data = validation_data.repeat()
+        validation_data = cast(Any, validation_data).repeat()
     optimizer = classifier_optimizer(
         model,
         batch_size,
@@ -300,7 +306,9 @@ def _classification_loss(num_labels, *, one_hot_labels, label_smoothing):
 
 def _one_hot(validation_data, depth):
     """Validation batches with integer labels made one-hot, like the training labels."""
-    if isinstance(validation_data, tf.data.Dataset):
+    if is_tf_dataset(validation_data):
+        import tensorflow as tf
+
         if validation_data.element_spec[1].shape.rank == 1:  # integer labels
             return validation_data.map(lambda x, y: (x, tf.one_hot(y, depth)))
     return validation_data

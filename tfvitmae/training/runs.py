@@ -22,12 +22,11 @@ import warnings
 from typing import TYPE_CHECKING
 
 import keras
-import tensorflow as tf
 
+from ..utils.backend import in_multi_worker_strategy
 from ..utils.files import atomic_write_text, finish_commits, publish_dir, read_json, staging_dir
 from ..utils.types import PathLike
 from .callbacks import LogLearningRate, weights_are_finite
-from .distributed import is_multi_worker, start_on_chief
 
 if TYPE_CHECKING:
     from ..models.vit_mae import TFViTMAEPreTrainedModel
@@ -416,7 +415,9 @@ def run_callbacks(
                 f"{output_dir} (put it on a file system they share)"
             ) from None
 
-    if is_multi_worker(tf.distribute.get_strategy()):
+    if in_multi_worker_strategy():
+        from .distributed import start_on_chief  # TensorFlow's
+
         message, initial_epoch = start_on_chief(model, start, restore)
     else:
         message, initial_epoch = start()

@@ -6,10 +6,15 @@ import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
 
+from ..utils.backend import tensorflow
 from ..utils.files import atomic_write
 from ..utils.types import PathLike, TensorLike
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+else:
+    tf = tensorflow("Reconstruction grids")
 
 if TYPE_CHECKING:
     from ..data.image_processor import ViTMAEImageProcessor

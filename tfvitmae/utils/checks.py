@@ -3,9 +3,11 @@ what was expected and what was received."""
 
 import numbers
 
-__all__ = ["DATA_FORMATS", "check_batch_size", "check_data_format"]
+__all__ = ["DATA_FORMATS", "DEFAULT_MAX_IMAGE_PIXELS", "check_batch_size", "check_data_format"]
 
 DATA_FORMATS = ("channels_first", "channels_last")
+# Pillow's own `Image.MAX_IMAGE_PIXELS`: the default of `data.decoding.MAX_IMAGE_PIXELS`.
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 
 
 def check_data_format(data_format: str) -> str:
