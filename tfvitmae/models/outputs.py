@@ -2,9 +2,9 @@
 
 They follow Hugging Face's `ModelOutput`: fields left at `None` are absent
 from the keys and from `to_tuple()`, and `output[0]` is the first present
-field. They are registered with `keras.tree` and are `Mapping`s for
-`tf.nest`, so `predict`, `tf.function` and distribution strategies can
-traverse them.
+field. They are registered with `keras.tree` (and JAX's tree functions on
+that backend) and are `Mapping`s for `tf.nest`, so `predict`, `jit`,
+`tf.function` and distribution strategies can traverse them.
 """
 
 from collections import OrderedDict
@@ -27,7 +27,12 @@ _Output = TypeVar("_Output", bound="ModelOutput")
 
 
 def _register(cls):
-    """Make `keras.tree` (optree, namespace "keras") traverse `cls` as a node."""
+    """Make `keras.tree` (optree, namespace "keras") traverse `cls` as a node,
+    and JAX's own tree functions on the JAX backend (`jit` returns it)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        jax.tree_util.register_pytree_node_class(cls)
     register = getattr(keras.tree, "register_tree_node_class", None)
     if register is None:  # not exported by Keras <= 3.15
         import optree

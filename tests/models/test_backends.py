@@ -1,0 +1,77 @@
+"""The model side on Keras' JAX and PyTorch backends, each in its own
+process with TensorFlow made unimportable (`tests/other_backend.py`):
+checkpoints written on TensorFlow load there and give TensorFlow's outputs
+for the same noise, and the MAE recipe trains, saves and resumes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tfvitmae import TFViTMAEForImageClassification, TFViTMAEForPreTraining
+
+from ..helpers import ROOT, noise_for, pixels, tiny_config
+
+BACKENDS = ("jax", "torch")
+
+
+@pytest.fixture(scope="module")
+def made_on_tensorflow(tmp_path_factory):
+    """Checkpoints in every format, inputs and outputs, made here on TensorFlow."""
+    folder = tmp_path_factory.mktemp("backends")
+    config = tiny_config()
+    model = TFViTMAEForPreTraining(config, seed=0)
+    model.save_pretrained(folder / "keras")
+    model.save_pretrained(folder / "pytorch", pytorch=True)
+    classifier = TFViTMAEForImageClassification.from_encoder(model, num_labels=3)
+    classifier.save_pretrained(folder / "classifier")
+    x, noise = pixels(config, batch=4), noise_for(config, batch=4, seed=1)
+    labels = np.array([0, 1, 2, 1])
+    np.savez(folder / "inputs.npz", pixels=x, noise=noise, labels=labels)
+    out = model(x, noise=noise, output_hidden_states=True)
+    np.savez(
+        folder / "expected.npz",
+        loss=out.loss,
+        logits=out.logits,
+        mask=out.mask,
+        ids_restore=out.ids_restore,
+        last_hidden=out.hidden_states[-1],
+        classifier_logits=classifier(x),
+    )
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_model_side_runs_on_another_backend_without_tensorflow(made_on_tensorflow, backend):
+    pytest.importorskip(backend)  # installed by the test extras; a skip here is a failure there
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.other_backend", str(made_on_tensorflow)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((made_on_tensorflow / f"{backend}.json").read_text())
+    assert report["backend"] == backend and report["tensorflow_loaded"] is False
+    for source in ("from_keras", "from_pytorch", "keras_file"):
+        diffs = report[source]
+        assert diffs["ids_restore"] == 0 and diffs["mask"] == 0, (source, diffs)
+        assert max(diffs.values()) < 2e-5, (source, diffs)
+    assert report["classifier"] < 2e-5
+    assert report["saved_files"] == ["config.json", "model.safetensors", "preprocessor_config.json"]
+    losses = report["pretrain_losses"]
+    assert len(losses) == 2 and all(np.isfinite(losses)) and report["pretrain_changed_weights"]
+    assert {"run.json", "training_log.csv", "config.json"} <= set(report["run_files"])
+    assert report["resumed_epochs"] == 1  # epochs 1-2 were done: only the third ran
+    assert np.isfinite(report["finetune_loss"])
+    assert report["make_dataset_error"].endswith(
+        "needs TensorFlow, which is not installed here (pip install tensorflow); "
+        "the models themselves run without it"
+    )
