@@ -92,6 +92,14 @@ def main(folder):
         classifier, Batches(pixels, labels), epochs=1, batch_size=2, layer_decay=0.75, verbose=0
     )
     report["finetune_loss"] = float(history.history["loss"][-1])
+    # Recomputed activations: one SGD step, the same weights after it.
+    stepped = []
+    for remat in (False, True):
+        model = TFViTMAEForPreTraining.from_pretrained(os.path.join(folder, "keras"), remat=remat)
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
+        model.train_on_batch({"pixel_values": pixels, "noise": noise})
+        stepped.append([keras.ops.convert_to_numpy(w) for w in model.trainable_weights])
+    report["remat_step"] = max(float(np.abs(a - b).max()) for a, b in zip(*stepped))
     try:
         tfvitmae.make_dataset(pixels, batch_size=2)
     except ImportError as error:

@@ -193,3 +193,33 @@ def test_bfloat16_outputs_track_float32(attn_implementation):
     assert abs(float(a.loss) - float(b.loss)) < 0.01 * float(a.loss)
     np.testing.assert_array_equal(a.mask, b.mask)
     np.testing.assert_array_equal(a.ids_restore, b.ids_restore)
+
+
+def test_remat_recomputes_every_block_and_gives_the_same_gradients(monkeypatch, tmp_path):
+    config = tiny_config(hidden_dropout_prob=0.0)
+    x, noise = pixels(config), noise_for(config)
+    checkpointed = []
+    remat = keras.remat
+
+    def counting_remat(function):
+        checkpointed.append(function)
+        return remat(function)
+
+    monkeypatch.setattr(keras, "remat", counting_remat)
+    gradients, weights = {}, TFViTMAEForPreTraining(config, seed=0).get_weights()
+    for on in (False, True):
+        model = TFViTMAEForPreTraining(config, remat=on)
+        model.set_weights(weights)
+        with tf.GradientTape() as tape:
+            loss = model(x, noise=noise, training=True).loss
+        gradients[on] = tape.gradient(loss, model.trainable_variables)
+    # One checkpoint per block: 2 encoder blocks and 1 decoder block, only with remat.
+    assert len(checkpointed) == config.num_hidden_layers + config.decoder_num_hidden_layers
+    for a, b in zip(gradients[False], gradients[True]):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+    model.save(tmp_path / "m.keras")
+    assert keras.saving.load_model(tmp_path / "m.keras").remat is True
+    model(x, noise=noise)  # not in training: no checkpoint
+    assert len(checkpointed) == 3
+    with pytest.raises(ValueError, match="remat must be True or False, received 'yes'"):
+        model.remat = "yes"

@@ -23,6 +23,7 @@ from .inputs import all_finite, is_eager
 
 __all__ = [
     "ATTENTION_IMPLEMENTATIONS",
+    "FUSED_ATTENTION_BACKENDS",
     "AttentionSwitch",
     "NORM_PIX_EPS",
     "DropPath",
@@ -193,14 +194,24 @@ class AttentionSwitch:
             child.attn_implementation = value
 
 
+# Backends whose `keras.ops.dot_product_attention` is a fused kernel faster
+# than batched matmuls here (PyTorch's SDPA, cuDNN through JAX), measured by
+# `benchmarks/attention.py`; on TensorFlow it is the same matmuls, unfused.
+FUSED_ATTENTION_BACKENDS = ("torch", "jax")
+
+
 @keras.saving.register_keras_serializable(package="tfvitmae")
 class ViTMAEAttention(AttentionSwitch, keras.layers.Layer):
     """Multi-head self-attention with one fused query/key/value projection.
 
     Two paths give the same numbers (within float rounding): `"sdpa"`, the
-    default and the fast one, runs batched matmuls in the `(batch, heads, seq,
-    head_dim)` layout; `"eager"` is the explicit einsum reference. Both
-    support `output_attentions`, a `head_mask` and attention dropout.
+    default and the fast one, and `"eager"`, the explicit einsum reference.
+    `"sdpa"` calls `keras.ops.dot_product_attention` (a fused kernel) on the
+    backends in `FUSED_ATTENTION_BACKENDS`, when no attention probabilities
+    are asked for, no `head_mask` is given and no attention dropout runs;
+    otherwise it runs batched matmuls in the `(batch, heads, seq, head_dim)`
+    layout. Every path supports `output_attentions`, a `head_mask` and
+    attention dropout.
 
     Args:
         hidden_size: Model width.
@@ -286,11 +297,24 @@ class ViTMAEAttention(AttentionSwitch, keras.layers.Layer):
         )
         if self.attn_implementation == "eager":
             context, probs = self._eager(qkv, head_mask, training)
+        elif self._kernel_applies(head_mask, output_attentions, training):
+            query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+            context, probs = ops.dot_product_attention(query, key, value), None
         else:
             context, probs = self._fused(qkv, head_mask, training)
         context = ops.reshape(context, (batch, length, self.hidden_size))
         output = self.dropout(self.output_dense(context), training=training)
         return output, (probs if output_attentions else None)
+
+    def _kernel_applies(self, head_mask, output_attentions, training) -> bool:
+        """Whether the fused kernel computes this call: it returns no
+        probabilities, so it cannot mask heads or drop them out."""
+        return (
+            keras.backend.backend() in FUSED_ATTENTION_BACKENDS
+            and head_mask is None
+            and not output_attentions
+            and not (training and self.attention_dropout > 0)
+        )
 
     def _probabilities(self, logits, dtype, *, head_mask, training):
         # Softmax in float32 (logits arrive already scaled), then dropout and head mask.

@@ -9,6 +9,7 @@ pixels; the loss is the pixel MSE over the removed patches. The numerical
 reference is Hugging Face's PyTorch `ViTMAE*` classes.
 """
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -92,19 +93,34 @@ def _block_stack(
 
 
 def _run_blocks(
-    blocks, hidden_states, *, head_masks, output_attentions, output_hidden_states, training
+    blocks,
+    hidden_states,
+    *,
+    head_masks,
+    output_attentions,
+    output_hidden_states,
+    training,
+    remat=False,
 ):
     """Run `blocks` in turn; returns `(hidden_states, all hidden states or
-    None, all attention probabilities or None)`."""
+    None, all attention probabilities or None)`. With `remat` (in training,
+    without attention outputs), each block's activations are recomputed in
+    the backward pass instead of kept (`keras.remat`: `jax.checkpoint`,
+    `tf.recompute_grad`, PyTorch's checkpointing)."""
     all_hidden: list | None = [hidden_states] if output_hidden_states else None
     all_attentions: list | None = [] if output_attentions else None
     for i, block in enumerate(blocks):
-        hidden_states, probs = block(
-            hidden_states,
+        options = dict(
             head_mask=None if head_masks is None else head_masks[i],
             output_attentions=output_attentions,
             training=training,
         )
+        if remat and training and not output_attentions:
+            # Only hidden states pass the checkpoint; the flags stay Python values.
+            run = functools.partial(_block_hidden_states, block, options)
+            hidden_states, probs = keras.remat(run)(hidden_states), None
+        else:
+            hidden_states, probs = block(hidden_states, **options)
         if all_hidden is not None:
             all_hidden.append(hidden_states)
         if all_attentions is not None:
@@ -116,6 +132,16 @@ def _run_blocks(
     )
 
 
+def _check_remat(value: bool) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"remat must be True or False, received {value!r}")
+    return value
+
+
+def _block_hidden_states(block, options, hidden_states):
+    return block(hidden_states, **options)[0]
+
+
 class _ConfigLayer(AttentionSwitch, keras.layers.Layer):
     """A layer whose constructor arguments are a `ViTMAEConfig` (+ options);
     switching its `attn_implementation` switches its blocks."""
@@ -125,6 +151,7 @@ class _ConfigLayer(AttentionSwitch, keras.layers.Layer):
         self.config = as_config(config)
         self.seed = seed
         self._attn_implementation = check_attn_implementation(attn_implementation)
+        self.remat = False  # set by the model (`TFViTMAEPreTrainedModel.remat`)
 
     def _switch_children(self):
         return getattr(self, "blocks", [])
@@ -300,6 +327,7 @@ class ViTMAEEncoder(_ConfigLayer):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             training=training,
+            remat=self.remat,
         )
         return TFViTMAEModelOutput(
             last_hidden_state=self.layernorm(hidden_states) if final_norm else hidden_states,
@@ -414,6 +442,7 @@ class ViTMAEDecoder(_ConfigLayer):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             training=training,
+            remat=self.remat,
         )
         logits = self.decoder_pred(self.decoder_norm(x))[:, 1:]
         return TFViTMAEDecoderOutput(
@@ -449,6 +478,9 @@ class TFViTMAEPreTrainedModel(HubMixin, ExportMixin, AttentionSwitch, keras.Mode
             `ViTMAEImageProcessor` or its `preprocessor_config.json` fields.
             Default: MAE's (bicubic, ImageNet mean and std). Its size always
             follows the config's `image_size`.
+        remat: Recompute every block's activations in the backward pass
+            instead of keeping them (`keras.remat`), trading compute for
+            memory; settable later (`model.remat = True`).
         **kwargs: `keras.Model` arguments (`name`, `dtype`, ...).
     """
 
@@ -464,6 +496,7 @@ class TFViTMAEPreTrainedModel(HubMixin, ExportMixin, AttentionSwitch, keras.Mode
         seed: int | None = None,
         drop_path_rate: float = 0.0,
         image_processor: ViTMAEImageProcessor | dict | None = None,
+        remat: bool = False,
         **kwargs,
     ):
         kwargs.setdefault("name", self.default_name)
@@ -483,6 +516,7 @@ class TFViTMAEPreTrainedModel(HubMixin, ExportMixin, AttentionSwitch, keras.Mode
             name="vit",
             dtype=self.dtype_policy,
         )
+        self._remat = _check_remat(remat)  # given to the stacks in `build`
 
     # -------------------------------------------------------------- options
     def _stacks(self) -> list:
@@ -684,11 +718,24 @@ class TFViTMAEPreTrainedModel(HubMixin, ExportMixin, AttentionSwitch, keras.Mode
         return bool(tf.config.list_logical_devices("GPU"))
 
     # -------------------------------------------------------- serialization
+    @property
+    def remat(self) -> bool:
+        """Recompute each encoder and decoder block's activations in the
+        backward pass instead of keeping them: less memory, more compute."""
+        return self._remat
+
+    @remat.setter
+    def remat(self, value: bool) -> None:
+        self._remat = _check_remat(value)
+        for layer in self._stacks():
+            layer.remat = value
+
     def build(self, input_shape: tuple | None = None) -> None:
         # Every shape is known from the config: build all weights up front so a
         # model can be summarised, saved or loaded into without a dummy call.
         for layer in self._stacks():
             layer.build()
+            layer.remat = self._remat  # stacks made after the base constructor
 
     def get_config(self) -> dict:
         return {
@@ -701,6 +748,7 @@ class TFViTMAEPreTrainedModel(HubMixin, ExportMixin, AttentionSwitch, keras.Mode
             "seed": self.seed,
             "drop_path_rate": self.drop_path_rate,
             "image_processor": self.image_processor.to_dict(hf_keys=False),
+            "remat": self.remat,
         }
 
     @classmethod
