@@ -13,6 +13,7 @@ contestant. Results are printed and written as JSON and Markdown to
 """
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -138,7 +139,9 @@ def measure_memory(contestant_name, config_name, batch, steps=3):
         "--steps",
         str(steps),
     ]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    contestant = next(c for c in contestants() if c.name == contestant_name)
+    env = {**os.environ, "KERAS_BACKEND": contestant.options.get("backend", "tensorflow")}
+    out = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -155,8 +158,7 @@ def _memory_child(args):
 
     contestant = next(c for c in contestants() if c.name == args.memory_child)
     if contestant.family == "ours":
-        import tensorflow  # noqa: F401
-
+        importlib.import_module(contestant.options.get("backend", "tensorflow"))
         import tfvitmae  # noqa: F401
     elif contestant.family == "hf-tf":
         import tensorflow  # noqa: F401
@@ -350,11 +352,19 @@ def main(argv=None):
     )
     parser.add_argument("--output", default=os.path.join(HERE, "results"))
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
+    parser.add_argument("--mask-ratio", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--learning-rate", type=float, default=1e-4, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
         return _memory_child(args)
+    if args.serve:
+        from contestants import serve
+
+        return serve(args.serve, args.checkpoint, args.mask_ratio, args.learning_rate, make_inputs)
 
     config = make_config(args.config)
     chosen = [c for c in contestants() if not args.only or c.name in args.only]
@@ -373,7 +383,7 @@ def main(argv=None):
     )
 
     def ceiling_for(name):
-        family = "torch" if name.startswith("hf-pt") else "tf"
+        family = "torch" if name.startswith("hf-pt") or "torch" in name else "tf"
         return ceilings.get(f"{family}_{'bf16' if 'bf16' in name else 'fp32'}")
 
     report = {
@@ -436,7 +446,8 @@ def main(argv=None):
     if not args.no_memory:
         for batch in args.step_batches:
             for c in chosen:
-                if c.name == REFERENCE or not c.name.startswith("ours") or c.name == "ours bf16":
+                measured = c.name in (REFERENCE, "ours bf16") or not c.name.startswith("ours")
+                if measured or "backend" in c.options or c.options.get("remat"):
                     report["memory"].append(
                         {
                             "contestant": c.name,

@@ -59,6 +59,9 @@ def main(folder):
     for name in ("keras", "pytorch"):
         model = TFViTMAEForPreTraining.from_pretrained(os.path.join(folder, name))
         report[f"from_{name}"] = max_diffs(outputs(model, pixels, noise), expected)
+    predicted = model.predict({"pixel_values": pixels, "noise": noise}, batch_size=2, verbose=0)
+    report["predict"] = float(np.abs(predicted["logits"] - expected["logits"]).max())
+    report["predict_keys"] = sorted(predicted)
     keras_file = os.path.join(folder, f"{backend}.keras")
     model.save(keras_file)
     reloaded = keras.saving.load_model(keras_file)

@@ -43,6 +43,7 @@ def test_run_writes_a_table_with_ratios_mfu_memory_and_loss_curves(tmp_path):
         "--rounds", "2", "--settle", "0", "--infer-batches", "1", "--step-batches", "2",
         "--loss-steps", "3", "--output", str(tmp_path),
         "--only", "ours fp32", "ours fp32 attn=eager", "ours bf16", "hf-pt fp32", "hf-tf fp32",
+        "ours jax fp32", "ours torch fp32 remat",
     ]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -50,6 +51,7 @@ def test_run_writes_a_table_with_ratios_mfu_memory_and_loss_curves(tmp_path):
     table = (tmp_path / "latest-tiny.md").read_text()
     ran = {name for task in report["tasks"] for name in task["rows"]}
     assert {"ours fp32", "ours fp32 attn=eager", "ours bf16", "hf-pt fp32"} <= ran
+    assert {"ours jax fp32", "ours torch fp32 remat"} <= ran  # each in its own process
     if "hf-tf fp32" not in ran:
         assert "hf-tf fp32" in report["skipped"]
     tasks = [t["task"] for t in report["tasks"]]
@@ -66,7 +68,9 @@ def test_run_writes_a_table_with_ratios_mfu_memory_and_loss_curves(tmp_path):
         assert 0 < ours["mfu"] < 1
         assert f"| {task['task']} | ours fp32 |" in table
     assert set(report["mae_speedup"]["speedup"]) == ran
-    assert {m["contestant"] for m in report["memory"]} >= {"ours fp32", "hf-pt fp32"}
+    assert {m["contestant"] for m in report["memory"]} >= {
+        "ours fp32", "hf-pt fp32", "ours jax fp32", "ours torch fp32 remat"
+    }  # fmt: skip
     assert all(m["peak_rss_mib"] >= m["baseline_rss_mib"] > 0 for m in report["memory"])
     curves = report["loss_curves"]
     assert len(curves["fp32"]) == len(curves["bf16"]) == 3

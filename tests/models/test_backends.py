@@ -65,6 +65,8 @@ def test_the_model_side_runs_on_another_backend_without_tensorflow(made_on_tenso
         assert diffs["ids_restore"] == 0 and diffs["mask"] == 0, (source, diffs)
         assert max(diffs.values()) < 2e-5, (source, diffs)
     assert report["classifier"] < 2e-5
+    assert report["predict"] < 2e-5  # Keras' predict: a stateless step on JAX
+    assert report["predict_keys"] == ["ids_restore", "logits", "mask"]
     assert report["saved_files"] == ["config.json", "model.safetensors", "preprocessor_config.json"]
     losses = report["pretrain_losses"]
     assert len(losses) == 2 and all(np.isfinite(losses)) and report["pretrain_changed_weights"]

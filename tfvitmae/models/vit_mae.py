@@ -11,7 +11,7 @@ reference is Hugging Face's PyTorch `ViTMAE*` classes.
 
 import functools
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -1083,8 +1083,19 @@ class TFViTMAEForPreTraining(TFViTMAEPreTrainedModel):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return loss / replicas if replicas > 1 else loss
 
-    def predict_step(self, data: TensorLike | tuple | dict) -> dict[str, TensorLike]:
-        """Batch-aligned outputs only: the per-batch scalar `loss` is dropped."""
+    def predict_step(self, *args: Any) -> Any:
+        """Batch-aligned outputs only: the per-batch scalar `loss` is dropped.
+        Takes `(data)`, or `(state, data)` on JAX, whose trainer is stateless
+        (and then also returns the non-trainable variables)."""
+        if keras.backend.backend() == "jax":
+            state, data = args
+            x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+            trainable, non_trainable = state
+            output, non_trainable = self.stateless_call(
+                trainable, non_trainable, x, training=False, return_dict=True
+            )
+            return {k: v for k, v in output.items() if k != "loss"}, non_trainable
+        (data,) = args
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         output = self(x, training=False, return_dict=True)
         return {k: v for k, v in output.items() if k != "loss"}
