@@ -20,6 +20,7 @@ from tfvitmae import (  # noqa: E402
     pretrain,
     train_classifier,
 )
+from tfvitmae.models import layers  # noqa: E402
 
 
 class Batches(keras.utils.PyDataset):
@@ -66,6 +67,17 @@ def main(folder):
     model.save(keras_file)
     reloaded = keras.saving.load_model(keras_file)
     report["keras_file"] = max_diffs(outputs(reloaded, pixels, noise), expected)
+    # The fused attention kernel where it runs, and the matmuls elsewhere, agree.
+    report["fused_kernel"] = layers.fused_attention_kernel()
+    calls = []
+    fused = keras.ops.dot_product_attention
+    keras.ops.dot_product_attention = lambda *a, **k: calls.append(1) or fused(*a, **k)
+    with_kernel = outputs(model, pixels, noise)
+    report["kernel_calls"] = len(calls)
+    layers.FUSED_ATTENTION_BACKENDS, kept = (), layers.FUSED_ATTENTION_BACKENDS
+    report["kernel_vs_matmuls"] = max_diffs(outputs(model, pixels, noise), with_kernel)
+    layers.FUSED_ATTENTION_BACKENDS = kept
+    keras.ops.dot_product_attention = fused
     classifier = TFViTMAEForImageClassification.from_pretrained(os.path.join(folder, "classifier"))
     logits = keras.ops.convert_to_numpy(classifier(pixels))
     report["classifier"] = float(np.abs(logits - expected["classifier_logits"]).max())

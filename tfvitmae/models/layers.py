@@ -24,6 +24,7 @@ from .inputs import all_finite, is_eager
 __all__ = [
     "ATTENTION_IMPLEMENTATIONS",
     "FUSED_ATTENTION_BACKENDS",
+    "fused_attention_kernel",
     "AttentionSwitch",
     "NORM_PIX_EPS",
     "DropPath",
@@ -194,10 +195,23 @@ class AttentionSwitch:
             child.attn_implementation = value
 
 
-# Backends whose `keras.ops.dot_product_attention` is a fused kernel faster
-# than batched matmuls here (PyTorch's SDPA, cuDNN through JAX), measured by
-# `benchmarks/attention.py`; on TensorFlow it is the same matmuls, unfused.
-FUSED_ATTENTION_BACKENDS = ("torch", "jax")
+# Where `keras.ops.dot_product_attention` runs a fused kernel faster than
+# batched matmuls: a backend, or "jax:<platform>". `benchmarks/attention.py`
+# measured on a 2-core CPU (ViT-B/16, train step): PyTorch's SDPA 1.04x
+# (encoder) and 1.23x (decoder) faster; TensorFlow (unfused, 0.92x) and JAX
+# on CPU (XLA, 0.89-1.01x) slower or level. On GPU, JAX calls cuDNN's flash
+# attention (`benchmarks/gpu.py` compares the two paths there).
+FUSED_ATTENTION_BACKENDS = ("torch", "jax:gpu")
+
+
+def fused_attention_kernel() -> bool:
+    """Whether `"sdpa"` attention uses the fused kernel on this backend."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        backend = f"jax:{jax.default_backend()}"
+    return backend in FUSED_ATTENTION_BACKENDS
 
 
 @keras.saving.register_keras_serializable(package="tfvitmae")
@@ -310,7 +324,7 @@ class ViTMAEAttention(AttentionSwitch, keras.layers.Layer):
         """Whether the fused kernel computes this call: it returns no
         probabilities, so it cannot mask heads or drop them out."""
         return (
-            keras.backend.backend() in FUSED_ATTENTION_BACKENDS
+            fused_attention_kernel()
             and head_mask is None
             and not output_attentions
             and not (training and self.attention_dropout > 0)
