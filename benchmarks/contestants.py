@@ -38,9 +38,10 @@ class Contestant:
             return f"not installed ({e})"
         return None
 
-    def build(self, checkpoint, mask_ratio, learning_rate=1e-4):
-        """A `Runner` for the weights in `checkpoint`, at `mask_ratio`."""
-        if self.options.get("backend"):
+    def build(self, checkpoint, mask_ratio, learning_rate=1e-4, here=False):
+        """A `Runner` for the weights in `checkpoint`, at `mask_ratio`; with
+        `here`, in this process even for another backend (already set)."""
+        if self.options.get("backend") and not here:
             return _Remote(self, checkpoint, mask_ratio, learning_rate)
         return {"ours": _Ours, "hf-tf": _HFTF, "hf-pt": _HFPT}[self.family](
             self, checkpoint, mask_ratio, learning_rate

@@ -169,7 +169,8 @@ def _memory_child(args):
     baseline = _peak_rss_mib()
     config = make_config(args.config)
     with tempfile.TemporaryDirectory() as folder:
-        runner = contestant.build(make_checkpoint(config, folder), config.mask_ratio)
+        # In this process: measure_memory started it on the contestant's backend.
+        runner = contestant.build(make_checkpoint(config, folder), config.mask_ratio, here=True)
         pixels, noise = make_inputs(config, args.batch)
         for _ in range(args.steps):
             runner.step(pixels, noise)

@@ -6,10 +6,12 @@ Speed is never asserted here (timings are for benchmarks/, not tests).
 """
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -97,3 +99,35 @@ def test_breakdown_times_each_part_for_both(tmp_path):
         )  # per-part times are scaled by the same count
     assert [m["part"].split()[0] for m in report["matmuls"]] == ["y", "dx", "dW"]
     assert "| step: whole" in (tmp_path / "breakdown-tiny.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_gpu_script_runs_on_a_cpu_without_tensorflow(tmp_path):
+    """benchmarks/gpu.py is prepared here for a GPU machine that has no TensorFlow:
+    a tiny run on the CPU, with `tensorflow` unimportable in every process."""
+    pytest.importorskip("jax")  # a test extra
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "tensorflow.py").write_text(
+        "raise ImportError('no TensorFlow on the GPU machine')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), str(ROOT)])}
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--tiny", "--device", "cpu",
+        "--out", str(tmp_path),
+    ]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu-tiny-cpu.json").read_text())
+    (task,) = report["tasks"]
+    assert set(task["rows"]) == {"ours jax bf16", "ours jax bf16 matmuls", "hf-pt bf16"}
+    for name, row in task["rows"].items():
+        assert row["seconds"] > 0 and 0 < row["mfu"] < 1 and np.isfinite(row["first_loss"])
+        ratios = sorted(
+            p / o
+            for p, o in zip(
+                task["seconds_per_round"]["hf-pt bf16"], task["seconds_per_round"][name]
+            )
+        )
+        assert row["vs hf-pt bf16"] == pytest.approx(sum(ratios) / 2)
+    assert report["bf16_matmul_peak_tflops"] > 0
