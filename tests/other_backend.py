@@ -119,6 +119,10 @@ def main(folder):
         tfvitmae.make_dataset(pixels, batch_size=2)
     except ImportError as error:
         report["make_dataset_error"] = str(error)
+    try:
+        model.export(os.path.join(folder, f"export_on_{backend}"))
+    except ImportError as error:
+        report["export_error"] = str(error)
     report["tensorflow_loaded"] = sys.modules["tensorflow"] is not None
     with open(os.path.join(folder, f"{backend}.json"), "w") as f:
         json.dump(report, f, indent=1)

@@ -78,7 +78,32 @@ def test_the_model_side_runs_on_another_backend_without_tensorflow(made_on_tenso
     assert report["resumed_epochs"] == 1  # epochs 1-2 were done: only the third ran
     assert np.isfinite(report["finetune_loss"])
     assert report["remat_step"] < 1e-6
+    assert report["export_error"].startswith("A SavedModel export needs TensorFlow")
     assert report["make_dataset_error"].endswith(
         "needs TensorFlow, which is not installed here (pip install tensorflow); "
         "the models themselves run without it"
     )
+
+
+@pytest.mark.slow
+def test_an_export_on_another_backend_says_it_needs_keras_on_tensorflow(tmp_path):
+    pytest.importorskip("jax")
+    script = (
+        "from tfvitmae import TFViTMAEModel\n"
+        "from tests.helpers import tiny_config\n"
+        f"TFViTMAEModel(tiny_config()).export({str(tmp_path / 'export')!r})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    assert (
+        "RuntimeError: A SavedModel export needs Keras on TensorFlow, but it runs on jax "
+        "(KERAS_BACKEND=jax); run it in a process started with KERAS_BACKEND=tensorflow"
+    ) in done.stderr
+    assert not (tmp_path / "export").exists()

@@ -3,6 +3,7 @@ export itself, in `saved_model.py`, needs it)."""
 
 from typing import Any
 
+from ..utils.backend import tensorflow
 from ..utils.types import PathLike
 
 __all__ = ["ExportMixin"]
@@ -34,6 +35,7 @@ class ExportMixin:
         if format != "tf_saved_model":
             # keras.Model's, next in the model's method order.
             return super().export(filepath, format=format, verbose=verbose, **kwargs)  # type: ignore[misc]
-        from .saved_model import export_saved_model  # TensorFlow's
+        tensorflow("A SavedModel export", keras_on_it=True)  # says what is missing, first
+        from .saved_model import export_saved_model
 
         return export_saved_model(self, filepath, verbose=verbose, **kwargs)
