@@ -35,29 +35,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-TINY = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=48,
-    decoder_hidden_size=16,
-    decoder_num_hidden_layers=1,
-    decoder_num_attention_heads=2,
-    decoder_intermediate_size=24,
-    image_size=32,
-    patch_size=8,
-)
+
+from run import TINY, make_inputs  # noqa: E402  (the CPU benchmark's config and inputs)
+
 CONTESTANTS = ("ours jax bf16", "ours jax bf16 matmuls", "hf-pt bf16")
 REFERENCE = "ours jax bf16"
-
-
-def inputs(config, batch):
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    height, width = config.image_hw
-    pixels = rng.standard_normal((batch, config.num_channels, height, width)).astype("float32")
-    return pixels, rng.random((batch, config.num_patches)).astype("float32")
 
 
 # ------------------------------------------------------------------ workers
@@ -135,7 +117,7 @@ def serve(name, checkpoint, device, tiny):
             print(json.dumps({"flops": bf16_peak(512 if tiny else 8192)}), flush=True)
             continue
         batch = int(request[1])
-        made.setdefault(batch, inputs(config, batch))
+        made.setdefault(batch, make_inputs(config, batch))
         print(json.dumps({"loss": runner.step(*made[batch])}), flush=True)
 
 
