@@ -463,3 +463,18 @@ def test_reconstruct_never_replaces_an_input_and_writes_the_format_it_names(
         written = (tmp_path / name).read_bytes()
         assert written.startswith(magic)
         assert tf.io.decode_image(written).shape[0] > 20  # the grid, not the input
+
+
+def test_remat_reaches_the_models_of_pretrain_probe_and_finetune(tiny_checkpoint, tmp_path):
+    from tfvitmae.cli import commands
+
+    for remat in ([], ["--remat"]):
+        base = ["--model", str(tiny_checkpoint), "--output-dir", str(tmp_path), *remat]
+        args = build_parser().parse_args(["pretrain", "images/", *base])
+        assert commands.load_pretraining_model(args.model, args).remat is bool(remat)
+        for command in ("probe", "finetune"):
+            args = build_parser().parse_args([command, "images/", *base])
+            classifier = commands._classifier_model(
+                args, ["a", "b"], linear_probe=command == "probe"
+            )
+            assert classifier.remat is bool(remat)

@@ -100,6 +100,7 @@ def load_pretraining_model(spec: str, args: argparse.Namespace) -> "TFViTMAEForP
         model = TFViTMAEForPreTraining(ViTMAEConfig.from_preset(spec, **overrides), seed=args.seed)
     else:
         model = TFViTMAEForPreTraining.from_pretrained(spec, seed=args.seed, **overrides)
+    model.remat = args.remat
     if args.image_mean or args.image_std:  # recorded in the saved preprocessor_config.json
         processor = model.image_processor
         model.image_processor = processor.copy(
@@ -272,7 +273,7 @@ def _classifier_model(
     """A new classifier head on the pretrained encoder `args.model`."""
     from ..models.classification import TFViTMAEForImageClassification
 
-    return TFViTMAEForImageClassification.from_encoder(
+    model = TFViTMAEForImageClassification.from_encoder(
         args.model,
         num_labels=len(class_names),
         linear_probe=linear_probe,
@@ -280,6 +281,8 @@ def _classifier_model(
         drop_path_rate=0.0 if linear_probe else args.drop_path,
         id2label=dict(enumerate(class_names)),
     )
+    model.remat = args.remat
+    return model
 
 
 def _classifier_datasets(

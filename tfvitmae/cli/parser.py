@@ -69,6 +69,11 @@ def _add_common_training(parser: argparse.ArgumentParser, epochs: int, batch_siz
         "--seed", type=int, default=0, help="seed for data order, augmentation and masks"
     )
     parser.add_argument(
+        "--remat",
+        action="store_true",
+        help="recompute each block's activations in the backward pass: less memory, a slower step",
+    )
+    parser.add_argument(
         "--augmenter",
         metavar="MODULE:FACTORY",
         help="an extra Keras preprocessing layer for training batches (keras-cv's too), made by "
