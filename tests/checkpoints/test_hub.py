@@ -451,3 +451,11 @@ def test_a_checkpoint_with_an_impossible_image_processor_names_the_file(tmp_path
     path.write_text(json.dumps({**fields, "image_std": [0.2, 0.0, 0.2]}))
     with pytest.raises(ValueError, match=r"preprocessor_config.json: image_std must be positive"):
         TFViTMAEModel.from_pretrained(tmp_path)
+
+
+def test_save_pretrained_refuses_transformers_saved_model_argument(tmp_path):
+    """transformers' `save_pretrained(dir, saved_model=True)` also wrote a SavedModel;
+    here that is `export`, and the argument is refused, not ignored (issue 21)."""
+    with pytest.raises(TypeError, match=r"does not take saved_model: .*model\.export\(directory\)"):
+        TFViTMAEModel(tiny_config()).save_pretrained(tmp_path / "m", saved_model=True)
+    assert not (tmp_path / "m").exists()

@@ -460,3 +460,22 @@ def test_predict_images_reconstructions_of_real_photos():
     assert not np.array_equal(model.predict_images(images[:1], seed=2)["mask"], out["mask"][:1])
     with pytest.raises(ValueError, match=r"batch_size must be a positive integer, received 0"):
         model.predict_images(images, batch_size=0)
+
+
+def test_transformers_model_idioms():
+    """`Model.from_config(config)`, `main_input_name` and the embedding getters,
+    as code written for transformers' TF classes calls them (issue 21)."""
+    from tfvitmae import TFViTMAEForImageClassification
+
+    config = tiny_config()
+    for cls in (TFViTMAEModel, TFViTMAEForPreTraining, TFViTMAEForImageClassification):
+        model = cls.from_config(config)
+        assert type(model) is cls and model.config.hidden_size == config.hidden_size
+        assert model.main_input_name == "pixel_values"
+        assert model.get_input_embeddings() is model.vit.embeddings.patch_embeddings
+        assert model.get_input_embeddings().projection.kernel.shape == (8, 8, 3, 32)
+        assert model.get_output_embeddings() is None
+    # Keras' own form, get_config's dict, still rebuilds the same model.
+    pretraining = TFViTMAEForPreTraining(config, data_format="channels_last", remat=True)
+    clone = TFViTMAEForPreTraining.from_config(pretraining.get_config())
+    assert clone.config == config and clone.data_format == "channels_last" and clone.remat

@@ -472,6 +472,11 @@ class HubMixin:
         Returns:
             The paths written.
         """
+        if "saved_model" in hub_kwargs:  # transformers' TF models take it
+            raise TypeError(
+                "save_pretrained does not take saved_model: write a SavedModel for TensorFlow "
+                "Serving with model.export(directory) (or tfvitmae export)"
+            )
         if hub_kwargs and not push_to_hub:
             raise TypeError(
                 f"save_pretrained got unexpected arguments {sorted(hub_kwargs)}; arguments "

@@ -487,6 +487,7 @@ class TFViTMAEPreTrainedModel(HubMixin, ExportMixin, AttentionSwitch, keras.Mode
     config_class = ViTMAEConfig
     processor_class = ViTMAEImageProcessor
     default_name = "vit_mae"
+    main_input_name = "pixel_values"  # as transformers' models name their first input
 
     def __init__(
         self,
@@ -751,8 +752,20 @@ class TFViTMAEPreTrainedModel(HubMixin, ExportMixin, AttentionSwitch, keras.Mode
             "remat": self.remat,
         }
 
+    def get_input_embeddings(self) -> keras.layers.Layer:
+        """The patch embedding (transformers' name for a model's input embedding)."""
+        return self.vit.embeddings.patch_embeddings
+
+    def get_output_embeddings(self) -> None:
+        """None: no output layer shares the input embedding's weights (as transformers)."""
+        return None
+
     @classmethod
-    def from_config(cls, config: dict) -> "TFViTMAEPreTrainedModel":
+    def from_config(cls, config: "dict | ViTMAEConfig") -> "TFViTMAEPreTrainedModel":
+        """A new model from `get_config()`'s dict (Keras), or from a
+        `ViTMAEConfig` (transformers' `Model.from_config(config)`)."""
+        if isinstance(config, ViTMAEConfig):
+            return cls(config)
         config = dict(config)
         config["config"] = ViTMAEConfig.from_dict(config["config"])
         return cls(**config)
