@@ -479,3 +479,18 @@ def test_transformers_model_idioms():
     pretraining = TFViTMAEForPreTraining(config, data_format="channels_last", remat=True)
     clone = TFViTMAEForPreTraining.from_config(pretraining.get_config())
     assert clone.config == config and clone.data_format == "channels_last" and clone.remat
+
+
+def test_a_mask_ratio_changed_on_the_config_takes_effect():
+    """transformers' TF model reads `config.mask_ratio` at call time, as this one does now."""
+    config = tiny_config()  # 16 patches
+    model = TFViTMAEModel(config)
+    x = pixels(config)
+    assert model(x).last_hidden_state.shape[1] == 1 + 4
+    model.config.mask_ratio = 0.0
+    assert model(x).last_hidden_state.shape[1] == 1 + 16
+    model.config.mask_ratio = 0.5
+    assert model(x).last_hidden_state.shape[1] == 1 + 8
+    model.config.mask_ratio = 1.0
+    with pytest.raises(ValueError, match=r"mask_ratio must be in \[0, 1\), received 1.0"):
+        model(x)

@@ -535,6 +535,8 @@ class RandomMasking(keras.layers.Layer):
     ) -> tuple[TensorLike, TensorLike, TensorLike]:
         batch, length = ops.shape(sequence)[0], sequence.shape[1]
         ratio = self.mask_ratio if mask_ratio is None else mask_ratio
+        if not 0 <= ratio < 1:
+            raise ValueError(f"mask_ratio must be in [0, 1), received {ratio}")
         len_keep = int(length * (1 - ratio))
         if len_keep < 1:  # (the config refuses such a ratio at its own image size)
             warnings.warn(

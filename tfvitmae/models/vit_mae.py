@@ -235,8 +235,10 @@ class ViTMAEEmbeddings(_ConfigLayer):
         if interpolate_pos_encoding:
             position = resize_position_table(position, self.config.grid_size, grid)
         embeddings = embeddings + position[:, 1:]
+        # The config's ratio at call time: `model.config.mask_ratio = 0.0` takes effect
+        # at the next call, as in transformers (in a traced function, at its next trace).
         embeddings, mask, ids_restore = self.random_masking(
-            embeddings, noise=noise, mask_ratio=0.0 if unmasked else None
+            embeddings, noise=noise, mask_ratio=0.0 if unmasked else self.config.mask_ratio
         )
         cls = ops.cast(self.cls_token, embeddings.dtype) + position[:, :1]
         cls = ops.broadcast_to(cls, (ops.shape(embeddings)[0], 1, self.config.hidden_size))
@@ -778,7 +780,8 @@ class TFViTMAEModel(TFViTMAEPreTrainedModel):
     Masking is applied as in pretraining, with the ratio the model was built
     with (`config.mask_ratio`). For the full, unmasked sequence, build it with
     `mask_ratio=0.0` (`TFViTMAEModel(config.copy(mask_ratio=0.0))` or
-    `from_pretrained(path, mask_ratio=0.0)`), or call `unmasked_features`.
+    `from_pretrained(path, mask_ratio=0.0)`), set `model.config.mask_ratio =
+    0.0` (read at every call), or call `unmasked_features`.
     All weights exist after construction.
 
     Args:
