@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel, ViTMAEConfig
+from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel, ViTMAEConfig, ViTMAEImageProcessor
 from tfvitmae.checkpoints.formats import CheckpointError
 from tfvitmae.checkpoints.hub import architecture_class, registered_class, resolve_files
 from tfvitmae.models.classification import TFViTMAEForImageClassification
@@ -24,6 +24,7 @@ def fill_hub_cache(cache, repo_id, files, revision="main", commit="a" * 40):
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True, exist_ok=True)
     for name, source in files.items():
+        (snapshot / name).parent.mkdir(parents=True, exist_ok=True)  # a subfolder's files
         shutil.copy(source, snapshot / name)
     (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / revision).write_text(commit)
@@ -459,3 +460,30 @@ def test_save_pretrained_refuses_transformers_saved_model_argument(tmp_path):
     with pytest.raises(TypeError, match=r"does not take saved_model: .*model\.export\(directory\)"):
         TFViTMAEModel(tiny_config()).save_pretrained(tmp_path / "m", saved_model=True)
     assert not (tmp_path / "m").exists()
+
+
+def test_subfolder_of_a_folder_and_of_a_hub_repo(hub_cache, tmp_path):
+    """Repos that keep a model in a subfolder (issue 21): `subfolder` was refused by
+    the models and silently stored as a config key by `ViTMAEConfig.from_pretrained`."""
+    model = TFViTMAEForPreTraining(tiny_config(hidden_act="relu"))
+    model.save_pretrained(tmp_path / "repo" / "encoder")
+    TFViTMAEForPreTraining(tiny_config()).save_pretrained(tmp_path / "repo")  # the decoy above it
+    loaded = TFViTMAEForPreTraining.from_pretrained(tmp_path / "repo", subfolder="encoder")
+    assert loaded.config.hidden_act == "relu"
+    for a, b in zip(loaded.weights, model.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    config = ViTMAEConfig.from_pretrained(tmp_path / "repo", subfolder="encoder")
+    assert config.hidden_act == "relu" and "subfolder" not in config.to_dict()
+    processor = ViTMAEImageProcessor.from_pretrained(tmp_path / "repo", subfolder="encoder")
+    assert processor == model.image_processor
+    with pytest.raises(FileNotFoundError, match="No subfolder 'absent' in"):
+        TFViTMAEForPreTraining.from_pretrained(tmp_path / "repo", subfolder="absent")
+    # A Hub repo's subfolder, from the cache.
+    files = {f"encoder/{n}": FIXTURE / n for n in ("config.json", "model.safetensors")}
+    fill_hub_cache(hub_cache, "someone/nested", files)
+    nested = TFViTMAEForPreTraining.from_pretrained(
+        "someone/nested", subfolder="encoder", cache_dir=hub_cache, local_files_only=True
+    )
+    reference = TFViTMAEForPreTraining.from_pretrained(FIXTURE)
+    x, noise = pixels(nested.config), noise_for(nested.config)
+    assert max_diff(nested(x, noise=noise).logits, reference(x, noise=noise).logits) == 0

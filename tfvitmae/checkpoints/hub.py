@@ -51,6 +51,7 @@ __all__ = [
     "PYTORCH_ARCHITECTURES",
     "HubMixin",
     "architecture_class",
+    "in_subfolder",
     "read_weights",
     "registered_class",
     "reading",
@@ -59,7 +60,26 @@ __all__ = [
 ]
 
 # The `huggingface_hub` download options that travel together.
-HUB_OPTIONS = ("revision", "token", "cache_dir", "local_files_only", "force_download")
+HUB_OPTIONS = (
+    "revision",
+    "token",
+    "cache_dir",
+    "local_files_only",
+    "force_download",
+    "subfolder",
+)
+
+
+def in_subfolder(name_or_path: str, subfolder: str | None) -> str:
+    """`name_or_path/subfolder` for a local folder (which must hold it); a Hub
+    id as it is (`subfolder` then goes to `hf_hub_download`)."""
+    if not subfolder or not os.path.isdir(name_or_path):
+        return name_or_path
+    path = os.path.join(name_or_path, subfolder)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"No subfolder {subfolder!r} in {name_or_path!r}")
+    return path
+
 
 # Our class names and the transformers PyTorch classes with the same weights,
 # as written to (and read from) `architectures` in config.json.
@@ -104,7 +124,8 @@ def _download(
 
 def resolve_files(name_or_path: str, **hub_options: Any) -> tuple[str | None, str]:
     """`(config_path or None, weights_path)` for a directory, a file or a Hub
-    repo id. `hub_options`: any of `HUB_OPTIONS`, for Hub ids."""
+    repo id. `hub_options`: any of `HUB_OPTIONS` (`subfolder` for local folders too)."""
+    name_or_path, hub_options = _local_subfolder(name_or_path, hub_options)
     config: str | None  # (`_download` gives None for a file the Hub repo lacks)
     path: str | None
     if os.path.isfile(name_or_path):
@@ -162,6 +183,7 @@ def resolve_optional_file(name_or_path: str, filename: str, **hub_options: Any) 
     """The path of `filename` beside a checkpoint (a directory, a file in it, or
     a Hub repo id), or `None` when the checkpoint has none. `hub_options`:
     any of `HUB_OPTIONS`."""
+    name_or_path, hub_options = _local_subfolder(name_or_path, hub_options)
     if os.path.isfile(name_or_path):
         name_or_path = os.path.dirname(os.path.abspath(name_or_path))
     if os.path.isdir(name_or_path):
@@ -171,6 +193,14 @@ def resolve_optional_file(name_or_path: str, filename: str, **hub_options: Any) 
     return _download(
         name_or_path, filename, hub_kwargs=_check_hub_options(hub_options), unreachable=[]
     )
+
+
+def _local_subfolder(name_or_path: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A local folder's `subfolder` joined to it (and left out of the Hub options)."""
+    if options.get("subfolder") and os.path.isdir(name_or_path):
+        options = dict(options)
+        return in_subfolder(name_or_path, options.pop("subfolder")), options
+    return name_or_path, options
 
 
 def _check_hub_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -357,6 +387,7 @@ class HubMixin:
         cache_dir: str | None = None,
         local_files_only: bool = False,
         force_download: bool = False,
+        subfolder: str | None = None,
         **kwargs: Any,
     ) -> Any:
         """Build the model from a checkpoint directory, weights file or Hub repo id.
@@ -379,6 +410,7 @@ class HubMixin:
             output_loading_info: Also return the `LoadReport`.
             revision, token, cache_dir, local_files_only, force_download:
                 Passed to `huggingface_hub` for Hub ids.
+            subfolder: Where the files are inside the directory or Hub repo.
             **kwargs: Config fields to override (any of
                 `ViTMAEConfig.FIELDS`, e.g. `mask_ratio=0.5` or
                 `output_hidden_states=True`) and model arguments
@@ -395,10 +427,13 @@ class HubMixin:
             local_files_only=local_files_only,
             force_download=force_download,
         )
+        if subfolder:
+            hub_options["subfolder"] = subfolder
         name_or_path = os.fspath(pretrained_model_name_or_path)
         fields = cls.config_class.FIELDS
         overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in fields}
-        with reading(name_or_path):  # a save into it waits: the files come from one save
+        # A save into the folder waits: the files come from one save.
+        with reading(in_subfolder(name_or_path, subfolder)):
             config_path, weights_path = resolve_files(name_or_path, **hub_options)
             source = os.path.basename(weights_path)
             config_source = CONFIG_NAME if config is None and config_path and not overrides else ""

@@ -310,10 +310,16 @@ class ViTMAEConfig:
 
     @classmethod
     def from_pretrained(
-        cls: type[_Config], directory_or_file: PathLike, **overrides: Any
+        cls: type[_Config],
+        directory_or_file: PathLike,
+        subfolder: str | None = None,
+        **overrides: Any,
     ) -> _Config:
-        """Read a config from a directory holding `config.json`, or a json file."""
-        path = directory_or_file
+        """Read a config from a directory holding `config.json` (or its
+        `subfolder`), or a json file; `overrides` change fields."""
+        path = os.fspath(directory_or_file)
+        if subfolder:
+            path = os.path.join(path, subfolder)
         if os.path.isdir(path):
             path = os.path.join(path, CONFIG_NAME)
         if not os.path.isfile(path):
