@@ -494,3 +494,22 @@ def test_a_mask_ratio_changed_on_the_config_takes_effect():
     model.config.mask_ratio = 1.0
     with pytest.raises(ValueError, match=r"mask_ratio must be in \[0, 1\), received 1.0"):
         model(x)
+
+
+def test_call_options_inside_the_input_dict():
+    """transformers' TF models take `{"pixel_values": x, "output_attentions": True}`;
+    Keras refused the Python bools in a positional dict (issue 21)."""
+    config = tiny_config()
+    model = TFViTMAEForPreTraining(config)
+    x, noise = pixels(config), noise_for(config)
+    options = dict(output_attentions=True, output_hidden_states=True)
+    from_dict = model({"pixel_values": x, "noise": noise, **options})
+    expected = model(x, noise=noise, **options)
+    assert len(from_dict.attentions) == len(expected.attentions) == config.num_hidden_layers
+    for a, b in zip(from_dict.to_tuple(), expected.to_tuple()):
+        if not isinstance(a, tuple):
+            np.testing.assert_array_equal(a, b)
+    as_tuple = model({"pixel_values": x, "noise": noise, "return_dict": False})
+    assert isinstance(as_tuple, tuple) and as_tuple[1].shape == expected.logits.shape
+    with pytest.raises(ValueError, match=r"\['output_attentions'\] given both in the input dict"):
+        model({"pixel_values": x, "output_attentions": True}, output_attentions=False)

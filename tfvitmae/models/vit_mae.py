@@ -132,6 +132,17 @@ def _run_blocks(
     )
 
 
+# Call options that transformers' TF models also take inside the input dict.
+_DICT_OPTIONS = (
+    "head_mask",
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict",
+    "interpolate_pos_encoding",
+    "training",
+)
+
+
 def _check_remat(value: bool) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"remat must be True or False, received {value!r}")
@@ -520,6 +531,20 @@ class TFViTMAEPreTrainedModel(HubMixin, ExportMixin, AttentionSwitch, keras.Mode
             dtype=self.dtype_policy,
         )
         self._remat = _check_remat(remat)  # given to the stacks in `build`
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Keras' `__call__`. As in transformers' TF models, the input dict
+        may also hold the call's options (`{"pixel_values": x,
+        "output_attentions": True}`); they are passed on as arguments."""
+        if args and isinstance(args[0], dict):
+            options = {k: v for k, v in args[0].items() if k in _DICT_OPTIONS}
+            both = sorted(set(options) & set(kwargs))
+            if both:
+                raise ValueError(f"{both} given both in the input dict and as arguments")
+            if options:
+                inputs = {k: v for k, v in args[0].items() if k not in options}
+                args, kwargs = (inputs, *args[1:]), {**kwargs, **options}
+        return super().__call__(*args, **kwargs)
 
     # -------------------------------------------------------------- options
     def _stacks(self) -> list:
