@@ -223,3 +223,27 @@ def test_remat_recomputes_every_block_and_gives_the_same_gradients(monkeypatch, 
     assert len(checkpointed) == 3
     with pytest.raises(ValueError, match="remat must be True or False, received 'yes'"):
         model.remat = "yes"
+
+
+@pytest.mark.parametrize(
+    "arguments, pattern",
+    [
+        (
+            dict(metrics=["mse"]),
+            r"learns without labels, so compile metrics .* Received metrics=\['mse'\]",
+        ),
+        (dict(weighted_metrics=["mae"]), r"compile weighted_metrics"),
+        (dict(loss="mse"), r"computes its own loss .* received loss='mse'"),
+    ],
+)
+def test_compile_refuses_what_the_pretraining_model_would_ignore(arguments, pattern):
+    """`compile(metrics=[...])` failed with a Keras structure error (issue 21), and a
+    `loss` was silently ignored: the model computes its own."""
+    model = TFViTMAEForPreTraining(tiny_config())
+    with pytest.raises(ValueError, match=pattern):
+        model.compile(optimizer="adam", **arguments)
+    with pytest.raises(ValueError, match=pattern):  # positionally too
+        names = ("optimizer", "loss", "loss_weights", "metrics", "weighted_metrics")
+        position = names.index(next(iter(arguments)))
+        model.compile(*(["adam"] + [None] * (position - 1) + [next(iter(arguments.values()))]))
+    model.compile(optimizer="adam")  # without them, as before

@@ -1103,6 +1103,29 @@ class TFViTMAEForPreTraining(TFViTMAEPreTrainedModel):
         }
 
     # ----------------------------------------------------------- Keras fit
+    def compile(self, *args, **kwargs) -> None:
+        """Keras' `compile` (see `TFViTMAEPreTrainedModel.compile`). The model
+        computes its own loss and learns without labels, so `loss` and
+        `metrics` are refused rather than ignored."""
+        positions = ("optimizer", "loss", "loss_weights", "metrics", "weighted_metrics")
+        given = dict(zip(positions, args))
+        given.update(kwargs)
+        if given.get("loss") is not None:
+            raise ValueError(
+                f"{type(self).__name__} computes its own loss (the error of the masked "
+                "patches; config.norm_pix_loss normalises their targets): leave loss unset, "
+                f"received loss={given['loss']!r}"
+            )
+        for name in ("metrics", "weighted_metrics"):
+            if given.get(name):
+                raise ValueError(
+                    f"{type(self).__name__} learns without labels, so compile {name} (which "
+                    "compare labels with outputs) have nothing to measure; fit logs the "
+                    "reconstruction loss as `loss`, and a callback can track more (e.g. "
+                    f"ReconstructionCallback). Received {name}={given[name]!r}"
+                )
+        super().compile(*args, **kwargs)
+
     def compute_loss(
         self,
         x: TensorLike | dict | None = None,
