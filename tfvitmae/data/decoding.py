@@ -128,13 +128,12 @@ def _is_webp(header: tf.Tensor) -> tf.Tensor:
     return tf.logical_and(_starts_with(header, b"RIFF"), _starts_with(header, b"WEBP", 8))
 
 
-def _pixels(contents: tf.Tensor, header: tf.Tensor) -> tf.Tensor:
+def _pixels(contents: tf.Tensor, header: tf.Tensor, bmp: dict[str, tf.Tensor]) -> tf.Tensor:
     pixels = tf.cond(  # the one format whose size needs more than the first bytes
         _is_jpeg(header),
         lambda: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(contents)[:2], tf.int64)),
         lambda: tf.constant(0, tf.int64),
     )
-    bmp = _bmp_fields(header)
     formats = (
         (_is_png(header), _uint(header, 16, 4, True) * _uint(header, 20, 4, True)),
         (
@@ -160,13 +159,13 @@ def image_pixels(contents: TensorLike) -> tf.Tensor:
     from its header without decoding it (int64; -1 for JPEG XL, whose size
     is not read here; 0 for other bytes, which do not decode)."""
     contents = tf.convert_to_tensor(contents, tf.string)
-    return _pixels(contents, _bytes_at(contents, 0, _HEADER_BYTES))
+    header = _bytes_at(contents, 0, _HEADER_BYTES)
+    return _pixels(contents, header, _bmp_fields(header))
 
 
 # ---------------------------------------------------------------- formats
-def _palette_bmp(contents: tf.Tensor, header: tf.Tensor) -> tf.Tensor:
+def _palette_bmp(contents: tf.Tensor, header: tf.Tensor, bmp: dict[str, tf.Tensor]) -> tf.Tensor:
     """A BMP of 1, 2, 4 or 8 bits a pixel, through its colour table -> uint8 RGB."""
-    bmp = _bmp_fields(header)
     bits, width, height = bmp["bits"], bmp["width"], bmp["height"]
     most = tf.bitwise.left_shift(tf.constant(1, tf.int64), bits)  # colours the bits index
     entry = tf.where(bmp["core"], tf.constant(3, tf.int64), tf.constant(4, tf.int64))
@@ -327,7 +326,8 @@ def decode_image(
     budget = MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
     contents = tf.convert_to_tensor(contents, tf.string)
     header = _bytes_at(contents, 0, _HEADER_BYTES)
-    pixels = _pixels(contents, header)
+    bmp = _bmp_fields(header)  # read once: for the size and for the colour table
+    pixels = _pixels(contents, header, bmp)
     known = tf.debugging.assert_non_negative(
         pixels,
         message="JPEG XL images are not read: their size cannot be checked before decoding; "
@@ -344,10 +344,10 @@ def decode_image(
         ),
     )
     with tf.control_dependencies([within]):
-        paletted = tf.logical_and(_starts_with(header, b"BM"), _bmp_fields(header)["bits"] <= 8)
+        paletted = tf.logical_and(_starts_with(header, b"BM"), bmp["bits"] <= 8)
         image = tf.cond(
             paletted,
-            lambda: _palette_bmp(contents, header),
+            lambda: _palette_bmp(contents, header, bmp),
             lambda: tf.io.decode_image(contents, channels=0, expand_animations=False),
         )
     image = _upright(_with_channels(image, num_channels), _orientation(contents, header))
