@@ -214,3 +214,108 @@ def test_a_model_too_large_for_memory_is_refused_before_it_is_built(sizes, patte
 
     with pytest.raises(MemoryError, match=rf"encoder alone has [\d,]+ parameters .*{pattern}"):
         TFViTMAEModel(tiny_config(**sizes))
+
+
+def test_transformers_attributes_read_as_its_defaults_and_kept_keys_as_attributes():
+    config = ViTMAEConfig(architectures=["ViTMAEForPreTraining"], is_decoder=False, foo={"a": 1})
+    assert config.architectures == ["ViTMAEForPreTraining"] and config.foo == {"a": 1}
+    assert config.is_decoder is False and "is_decoder" in config.to_dict()  # given: written back
+    plain = ViTMAEConfig()
+    assert plain.architectures is None and plain.problem_type is None
+    assert plain.pruned_heads == {} and plain.torchscript is False
+    assert "architectures" not in plain.to_dict()  # absent: not written
+    plain.architectures = ["X"]  # set later: kept and written, as in transformers
+    assert ViTMAEConfig.from_dict(plain.to_dict()).architectures == ["X"]
+    with pytest.raises(AttributeError, match="no attribute 'no_such_key'"):
+        plain.no_such_key  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("is_decoder", True),
+        ("add_cross_attention", True),
+        ("is_encoder_decoder", True),
+        ("pruned_heads", {"0": [1]}),
+        ("chunk_size_feed_forward", 5),
+        ("tie_encoder_decoder", True),
+    ],
+)
+def test_settings_these_models_do_not_have_are_refused(key, value):
+    with pytest.raises(ValueError, match=rf"does not support {key}=.*only .* is accepted"):
+        ViTMAEConfig(**{key: value})
+
+
+@pytest.mark.parametrize(
+    "key, suggestion",
+    [("hiden_size", "hidden_size"), ("mask_ration", "mask_ratio"), ("num_channel", "num_channels")],
+)
+def test_a_misspelt_field_is_refused_with_the_field_it_resembles(key, suggestion):
+    with pytest.raises(ValueError, match=rf"unknown key '{key}'; did you mean '{suggestion}'\?"):
+        ViTMAEConfig(**{key: 8})
+
+
+def test_labels_as_in_transformers(tmp_path):
+    config = ViTMAEConfig()
+    assert config.num_labels == 2 and config.id2label == {0: "LABEL_0", 1: "LABEL_1"}
+    assert "id2label" not in config.to_dict()  # the default classes are not written
+    config = ViTMAEConfig(num_labels=5)
+    assert len(config.id2label) == len(config.label2id) == 5
+    config.num_labels = 3
+    assert config.id2label == {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}
+    assert config.label2id == {"LABEL_0": 0, "LABEL_1": 1, "LABEL_2": 2}
+    named = ViTMAEConfig(id2label={"0": "cat", "1": "dog", "2": "fox"})  # JSON keys are strings
+    assert named.id2label == {0: "cat", 1: "dog", 2: "fox"} and named.label2id["fox"] == 2
+    assert named.num_labels == 3
+    named.to_json_file(tmp_path / "c.json")
+    assert json.loads((tmp_path / "c.json").read_text())["id2label"] == {
+        "0": "cat",
+        "1": "dog",
+        "2": "fox",
+    }
+    assert ViTMAEConfig.from_json_file(tmp_path / "c.json") == named
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        (dict(num_labels=0), r"num_labels must be a positive integer, received 0"),
+        (dict(id2label={0: "a"}, num_labels=2), r"num_labels=2 and an id2label of 1 classes"),
+        (dict(id2label={0: "a", 2: "b"}), r"indices 0 to 1, received \[0, 2\]"),
+        (dict(id2label={0: "a"}, label2id={"b": 0}), r"label2id must be the inverse of id2label"),
+        (dict(id2label=["a", "b"]), r"id2label must be a dict, received list"),
+        (dict(id2label={"x": "a"}), r"id2label must map class indices to names"),
+    ],
+)
+def test_inconsistent_labels_are_refused(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        ViTMAEConfig(**kwargs)
+
+
+def test_labels_travel_to_and_from_transformers(tmp_path):
+    import transformers
+
+    labels = {0: "cat", 1: "dog", 2: "fox"}
+    transformers.ViTMAEConfig(
+        id2label=labels, label2id={"cat": 0, "dog": 1, "fox": 2}
+    ).save_pretrained(tmp_path)
+    ours = ViTMAEConfig.from_pretrained(tmp_path)
+    assert ours.id2label == labels and ours.num_labels == 3
+    # The full form (every transformers attribute, as `use_diff=False` writes) loads in both.
+    ours.to_json_file(tmp_path / "config.json", use_diff=False)
+    full = json.loads((tmp_path / "config.json").read_text())
+    assert full["is_decoder"] is False and full["return_dict"] is True
+    theirs = transformers.ViTMAEConfig.from_pretrained(tmp_path)
+    assert theirs.id2label == labels and theirs.hidden_size == ours.hidden_size
+    assert ViTMAEConfig.from_pretrained(tmp_path) == ours.copy(
+        **{k: v for k, v in full.items() if k not in ViTMAEConfig.FIELDS and k != "model_type"}
+    )
+
+
+def test_update_sets_fields_and_keys_or_changes_nothing():
+    config = ViTMAEConfig()
+    config.update({"mask_ratio": 0.5, "architectures": ["A"]})
+    assert config.mask_ratio == 0.5 and config.architectures == ["A"]
+    with pytest.raises(ValueError, match="mask_ratio"):
+        config.update({"mask_ratio": 2.0, "hidden_size": 64})
+    assert config.mask_ratio == 0.5 and config.hidden_size == 768

@@ -219,7 +219,7 @@ def registered_class(name: str) -> type[Any] | None:
 
 def architecture_class(config: Any, default: type[Any]) -> type[Any]:
     """The registered class named by `config`'s `architectures`, else `default`."""
-    for name in (config.extra.get("architectures") or []) if config else []:
+    for name in getattr(config, "architectures", None) or []:
         cls = registered_class(name)
         if cls is not None:
             return cls

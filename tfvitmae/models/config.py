@@ -6,6 +6,7 @@ written cheaply. The `config.json` format is the one Hugging Face uses for
 """
 
 import copy
+import difflib
 import inspect
 import json
 import math
@@ -61,9 +62,15 @@ class ViTMAEConfig:
         mask_ratio: Fraction of patches removed, in `[0, 1)`.
         norm_pix_loss: Whether the loss target is each patch normalised by its
             own mean and (unbiased) variance.
-        **kwargs: Further keys (for instance Hugging Face bookkeeping such as
-            `architectures`, or `output_hidden_states`) kept as attributes and
-            written back by `to_dict`.
+        **kwargs: As in transformers' `PretrainedConfig`:
+            `output_attentions`, `output_hidden_states` and `return_dict` (the
+            models' defaults); `id2label`, `label2id` and `num_labels` (class
+            names); and any other key (for instance `architectures`), kept as an
+            attribute and written back by `to_dict`. `PretrainedConfig`'s other
+            attributes read as its defaults when absent (`config.is_decoder` is
+            False). Settings these models do not have (`is_decoder=True`,
+            `pruned_heads`, ...) and keys that look like a misspelt field
+            (`hiden_size`) raise.
 
     Example:
     >>> config = ViTMAEConfig.from_preset("base")
@@ -85,6 +92,7 @@ class ViTMAEConfig:
         "return_dict",
         "use_return_dict",
     )
+    LABEL_FIELDS: tuple[str, ...] = ("id2label", "label2id", "num_labels")
 
     def __init__(
         self,
@@ -130,15 +138,115 @@ class ViTMAEConfig:
         self.norm_pix_loss: bool = norm_pix_loss
         self.output_attentions: bool = kwargs.pop("output_attentions", False)
         self.output_hidden_states: bool = kwargs.pop("output_hidden_states", False)
-        self.use_return_dict: bool = kwargs.pop("return_dict", kwargs.pop("use_return_dict", True))
+        self.return_dict: bool = kwargs.pop("return_dict", kwargs.pop("use_return_dict", True))
         # "vit" marks a transformers ViT (classification) config; the fields are the same.
         self.model_type = kwargs.pop("model_type", type(self).model_type)
         if self.model_type not in ("vit_mae", "vit"):
             raise ValueError(
                 f"ViTMAEConfig.model_type must be 'vit_mae' or 'vit', received {self.model_type!r}"
             )
-        self.extra: dict[str, Any] = kwargs
+        self._id2label: dict[int, str] = dict(_DEFAULT_LABELS)
+        self._label2id: dict[str, int] | None = None
+        id2label = kwargs.pop("id2label", None)
+        self._set_labels(id2label, kwargs.pop("label2id", None))
+        num_labels = kwargs.pop("num_labels", None)
+        if num_labels is not None:
+            if id2label is not None and num_labels != len(self._id2label):
+                raise ValueError(
+                    f"ViTMAEConfig got num_labels={num_labels!r} and an id2label of "
+                    f"{len(self._id2label)} classes; give one of them, or both alike"
+                )
+            self.num_labels = num_labels
+        _check_extra_keys(kwargs)
+        for name, value in kwargs.items():
+            setattr(self, name, value)
         self.validate()
+
+    # ------------------------------------------------ transformers' attributes
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names that are not set: `PretrainedConfig`'s
+        # attributes read as its defaults, as in transformers.
+        if name in _PRETRAINED_DEFAULTS:
+            return copy.deepcopy(_PRETRAINED_DEFAULTS[name])
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """The keys that are not fields of this class, as given (read-only view)."""
+        return {k: v for k, v in vars(self).items() if k not in _OWN and not k.startswith("_")}
+
+    @property
+    def use_return_dict(self) -> bool:
+        """Whether the models return output objects (`return_dict`, off under `torchscript`)."""
+        return bool(self.return_dict) and not self.torchscript
+
+    @use_return_dict.setter
+    def use_return_dict(self, value: bool) -> None:
+        self.return_dict = value
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        """Class names by index; `LABEL_0`, `LABEL_1` until set, as in transformers."""
+        return dict(self._id2label)
+
+    @id2label.setter
+    def id2label(self, value: dict) -> None:
+        self._set_labels(value, None)
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        """Class indices by name, the inverse of `id2label` unless given."""
+        if self._label2id is not None:
+            return dict(self._label2id)
+        return {name: i for i, name in self.id2label.items()}
+
+    @label2id.setter
+    def label2id(self, value: dict) -> None:
+        self._set_labels(self._id2label, value)
+
+    @property
+    def num_labels(self) -> int:
+        """The number of classes, `len(id2label)`. Setting another number
+        renames the classes `LABEL_0` ... , as in transformers."""
+        return len(self.id2label)
+
+    @num_labels.setter
+    def num_labels(self, value: int) -> None:
+        if not _is_int(value) or value < 1:
+            raise ValueError(
+                f"ViTMAEConfig.num_labels must be a positive integer, received {value!r}"
+            )
+        if len(self._id2label) != value:
+            self._set_labels({i: f"LABEL_{i}" for i in range(value)}, None)
+
+    def _set_labels(self, id2label: Any, label2id: Any) -> None:
+        """Check and store class names. JSON keys are strings: ids become ints."""
+        for name, value in (("id2label", id2label), ("label2id", label2id)):
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(
+                    f"ViTMAEConfig.{name} must be a dict, received {type(value).__name__}"
+                )
+        try:
+            ids = None if id2label is None else {int(k): v for k, v in id2label.items()}
+            names = None if label2id is None else {k: int(v) for k, v in label2id.items()}
+        except (TypeError, ValueError):
+            raise ValueError(
+                "ViTMAEConfig.id2label must map class indices to names, and label2id names to "
+                f"indices, received id2label={id2label!r}, label2id={label2id!r}"
+            ) from None
+        if ids is not None and sorted(ids) != list(range(len(ids))):
+            raise ValueError(
+                f"ViTMAEConfig.id2label must have the indices 0 to {len(ids) - 1}, received "
+                f"{sorted(ids)}"
+            )
+        if ids is not None and names is not None and names != {v: k for k, v in ids.items()}:
+            raise ValueError(
+                f"ViTMAEConfig.label2id must be the inverse of id2label, received "
+                f"label2id={label2id!r} for id2label={id2label!r}"
+            )
+        if ids is None and names is not None and names != self.label2id:
+            raise ValueError("ViTMAEConfig got a label2id without an id2label; give both")
+        self._id2label, self._label2id = _DEFAULT_LABELS if ids is None else ids, names
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
@@ -254,8 +362,11 @@ class ViTMAEConfig:
             out["output_attentions"] = True
         if self.output_hidden_states:
             out["output_hidden_states"] = True
-        if not self.use_return_dict:
+        if not self.return_dict:
             out["return_dict"] = False
+        if self._id2label != _DEFAULT_LABELS:  # other classes (JSON keys are strings)
+            out["id2label"] = {str(k): v for k, v in self._id2label.items()}
+            out["label2id"] = self.label2id
         out.update(copy.deepcopy(self.extra))
         return out
 
@@ -282,8 +393,27 @@ class ViTMAEConfig:
         merged.update(overrides)
         return cls(**merged)
 
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+    def to_json_string(self, use_diff: bool = True) -> str:
+        """The `config.json` text. `use_diff=False` also writes every
+        `PretrainedConfig` attribute that is at its default, as transformers does."""
+        config = self.to_dict()
+        if not use_diff:
+            config = {**_PRETRAINED_DEFAULTS, "id2label": self.id2label, **config}
+            config.setdefault("label2id", self.label2id)
+            config["id2label"] = {str(k): v for k, v in config["id2label"].items()}
+            config.update(output_attentions=self.output_attentions, return_dict=self.return_dict)
+            config["output_hidden_states"] = self.output_hidden_states
+        return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, json_file_path: PathLike, use_diff: bool = True) -> str:
+        """Write the `config.json` text to `json_file_path` (atomically); return the path."""
+        return atomic_write_text(os.fspath(json_file_path), self.to_json_string(use_diff))
+
+    def update(self, config_dict: dict[str, Any]) -> None:
+        """Set the given fields and keys, then re-validate; a failure changes nothing."""
+        updated = self.copy(**config_dict)
+        self.__dict__.clear()
+        self.__dict__.update(updated.__dict__)
 
     def save_pretrained(self, save_directory: PathLike) -> str:
         """Write `config.json` into `save_directory` (created if missing).
@@ -379,7 +509,69 @@ PRESETS: dict[str, dict[str, int]] = {
 
 
 ViTMAEConfig.STRUCTURE = tuple(inspect.signature(ViTMAEConfig.__init__).parameters)[1:-1]
-ViTMAEConfig.FIELDS = ViTMAEConfig.STRUCTURE + ViTMAEConfig.OUTPUT_FLAGS
+ViTMAEConfig.FIELDS = ViTMAEConfig.STRUCTURE + ViTMAEConfig.OUTPUT_FLAGS + ViTMAEConfig.LABEL_FIELDS
+# transformers' classes of a config that names none (written only when others are set).
+_DEFAULT_LABELS = {0: "LABEL_0", 1: "LABEL_1"}
+# Attributes that are this class's own, not kept keys (`extra`).
+_OWN = frozenset(ViTMAEConfig.FIELDS) | {"model_type"}
+
+# transformers' `PretrainedConfig` attributes that every config has, read as
+# these defaults when a config does not set them. They are bookkeeping here
+# (these models do not read them), kept and written back when given.
+_PRETRAINED_DEFAULTS: dict[str, Any] = {
+    "architectures": None,
+    "finetuning_task": None,
+    "problem_type": None,
+    "tokenizer_class": None,
+    "prefix": None,
+    "bos_token_id": None,
+    "pad_token_id": None,
+    "eos_token_id": None,
+    "sep_token_id": None,
+    "decoder_start_token_id": None,
+    "task_specific_params": None,
+    "torch_dtype": None,
+    "torchscript": False,
+    "use_bfloat16": False,
+    "tf_legacy_loss": False,
+    "tie_word_embeddings": True,
+    "cross_attention_hidden_size": None,
+    "is_decoder": False,
+    "is_encoder_decoder": False,
+    "add_cross_attention": False,
+    "tie_encoder_decoder": False,
+    "pruned_heads": {},
+    "chunk_size_feed_forward": 0,
+}
+# `PretrainedConfig` settings that change what a transformers model computes
+# and that these models do not have: only their defaults are accepted.
+_UNSUPPORTED = {
+    "is_decoder": "ViTMAE is an encoder (and a pretraining decoder without causal masking)",
+    "is_encoder_decoder": "ViTMAE is not a sequence-to-sequence model",
+    "add_cross_attention": "ViTMAE has no cross-attention",
+    "tie_encoder_decoder": "ViTMAE's decoder has its own weights",
+    "pruned_heads": "head pruning is not implemented",
+    "chunk_size_feed_forward": "feed-forward chunking is not implemented",
+}
+
+
+def _check_extra_keys(kwargs: dict[str, Any]) -> None:
+    """Refuse a setting these models do not have and a key that looks like a
+    misspelt field; keep every other key (a config may come from a newer
+    transformers)."""
+    for name, value in kwargs.items():
+        if name in _UNSUPPORTED and value != _PRETRAINED_DEFAULTS[name]:
+            raise ValueError(
+                f"ViTMAEConfig does not support {name}={value!r}: {_UNSUPPORTED[name]}; "
+                f"only {_PRETRAINED_DEFAULTS[name]!r} is accepted"
+            )
+        if name in _PRETRAINED_DEFAULTS:
+            continue
+        close = difflib.get_close_matches(name, _OWN, n=1, cutoff=0.85)
+        if close:
+            raise ValueError(
+                f"ViTMAEConfig got the unknown key {name!r}; did you mean {close[0]!r}?"
+            )
 
 
 def _is_int(value: object) -> TypeGuard[int]:
