@@ -13,7 +13,8 @@ from tfvitmae.training import train_classifier
 from ..harness import run_model_test
 from ..helpers import labelled, max_diff, pixels, timm_style_vit, tiny_config
 
-# The classifier sees every patch: its config is the given one with mask_ratio 0.
+# The classifier sees every patch, and its config names its classes (as in
+# transformers): its config is the given one when that has mask_ratio 0 and the classes.
 CONFIG = tiny_config(mask_ratio=0.0)
 LABELS = {0: "a", 1: "b", 2: "c", 3: "d"}
 LABELS_3 = {0: "a", 1: "b", 2: "c"}
@@ -28,9 +29,10 @@ HEADS = {
 @pytest.mark.parametrize("head", HEADS.values(), ids=HEADS.keys())
 def test_model_harness(head):
     x = pixels(CONFIG, channels_last=head.get("data_format") == "channels_last")
+    config = CONFIG.copy(id2label=head.get("id2label") or {i: f"LABEL_{i}" for i in range(4)})
     model, loaded = run_model_test(
         TFViTMAEForImageClassification,
-        dict(config=CONFIG, num_labels=4, **head),
+        dict(config=config, num_labels=4, **head),
         x,
         expected_output_shape=(2, 4),
     )
@@ -227,3 +229,21 @@ def test_predict_images_gives_probabilities_and_top_labels():
     )
     logits = model(model.image_processor(photos)["pixel_values"])
     assert max_diff(out["probabilities"], tf.nn.softmax(logits)) < 1e-6
+
+
+def test_the_config_names_the_classes_as_in_transformers(tmp_path):
+    """`model.config.id2label[prediction]`, transformers' idiom, names the class."""
+    named = TFViTMAEForImageClassification(tiny_config(), id2label=LABELS_3)
+    assert named.num_labels == 3 and named.config.id2label == LABELS_3
+    assert named.config.label2id == {"a": 0, "b": 1, "c": 2}
+    # Without num_labels or id2label, the config's classes (2 by default, as transformers).
+    from_config = TFViTMAEForImageClassification(tiny_config(id2label={0: "x", 1: "y", 2: "z"}))
+    assert from_config.num_labels == 3 and from_config.label_names() == ["x", "y", "z"]
+    assert TFViTMAEForImageClassification(tiny_config()).num_labels == 2
+    numbered = TFViTMAEForImageClassification(tiny_config(), num_labels=4)
+    assert numbered.config.id2label[3] == "LABEL_3" and numbered.label_names()[3] == "3"
+    named.save_pretrained(tmp_path)
+    loaded = TFViTMAEForImageClassification.from_pretrained(tmp_path)
+    assert loaded.config.id2label == LABELS_3 and loaded.num_labels == 3
+    with pytest.raises(ValueError, match=r"id2label must name the classes 0 to 3 .* \[0, 1, 2\]"):
+        TFViTMAEForImageClassification(tiny_config(), num_labels=4, id2label=LABELS_3)

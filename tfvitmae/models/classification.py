@@ -30,7 +30,8 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
 
     Args:
         config: A `ViTMAEConfig` (its `mask_ratio` is ignored: nothing is masked).
-        num_labels: Number of classes.
+        num_labels: Number of classes; by default the config's `num_labels`
+            (2 unless its `id2label` names others, as in transformers).
         pooling: `"cls"` (the CLS token after the final LayerNorm, as
             transformers' `ViTForImageClassification`) or `"mean"` (MAE
             fine-tuning: mean of the patch tokens, then a LayerNorm `fc_norm`).
@@ -38,7 +39,8 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
             `BatchNormalization(center=False, scale=False, epsilon=1e-6)` (momentum 0.9,
             PyTorch's 0.1), then `Dense`.
         drop_path_rate: Stochastic depth for fine-tuning (MAE uses 0.1 for ViT-B).
-        id2label: Optional `{index: name}` for the classes.
+        id2label: Optional `{index: name}` for the classes. The model's
+            `config.id2label` holds the names (`LABEL_<i>` when none are given).
         data_format, attn_implementation, seed: As in `TFViTMAEModel`.
 
     Call arguments:
@@ -54,11 +56,12 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
     """
 
     default_name = "vit_mae_for_image_classification"
+    _label_columns = ("labels", "label")
 
     def __init__(
         self,
         config: ViTMAEConfig | dict,
-        num_labels: int = 1000,
+        num_labels: int | None = None,
         pooling: str = "cls",
         linear_probe: bool = False,
         drop_path_rate: float = 0.0,
@@ -70,9 +73,24 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
     ):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, received {pooling!r}")
+        config = as_config(config)
+        if num_labels is None and not id2label:
+            num_labels, id2label = config.num_labels, config.id2label  # the config's classes
+        if num_labels is None:
+            num_labels = len(id2label or {})
         if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
             raise ValueError(f"num_labels must be a positive integer, received {num_labels!r}")
-        config = as_config(config).copy(mask_ratio=0.0)
+        names = {int(k): str(v) for k, v in (id2label or {}).items()}
+        if names and sorted(names) != list(range(num_labels)):
+            raise ValueError(
+                f"id2label must name the classes 0 to {num_labels - 1} (num_labels={num_labels}), "
+                f"received the indices {sorted(names)}"
+            )
+        labels = names or {i: f"LABEL_{i}" for i in range(num_labels)}
+        # The config carries the classes, as transformers' classifiers' do.
+        config = config.copy(
+            mask_ratio=0.0, id2label=labels, label2id={v: k for k, v in labels.items()}
+        )
         super().__init__(
             config,
             data_format=data_format,
@@ -84,7 +102,7 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
         self.num_labels = num_labels
         self.pooling = pooling
         self.linear_probe = linear_probe
-        self.id2label = {int(k): str(v) for k, v in (id2label or {}).items()}
+        self.id2label = names
         dtype = self.dtype_policy
         self.fc_norm = (
             keras.layers.LayerNormalization(
@@ -225,21 +243,15 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
     # ------------------------------------------------------- checkpoints
     @classmethod
     def init_kwargs_from_config(cls, config: ViTMAEConfig) -> dict[str, Any]:
-        id2label = {int(k): v for k, v in config.extra.get("id2label", {}).items()}
-        kwargs = dict(
-            pooling=config.extra.get("pooling", "cls"),
-            linear_probe=config.extra.get("linear_probe", False),
+        # The classes come with the config (see `__init__`).
+        return dict(
+            pooling=getattr(config, "pooling", "cls"),
+            linear_probe=getattr(config, "linear_probe", False),
         )
-        if id2label:
-            kwargs.update(num_labels=len(id2label), id2label=id2label)
-        return kwargs
 
     def config_extras(self, pytorch: bool = False) -> dict[str, Any]:
-        labels = self.id2label or {i: f"LABEL_{i}" for i in range(self.num_labels)}
-        extras = dict(
-            id2label={str(k): v for k, v in labels.items()},
-            label2id={v: k for k, v in labels.items()},
-        )
+        labels = self.config.id2label
+        extras: dict[str, Any] = {}
         if pytorch and self.pooling == "cls":  # transformers' ViTForImageClassification config
             extras["model_type"] = "vit"
         else:  # a PyTorch layout has the probe's BatchNorm folded into a plain head
@@ -307,14 +319,14 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
 
     @classmethod
     def from_encoder(
-        cls, encoder: TFViTMAEPreTrainedModel | PathLike, num_labels: int, **kwargs
+        cls, encoder: TFViTMAEPreTrainedModel | PathLike, num_labels: int | None = None, **kwargs
     ) -> "TFViTMAEForImageClassification":
         """A classifier whose encoder weights are copied from a pretrained model.
 
         Args:
             encoder: A `TFViTMAEModel` / `TFViTMAEForPreTraining`, or anything
                 `from_pretrained` accepts (directory, weights file, Hub id).
-            num_labels: Number of classes.
+            num_labels: Number of classes (by default the encoder config's, as in `__init__`).
             **kwargs: Further constructor arguments (`pooling`, `linear_probe`, ...).
                 The encoder's `data_format` and `image_processor` carry over.
         """
