@@ -7,6 +7,7 @@ MAE's augmentation.
   `preprocessor_config.json`).
 - `pipeline.py`: `make_dataset`, from folders, file lists, arrays or datasets
   to batches of `pixel_values`, each pass pinned to its epoch (`set_epoch`).
+- `hf_datasets.py`: 🤗 Datasets to `tf.data` (the models' `prepare_tf_dataset`).
 - `folders.py`: folder scans, train/validation splits, broken-image checks.
 - `augmentation.py`: random resized crop, flip, MixUp/CutMix, plug-in augmenters.
 """
@@ -29,6 +30,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "make_dataset": "pipeline",
         "normalize": "pipeline",
         "set_epoch": "pipeline",
+        "to_tf_dataset": "hf_datasets",
         "find_unreadable": "folders",
         "list_image_files": "folders",
         "split_files": "folders",

@@ -20,6 +20,7 @@ from keras import ops
 from ..checkpoints import HubMixin
 from ..data.image_processor import ViTMAEImageProcessor
 from ..serving.mixin import ExportMixin
+from ..utils.backend import tensorflow
 from ..utils.checks import check_batch_size, check_data_format
 from ..utils.types import PathLike, TensorLike
 from .config import ViTMAEConfig, as_config
@@ -786,6 +787,68 @@ class TFViTMAEPreTrainedModel(HubMixin, ExportMixin, AttentionSwitch, keras.Mode
     def get_output_embeddings(self) -> None:
         """None: no output layer shares the input embedding's weights (as transformers)."""
         return None
+
+    def _image_shape(self) -> tuple[int, int, int]:
+        """One input image's shape in `data_format`."""
+        height, width = self.config.image_hw
+        if self.data_format == "channels_last":
+            return (height, width, self.config.num_channels)
+        return (self.config.num_channels, height, width)
+
+    @property
+    def dummy_inputs(self) -> dict[str, np.ndarray]:
+        """`{"pixel_values": ...}`, 3 random images of the config's size in
+        `data_format` (transformers' name)."""
+        images = np.random.default_rng(0).random((3, *self._image_shape()), dtype=np.float32)
+        return {"pixel_values": images}
+
+    @property
+    def input_signature(self) -> dict[str, Any]:
+        """`{"pixel_values": tf.TensorSpec}` of a batch of any size (transformers'
+        name), e.g. for `tf.function(input_signature=[model.input_signature])`."""
+        tf = tensorflow("input_signature")
+        shape = (None, *self._image_shape())
+        return {"pixel_values": tf.TensorSpec(shape, tf.float32, name="pixel_values")}
+
+    # 🤗 Datasets columns `prepare_tf_dataset` keeps as targets (none: self-supervised).
+    _label_columns: tuple[str, ...] = ()
+
+    def prepare_tf_dataset(
+        self,
+        dataset: Any,
+        batch_size: int = 8,
+        shuffle: bool = True,
+        tokenizer: Any = None,
+        collate_fn: Any = None,
+        collate_fn_args: dict[str, Any] | None = None,
+        drop_remainder: bool | None = None,
+        prefetch: bool = True,
+    ) -> Any:
+        """A `tf.data.Dataset` for `fit` from a 🤗 Datasets `Dataset`, as in
+        transformers: its `pixel_values` (and `noise`) columns become the
+        inputs, a `labels` or `label` column a classifier's targets, the
+        other columns are dropped. See `data.to_tf_dataset`.
+
+        `tokenizer` is refused: images go through `model.image_processor`.
+        """
+        if tokenizer is not None:
+            raise ValueError(
+                "prepare_tf_dataset(tokenizer=...) is for text models; make the images' "
+                "pixel_values with the model's image processor (model.image_processor)"
+            )
+        from ..data.hf_datasets import to_tf_dataset
+
+        return to_tf_dataset(
+            dataset,
+            input_names=("pixel_values", "noise"),
+            label_names=self._label_columns,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=collate_fn,
+            collate_fn_args=collate_fn_args,
+            drop_remainder=drop_remainder,
+            prefetch=prefetch,
+        )
 
     @classmethod
     def from_config(cls, config: "dict | ViTMAEConfig") -> "TFViTMAEPreTrainedModel":
