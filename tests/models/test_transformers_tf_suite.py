@@ -259,6 +259,7 @@ def test_for_pretraining():
     model = TFViTMAEForPreTraining(config)
     result = model(inputs_dict()["pixel_values"], training=False)
     assert result.logits.shape == (BATCH, NUM_PATCHES, PATCH**2 * CHANNELS)
+    assert result.loss.shape == ()  # theirs: (1,); transformers' PyTorch model: ()
     # greyscale images
     config.num_channels = 1
     model = TFViTMAEForPreTraining(config)
