@@ -417,6 +417,24 @@ def test_export_command(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_export_command_onnx_and_litert(tmp_path, capsys):
+    TFViTMAEForPreTraining(tiny_config()).save_pretrained(tmp_path / "ckpt")
+    onnx_file, litert_file = tmp_path / "model.onnx", tmp_path / "model.tflite"
+    assert main(["export", str(tmp_path / "ckpt"), str(onnx_file), "--format", "onnx"]) == 0
+    assert "(onnx): reconstruct" in capsys.readouterr().out and onnx_file.stat().st_size
+    command = ["export", str(tmp_path / "ckpt"), str(litert_file), "--format", "litert"]
+    assert main([*command, "--signature", "features"]) == 0
+    assert "(litert): features" in capsys.readouterr().out and litert_file.stat().st_size
+    # What only a SavedModel has is refused, not ignored.
+    assert main([*command, "--version", "2"]) == 1
+    assert "only --format tf_saved_model takes --version" in capsys.readouterr().err
+    saved_model = ["export", str(tmp_path / "ckpt"), str(tmp_path / "serving")]
+    assert main([*saved_model, "--signature", "features"]) == 1
+    assert "--signature applies to --format onnx and litert" in capsys.readouterr().err
+    assert not (tmp_path / "serving").exists()
+
+
+@pytest.mark.slow
 def test_pretrain_counts_only_usable_images_and_refuses_a_broken_folder(
     tiny_checkpoint, tmp_path, capsys
 ):

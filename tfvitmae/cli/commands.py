@@ -427,20 +427,44 @@ def load_any_model(name_or_path: str | os.PathLike) -> "TFViTMAEPreTrainedModel"
 
 
 def export(args: argparse.Namespace) -> int:
-    """`tfvitmae export`: a SavedModel for TensorFlow Serving."""
+    """`tfvitmae export`: a SavedModel for TensorFlow Serving, or an ONNX or LiteRT file."""
+    saved_model_only = dict(
+        version=args.version is not None,
+        no_raw_inputs=args.no_raw_inputs,
+        warmup=args.warmup,
+        top_k=args.top_k is not None,
+    )
+    if args.format != "tf_saved_model":
+        given = [f"--{k.replace('_', '-')}" for k, v in saved_model_only.items() if v]
+        if given:
+            raise ValueError(f"only --format tf_saved_model takes {', '.join(given)}")
+        from ..serving.portable import export_portable
+
+        model = load_any_model(args.model)
+        names = export_portable(
+            model, args.export_base, args.format, signature=args.signature, verbose=False
+        )
+        print(
+            f"exported {type(model).__name__} to {args.export_base} ({args.format}): "
+            f"{', '.join(names)}"
+        )
+        return 0
+    if args.signature is not None:
+        raise ValueError("--signature applies to --format onnx and litert (a SavedModel has all)")
     from ..serving.saved_model import export_for_serving
 
     model = load_any_model(args.model)
+    version = 1 if args.version is None else args.version
     signatures = export_for_serving(
         model,
         args.export_base,
-        version=args.version,
+        version=version,
         raw_inputs=not args.no_raw_inputs,
         warmup=args.warmup,
-        top_k=args.top_k,
+        top_k=5 if args.top_k is None else args.top_k,
         verbose=False,
     )
-    path = os.path.join(args.export_base, str(args.version))
+    path = os.path.join(args.export_base, str(version))
     print(f"exported {type(model).__name__} to {path} with signatures: {', '.join(signatures)}")
     print(f"inspect with: saved_model_cli show --dir {path} --all")
     return 0

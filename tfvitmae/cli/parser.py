@@ -333,37 +333,53 @@ def _add_reconstruct(subparsers: argparse._SubParsersAction) -> None:
 def _add_export(subparsers: argparse._SubParsersAction) -> None:
     exp = subparsers.add_parser(
         "export",
-        help="export a SavedModel for TensorFlow Serving",
+        help="export a SavedModel for TensorFlow Serving, or an ONNX or LiteRT file",
         description="Write MODEL as EXPORT_BASE/VERSION/saved_model.pb + variables/, the layout "
-        "TensorFlow Serving "
-        "loads. Signatures: serving_default (encoder features), reconstruct[_with_seed] for "
-        "pretraining models, "
-        "classify for classifiers, each also taking encoded image bytes (_image_bytes) and uint8 "
-        "images (_uint8).",
+        "TensorFlow Serving loads. Signatures: serving_default (encoder features), "
+        "reconstruct[_with_seed] for pretraining models, classify for classifiers, each also "
+        "taking encoded image bytes (_image_bytes) and uint8 images (_uint8). With --format onnx "
+        "or litert, EXPORT_BASE is the file to write: features, classify or reconstruct (with "
+        "an explicit noise input), each also as _uint8 (ONNX: one of them, see --signature; "
+        "LiteRT: all).",
     )
     exp.add_argument("model", metavar="MODEL", help="checkpoint directory, weights file or Hub id")
     exp.add_argument(
-        "export_base", metavar="EXPORT_BASE", help="model base directory of TF Serving"
+        "export_base",
+        metavar="EXPORT_BASE",
+        help="model base directory of TF Serving (the file, for onnx and litert)",
+    )
+    exp.add_argument(
+        "--format",
+        choices=("tf_saved_model", "onnx", "litert"),
+        default="tf_saved_model",
+        help="tf_saved_model (default), onnx (needs tfvitmae[onnx]) or litert "
+        "(needs tfvitmae[litert])",
+    )
+    exp.add_argument(
+        "--signature",
+        help="onnx and litert: the function to write (default: the model's own for onnx, "
+        "all for litert)",
     )
     exp.add_argument(
         "--version",
         type=NON_NEGATIVE_INT,
-        default=1,
-        help="version sub-directory, must be new (default: 1)",
+        help="tf_saved_model: version sub-directory, must be new (default: 1)",
     )
     exp.add_argument(
-        "--no-raw-inputs", action="store_true", help="skip the image-bytes and uint8 signatures"
+        "--no-raw-inputs",
+        action="store_true",
+        help="tf_saved_model: skip the image-bytes and uint8 signatures",
     )
     exp.add_argument(
         "--warmup",
         action="store_true",
-        help="write assets.extra/tf_serving_warmup_requests (needs tensorflow-serving-api)",
+        help="tf_saved_model: write assets.extra/tf_serving_warmup_requests (needs "
+        "tensorflow-serving-api)",
     )
     exp.add_argument(
         "--top-k",
         type=POSITIVE_INT,
-        default=5,
-        help="classes in classify's top-k outputs (default: 5)",
+        help="tf_saved_model: classes in classify's top-k outputs (default: 5)",
     )
     exp.set_defaults(func=commands.export)
 

@@ -1,8 +1,10 @@
-"""Serving: the SavedModel export for TensorFlow Serving, and the requests
-its clients send.
+"""Serving: the SavedModel export for TensorFlow Serving, ONNX and LiteRT
+files, and the requests TF Serving's clients send.
 
 - `saved_model.py`: `export_saved_model`: signatures for float pixels,
   encoded images and uint8 arrays.
+- `portable.py`: `export_portable`: the same computations as ONNX or LiteRT
+  files (reconstruction with an explicit `noise` input).
 - `mixin.py`: `ExportMixin`, a model's `export`, free of TensorFlow until called.
 - `requests.py`: example inputs, REST bodies, gRPC `PredictRequest`s and
   warm-up records.
@@ -19,6 +21,8 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "ExportMixin": "mixin",
         "export_for_serving": "saved_model",
         "export_saved_model": "saved_model",
+        "PORTABLE_FORMATS": "portable",
+        "export_portable": "portable",
         "example_inputs": "requests",
         "predict_request": "requests",
         "rest_request": "requests",

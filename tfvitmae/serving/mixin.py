@@ -1,5 +1,5 @@
 """`ExportMixin`: a model's `export`, importable without TensorFlow (the
-export itself, in `saved_model.py`, needs it)."""
+exports themselves, in `saved_model.py` and `portable.py`, need it)."""
 
 from typing import Any
 
@@ -10,8 +10,8 @@ __all__ = ["ExportMixin"]
 
 
 class ExportMixin:
-    """`export`: Keras' `Model.export`, with TF Serving's SavedModel as this
-    package's own format."""
+    """`export`: Keras' `Model.export`, with TF Serving's SavedModel, ONNX and
+    LiteRT as this package's own formats."""
 
     def export(
         self,
@@ -20,18 +20,27 @@ class ExportMixin:
         verbose: bool = True,
         **kwargs: Any,
     ) -> list[str] | None:
-        """Export a SavedModel for TensorFlow Serving (see `serving.saved_model`).
+        """Export for serving: a SavedModel for TensorFlow Serving (see
+        `serving.saved_model`), or an ONNX or LiteRT file (`serving.portable`).
 
         Args:
-            filepath: A new directory (for TF Serving, `BASE/VERSION`).
-            format: `"tf_saved_model"`; other formats go to `keras.Model.export`.
-            verbose: Print the signatures.
-            **kwargs: `raw_inputs`, `warmup`, `top_k` of `export_saved_model`.
+            filepath: A new directory (for TF Serving, `BASE/VERSION`), or the
+                new `.onnx` / `.tflite` file.
+            format: `"tf_saved_model"`, `"onnx"` or `"litert"`; other formats
+                (`"openvino"`) go to `keras.Model.export`.
+            verbose: Print what was written.
+            **kwargs: `raw_inputs`, `warmup`, `top_k` of `export_saved_model`;
+                `signature`, `opset` of `export_portable`.
 
         Returns:
-            The exported signature names (`None` for the other formats, as
+            The exported signature names (`None` for Keras' formats, as
             `keras.Model.export` returns nothing).
         """
+        if format in ("onnx", "litert"):
+            tensorflow(f"An {format} export", keras_on_it=True)
+            from .portable import export_portable
+
+            return export_portable(self, filepath, format, verbose=verbose, **kwargs)
         if format != "tf_saved_model":
             # keras.Model's, next in the model's method order.
             return super().export(filepath, format=format, verbose=verbose, **kwargs)  # type: ignore[misc]
