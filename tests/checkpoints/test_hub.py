@@ -487,3 +487,55 @@ def test_subfolder_of_a_folder_and_of_a_hub_repo(hub_cache, tmp_path):
     reference = TFViTMAEForPreTraining.from_pretrained(FIXTURE)
     x, noise = pixels(nested.config), noise_for(nested.config)
     assert max_diff(nested(x, noise=noise).logits, reference(x, noise=noise).logits) == 0
+
+
+@pytest.mark.parametrize("cls", [TFViTMAEModel, TFViTMAEForPreTraining])
+def test_the_encoder_saves_as_a_transformers_vit(cls, tmp_path):
+    """`pytorch="vit"`: transformers' `ViTModel` loads the encoder and gives
+    its unmasked features; the decoder and the MAE-only fields are left out."""
+    import torch
+    import transformers
+
+    config = tiny_config(layer_norm_eps=1e-6)
+    model = cls(config)
+    model.save_pretrained(tmp_path, pytorch="vit")
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert written["model_type"] == "vit" and written["architectures"] == ["ViTModel"]
+    assert not any(k.startswith("decoder_") or k == "mask_ratio" for k in written)
+    vit, info = transformers.ViTModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert sorted(info["missing_keys"]) == ["pooler.dense.bias", "pooler.dense.weight"]
+    assert not info["unexpected_keys"] and not info["mismatched_keys"]
+    x = pixels(config)
+    with torch.no_grad():
+        expected = vit.eval()(torch.from_numpy(x)).last_hidden_state.numpy()
+    ours = model.vit(np.transpose(x, (0, 2, 3, 1)), unmasked=True).last_hidden_state
+    assert max_diff(ours, expected) < 1e-5
+    back = TFViTMAEModel.from_pretrained(tmp_path)  # and back, strictly
+    assert max_diff(back.unmasked_features(x)["cls_features"], expected[:, 0]) < 1e-5
+
+
+def test_a_cls_classifier_saves_as_transformers_vit_classifier_and_mean_pooling_is_refused(
+    tmp_path,
+):
+    import torch
+    import transformers
+
+    config = tiny_config()
+    probe = TFViTMAEForImageClassification(config, id2label={0: "a", 1: "b"}, linear_probe=True)
+    rng = np.random.default_rng(0)
+    for variable in probe.weights:  # BatchNorm statistics that change the logits
+        values = rng.normal(0, 0.2, variable.shape)
+        variable.assign(np.abs(values) + 0.5 if "variance" in variable.path else values)
+    probe.save_pretrained(tmp_path / "probe", pytorch="vit")
+    vit = transformers.ViTForImageClassification.from_pretrained(tmp_path / "probe").eval()
+    assert vit.config.id2label == {0: "a", 1: "b"}
+    x = pixels(config)
+    with torch.no_grad():
+        expected = vit(torch.from_numpy(x)).logits.numpy()
+    assert max_diff(probe(x), expected) < 1e-5
+    mean = TFViTMAEForImageClassification(config, num_labels=2, pooling="mean")
+    with pytest.raises(ValueError, match="mean-pooled classifier has no transformers ViT layout"):
+        mean.save_pretrained(tmp_path / "mean", pytorch="vit")
+    assert not (tmp_path / "mean").exists() or not list((tmp_path / "mean").iterdir())
+    with pytest.raises(ValueError, match=r"pytorch must be True, False or 'vit', received 'timm'"):
+        mean.save_pretrained(tmp_path / "mean", pytorch="timm")

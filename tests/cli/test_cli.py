@@ -395,6 +395,10 @@ def test_convert_command_both_directions(tmp_path, capsys):
         "preprocessor_config.json",
         "pytorch_model.bin",
     ]
+    assert main(["convert", str(FIXTURE), str(tmp_path / "vit"), "--to", "vit"]) == 0
+    assert "transformers ViTModel layout (the encoder)" in capsys.readouterr().out
+    vit, info = transformers.ViTModel.from_pretrained(tmp_path / "vit", output_loading_info=True)
+    assert not info["unexpected_keys"] and vit.config.model_type == "vit"
 
 
 def test_convert_command_reports_bad_input(tmp_path, capsys):

@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
-from ..utils.files import COMMIT_PLAN, commit_files, finish_commits, read_json, staging_dir
+from ..utils.files import (
+    COMMIT_PLAN,
+    atomic_write_text,
+    commit_files,
+    finish_commits,
+    read_json,
+    staging_dir,
+)
 from ..utils.types import PathLike
 from .formats import (
     CONFIG_NAME,
@@ -314,7 +321,21 @@ def _other_weights(directory: str, keep: str) -> list[str]:
     ]
 
 
-def _save(model: Any, save_directory: str, *, pytorch: bool, safe_serialization: bool) -> list[str]:
+# The config fields a transformers `ViTConfig` has: the encoder's.
+_DECODER_FIELDS = ("mask_ratio", "norm_pix_loss")
+
+
+def _vit_config(config: Any, architecture: str) -> dict[str, Any]:
+    """`config.json` of transformers' ViT (`model_type: "vit"`): the encoder's fields."""
+    out = config.copy(model_type="vit", architectures=[architecture]).to_dict()
+    return {
+        k: v for k, v in out.items() if not k.startswith("decoder_") and k not in _DECODER_FIELDS
+    }
+
+
+def _save(
+    model: Any, save_directory: str, *, pytorch: bool | str, safe_serialization: bool
+) -> list[str]:
     """Write `config.json`, the weights and `preprocessor_config.json`.
 
     All files are written into a staging folder first and then moved into
@@ -326,12 +347,20 @@ def _save(model: Any, save_directory: str, *, pytorch: bool, safe_serialization:
         raise ValueError(
             f"save_directory must be a directory, received the file {save_directory!r}"
         )
+    if pytorch not in (False, True, "vit"):
+        raise ValueError(f"pytorch must be True, False or 'vit', received {pytorch!r}")
     class_name = type(model).__name__
-    architecture = PYTORCH_ARCHITECTURES.get(class_name, class_name) if pytorch else class_name
     # The model's own rules first: they may refuse (before anything is written).
-    extras = model.config_extras(pytorch)
-    state: dict[str, np.ndarray] = model.pytorch_state_dict() if pytorch else {}
-    config = model.config.copy(**{"architectures": [architecture], **extras})
+    state: dict[str, np.ndarray] = {}
+    if pytorch == "vit":
+        architecture, state = model.vit_state_dict()
+        config_text = json.dumps(_vit_config(model.config, architecture), indent=2, sort_keys=True)
+    else:
+        architecture = PYTORCH_ARCHITECTURES.get(class_name, class_name) if pytorch else class_name
+        extras = model.config_extras(bool(pytorch))
+        state = model.pytorch_state_dict() if pytorch else {}
+        config = model.config.copy(**{"architectures": [architecture], **extras})
+        config_text = config.to_json_string()
     if pytorch:
         weights_name = SAFE_WEIGHTS_NAME if safe_serialization else PT_WEIGHTS_NAME
     else:
@@ -343,7 +372,7 @@ def _save(model: Any, save_directory: str, *, pytorch: bool, safe_serialization:
                 writer(state, os.path.join(staging, weights_name))
             else:
                 model.save_weights(os.path.join(staging, weights_name))
-            config.save_pretrained(staging)
+            atomic_write_text(os.path.join(staging, CONFIG_NAME), config_text.rstrip("\n") + "\n")
             model.image_processor.save_pretrained(staging)
         except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError
             raise OSError(
@@ -484,7 +513,7 @@ class HubMixin:
     def save_pretrained(
         self,
         save_directory: PathLike,
-        pytorch: bool = False,
+        pytorch: bool | str = False,
         safe_serialization: bool = True,
         push_to_hub: bool = False,
         **hub_kwargs: Any,
@@ -498,6 +527,9 @@ class HubMixin:
             pytorch: Write the `transformers` PyTorch layout, which
                 `transformers.ViTMAEForPreTraining.from_pretrained` (or
                 `ViTMAEModel`) loads, instead of this package's `model.weights.h5`.
+                `"vit"`: transformers' ViT layout (`model_type: "vit"`) of the
+                encoder, which `transformers.ViTModel` loads (a CLS classifier:
+                `ViTForImageClassification`); see `vit_state_dict`.
             safe_serialization: With `pytorch=True`, `model.safetensors`
                 (default) rather than `pytorch_model.bin` (which needs torch).
             push_to_hub: Also upload to the Hub repo `hub_kwargs["repo_id"]`
@@ -536,7 +568,7 @@ class HubMixin:
         token: str | bool | None = None,
         revision: str | None = None,
         create_pr: bool = False,
-        pytorch: bool = False,
+        pytorch: bool | str = False,
         safe_serialization: bool = True,
     ) -> "CommitInfo":
         """Upload what `save_pretrained` writes to the Hub repo `repo_id`."""
@@ -575,3 +607,16 @@ class HubMixin:
         layout refuses here.
         """
         return to_state_dict(self, "transformers")
+
+    def vit_state_dict(self) -> tuple[str, dict[str, np.ndarray]]:
+        """`(architecture, weights)` in transformers' ViT layout: the encoder
+        as a `ViTModel` (whose weights are ViTMAE's; the fixed sin-cos
+        table becomes ViT's position embedding). `ViTModel`'s pooler has no
+        counterpart: transformers initialises it and says so, so read
+        `last_hidden_state`, not `pooler_output`."""
+        encoder = {
+            k.removeprefix("vit."): v
+            for k, v in self.pytorch_state_dict().items()
+            if not k.startswith("decoder.")
+        }
+        return "ViTModel", encoder

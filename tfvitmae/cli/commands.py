@@ -395,17 +395,16 @@ def convert(args: argparse.Namespace) -> int:
             args.src, strict=not args.no_strict, output_loading_info=True
         )
     to = args.to or ("pytorch" if report.format == "keras" else "keras")
-    written = model.save_pretrained(
-        args.dst, pytorch=to == "pytorch", safe_serialization=not args.bin
-    )
+    pytorch = {"keras": False, "pytorch": True, "vit": "vit"}[to]
+    written = model.save_pretrained(args.dst, pytorch=pytorch, safe_serialization=not args.bin)
     print(f"read {args.src}: {report.summary()}")
     for warning in caught:
         print(f"note: {warning.message}")
-    layout = (
-        "transformers PyTorch layout"
-        if to == "pytorch"
-        else f"tfvitmae Keras weights ({KERAS_WEIGHTS_NAME})"
-    )
+    layout = {
+        "pytorch": "transformers PyTorch layout",
+        "vit": "transformers ViTModel layout (the encoder)",
+        "keras": f"tfvitmae Keras weights ({KERAS_WEIGHTS_NAME})",
+    }[to]
     print(
         f"wrote {cls.__name__} as {layout}: {', '.join(os.path.basename(p) for p in written)} in "
         f"{args.dst}"

@@ -402,7 +402,10 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     )
     convert.add_argument("dst", metavar="DST", help="output directory (created if missing)")
     convert.add_argument(
-        "--to", choices=("keras", "pytorch"), help="output layout (default: the other one)"
+        "--to",
+        choices=("keras", "pytorch", "vit"),
+        help="output layout (default: the other one); vit: the encoder in transformers' ViT "
+        "layout, which transformers.ViTModel loads",
     )
     convert.add_argument(
         "--encoder-only", action="store_true", help="convert the encoder only (TFViTMAEModel)"

@@ -317,6 +317,17 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
             state[f"{head}.bias"] = (state[f"{head}.bias"] - folded @ mean).astype(weight.dtype)
         return state
 
+    def vit_state_dict(self) -> tuple[str, dict[str, np.ndarray]]:
+        """transformers' `ViTForImageClassification`, which pools the CLS token:
+        a mean-pooled classifier has no such layout and is refused."""
+        if self.pooling != "cls":
+            raise ValueError(
+                "A mean-pooled classifier has no transformers ViT layout: "
+                "ViTForImageClassification classifies the CLS token. Save it with "
+                "pytorch=True (timm's VisionTransformer(global_pool='avg'))"
+            )
+        return "ViTForImageClassification", self.pytorch_state_dict()
+
     @classmethod
     def from_encoder(
         cls, encoder: TFViTMAEPreTrainedModel | PathLike, num_labels: int | None = None, **kwargs
