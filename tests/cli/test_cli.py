@@ -421,7 +421,7 @@ def test_export_command(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_export_command_onnx_and_litert(tmp_path, capsys):
+def test_export_command_onnx_litert_and_keras_hub(tmp_path, capsys):
     TFViTMAEForPreTraining(tiny_config()).save_pretrained(tmp_path / "ckpt")
     onnx_file, litert_file = tmp_path / "model.onnx", tmp_path / "model.tflite"
     assert main(["export", str(tmp_path / "ckpt"), str(onnx_file), "--format", "onnx"]) == 0
@@ -432,6 +432,10 @@ def test_export_command_onnx_and_litert(tmp_path, capsys):
     # What only a SavedModel has is refused, not ignored.
     assert main([*command, "--version", "2"]) == 1
     assert "only --format tf_saved_model takes --version" in capsys.readouterr().err
+    preset = ["export", str(tmp_path / "ckpt"), str(tmp_path / "preset"), "--format", "keras-hub"]
+    assert main(preset) == 0
+    assert "(keras-hub): ViTBackbone" in capsys.readouterr().out
+    assert (tmp_path / "preset" / "model.weights.h5").is_file()
     saved_model = ["export", str(tmp_path / "ckpt"), str(tmp_path / "serving")]
     assert main([*saved_model, "--signature", "features"]) == 1
     assert "--signature applies to --format onnx and litert" in capsys.readouterr().err

@@ -437,12 +437,19 @@ def export(args: argparse.Namespace) -> int:
         given = [f"--{k.replace('_', '-')}" for k, v in saved_model_only.items() if v]
         if given:
             raise ValueError(f"only --format tf_saved_model takes {', '.join(given)}")
-        from ..serving.portable import export_portable
-
         model = load_any_model(args.model)
-        names = export_portable(
-            model, args.export_base, args.format, signature=args.signature, verbose=False
-        )
+        if args.format == "keras-hub":
+            if args.signature is not None:
+                raise ValueError("--signature applies to --format onnx and litert")
+            from ..serving.keras_hub_preset import export_keras_hub
+
+            names = [export_keras_hub(model, args.export_base, verbose=False)]
+        else:
+            from ..serving.portable import export_portable
+
+            names = export_portable(
+                model, args.export_base, args.format, signature=args.signature, verbose=False
+            )
         print(
             f"exported {type(model).__name__} to {args.export_base} ({args.format}): "
             f"{', '.join(names)}"

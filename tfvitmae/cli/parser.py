@@ -340,20 +340,22 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
         "taking encoded image bytes (_image_bytes) and uint8 images (_uint8). With --format onnx "
         "or litert, EXPORT_BASE is the file to write: features, classify or reconstruct (with "
         "an explicit noise input), each also as _uint8 (ONNX: one of them, see --signature; "
-        "LiteRT: all).",
+        "LiteRT: all). With --format keras-hub, EXPORT_BASE is a new keras-hub preset "
+        "directory: a ViTBackbone, or a ViTImageClassifier for a CLS classifier.",
     )
     exp.add_argument("model", metavar="MODEL", help="checkpoint directory, weights file or Hub id")
     exp.add_argument(
         "export_base",
         metavar="EXPORT_BASE",
-        help="model base directory of TF Serving (the file, for onnx and litert)",
+        help="model base directory of TF Serving (the file for onnx and litert, the preset "
+        "directory for keras-hub)",
     )
     exp.add_argument(
         "--format",
-        choices=("tf_saved_model", "onnx", "litert"),
+        choices=("tf_saved_model", "onnx", "litert", "keras-hub"),
         default="tf_saved_model",
-        help="tf_saved_model (default), onnx (needs tfvitmae[onnx]) or litert "
-        "(needs tfvitmae[litert])",
+        help="tf_saved_model (default), onnx (needs tfvitmae[onnx]), litert "
+        "(needs tfvitmae[litert]) or keras-hub (a preset directory; needs tfvitmae[keras-hub])",
     )
     exp.add_argument(
         "--signature",

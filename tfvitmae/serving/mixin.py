@@ -10,8 +10,8 @@ __all__ = ["ExportMixin"]
 
 
 class ExportMixin:
-    """`export`: Keras' `Model.export`, with TF Serving's SavedModel, ONNX and
-    LiteRT as this package's own formats."""
+    """`export`: Keras' `Model.export`, with TF Serving's SavedModel, ONNX,
+    LiteRT and keras-hub presets as this package's own formats."""
 
     def export(
         self,
@@ -24,18 +24,24 @@ class ExportMixin:
         `serving.saved_model`), or an ONNX or LiteRT file (`serving.portable`).
 
         Args:
-            filepath: A new directory (for TF Serving, `BASE/VERSION`), or the
-                new `.onnx` / `.tflite` file.
-            format: `"tf_saved_model"`, `"onnx"` or `"litert"`; other formats
-                (`"openvino"`) go to `keras.Model.export`.
+            filepath: A new directory (for TF Serving, `BASE/VERSION`; a
+                keras-hub preset), or the new `.onnx` / `.tflite` file.
+            format: `"tf_saved_model"`, `"onnx"`, `"litert"` or `"keras_hub"`
+                (`serving.keras_hub_preset`); other formats (`"openvino"`) go
+                to `keras.Model.export`.
             verbose: Print what was written.
             **kwargs: `raw_inputs`, `warmup`, `top_k` of `export_saved_model`;
                 `signature`, `opset` of `export_portable`.
 
         Returns:
-            The exported signature names (`None` for Keras' formats, as
-            `keras.Model.export` returns nothing).
+            The exported signature names (for keras-hub, the class that loads
+            the preset; `None` for Keras' formats, as `keras.Model.export`
+            returns nothing).
         """
+        if format in ("keras_hub", "keras-hub"):
+            from .keras_hub_preset import export_keras_hub
+
+            return [export_keras_hub(self, filepath, verbose=verbose, **kwargs)]
         if format in ("onnx", "litert"):
             tensorflow(f"An {format} export", keras_on_it=True)
             from .portable import export_portable
