@@ -82,6 +82,19 @@ def test_layout_and_signature_names(exported):
     assert not [p for p in os.listdir(os.path.dirname(paths["encoder"])) if p.startswith(".tmp")]
 
 
+def test_every_weight_is_stored_once(exported):
+    """Keras' ExportArchive stored each weight twice when the model was also
+    tracked (keras-team/keras#23553): twice the size and the serving memory."""
+    models, paths, _ = exported
+    for name, path in paths.items():
+        stored = tf.train.list_variables(os.path.join(path, "variables", "variables"))
+        values = sum(int(np.prod(shape)) for key, shape in stored if "VARIABLE_VALUE" in key)
+        weights = models[name].count_params()
+        # The weights, and the 2 values of the seed generator's state where a
+        # signature draws masks.
+        assert values == weights + (2 if name == "pretraining" else 0), (name, values, weights)
+
+
 FRESH_PROCESS = r"""
 import sys, json
 import numpy as np

@@ -157,7 +157,7 @@ def export_portable(
         data = _onnx_bytes(*signatures[names[0]], opset=opset)
     else:
         names = [signature] if signature else list(signatures)
-        data = _litert_bytes(model, {name: signatures[name] for name in names})
+        data = _litert_bytes({name: signatures[name] for name in names})
     atomic_write(filepath, lambda path: open(path, "wb").write(data))
     if verbose:
         print(f"Wrote {filepath} ({format}, {len(data) / 2**20:.1f} MiB): {', '.join(names)}")
@@ -195,10 +195,9 @@ def _erfc_as_erf(ctx: Any, node: Any, name: str, args: list) -> None:
     )
 
 
-def _litert_bytes(model: Any, signatures: dict[str, tuple[Callable, list]]) -> bytes:
+def _litert_bytes(signatures: dict[str, tuple[Callable, list]]) -> bytes:
     """Convert through a SavedModel, the converter's way to named signatures."""
-    archive = keras.export.ExportArchive()
-    archive.track(model)
+    archive = keras.export.ExportArchive()  # it tracks what the endpoints use
     for name, (compute, specs) in signatures.items():
         archive.add_endpoint(name=name, fn=compute, input_signature=specs)
     with tempfile.TemporaryDirectory() as folder:

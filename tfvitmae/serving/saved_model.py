@@ -219,7 +219,10 @@ def export_saved_model(
     parent = os.path.dirname(os.path.abspath(export_dir))
     with staging_dir(parent, prefix=".tmp-export-") as staging:
         archive = keras.export.ExportArchive()
-        archive.track(model)
+        # No `archive.track(model)`: add_endpoint tracks the variables the
+        # endpoints use, and tracking the model as well stores every weight
+        # twice (keras-team/keras#23553): twice the size, and twice the
+        # memory in TF Serving.
         endpoints = _Signatures(model, top_k).endpoints(raw_inputs)
         for name, (fn, signature) in endpoints.items():
             archive.add_endpoint(name=name, fn=fn, input_signature=signature)
