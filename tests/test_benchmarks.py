@@ -131,3 +131,25 @@ def test_the_gpu_script_runs_on_a_cpu_without_tensorflow(tmp_path):
         )
         assert row["vs hf-pt bf16"] == pytest.approx(sum(ratios) / 2)
     assert report["bf16_matmul_peak_tflops"] > 0
+
+
+@pytest.mark.slow
+def test_deploy_reports_every_target_at_parity(tmp_path):
+    command = [sys.executable, str(ROOT / "benchmarks" / "deploy.py"), "--config", "tiny"]
+    out = subprocess.run(
+        [*command, "--output", str(tmp_path)], capture_output=True, text=True, timeout=900
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((tmp_path / "deploy-tiny.json").read_text())
+    targets = {row["target"] for row in report["rows"]}
+    assert targets == {
+        "TF Serving (SavedModel)",
+        "ONNX Runtime",
+        "LiteRT",
+        "keras-hub ViTBackbone",
+        "keras-hub ViTImageClassifier",
+        "transformers ViTModel",
+        "transformers ViTForImageClassification",
+    }
+    assert all(row["max_diff"] < 1e-4 and row["size_mib"] > 0 for row in report["rows"])
+    assert "| LiteRT | pretraining: reconstruct |" in (tmp_path / "deploy-tiny.md").read_text()
