@@ -24,19 +24,7 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-TINY = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=48,
-    decoder_hidden_size=16,
-    decoder_num_hidden_layers=1,
-    decoder_num_attention_heads=2,
-    decoder_intermediate_size=24,
-    image_size=32,
-    patch_size=8,
-)
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def size_of(path):
@@ -58,14 +46,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import tensorflow as tf
+    from run import make_config
 
-    from tfvitmae import TFViTMAEForImageClassification, TFViTMAEForPreTraining, ViTMAEConfig
+    from tfvitmae import TFViTMAEForImageClassification, TFViTMAEForPreTraining
 
-    config = (
-        ViTMAEConfig.from_preset("base", layer_norm_eps=1e-6)
-        if args.config == "base"
-        else ViTMAEConfig(**TINY, layer_norm_eps=1e-6)
-    )
+    config = make_config(args.config).copy(layer_norm_eps=1e-6)  # the MAE release's eps
     pretraining = TFViTMAEForPreTraining(config, seed=0)
     classifier = TFViTMAEForImageClassification.from_encoder(
         pretraining, num_labels=10, linear_probe=True
