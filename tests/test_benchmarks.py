@@ -153,3 +153,29 @@ def test_deploy_reports_every_target_at_parity(tmp_path):
     }
     assert all(row["max_diff"] < 1e-4 and row["size_mib"] > 0 for row in report["rows"])
     assert "| LiteRT | pretraining: reconstruct |" in (tmp_path / "deploy-tiny.md").read_text()
+
+
+@pytest.mark.slow
+def test_label_efficiency_reports_every_method_at_every_size(tmp_path):
+    """The measuring tool of issue 23 runs end to end (an untrained demo-sized
+    MAE and a few steps: no accuracy asserted)."""
+    from tfvitmae import TFViTMAEForPreTraining
+    from tfvitmae.cli.demo import demo_config
+
+    processor = dict(size=32, image_mean=[0.5], image_std=[0.25])
+    TFViTMAEForPreTraining(demo_config(), image_processor=processor).save_pretrained(tmp_path / "m")
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "label_efficiency.py"),
+        "--pretrained", str(tmp_path / "m"), "--sizes", "1", "all", "--draws", "2",
+        "--steps", "2", "--output", str(tmp_path),
+    ]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((tmp_path / "label-efficiency.json").read_text())
+    assert [row["labels per class"] for row in report["rows"]] == ["1", "all"]
+    methods = ("MAE fine-tuned", "MAE probe", "scratch", "pixels LR", "pixels 1-NN")
+    for row, draws in zip(report["rows"], (2, 1)):
+        for method in methods:
+            mean, std, count = row[method]
+            assert count == draws and 0 <= mean <= 1 and std >= 0, (row, method)
+    assert "| all |" in (tmp_path / "label-efficiency.md").read_text()
