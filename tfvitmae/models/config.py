@@ -146,7 +146,6 @@ class ViTMAEConfig:
                 f"ViTMAEConfig.model_type must be 'vit_mae' or 'vit', received {self.model_type!r}"
             )
         self._id2label: dict[int, str] = dict(_DEFAULT_LABELS)
-        self._label2id: dict[str, int] | None = None
         id2label = kwargs.pop("id2label", None)
         self._set_labels(id2label, kwargs.pop("label2id", None))
         num_labels = kwargs.pop("num_labels", None)
@@ -196,9 +195,7 @@ class ViTMAEConfig:
     @property
     def label2id(self) -> dict[str, int]:
         """Class indices by name, the inverse of `id2label` unless given."""
-        if self._label2id is not None:
-            return dict(self._label2id)
-        return {name: i for i, name in self.id2label.items()}
+        return {name: i for i, name in self._id2label.items()}
 
     @label2id.setter
     def label2id(self, value: dict) -> None:
@@ -220,7 +217,8 @@ class ViTMAEConfig:
             self._set_labels({i: f"LABEL_{i}" for i in range(value)}, None)
 
     def _set_labels(self, id2label: Any, label2id: Any) -> None:
-        """Check and store class names. JSON keys are strings: ids become ints."""
+        """Check and store class names (`label2id`, derived, must agree when
+        given). JSON keys are strings: ids become ints."""
         for name, value in (("id2label", id2label), ("label2id", label2id)):
             if value is not None and not isinstance(value, dict):
                 raise ValueError(
@@ -246,7 +244,7 @@ class ViTMAEConfig:
             )
         if ids is None and names is not None and names != self.label2id:
             raise ValueError("ViTMAEConfig got a label2id without an id2label; give both")
-        self._id2label, self._label2id = _DEFAULT_LABELS if ids is None else ids, names
+        self._id2label = dict(_DEFAULT_LABELS) if ids is None else ids
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
@@ -397,12 +395,16 @@ class ViTMAEConfig:
         """The `config.json` text. `use_diff=False` also writes every
         `PretrainedConfig` attribute that is at its default, as transformers does."""
         config = self.to_dict()
-        if not use_diff:
-            config = {**_PRETRAINED_DEFAULTS, "id2label": self.id2label, **config}
-            config.setdefault("label2id", self.label2id)
-            config["id2label"] = {str(k): v for k, v in config["id2label"].items()}
-            config.update(output_attentions=self.output_attentions, return_dict=self.return_dict)
-            config["output_hidden_states"] = self.output_hidden_states
+        if not use_diff:  # the defaults first: what this config sets overrides them
+            defaults = dict(
+                _PRETRAINED_DEFAULTS,
+                output_attentions=False,
+                output_hidden_states=False,
+                return_dict=True,
+                id2label={str(k): v for k, v in self.id2label.items()},
+                label2id=self.label2id,
+            )
+            config = {**defaults, **config}
         return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
     def to_json_file(self, json_file_path: PathLike, use_diff: bool = True) -> str:
