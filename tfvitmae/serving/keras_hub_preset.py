@@ -79,8 +79,9 @@ def _converter(keras_hub: Any, model: Any) -> Any:
     )
 
 
-def _backbone(keras_hub: Any, model: Any) -> Any:
-    """A `ViTBackbone` holding `model`'s encoder."""
+def _backbone(keras_hub: Any, model: Any, state: dict[str, np.ndarray]) -> Any:
+    """A `ViTBackbone` holding `model`'s encoder, from `state` in transformers'
+    ViT layout (`model.vit_state_dict()`)."""
     c = model.config
     (height, width), (patch_h, patch_w) = c.image_hw, c.patch_hw
     backbone = keras_hub.models.ViTBackbone(
@@ -95,7 +96,7 @@ def _backbone(keras_hub: Any, model: Any) -> Any:
         layer_norm_epsilon=c.layer_norm_eps,
         data_format="channels_last",
     )
-    state = {k.removeprefix("vit."): v for k, v in model.pytorch_state_dict().items()}
+    state = {k.removeprefix("vit."): v for k, v in state.items()}  # a classifier's prefix
     heads, width_ = c.num_attention_heads, c.hidden_size
     head_dim = width_ // heads
     embedding = backbone.get_layer("vit_patching_and_embedding")
@@ -156,7 +157,8 @@ def export_keras_hub(model: Any, preset_dir: PathLike, verbose: bool = True) -> 
     check_folder_path(os.path.dirname(os.path.abspath(preset_dir)))
     if os.path.exists(preset_dir) and (not os.path.isdir(preset_dir) or os.listdir(preset_dir)):
         raise FileExistsError(f"{preset_dir} already exists; export to a new directory")
-    backbone, converter = _backbone(keras_hub, model), _converter(keras_hub, model)
+    _, state = model.vit_state_dict()  # a probe's BatchNorm folded into the head
+    backbone, converter = _backbone(keras_hub, model, state), _converter(keras_hub, model)
     with staging_dir(os.path.dirname(os.path.abspath(preset_dir)), ".tmp-preset-") as staging:
         if hasattr(model, "classify"):
             name = "ViTImageClassifier"
@@ -168,7 +170,6 @@ def export_keras_hub(model: Any, preset_dir: PathLike, verbose: bool = True) -> 
                 ),
                 pooling="token",
             )
-            state = model.pytorch_state_dict()  # the probe's BatchNorm folded in
             classifier.output_dense.kernel.assign(state["classifier.weight"].T)
             classifier.output_dense.bias.assign(state["classifier.bias"])
             classifier.save_to_preset(staging)

@@ -52,10 +52,7 @@ def portable_signatures(model: Any) -> dict[str, tuple[Callable, list]]:
     """`{name: (function, input specs)}` of `model`, in the order described above."""
     config = model.config
     (height, width), channels = config.image_hw, config.num_channels
-    layout = (channels, height, width) if model.data_format == "channels_first" else None
-    pixel_spec = tf.TensorSpec(
-        (None, *(layout or (height, width, channels))), tf.float32, name="pixel_values"
-    )
+    pixel_spec = model.input_signature["pixel_values"]
     uint8_spec = tf.TensorSpec((None, height, width, channels), tf.uint8, name="images")
     noise_spec = tf.TensorSpec((None, config.num_patches), tf.float32, name="noise")
 

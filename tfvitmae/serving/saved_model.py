@@ -64,9 +64,7 @@ class _Signatures:
 
     # ---------------------------------------------------------------- inputs
     def pixel_spec(self):
-        c, (h, w) = self.config.num_channels, self.config.image_hw
-        shape = (None, c, h, w) if self.channels_first else (None, h, w, c)
-        return tf.TensorSpec(shape, tf.float32, name="pixel_values")
+        return self.model.input_signature["pixel_values"]
 
     def from_pixels(self, pixel_values):
         """Check the shape in the graph, as TF Serving feeds any shape."""
