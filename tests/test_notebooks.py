@@ -26,7 +26,9 @@ CELL_TIMEOUT = 600  # seconds per cell; the CI settings keep whole notebooks nea
 # Per notebook, the parameters CI runs it with: tiny models, no network.
 CI_PARAMETERS = {
     "01_pretrain_and_visualize.ipynb": dict(epochs=4, show_every=2),
-    "02_probe_and_finetune.ipynb": dict(pretrain_epochs=3, finetune_epochs=2, probe_epochs=2),
+    "02_probe_and_finetune.ipynb": dict(
+        pretrain_epochs=3, finetune_epochs=2, probe_epochs=2, draws=1, steps=2
+    ),
     "03_pytorch_checkpoint.ipynb": dict(
         source="local",
         image_size=32,

@@ -372,8 +372,8 @@ def demo(args: argparse.Namespace) -> int:
     result = run_demo(
         output_dir=args.output_dir,
         epochs=args.epochs,
-        finetune_epochs=args.finetune_epochs,
-        probe_epochs=args.probe_epochs,
+        steps=args.steps,
+        draws=args.draws,
         batch_size=args.batch_size,
         seed=args.seed,
     )

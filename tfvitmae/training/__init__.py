@@ -1,7 +1,9 @@
 """Training: the MAE recipes as Keras `fit` runs, and what they are made of.
 
 - `recipes.py`: `pretrain`, and `train_classifier` for the linear probe and
-  fine-tuning.
+  fine-tuning (`compile_classifier` is its compile step).
+- `label_efficiency.py`: a pretrained encoder against raw pixels and
+  random initialisation with 1, 5, 10 and all labels per class.
 - `optimizers.py`: AdamW with MAE's settings, layer-wise lr decay, the
   warmup-cosine schedule, SGD for the probe.
 - `callbacks.py`: divergence guard, per-epoch `save_pretrained`,
@@ -17,6 +19,7 @@ from ..utils.lazy import lazy_exports
 __all__, __getattr__, __dir__ = lazy_exports(
     __name__,
     {
+        "compile_classifier": "recipes",
         "pretrain": "recipes",
         "train_classifier": "recipes",
         "FINETUNE_BASE_LR": "optimizers",

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ..models.classification import TFViTMAEForImageClassification
     from ..models.vit_mae import TFViTMAEForPreTraining
 
-__all__ = ["pretrain", "train_classifier"]
+__all__ = ["compile_classifier", "pretrain", "train_classifier"]
 
 
 def _steps_per_epoch(dataset, steps_per_epoch):
@@ -233,22 +233,21 @@ def train_classifier(
                 f"{type(validation_data).__name__}"
             )
         validation_data = cast(Any, validation_data).repeat()
-    optimizer = classifier_optimizer(
+    compile_classifier(
         model,
         batch_size,
         steps_per_epoch,
-        epochs=epochs,
+        epochs,
+        label_smoothing=label_smoothing,
+        one_hot_labels=one_hot_labels,
         base_lr=base_lr,
         warmup_epochs=warmup_epochs,
         weight_decay=weight_decay,
         layer_decay=layer_decay,
-    )
-    loss, metrics = _classification_loss(
-        model.num_labels, one_hot_labels=one_hot_labels, label_smoothing=label_smoothing
+        jit_compile=jit_compile,
     )
     if one_hot_labels:
         validation_data = _one_hot(validation_data, model.num_labels)
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
     callbacks = [DataEpoch(train_data), StopOnNonFiniteLoss(checkpoint_hint=output_dir)]
     initial_epoch = 0
     if output_dir:
@@ -288,6 +287,41 @@ def train_classifier(
         verbose=verbose,
         shuffle=False,
     )  # the dataset shuffles itself
+
+
+def compile_classifier(
+    model: "TFViTMAEForImageClassification",
+    batch_size: int,
+    steps_per_epoch: int,
+    epochs: int,
+    label_smoothing: float = 0.0,
+    one_hot_labels: bool = False,
+    base_lr: float | None = None,
+    warmup_epochs: float | None = None,
+    weight_decay: float | None = None,
+    layer_decay: float | None = 0.65,
+    jit_compile: bool | str = "auto",
+) -> None:
+    """`model.compile` with `train_classifier`'s optimizer, loss and accuracy metric.
+
+    The learning-rate schedule lasts `steps_per_epoch * epochs` steps; the
+    other arguments are as in `train_classifier`. Compile once to train the
+    same classifier several times without tracing its step again.
+    """
+    optimizer = classifier_optimizer(
+        model,
+        batch_size,
+        steps_per_epoch,
+        epochs=epochs,
+        base_lr=base_lr,
+        warmup_epochs=warmup_epochs,
+        weight_decay=weight_decay,
+        layer_decay=layer_decay,
+    )
+    loss, metrics = _classification_loss(
+        model.num_labels, one_hot_labels=one_hot_labels, label_smoothing=label_smoothing
+    )
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
 
 
 def _classification_loss(num_labels, *, one_hot_labels, label_smoothing):
