@@ -66,6 +66,8 @@ def test_pretrain_help_states_the_norm_pix_loss_default(capsys):
     "argv, message",
     [
         (["demo", "--epochs", "0"], "--epochs: must be at least 1, received 0"),
+        (["demo", "--draws", "0"], "--draws: must be at least 1, received 0"),
+        (["demo", "--finetune-epochs", "3"], "unrecognized arguments: --finetune-epochs"),
         (
             ["pretrain", "d", "--output-dir", "o", "--base-lr", "-1"],
             "--base-lr: must be a positive",

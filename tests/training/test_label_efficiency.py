@@ -9,7 +9,7 @@ from tfvitmae.training.label_efficiency import (
     format_table,
     label_efficiency,
     labelled_subset,
-    pixel_classifier_accuracy,
+    shallow_classifier_accuracy,
 )
 
 from ..helpers import labelled, tiny_config
@@ -37,16 +37,16 @@ def test_pixel_classifiers_match_scikit_learn_run_directly():
     train_y, test_y = rng.integers(0, 3, 40), rng.integers(0, 3, 10)
     flat_train, flat_test = train.reshape(40, -1), test.reshape(10, -1)
     reference = LogisticRegression(max_iter=5000, random_state=0).fit(flat_train, train_y)
-    accuracy = pixel_classifier_accuracy("logistic_regression", train, train_y, test, test_y)
+    accuracy = shallow_classifier_accuracy("logistic_regression", train, train_y, test, test_y)
     assert accuracy == pytest.approx(reference.score(flat_test, test_y))
     # 1-NN by brute force.
     distances = ((flat_test[:, None] - flat_train[None]) ** 2).sum(-1)
     expected = np.mean(train_y[distances.argmin(1)] == test_y)
-    assert pixel_classifier_accuracy("1-nn", train, train_y, test, test_y) == expected
+    assert shallow_classifier_accuracy("1-nn", train, train_y, test, test_y) == expected
     # Standardising with the training statistics: a feature scaled by 1000 stops dominating.
     scaled = train * np.array([1000.0, 1, 1])[None, :, None]
     scaled_test = test * np.array([1000.0, 1, 1])[None, :, None]
-    standardised = pixel_classifier_accuracy(
+    standardised = shallow_classifier_accuracy(
         "1-nn", scaled, train_y, scaled_test, test_y, standardise=True
     )
     mean, std = flat_train.mean(0), flat_train.std(0)
@@ -54,7 +54,7 @@ def test_pixel_classifiers_match_scikit_learn_run_directly():
     distances = ((z_test[:, None] - z_train[None]) ** 2).sum(-1)
     assert standardised == np.mean(train_y[distances.argmin(1)] == test_y)
     with pytest.raises(ValueError, match="kind must be 'logistic_regression' or '1-nn'"):
-        pixel_classifier_accuracy("svm", train, train_y, test, test_y)
+        shallow_classifier_accuracy("svm", train, train_y, test, test_y)
 
 
 @pytest.mark.slow
@@ -117,5 +117,9 @@ def test_label_efficiency_refuses_bad_arguments():
         label_efficiency(model, model, **dict(base, scratch={"layer_decay": 1.0}))
     with pytest.raises(ValueError, match="draws must be a positive int, received 0"):
         label_efficiency(model, model, draws=0, **base)
+    with pytest.raises(ValueError, match="steps must be a positive int, received 2.5"):
+        label_efficiency(model, model, steps=2.5, **base)
+    with pytest.raises(ValueError, match=r"labels_per_class must hold .*received \[1, 0\]"):
+        label_efficiency(model, model, labels_per_class=[1, 0], **base)
     with pytest.raises(ValueError, match="raw_pixels must have one row per label: 5 and 6 rows"):
         label_efficiency(model, model, **dict(base, raw_pixels=(x[:5], x)))

@@ -9,8 +9,10 @@ scores, on held-out images:
   on its frozen features, standardised (MAE's probe puts a BatchNorm without
   affine parameters before its linear layer for the same reason). The
   features are every token of the final layer side by side, not MAE's
-  pooled token: on small images the pooling throws away where each stroke is;
-- the same architecture from random initialisation, with its own recipe, and
+  pooled token: on small images pooling throws away where each stroke is
+  (after the demo's pretraining, 94.5% against 88.7% for the CLS and mean
+  tokens with 10 labels per class);
+- the same architecture from random initialisation, with the `scratch` recipe, and
   probed as it is, untrained ("random probe": how much of the probe's score
   the architecture alone gives, whatever the pretraining);
 - a logistic regression and 1-nearest-neighbour on the raw pixels.
@@ -36,7 +38,7 @@ __all__ = [
     "format_table",
     "label_efficiency",
     "labelled_subset",
-    "pixel_classifier_accuracy",
+    "shallow_classifier_accuracy",
 ]
 
 METHODS = ("fine-tuned", "probe", "scratch", "random probe", "pixels LR", "pixels 1-NN")
@@ -61,7 +63,7 @@ def labelled_subset(labels: np.ndarray, per_class: int | None, seed: int) -> np.
     return np.sort(np.concatenate(picked))
 
 
-def pixel_classifier_accuracy(
+def shallow_classifier_accuracy(
     kind: str,
     train: np.ndarray,
     train_labels: np.ndarray,
@@ -165,7 +167,7 @@ def label_efficiency(
     labels_per_class: Sequence[int | None] = (1, 5, 10, None),
     draws: int = 3,
     steps: int = 100,
-    batch_size: int = 32,
+    batch_size: int = 64,
     seed: int = 0,
     on_row: Callable[[dict], None] | None = None,
 ) -> tuple[list[dict], "TFViTMAEForImageClassification"]:
@@ -193,15 +195,26 @@ def label_efficiency(
         missing = [key for key in RECIPE_KEYS if key not in recipe]
         unknown = sorted(set(recipe) - set(RECIPE_KEYS))
         if missing or unknown:
-            problems = [f"missing {missing}"] * bool(missing) + [f"unknown {unknown}"] * bool(
-                unknown
-            )
+            problems = [
+                f"{what} {keys}"
+                for what, keys in (("missing", missing), ("unknown", unknown))
+                if keys
+            ]
             raise ValueError(
                 f"{name} must be a recipe with the keys {list(RECIPE_KEYS)}, received "
                 f"{sorted(recipe)}: {', '.join(problems)}"
             )
-    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-        raise ValueError(f"draws must be a positive int, received {draws!r}")
+    for name, value in dict(draws=draws, steps=steps, batch_size=batch_size).items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, received {value!r}")
+    for per_class in labels_per_class:
+        if per_class is not None and (
+            isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1
+        ):
+            raise ValueError(
+                "labels_per_class must hold positive ints or None (all), received "
+                f"{list(labels_per_class)!r}"
+            )
     train_x, test_x = (np.asarray(part, "float32") for part in pixel_values)
     train_y, test_y = (np.asarray(part, "int64") for part in labels)
     raw_train, raw_test = (np.asarray(part, "float32") for part in raw_pixels)
@@ -243,7 +256,7 @@ def label_efficiency(
                 )
             for method, (train_features, test_features) in features.items():
                 scores[method].append(
-                    pixel_classifier_accuracy(
+                    shallow_classifier_accuracy(
                         "logistic_regression",
                         train_features[idx],
                         train_y[idx],
@@ -254,7 +267,9 @@ def label_efficiency(
                 )
             for method, kind in (("pixels LR", "logistic_regression"), ("pixels 1-NN", "1-nn")):
                 scores[method].append(
-                    pixel_classifier_accuracy(kind, raw_train[idx], train_y[idx], raw_test, test_y)
+                    shallow_classifier_accuracy(
+                        kind, raw_train[idx], train_y[idx], raw_test, test_y
+                    )
                 )
         row = {"labels_per_class": "all" if per_class is None else per_class, "draws": count}
         rows.append(dict(row, **scores))
