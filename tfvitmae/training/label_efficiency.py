@@ -131,6 +131,14 @@ class _Retrainable:
             # XLA: its one compile costs less than it saves over a table's fits.
             jit_compile=True,
         )
+        # The random streams (stochastic depth) restart too, so that a draw's score
+        # depends on its start, subset and seed only, not on the draws before it.
+        weights = {id(variable) for variable in self.classifier.weights}
+        self.seed_states = [
+            (variable, np.array(variable))
+            for variable in self.classifier.variables
+            if id(variable) not in weights
+        ]
         self.steps, self.batch_size = steps, batch_size
         self._logits: Any = None
 
@@ -140,6 +148,8 @@ class _Retrainable:
 
         model = self.classifier
         model.set_weights(self.starting_weights[start])
+        for variable, state in self.seed_states:
+            variable.assign(state)
         if model.optimizer.built:  # a fresh optimizer: step 0, no moments
             for variable in model.optimizer.variables:
                 variable.assign(np.zeros(variable.shape, variable.dtype))
