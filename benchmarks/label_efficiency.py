@@ -31,6 +31,8 @@ def main(argv=None):
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args(argv)
 
+    import keras
+
     from tfvitmae import TFViTMAEForPreTraining
     from tfvitmae.cli.demo import (
         FEW_LABELS,
@@ -39,6 +41,7 @@ def main(argv=None):
     )
     from tfvitmae.training.label_efficiency import METHODS, format_table, label_efficiency
 
+    keras.utils.set_random_seed(args.seed)  # weight initialisation follows the global seed
     mae = TFViTMAEForPreTraining.from_pretrained(args.pretrained)
     train_x, train_y, test_x, test_y, _ = load_dataset(seed=args.seed)
     raw_train, _, raw_test, _, _ = load_dataset(image_size=8, seed=args.seed)

@@ -62,7 +62,8 @@ def test_label_efficiency_scores_every_method_and_resets_between_draws():
     config = tiny_config(num_channels=1)
     x, y = labelled(config, n=60, num_labels=3)
     test_x, test_y = labelled(config, n=30, num_labels=3, seed=1)
-    pretrained = TFViTMAEForPreTraining(config, seed=0)
+    processor = dict(size=32, image_mean=[0.5], image_std=[0.25])
+    pretrained = TFViTMAEForPreTraining(config, seed=0, image_processor=processor)
     untouched = [w.copy() for w in pretrained.get_weights()]
     seen = []
     arguments = dict(
@@ -70,7 +71,7 @@ def test_label_efficiency_scores_every_method_and_resets_between_draws():
         labels=(y, test_y),
         raw_pixels=(x[:, 0, ::4, ::4], test_x[:, 0, ::4, ::4]),
         finetune=RECIPE,
-        scratch=dict(RECIPE, layer_decay=1.0),
+        scratch=RECIPE,  # one recipe: one network, compiled once, from two starts
         labels_per_class=(2, 2, None),
         draws=2,
         steps=5,
@@ -94,11 +95,12 @@ def test_label_efficiency_scores_every_method_and_resets_between_draws():
     # The pretrained model is only read; the classifier returned is the last one trained.
     for before, after in zip(untouched, pretrained.get_weights()):
         np.testing.assert_array_equal(before, after)
+    assert finetuned.image_processor.to_dict() == pretrained.image_processor.to_dict()
     logits = np.asarray(finetuned(test_x))
     assert np.mean(logits.argmax(-1) == test_y) == rows[-1]["fine-tuned"][0]
-    # The last network depends on its subset and seed, not on the draws before it: its
-    # starting weights and optimizer state are reset.
-    once = dict(arguments, labels_per_class=(None,), draws=1)
+    # The last network depends on its subset and seed, not on the draws before it (its
+    # starting weights and optimizer state are reset) nor on sharing its compiled step.
+    once = dict(arguments, labels_per_class=(None,), draws=1, scratch=dict(RECIPE, layer_decay=1))
     _, alone = label_efficiency(pretrained, TFViTMAEForPreTraining(config, seed=1), **once)
     for after_others, by_itself in zip(finetuned.get_weights(), alone.get_weights()):
         np.testing.assert_allclose(after_others, by_itself, atol=2e-3)

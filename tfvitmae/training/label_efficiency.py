@@ -115,7 +115,9 @@ class _Retrainable:
                 seed=seed,
             )
 
-        self.classifier = classifier(next(iter(starts.values())))
+        # Built from the last start (the pretrained encoder, when it is one): the
+        # classifier keeps that encoder's image processor when saved.
+        self.classifier = classifier(list(starts.values())[-1])
         self.starting_weights = {
             name: classifier(encoder).get_weights() for name, encoder in starts.items()
         }
@@ -194,6 +196,10 @@ def label_efficiency(
         labels_per_class: Labelled images per class; None means all.
         draws: Random subsets per size (one when all labels are used).
         steps: Optimizer steps of every network, on batches of `batch_size`.
+        seed: Picks the labelled subsets (draw `i` uses `seed + i`) and the
+            order of their batches. The classifiers' new heads are initialised
+            from Keras' global seed: call `keras.utils.set_random_seed` first
+            for a table that is the same on every run.
         on_row: Called with each row as it is finished.
 
     Returns:
