@@ -310,6 +310,11 @@ class _DemoData:
         return self.pixels(self.test)
 
     @functools.cached_property
+    def train_pixels(self) -> np.ndarray:
+        """The training digits' `pixel_values`, in `train` order."""
+        return self.pixels(self.train)
+
+    @functools.cached_property
     def noise(self) -> np.ndarray:
         """Fixed masking noise for the held-out digits, the same for every score."""
         shape = (len(self.test), self.config.num_patches)
@@ -368,7 +373,7 @@ def _demo_data(batch_size: int, seed: int, start: float) -> _DemoData:
 def _baseline_scores(data: _DemoData, model: "TFViTMAEForPreTraining") -> dict:
     """The reconstruction baselines (`model` untrained); prints the header."""
     baselines = reconstruction_baselines(
-        model, data.held_out, data.noise, train_pixel_values=data.pixels(data.train)
+        model, data.held_out, data.noise, train_pixel_values=data.train_pixels
     )
     scores = dict(untrained_mse=baselines["untrained"], mean_image_mse=baselines["mean_image"])
     config = data.config
@@ -454,7 +459,7 @@ def _label_efficiency_stage(
     rows, finetuned = label_efficiency(
         model,
         TFViTMAEForPreTraining(data.config, seed=data.seed + 1),
-        pixel_values=(data.pixels(data.train), data.held_out),
+        pixel_values=(data.train_pixels, data.held_out),
         labels=(data.labels[data.train], data.labels[data.test]),
         raw_pixels=(raw[data.train], raw[data.test]),
         finetune=FEW_LABELS,
