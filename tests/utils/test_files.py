@@ -3,7 +3,7 @@ import os
 import tempfile
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from tfvitmae.utils.files import (
