@@ -157,6 +157,19 @@ def test_run_start_carries_out_no_plan_but_ours(tmp_path):
     assert everything(tmp_path) == before  # no lock file either
 
 
+def test_the_run_lock_is_never_written_through_a_link(tmp_path):
+    """A `.tfvitmae-run.lock` that links elsewhere got the run's pid line
+    written over the file it pointed to."""
+    (tmp_path / "elsewhere.txt").write_text("the user's")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / LOCK_FILE).symlink_to(tmp_path / "elsewhere.txt")
+    with pytest.raises(RunConflictError, match=r"run\.lock is not a lock file of ours"):
+        start_run(str(folder), SETTINGS, epochs=1)
+    assert (tmp_path / "elsewhere.txt").read_text() == "the user's"
+    assert sorted(os.listdir(folder)) == [LOCK_FILE]
+
+
 def run_script(output_dir, epochs, *extra):
     return subprocess.Popen(
         [sys.executable, "-m", "tests.interrupted_run", str(output_dir), str(epochs), *extra],

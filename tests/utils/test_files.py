@@ -381,3 +381,4 @@ def test_a_published_folder_has_a_new_folders_mode_not_a_private_one(tmp_path):
         os.umask(old)
     assert os.stat(target).st_mode & 0o777 == os.stat(tmp_path / "expected").st_mode & 0o777
     assert os.stat(target).st_mode & 0o777 == 0o755
+    assert os.listdir(target) == []  # the staging marker is not published

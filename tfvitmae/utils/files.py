@@ -29,6 +29,8 @@ from .types import PathLike
 
 __all__ = [
     "COMMIT_PLAN",
+    "PLAN_FORMAT",
+    "PLAN_VERSION",
     "STAGING_MARKER",
     "CommitPlanError",
     "atomic_write",
@@ -78,7 +80,7 @@ def staging_dir(parent: PathLike, prefix: str = ".tmp-") -> Iterator[str]:
     on exit whatever happens, unless it holds a commit that failed half-way
     (left for `finish_commits`). Move finished files out of it with
     `os.replace`, `commit_files` or `publish_dir`. It holds the empty file
-    `STAGING_MARKER`, by which `finish_commits` knows it as ours."""
+    `STAGING_MARKER`, by which `remove_staging_leftovers` knows it as ours."""
     check_folder_path(parent)
     os.makedirs(parent, exist_ok=True)
     folder = tempfile.mkdtemp(prefix=prefix, dir=parent)
@@ -336,6 +338,8 @@ def atomic_write_text(path: PathLike, text: str) -> str:
 def publish_dir(staged: PathLike, target: PathLike) -> PathLike:
     """Rename the finished folder `staged` to `target`, which must not exist
     or be empty (TF Serving versions, for instance, are never overwritten)."""
+    with contextlib.suppress(FileNotFoundError):  # staging bookkeeping, not part of the result
+        os.remove(os.path.join(staged, STAGING_MARKER))
     if os.path.isdir(target):
         os.rmdir(target)  # raises if not empty
     # mkdtemp made the folder private (0700); published, it gets a new folder's
