@@ -6,16 +6,26 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import warnings
 
 import numpy as np
 import pytest
+from hypothesis import event, example, given, settings
 
 from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel, ViTMAEConfig, ViTMAEImageProcessor
 from tfvitmae.checkpoints.formats import CheckpointError
-from tfvitmae.checkpoints.hub import architecture_class, registered_class, resolve_files
+from tfvitmae.checkpoints.hub import (
+    architecture_class,
+    finish_interrupted_save,
+    registered_class,
+    resolve_files,
+)
 from tfvitmae.models.classification import TFViTMAEForImageClassification
+from tfvitmae.utils.files import PLAN_FORMAT, PLAN_VERSION
 
 from ..helpers import FIXTURE, REFERENCE_CONFIG, ROOT, max_diff, noise_for, pixels, tiny_config
+from ..utils.test_files import hostile_plans
 
 
 def fill_hub_cache(cache, repo_id, files, revision="main", commit="a" * 40):
@@ -279,10 +289,11 @@ def test_failed_save_leaves_directory_untouched(tmp_path, monkeypatch):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
-def test_a_save_killed_while_moving_its_files_is_read_whole_and_completed_by_the_next_save(
+def test_a_save_killed_while_moving_its_files_is_refused_by_loads_and_completed_by_the_next_save(
     tmp_path, monkeypatch
 ):
-    TFViTMAEForPreTraining(tiny_config(), seed=0).save_pretrained(tmp_path)
+    folder = tmp_path / "checkpoint"
+    TFViTMAEForPreTraining(tiny_config(), seed=0).save_pretrained(folder)
     # Another model of the same shapes: mixed files would load without an error.
     new = TFViTMAEForPreTraining(tiny_config(hidden_act="relu"), seed=1)
 
@@ -300,27 +311,134 @@ def test_a_save_killed_while_moving_its_files_is_read_whole_and_completed_by_the
 
     monkeypatch.setattr(os, "replace", replace_then_die)
     with pytest.raises(Killed):
-        new.save_pretrained(tmp_path)
+        new.save_pretrained(folder)
     monkeypatch.setattr(os, "replace", replace)
-    assert moved == [str(tmp_path / "model.weights.h5")]
-    assert json.loads((tmp_path / "config.json").read_text())["hidden_act"] == "gelu"
+    assert moved == [str(folder / "model.weights.h5")]
+    assert json.loads((folder / "config.json").read_text())["hidden_act"] == "gelu"
 
-    def contents():
-        return {str(p): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    def contents(root):
+        return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
-    before = contents()
-    # A load reads the interrupted save whole, through its plan, and changes nothing.
-    loaded = TFViTMAEForPreTraining.from_pretrained(tmp_path)
+    before = contents(folder)
+    # A load reads neither the mixed visible files nor the staged ones: it
+    # refuses, says why and how to complete the save, and changes nothing.
+    with pytest.raises(CheckpointError, match=r"interrupted.*\.tmp-save-.*finish_interrupted_save"):
+        TFViTMAEForPreTraining.from_pretrained(folder)
+    assert contents(folder) == before
+    # Completing it gives the interrupted save whole.
+    shutil.copytree(folder, tmp_path / "copy", symlinks=True)
+    with pytest.warns(UserWarning, match="Completed the interrupted save"):
+        assert len(finish_interrupted_save(tmp_path / "copy")) == 1
+    loaded = TFViTMAEForPreTraining.from_pretrained(tmp_path / "copy")
     assert loaded.config.hidden_act == "relu"
     for a, b in zip(loaded.weights, new.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    assert contents() == before
     # The next save completes it first, then writes its own.
     newest = TFViTMAEForPreTraining(tiny_config(hidden_act="gelu_new"), seed=2)
     with pytest.warns(UserWarning, match="Completed the interrupted save"):
-        newest.save_pretrained(tmp_path)
-    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
-    assert TFViTMAEForPreTraining.from_pretrained(tmp_path).config.hidden_act == "gelu_new"
+        newest.save_pretrained(folder)
+    assert not [p for p in os.listdir(folder) if p.startswith(".tmp")]
+    assert TFViTMAEForPreTraining.from_pretrained(folder).config.hidden_act == "gelu_new"
+
+
+@pytest.mark.parametrize("entry", ["move", "remove"])
+def test_a_crafted_save_plan_in_a_downloaded_folder_touches_nothing_outside_it(tmp_path, entry):
+    """A `.tmp-save-*/commit-plan.json` moving `../.bashrc` wrote the folder's
+    own `.bashrc` over the one above it on `from_pretrained` then
+    `save_pretrained`; one removing an absolute path deleted that file."""
+    model = TFViTMAEModel(tiny_config())
+    folder = tmp_path / "downloaded"
+    model.save_pretrained(folder)
+    (tmp_path / ".bashrc").write_text("the user's")
+    (folder / ".bashrc").write_text("the attacker's")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "thesis.tex").write_text("the user's thesis")
+    names = ["../.bashrc"] if entry == "move" else [str(tmp_path / "elsewhere" / "thesis.tex")]
+    (folder / ".tmp-save-x").mkdir()
+    (folder / ".tmp-save-x" / "commit-plan.json").write_text(
+        json.dumps({"move": [], "remove": [], entry: names})
+    )
+
+    def everything():
+        return {str(p): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    before = everything()
+    with pytest.raises(CheckpointError, match=r"commit-plan\.json is not a plan this package"):
+        TFViTMAEModel.from_pretrained(folder)
+    with pytest.raises(CheckpointError, match=r"commit-plan\.json is not a plan this package"):
+        model.save_pretrained(folder)
+    assert everything() == before
+
+
+def test_a_load_never_reads_staged_files_or_skips_visible_ones(tmp_path):
+    """A plan moving in `.tmp-save-*/model.safetensors` and removing the
+    visible `model.weights.h5` made `from_pretrained` read the hidden weights."""
+    visible, hidden = (TFViTMAEModel(tiny_config(), seed=s) for s in (0, 1))
+    visible.save_pretrained(tmp_path)
+    hidden.save_pretrained(tmp_path / ".tmp-save-x", pytorch=True)
+    (tmp_path / ".tmp-save-x" / "commit-plan.json").write_text(
+        json.dumps({"move": ["model.safetensors"], "remove": ["model.weights.h5"]})
+    )
+    with pytest.raises(CheckpointError, match=r"\.tmp-save-x.*not a plan this package wrote"):
+        resolve_files(str(tmp_path))
+    with pytest.raises(CheckpointError, match="not a plan this package wrote"):
+        TFViTMAEModel.from_pretrained(tmp_path)
+    shutil.rmtree(tmp_path / ".tmp-save-x")  # the user removes what is not theirs
+    loaded = TFViTMAEModel.from_pretrained(tmp_path)
+    np.testing.assert_array_equal(loaded.weights[0].numpy(), visible.weights[0].numpy())
+
+
+OUR_PLAN = {"format": PLAN_FORMAT, "version": PLAN_VERSION, "move": {"weights": 0, "x": 0}}
+
+
+@settings(max_examples=30, deadline=None)
+@given(case=hostile_plans())
+@example(case=({**OUR_PLAN, "remove": []}, {"weights": b"new", "x": b"{}"}, True))
+def test_property_loads_read_only_visible_files_and_saves_touch_nothing_outside(case):
+    """Whatever a plan says, a load resolves only the folder's visible files
+    (or refuses), and completing saves changes nothing outside the folder."""
+    plan, staged_files, true_sizes = case
+    with tempfile.TemporaryDirectory() as root:
+        folder = os.path.join(root, "model")
+        staged = os.path.join(folder, ".tmp-save-x")
+        os.makedirs(staged)
+        for where in (root, folder):
+            with open(os.path.join(where, ".bashrc"), "w") as f:
+                f.write(f"{where}'s own")
+        for name in ("config.json", "model.weights.h5"):
+            with open(os.path.join(folder, name), "w") as f:
+                f.write("visible")
+        # The files-level plans, named as a save's files.
+        ours = {"weights": "model.safetensors", "x": "preprocessor_config.json"}
+        for name, data in staged_files.items():
+            with open(os.path.join(staged, ours.get(name, name)), "wb") as f:
+                f.write(data)
+        text = json.dumps(plan).replace("ABS", root)
+        for name, saved in ours.items():
+            text = text.replace(f'"{name}"', f'"{saved}"')
+        plan = json.loads(text)
+        if true_sizes and isinstance(plan["move"], dict):
+            for name in plan["move"]:
+                if os.path.isfile(os.path.join(staged, name)):
+                    plan["move"][name] = os.path.getsize(os.path.join(staged, name))
+        with open(os.path.join(staged, "commit-plan.json"), "w") as f:
+            json.dump(plan, f)
+        outside = {n: open(os.path.join(root, n), "rb").read() for n in (".bashrc",)}
+        with pytest.raises(CheckpointError, match=r"\.tmp-save-x"):  # never read through
+            resolve_files(folder)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                finish_interrupted_save(folder)
+        except CheckpointError as e:
+            event("refused")
+            assert "Nothing was changed" in str(e) or "nothing was changed" in str(e)
+        else:
+            event("completed")
+            config, weights = resolve_files(folder)  # the visible files, whole
+            assert os.path.dirname(config) == os.path.dirname(weights) == folder
+        assert sorted(os.listdir(root)) == [".bashrc", "model"]
+        assert {n: open(os.path.join(root, n), "rb").read() for n in (".bashrc",)} == outside
 
 
 SAVER = """

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tfvitmae.checkpoints.formats import CheckpointError
 from tfvitmae.training.runs import (
     CSV_LOG,
     LOCK_FILE,
@@ -19,7 +20,9 @@ from tfvitmae.training.runs import (
     backups,
     read_run,
     start_run,
+    unlock_run_dir,
 )
+from tfvitmae.utils.files import STAGING_MARKER
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -102,6 +105,69 @@ def test_files_no_run_wrote_are_not_trained_over(tmp_path):
     (tmp_path / RUN_FILE).write_text("{broken")
     with pytest.raises(RunConflictError, match=r"unreadable"):
         start_run(str(tmp_path), SETTINGS, epochs=1)
+
+
+def everything(root):
+    """Every file and folder under `root`, with the files' contents."""
+    return {
+        str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in root.rglob("*")
+    }
+
+
+def user_folder(folder):
+    folder.mkdir()
+    (folder / "report.docx").write_text("the user's report")
+    (folder / ".tmp-notes.txt").write_text("the user's notes")
+    (folder / ".tmp-keep").mkdir()
+    (folder / ".tmp-keep" / "thesis.tex").write_text("the user's thesis")
+    return folder
+
+
+def test_a_refused_run_leaves_the_folder_as_it_was(tmp_path):
+    """`start_run` removed every `.tmp-*` entry before it refused the folder,
+    and left its lock file behind."""
+    folder = user_folder(tmp_path / "userdir")
+    before = everything(tmp_path)
+    with pytest.raises(RunConflictError, match=r"files that no training run recorded"):
+        start_run(str(folder), SETTINGS, epochs=1)
+    assert everything(tmp_path) == before  # no .tmp-* removed, no lock file
+    # Accepted (overwrite): only now are our own leftovers cleared, and only those.
+    ours = folder / ".tmp-abc123"
+    ours.mkdir()
+    (ours / STAGING_MARKER).touch()
+    start_run(str(folder), SETTINGS, epochs=1, overwrite=True)
+    unlock_run_dir(folder)
+    assert not ours.exists()
+    assert {k: v for k, v in everything(tmp_path).items() if k in before} == before
+
+
+def test_run_start_carries_out_no_plan_but_ours(tmp_path):
+    """A `.tmp-save-*/commit-plan.json` moving `../.bashrc`, in an output
+    folder that holds nothing else, overwrote the file above it at run start."""
+    folder = tmp_path / "out"
+    (folder / ".tmp-save-x").mkdir(parents=True)
+    (folder / ".tmp-save-x" / "commit-plan.json").write_text(
+        json.dumps({"move": ["../.bashrc"], "remove": []})
+    )
+    (folder / ".bashrc").write_text("the attacker's")
+    (tmp_path / ".bashrc").write_text("the user's")
+    before = everything(tmp_path)
+    with pytest.raises(CheckpointError, match=r"commit-plan\.json is not a plan this package"):
+        start_run(str(folder), SETTINGS, epochs=1)
+    assert everything(tmp_path) == before  # no lock file either
+
+
+def test_the_run_lock_is_never_written_through_a_link(tmp_path):
+    """A `.tfvitmae-run.lock` that links elsewhere got the run's pid line
+    written over the file it pointed to."""
+    (tmp_path / "elsewhere.txt").write_text("the user's")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / LOCK_FILE).symlink_to(tmp_path / "elsewhere.txt")
+    with pytest.raises(RunConflictError, match=r"run\.lock is not a lock file of ours"):
+        start_run(str(folder), SETTINGS, epochs=1)
+    assert (tmp_path / "elsewhere.txt").read_text() == "the user's"
+    assert sorted(os.listdir(folder)) == [LOCK_FILE]
 
 
 def run_script(output_dir, epochs, *extra):
@@ -195,7 +261,9 @@ def test_restore_falls_back_past_a_broken_backup_and_names_unusable_ones(tmp_pat
     for name in ("state.weights.h5", "random_state.json"):
         shutil.copy(tmp_path / "backup" / "epoch_2" / name, tmp_path / "backup" / "epoch_1")
     (tmp_path / "backup" / "epoch_2" / "state.weights.h5").write_bytes(b"truncated")
-    (tmp_path / "backup" / ".tmp-killed").mkdir()  # a killed write's leftovers
+    (tmp_path / "backup" / ".tmp-killed").mkdir()  # a killed write's leftovers...
+    (tmp_path / "backup" / ".tmp-killed" / STAGING_MARKER).touch()  # ...as staging_dir marks them
+    (tmp_path / "backup" / ".tmp-mine").mkdir()  # the user's: not ours to remove
     fresh = compiled()
     with pytest.warns(UserWarning, match=r"epoch_2.*unreadable.*trying an older one"):
         epoch, path = restore_backup(fresh, str(tmp_path))
@@ -203,7 +271,7 @@ def test_restore_falls_back_past_a_broken_backup_and_names_unusable_ones(tmp_pat
     for restored, original in zip(fresh.weights, saved):
         np.testing.assert_array_equal(restored.numpy(), original)
     backup.on_train_begin()
-    assert sorted(os.listdir(tmp_path / "backup")) == ["epoch_1", "epoch_2"]
+    assert sorted(os.listdir(tmp_path / "backup")) == [".tmp-mine", "epoch_1", "epoch_2"]
     (tmp_path / "backup" / "epoch_1" / "state.weights.h5").write_bytes(b"also broken")
     with pytest.raises(RunConflictError, match=r"No backup .* can be resumed from.*--overwrite"):
         with pytest.warns(UserWarning):

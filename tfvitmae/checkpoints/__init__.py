@@ -37,6 +37,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "to_state_dict": "state_dicts",
         "HubMixin": "hub",
         "architecture_class": "hub",
+        "finish_interrupted_save": "hub",
         "resolve_files": "hub",
     },
 )

@@ -18,18 +18,18 @@ import contextlib
 import json
 import os
 import warnings
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 
 from ..utils.files import (
-    COMMIT_PLAN,
+    CommitPlanError,
     atomic_write_text,
     commit_files,
     finish_commits,
-    read_json,
+    locked_folder,
+    pending_commits,
     staging_dir,
 )
 from ..utils.types import PathLike
@@ -58,6 +58,7 @@ __all__ = [
     "PYTORCH_ARCHITECTURES",
     "HubMixin",
     "architecture_class",
+    "finish_interrupted_save",
     "in_subfolder",
     "read_weights",
     "registered_class",
@@ -247,24 +248,7 @@ def read_weights(model: Any, weights_path: str) -> dict[str, np.ndarray]:
 SAVE_PREFIX = ".tmp-save-"
 
 
-@contextlib.contextmanager
-def _locked(folder: str, exclusive: bool) -> Iterator[None]:
-    """A `flock` on the folder itself (no lock file is written): the moves of a
-    `save_pretrained` (exclusive) and the reads of a load (shared) exclude one
-    another, so a load sees one whole save. The kernel drops the lock of a
-    killed process."""
-    import fcntl
-
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # not a local folder (a Hub id), or one we cannot open
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+_locked = locked_folder  # (the name the save and the loads hold the folder by)
 
 
 def reading(name_or_path: PathLike) -> contextlib.AbstractContextManager[None]:
@@ -276,39 +260,88 @@ def reading(name_or_path: PathLike) -> contextlib.AbstractContextManager[None]:
     return _locked(path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path)), False)
 
 
-def _interrupted_save(folder: str) -> tuple[str, dict[str, list[str]]] | None:
+def _save_file(name: str) -> bool:
+    """Whether a save writes or replaces a file called `name`."""
+    return (
+        name in (CONFIG_NAME, PREPROCESSOR_NAME)
+        or name in WEIGHT_FILES
+        or (name.startswith("model-") and name.endswith(".safetensors"))  # shards
+    )
+
+
+def _interrupted_save(folder: str) -> tuple[str, dict[str, Any]] | None:
     """The staging folder and plan of a save into `folder` that a kill
     interrupted while moving its files in, if there is one (a save completes
-    any earlier one before its own, so there is at most one)."""
-    for name in sorted(os.listdir(folder)):
-        plan = os.path.join(folder, name, COMMIT_PLAN)
-        if name.startswith(SAVE_PREFIX) and os.path.isfile(plan):
-            return os.path.join(folder, name), read_json(plan)
-    return None
+    any earlier one before its own, so there is at most one).
+
+    Raises:
+        CheckpointError: A staging folder holds a plan that is not ours (see
+            `utils.files.read_commit_plan`), or one that would touch files
+            a save never writes.
+    """
+    try:
+        plans = pending_commits(folder, SAVE_PREFIX)
+    except CommitPlanError as e:
+        raise CheckpointError(str(e)) from None
+    for staged, plan in plans:
+        foreign = [name for name in [*plan["move"], *plan["remove"]] if not _save_file(name)]
+        if foreign:
+            raise CheckpointError(
+                f"{staged} holds a save plan naming {foreign[0]!r}, which no save writes; "
+                f"it is not carried out and nothing was changed. Remove {staged} if it is not yours"
+            )
+    return plans[0] if plans else None
 
 
 def _saved_file(folder: str, filename: str) -> str | None:
-    """Where `folder`'s `filename` is, as the last whole save left it, or
-    `None`. A save that a kill interrupted while moving its files in is read
-    through its plan (a file not yet moved is read where it was staged),
-    never completed here: a load does not change what it reads."""
+    """The visible `folder/filename`, or `None`. A load never obeys a save
+    plan: a folder holding one (a save that a kill interrupted while moving
+    its files in, so that the visible files may come from two saves) is
+    refused, saying how to complete it."""
     interrupted = _interrupted_save(folder)
     if interrupted is not None:
-        staged, plan = interrupted
-        if filename in plan["move"] and os.path.isfile(os.path.join(staged, filename)):
-            return os.path.join(staged, filename)
-        if filename in plan["remove"]:
-            return None
+        raise CheckpointError(
+            f"{folder} holds a save that was interrupted while moving its files in "
+            f"({interrupted[0]}), so its files may come from two saves. Complete it with "
+            "tfvitmae.checkpoints.finish_interrupted_save(folder) (a save_pretrained into "
+            "the folder also completes it first), then load"
+        )
     path = os.path.join(folder, filename)
     return path if os.path.isfile(path) else None
 
 
-def _finish_interrupted_saves(folder: str) -> None:
+def _finish_interrupted_saves(folder: str) -> list[str]:
     """Complete a `save_pretrained` into `folder` that a kill interrupted
     while moving its files into place (a new save does this first, holding
-    the folder's lock)."""
-    for staged in finish_commits(folder, prefix=SAVE_PREFIX):
+    the folder's lock). A plan that is not ours is refused, changing nothing."""
+    _interrupted_save(folder)  # refuses a plan that is not a save's
+    try:
+        finished = finish_commits(folder, prefix=SAVE_PREFIX)
+    except CommitPlanError as e:
+        raise CheckpointError(str(e)) from None
+    for staged in finished:
         warnings.warn(f"Completed the interrupted save into {folder} (from {staged})")
+    return finished
+
+
+def finish_interrupted_save(folder: PathLike) -> list[str]:
+    """Complete a `save_pretrained` into the local `folder` that a kill
+    interrupted while moving its files in, so that it loads again.
+
+    Only a plan that a save of this package wrote is carried out (see
+    `utils.files.read_commit_plan`): it moves staged files of the sizes it
+    records into `folder` and removes the files a save replaces, never
+    anything else.
+
+    Raises:
+        CheckpointError: A plan is not ours; nothing is changed.
+
+    Returns:
+        The staging folders whose saves were completed.
+    """
+    folder = os.fspath(folder)
+    with _locked(folder, exclusive=True):
+        return _finish_interrupted_saves(folder)
 
 
 def _other_weights(directory: str, keep: str) -> list[str]:
@@ -316,8 +349,7 @@ def _other_weights(directory: str, keep: str) -> list[str]:
     return [
         name
         for name in os.listdir(directory)
-        if name != keep
-        and (name in WEIGHT_FILES or (name.startswith("model-") and name.endswith(".safetensors")))
+        if name != keep and name not in (CONFIG_NAME, PREPROCESSOR_NAME) and _save_file(name)
     ]
 
 
@@ -341,7 +373,8 @@ def _save(
     All files are written into a staging folder first and then moved into
     place together (`utils.files.commit_files`): a save interrupted while writing
     leaves the directory as it was, and one interrupted while moving is
-    completed by the next save or load, so the files always come from one save.
+    completed by the next save (a load refuses it), so the files always come
+    from one save.
     """
     if os.path.isfile(save_directory):
         raise ValueError(

@@ -12,6 +12,7 @@ written atomically (`restore_backup` reads them back). Before training,
   new settings: more epochs, say) or `overwrite=True` (start afresh).
 """
 
+import contextlib
 import json
 import os
 import re
@@ -23,8 +24,16 @@ from typing import TYPE_CHECKING
 
 import keras
 
+from ..checkpoints.hub import finish_interrupted_save
 from ..utils.backend import in_multi_worker_strategy
-from ..utils.files import atomic_write_text, finish_commits, publish_dir, read_json, staging_dir
+from ..utils.files import (
+    atomic_write_text,
+    locked_folder,
+    publish_dir,
+    read_json,
+    remove_staging_leftovers,
+    staging_dir,
+)
 from ..utils.types import PathLike
 from .callbacks import LogLearningRate, weights_are_finite
 
@@ -87,9 +96,13 @@ def _differences(saved, settings):
 
 
 def remove_leftovers(folder: PathLike) -> None:
-    """Clear what a killed process left in `folder`: complete its interrupted
-    `save_pretrained` commit, and remove unfinished `.tmp-*` staging files."""
-    finish_commits(folder, remove_leftovers=True)
+    """Clear what a killed process of ours left in `folder`: complete its
+    interrupted `save_pretrained` (only a plan a save of ours wrote), and
+    remove the unfinished staging folders that `staging_dir` marked. Other
+    `.tmp-*` files and folders (the user's) are left alone."""
+    finish_interrupted_save(folder)
+    with locked_folder(folder, exclusive=True):  # as a save into the folder holds it
+        remove_staging_leftovers(folder)
 
 
 def backups(output_dir: PathLike) -> list[tuple[int, str]]:
@@ -222,19 +235,35 @@ def start_run(
 
     The process holds `output_dir`'s run lock (`lock_run_dir`) from here to
     the end of training: a second run, or an `overwrite`, in the same
-    directory is refused while this one lives.
+    directory is refused while this one lives. A refused run leaves the
+    directory as it was; an accepted one first clears what a killed run of
+    ours left (`remove_leftovers`).
 
     Raises:
         RunConflictError: Another process trains in `output_dir`; or it
             holds a finished or different run, or files that no run wrote,
             and neither `resume` nor `overwrite` says what to do.
+        CheckpointError: A staging folder holds a save plan that is not ours
+            (nothing is changed).
     """
     os.makedirs(output_dir, exist_ok=True)
     lock_run_dir(output_dir)  # before anything is read or cleared
     try:
-        return _decide_run(output_dir, settings, epochs, resume=resume, overwrite=overwrite)
+        mode, message, record, clear = _decide_run(
+            output_dir, settings, epochs, resume=resume, overwrite=overwrite
+        )
+        # Accepted: only now is anything in the folder changed.
+        remove_leftovers(output_dir)
+        if clear:
+            shutil.rmtree(os.path.join(output_dir, BACKUP_DIR), ignore_errors=True)
+            for name in (RUN_FILE, CSV_LOG):
+                if os.path.exists(os.path.join(output_dir, name)):
+                    os.remove(os.path.join(output_dir, name))
+        if record is not None:
+            _write_run(output_dir, record)
+        return mode, message
     except BaseException:
-        unlock_run_dir(output_dir)  # refused: no run holds the directory
+        _unlock(output_dir, remove_created=True)  # refused: no run holds the directory
         raise
 
 
@@ -244,21 +273,20 @@ def _decide_run(
     epochs: int,
     resume: bool | None = None,
     overwrite: bool = False,
-) -> tuple[str, str]:
-    """`start_run`'s decision, with the lock held."""
-    remove_leftovers(output_dir)
+) -> tuple[str, str, dict | None, bool]:
+    """`start_run`'s decision, with the lock held; it changes nothing.
+
+    Returns:
+        `(mode, message, record, clear)`: the run record to write (or `None`),
+        and whether the previous run's state is to be removed first.
+    """
     record = read_run(output_dir)
     settings = {**settings, "epochs": epochs}
     new_record = {"settings": settings, "epochs_done": 0, "finished": False}
     if overwrite:
-        for name in (BACKUP_DIR,):
-            shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
-        for name in (RUN_FILE, CSV_LOG):
-            if os.path.exists(os.path.join(output_dir, name)):
-                os.remove(os.path.join(output_dir, name))
-        _write_run(output_dir, new_record)
         what = "the previous run's state" if record else "nothing"
-        return "fresh", f"starting afresh in {output_dir} (overwrite: cleared {what})"
+        message = f"starting afresh in {output_dir} (overwrite: cleared {what})"
+        return "fresh", message, new_record, True
     if record is None:
         leftovers = sorted(n for n in os.listdir(output_dir) if not n.startswith("."))
         if leftovers:
@@ -267,12 +295,11 @@ def _decide_run(
                 f"({', '.join(leftovers[:5])}{', ...' if len(leftovers) > 5 else ''}); "
                 "choose another output directory, or pass overwrite (--overwrite) to train there"
             )
-        _write_run(output_dir, new_record)
-        return "fresh", f"starting a new run in {output_dir}"
+        return "fresh", f"starting a new run in {output_dir}", new_record, False
     done, finished = record.get("epochs_done", 0), record.get("finished", False)
     differences = _differences(record.get("settings", {}), settings)
     if resume is None and not differences and not finished:
-        return "resume", f"resuming the run in {output_dir} after epoch {done}"
+        return "resume", f"resuming the run in {output_dir} after epoch {done}", None, False
     if (resume and done >= epochs) or (finished and not differences):
         raise RunConflictError(
             f"{output_dir} holds a run that has trained {done} epochs, and this one asks for "
@@ -280,9 +307,9 @@ def _decide_run(
             "overwrite (--overwrite) to start afresh, or choose another output directory"
         )
     if resume:
-        _write_run(output_dir, {**record, "settings": settings, "finished": False})
         changed = f" with new settings ({'; '.join(differences)})" if differences else ""
-        return "resume", f"continuing the run in {output_dir} after epoch {done}{changed}"
+        message = f"continuing the run in {output_dir} after epoch {done}{changed}"
+        return "resume", message, {**record, "settings": settings, "finished": False}, False
     state = f"a finished run ({done} epochs)" if finished else f"a run stopped after epoch {done}"
     detail = f" with other settings ({'; '.join(differences)})" if differences else ""
     if resume is False and not differences:
@@ -317,7 +344,7 @@ class RunProgress(keras.callbacks.Callback):
 
 # ------------------------------------------------------------ one writer
 LOCK_FILE = ".tfvitmae-run.lock"
-_HELD: dict[str, int] = {}  # real output_dir -> this process's locked file descriptor
+_HELD: dict[str, tuple[int, bool]] = {}  # real output_dir -> (locked descriptor, created it)
 
 
 def lock_run_dir(output_dir: PathLike) -> None:
@@ -329,7 +356,8 @@ def lock_run_dir(output_dir: PathLike) -> None:
     process is a no-op (a notebook may rerun a cell).
 
     Raises:
-        RunConflictError: Another process holds it; the error names that process.
+        RunConflictError: Another process holds it (the error names that
+            process), or the lock file is a link.
     """
     import fcntl
 
@@ -337,26 +365,58 @@ def lock_run_dir(output_dir: PathLike) -> None:
     if real in _HELD:
         return
     path = os.path.join(real, LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 1024).decode("utf-8", "replace").strip() or "another process"
+    while True:
+        created = True
+        try:  # never through a link: the holder's line is written into the file
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except FileExistsError:
+            created = False
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+            except FileNotFoundError:  # removed meanwhile (a refused run's): create it
+                continue
+            except OSError:
+                raise RunConflictError(
+                    f"{path} is not a lock file of ours (a link or unwritable); remove it, "
+                    "or choose another output directory"
+                ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 1024).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise RunConflictError(
+                f"{output_dir} is in use by another training run ({holder}); wait for it to "
+                "end, or choose another output directory"
+            ) from None
+        # A refused run removes the lock file it created: lock the file that is there now.
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False)):
+                break
+        except FileNotFoundError:
+            pass
         os.close(fd)
-        raise RunConflictError(
-            f"{output_dir} is in use by another training run ({holder}); wait for it to end, "
-            "or choose another output directory"
-        ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.ctime()}".encode())
-    _HELD[real] = fd
+    _HELD[real] = (fd, created)
 
 
 def unlock_run_dir(output_dir: PathLike) -> None:
     """Release `lock_run_dir`'s lock on `output_dir`, if this process holds it."""
-    fd = _HELD.pop(os.path.realpath(output_dir), None)
-    if fd is not None:
-        os.close(fd)  # closing the descriptor releases the flock
+    _unlock(output_dir, remove_created=False)
+
+
+def _unlock(output_dir: PathLike, remove_created: bool) -> None:
+    """Release the run lock; with `remove_created` also remove its file if
+    `lock_run_dir` created it (a refused run leaves the folder as it was)."""
+    real = os.path.realpath(output_dir)
+    fd, created = _HELD.pop(real, (None, False))
+    if fd is None:
+        return
+    if created and remove_created:  # removed while still locked, so no one locks the old file
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(real, LOCK_FILE))
+    os.close(fd)  # closing the descriptor releases the flock
 
 
 def run_settings(model: "TFViTMAEPreTrainedModel", recipe: dict, extra: dict | None = None) -> dict:
