@@ -42,8 +42,10 @@ from .formats import (
     SAFE_WEIGHTS_NAME,
     WEIGHT_FILES,
     CheckpointError,
+    inside_folder,
     read_checkpoint,
     read_keras_weights,
+    shard_names,
     write_safetensors,
     write_torch_bin,
 )
@@ -78,11 +80,12 @@ HUB_OPTIONS = (
 
 
 def in_subfolder(name_or_path: str, subfolder: str | None) -> str:
-    """`name_or_path/subfolder` for a local folder (which must hold it); a Hub
-    id as it is (`subfolder` then goes to `hf_hub_download`)."""
+    """`name_or_path/subfolder` for a local folder (which must hold it, see
+    `formats.inside_folder`); a Hub id as it is (`subfolder` then goes to
+    `hf_hub_download`)."""
     if not subfolder or not os.path.isdir(name_or_path):
         return name_or_path
-    path = os.path.join(name_or_path, subfolder)
+    path = inside_folder(name_or_path, subfolder, what="The subfolder")
     if not os.path.isdir(path):
         raise FileNotFoundError(f"No subfolder {subfolder!r} in {name_or_path!r}")
     return path
@@ -135,13 +138,14 @@ def resolve_files(name_or_path: str, **hub_options: Any) -> tuple[str | None, st
     name_or_path, hub_options = _local_subfolder(name_or_path, hub_options)
     config: str | None  # (`_download` gives None for a file the Hub repo lacks)
     path: str | None
-    if os.path.isfile(name_or_path):
-        config = os.path.join(os.path.dirname(os.path.abspath(name_or_path)), CONFIG_NAME)
-        return (config if os.path.isfile(config) else None), name_or_path
+    if os.path.isfile(name_or_path):  # the user's own file; the config beside it is checked
+        folder = os.path.dirname(os.path.abspath(name_or_path))
+        config = os.path.join(folder, CONFIG_NAME)
+        return _in_folder(folder, config if os.path.isfile(config) else None), name_or_path
     if os.path.isdir(name_or_path):
-        config = _saved_file(name_or_path, CONFIG_NAME)
+        config = _in_folder(name_or_path, _saved_file(name_or_path, CONFIG_NAME))
         for filename in WEIGHT_FILES:
-            path = _saved_file(name_or_path, filename)
+            path = _in_folder(name_or_path, _saved_file(name_or_path, filename))
             if path is not None:
                 return config, path
         raise CheckpointError(
@@ -164,9 +168,7 @@ def resolve_files(name_or_path: str, **hub_options: Any) -> tuple[str | None, st
         if path is None:
             continue
         if filename == SAFE_WEIGHTS_INDEX_NAME:
-            with open(path, encoding="utf-8") as f:
-                shards = sorted(set(json.load(f)["weight_map"].values()))
-            for shard in shards:
+            for shard in shard_names(path):
                 if (
                     _download(name_or_path, shard, hub_kwargs=hub_kwargs, unreachable=unreachable)
                     is None
@@ -194,12 +196,18 @@ def resolve_optional_file(name_or_path: str, filename: str, **hub_options: Any) 
     if os.path.isfile(name_or_path):
         name_or_path = os.path.dirname(os.path.abspath(name_or_path))
     if os.path.isdir(name_or_path):
-        return _saved_file(name_or_path, filename)
+        return _in_folder(name_or_path, _saved_file(name_or_path, filename))
     if _is_local(name_or_path):
         raise FileNotFoundError(f"No file or directory at {name_or_path!r}")
     return _download(
         name_or_path, filename, hub_kwargs=_check_hub_options(hub_options), unreachable=[]
     )
+
+
+def _in_folder(folder: str, path: str | None) -> str | None:
+    """`path`, a file found in the local checkpoint `folder`, once checked to
+    resolve inside it (a link may lead anywhere; see `formats.inside_folder`)."""
+    return None if path is None else inside_folder(folder, os.path.relpath(path, folder))
 
 
 def _local_subfolder(name_or_path: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
