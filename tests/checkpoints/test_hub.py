@@ -1,14 +1,17 @@
 """`from_pretrained`, `save_pretrained` and `push_to_hub`: local directories and
 files, huggingface_hub's real cache (no network here), and uploads."""
 
+import hashlib
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from safetensors.numpy import load_file, save_file
 
 from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel, ViTMAEConfig, ViTMAEImageProcessor
 from tfvitmae.checkpoints.formats import CheckpointError
@@ -19,15 +22,23 @@ from ..helpers import FIXTURE, REFERENCE_CONFIG, ROOT, max_diff, noise_for, pixe
 
 
 def fill_hub_cache(cache, repo_id, files, revision="main", commit="a" * 40):
-    """Lay out files as huggingface_hub's cache stores a downloaded repo snapshot."""
+    """Lay out files as huggingface_hub's cache stores a downloaded repo
+    snapshot: the contents in `blobs/`, linked from `snapshots/<commit>/`."""
     repo = cache / f"models--{repo_id.replace('/', '--')}"
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True, exist_ok=True)
+    (repo / "blobs").mkdir(exist_ok=True)
     for name, source in files.items():
-        (snapshot / name).parent.mkdir(parents=True, exist_ok=True)  # a subfolder's files
-        shutil.copy(source, snapshot / name)
+        data = pathlib.Path(source).read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        link = snapshot / name
+        link.parent.mkdir(parents=True, exist_ok=True)  # a subfolder's files
+        link.unlink(missing_ok=True)
+        os.symlink(os.path.relpath(blob, link.parent), link)  # "../../blobs/<hash>"
     (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / revision).write_text(commit)
+    return snapshot
 
 
 @pytest.fixture
@@ -119,6 +130,32 @@ def test_missing_files_in_cache(tmp_path):
         TFViTMAEModel.from_pretrained("someone/absent", cache_dir=tmp_path, local_files_only=True)
 
 
+def test_a_sharded_hub_snapshot_loads_by_id_and_as_a_local_folder(tmp_path):
+    """A snapshot's files are links into the cache repo's blobs: they load, by
+    Hub id and from the snapshot folder given as a path."""
+    state = load_file(FIXTURE / "model.safetensors")
+    keys = sorted(state)
+    (tmp_path / "shards").mkdir()
+    files = {"config.json": FIXTURE / "config.json"}
+    weight_map = {}
+    for i, part in enumerate((keys[::2], keys[1::2])):
+        name = f"model-0000{i + 1}-of-00002.safetensors"
+        save_file({k: state[k] for k in part}, str(tmp_path / "shards" / name))
+        files[name] = tmp_path / "shards" / name
+        weight_map.update(dict.fromkeys(part, name))
+    index = tmp_path / "shards" / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": weight_map}))
+    files[index.name] = index
+    snapshot = fill_hub_cache(tmp_path / "hub", "org/sharded", files)
+    reference = TFViTMAEForPreTraining.from_pretrained(FIXTURE)
+    by_id = TFViTMAEForPreTraining.from_pretrained(
+        "org/sharded", cache_dir=tmp_path / "hub", local_files_only=True
+    )
+    for model in (by_id, TFViTMAEForPreTraining.from_pretrained(snapshot)):
+        for a, b in zip(model.weights, reference.weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 # ------------------------------------------------------------- local folders
 def test_resolve_files(tmp_path):
     config, weights = resolve_files(str(FIXTURE))
@@ -130,6 +167,43 @@ def test_resolve_files(tmp_path):
     # this package's own weights come first when several formats are present
     (tmp_path / "model.weights.h5").write_bytes(b"")
     assert resolve_files(str(tmp_path)) == (None, str(tmp_path / "model.weights.h5"))
+
+
+@pytest.mark.parametrize(
+    "link, subfolder",
+    [
+        ("model.safetensors", None),
+        ("config.json", None),
+        ("preprocessor_config.json", None),
+        (None, "../outside"),
+        (None, "{root}/outside"),
+        ("escape", "escape"),  # a subfolder that is a link out
+    ],
+)
+def test_links_and_subfolders_out_of_a_local_folder_are_refused_alike(tmp_path, link, subfolder):
+    """Whether the outside file exists or not, the error is the same and names
+    the entry as written in the folder."""
+    folder, outside = tmp_path / "ck", tmp_path / "outside"
+    TFViTMAEModel(tiny_config()).save_pretrained(folder, pytorch=True)
+    shutil.copytree(folder, outside)
+    if subfolder:
+        subfolder = subfolder.format(root=tmp_path)
+    if link == "escape":
+        os.symlink(outside, folder / "escape")
+    elif link:
+        (folder / link).unlink()
+        os.symlink(f"../outside/{link}", folder / link)
+
+    def error():
+        with pytest.raises(CheckpointError) as caught:
+            TFViTMAEModel.from_pretrained(folder, subfolder=subfolder)
+        return str(caught.value)
+
+    found = error()
+    what = f"The subfolder {subfolder}" if subfolder else f"Refused {link}"
+    assert found.startswith(f"{what}: it leads outside the checkpoint folder {folder}")
+    shutil.rmtree(outside)
+    assert error() == found
 
 
 def test_missing_paths_and_empty_directories(tmp_path, monkeypatch):

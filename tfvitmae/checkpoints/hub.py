@@ -141,11 +141,13 @@ def resolve_files(name_or_path: str, **hub_options: Any) -> tuple[str | None, st
     if os.path.isfile(name_or_path):  # the user's own file; the config beside it is checked
         folder = os.path.dirname(os.path.abspath(name_or_path))
         config = os.path.join(folder, CONFIG_NAME)
-        return _in_folder(folder, config if os.path.isfile(config) else None), name_or_path
+        return _checked(
+            folder, CONFIG_NAME, config if os.path.isfile(config) else None
+        ), name_or_path
     if os.path.isdir(name_or_path):
-        config = _in_folder(name_or_path, _saved_file(name_or_path, CONFIG_NAME))
+        config = _checked(name_or_path, CONFIG_NAME, _saved_file(name_or_path, CONFIG_NAME))
         for filename in WEIGHT_FILES:
-            path = _in_folder(name_or_path, _saved_file(name_or_path, filename))
+            path = _checked(name_or_path, filename, _saved_file(name_or_path, filename))
             if path is not None:
                 return config, path
         raise CheckpointError(
@@ -196,7 +198,7 @@ def resolve_optional_file(name_or_path: str, filename: str, **hub_options: Any) 
     if os.path.isfile(name_or_path):
         name_or_path = os.path.dirname(os.path.abspath(name_or_path))
     if os.path.isdir(name_or_path):
-        return _in_folder(name_or_path, _saved_file(name_or_path, filename))
+        return _checked(name_or_path, filename, _saved_file(name_or_path, filename))
     if _is_local(name_or_path):
         raise FileNotFoundError(f"No file or directory at {name_or_path!r}")
     return _download(
@@ -204,9 +206,13 @@ def resolve_optional_file(name_or_path: str, filename: str, **hub_options: Any) 
     )
 
 
-def _in_folder(folder: str, path: str | None) -> str | None:
-    """`path`, a file found in the local checkpoint `folder`, once checked to
-    resolve inside it (a link may lead anywhere; see `formats.inside_folder`)."""
+def _checked(folder: str, filename: str, path: str | None) -> str | None:
+    """`path`, where `filename` of the local checkpoint `folder` was found (or
+    `None`), once the entry and `path` are checked to resolve inside `folder`
+    (see `formats.inside_folder`): a link there may lead anywhere, and a link
+    out is refused whether or not it leads to a file."""
+    if os.path.lexists(os.path.join(folder, filename)):
+        inside_folder(folder, filename)
     return None if path is None else inside_folder(folder, os.path.relpath(path, folder))
 
 
