@@ -261,6 +261,24 @@ def test_a_bin_with_more_than_tensors_names_itself_and_the_entries(tmp_path):
     np.testing.assert_array_equal(read_checkpoint(str(path))["encoder.weight"], np.ones(2))
 
 
+def test_a_full_disk_while_writing_safetensors_is_an_oserror_naming_the_file(tmp_path, monkeypatch):
+    import safetensors.numpy
+    from safetensors import SafetensorError
+
+    def full_disk(*args, **kwargs):  # what safetensors 0.8 says on a full tmpfs
+        raise SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        )
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", full_disk)
+    path = tmp_path / "model.safetensors"
+    with pytest.raises(OSError) as caught:
+        write_safetensors({"a": np.zeros(2, np.float32)}, path)
+    assert caught.value.errno == 28
+    assert str(caught.value) == f"[Errno 28] Could not write {path}: No space left on device"
+    assert os.listdir(tmp_path) == []
+
+
 # ------------------------------------------- shard indexes reach no outside file
 def plant_outside_and_inside(root):
     """`root/ck`, a checkpoint folder with inside shards of zeros and links in

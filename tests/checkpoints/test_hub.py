@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -497,6 +498,58 @@ def test_push_to_hub_refuses_what_save_pretrained_refuses(fake_hub, tmp_path, mo
     with pytest.raises(ValueError, match="no PyTorch layout"):
         model.save_pretrained(tmp_path / "both", pytorch=True, push_to_hub=True)
     assert fake_hub == {}
+
+
+def test_a_keras_save_onto_a_full_disk_is_refused_before_h5py_writes(tmp_path, monkeypatch):
+    """h5py crashes the process when a write fails, so the space is claimed
+    first; a full disk is then one line naming the folder."""
+    import errno
+
+    def no_space(fd, offset, size):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    model = TFViTMAEForPreTraining(tiny_config())
+    model.save_pretrained(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1, 1, 52_000))
+    monkeypatch.setattr(model, "save_weights", lambda path: pytest.fail("h5py was asked to write"))
+    with pytest.raises(OSError) as caught:
+        model.save_pretrained(tmp_path)
+    assert re.fullmatch(
+        rf"Could not save TFViTMAEForPreTraining to {tmp_path}: the disk is full "
+        rf"\(model.weights.h5 needs ~\d+ KB, 52 KB free\)\. {tmp_path} is unchanged",
+        str(caught.value),
+    )
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_save_removes_the_staging_folders_of_crashed_saves_and_only_those(tmp_path):
+    import fcntl
+
+    TFViTMAEModel(tiny_config()).save_pretrained(tmp_path)
+    crashed = tmp_path / ".tmp-save-k1ll3d_x"  # killed while writing: no plan
+    running = tmp_path / ".tmp-save-runn1ng_"  # a save writing now holds it locked
+    for staging in (crashed, running):
+        staging.mkdir()
+        (staging / "model.weights.h5").write_bytes(b"partial")
+    (tmp_path / ".tmp-save-notes").mkdir()  # not a name mkdtemp gives
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "keep.txt").write_text("keep")
+    os.symlink(tmp_path / "elsewhere", tmp_path / ".tmp-save-l1nk0ut_")
+    fd = os.open(running, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        TFViTMAEModel(tiny_config()).save_pretrained(tmp_path)
+    finally:
+        os.close(fd)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")) == [
+        ".tmp-save-l1nk0ut_",
+        ".tmp-save-notes",
+        ".tmp-save-runn1ng_",
+    ]
+    assert (running / "model.weights.h5").exists()
+    assert (tmp_path / "elsewhere" / "keep.txt").read_text() == "keep"
 
 
 def test_a_failed_write_is_named_and_changes_nothing(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ never leaves a partial file.
 
 import json
 import os
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -316,16 +317,42 @@ def read_checkpoint(path: PathLike) -> dict[str, np.ndarray]:
     )
 
 
+def _write_error(path: PathLike, error: Exception) -> OSError:
+    """An `OSError` naming `path` for a writer's own error type, with the
+    system's error number where the message holds one ("... (os error 28)")."""
+    found = re.search(r"os error (\d+)", str(error))
+    if found:
+        code = int(found.group(1))
+        return OSError(code, f"Could not write {os.fspath(path)}: {os.strerror(code)}")
+    return OSError(f"Could not write {os.fspath(path)}: {error}")
+
+
 def write_safetensors(state: Mapping[str, np.ndarray], path: PathLike) -> None:
-    """Write `state` to `path` atomically (temporary file, then rename)."""
+    """Write `state` to `path` atomically (temporary file, then rename).
+
+    Raises:
+        OSError: The file could not be written (a full disk, say); it names `path`.
+    """
+    from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
     arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
-    atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata={"format": "pt"}))
+    try:
+        atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata={"format": "pt"}))
+    except SafetensorError as e:  # what a full disk gives
+        raise _write_error(path, e) from None
 
 
 def write_torch_bin(state: Mapping[str, np.ndarray], path: PathLike) -> None:
+    """Write `state` to `path` with `torch.save`, atomically.
+
+    Raises:
+        OSError: The file could not be written (a full disk, say); it names `path`.
+    """
     import torch
 
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
-    atomic_write(path, lambda tmp: torch.save(tensors, tmp))
+    try:
+        atomic_write(path, lambda tmp: torch.save(tensors, tmp))
+    except RuntimeError as e:  # torch's "[enforce fail ...]" on a full disk
+        raise _write_error(path, e) from None
