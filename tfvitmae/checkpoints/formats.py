@@ -127,15 +127,16 @@ def _cache_blobs(folder: str) -> str | None:
     A snapshot's files are links to `../../blobs/<hash>`."""
     parts = folder.split(os.sep)
     for i in range(len(parts) - 2, 0, -1):  # .../models--org--name/snapshots/<revision>/...
-        if parts[i] == "snapshots" and "--" in parts[i - 1]:
+        if parts[i] == "snapshots" and parts[i - 1].startswith(("models--", "datasets--")):
             return os.sep.join(parts[:i] + ["blobs"])
     return None
 
 
 def inside_folder(folder: PathLike, name: str, what: str = "Refused") -> str:
-    """`folder/name`, checked to be a file of `folder`: `name` is a relative
-    path without `..`, and it resolves (through any links) inside `folder`, or,
-    for a huggingface_hub cache snapshot, inside its cache repo's `blobs`.
+    """`folder/name`, once checked to stay inside `folder`: `name` is a
+    relative path without `..`, and it resolves (through any links) inside
+    `folder`, or, for a huggingface_hub cache snapshot, inside its cache
+    repo's `blobs`.
 
     Nothing outside `folder` is opened, and the error does not depend on what
     exists outside it.
@@ -172,7 +173,7 @@ def shard_names(path: PathLike) -> list[str]:
     try:
         with open(path, encoding="utf-8") as f:
             weight_map = json.load(f)["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise CheckpointError(f"Cannot read the shard index {path}: {e}") from None
     if not isinstance(weight_map, dict):
         raise CheckpointError(
