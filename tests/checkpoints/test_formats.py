@@ -2,10 +2,15 @@
 files, and corrupt files that must name themselves."""
 
 import json
+import os
+import pathlib
+import tempfile
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 
 from tfvitmae import TFViTMAEForPreTraining, ViTMAEConfig
@@ -254,3 +259,132 @@ def test_a_bin_with_more_than_tensors_names_itself_and_the_entries(tmp_path):
         read_checkpoint(str(path))
     torch.save({"model": {"encoder.weight": torch.ones(2)}, "epoch": 3}, path)  # MAE's layout
     np.testing.assert_array_equal(read_checkpoint(str(path))["encoder.weight"], np.ones(2))
+
+
+def test_a_full_disk_while_writing_safetensors_is_an_oserror_naming_the_file(tmp_path, monkeypatch):
+    import safetensors.numpy
+    from safetensors import SafetensorError
+
+    def full_disk(*args, **kwargs):  # what safetensors 0.8 says on a full tmpfs
+        raise SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        )
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", full_disk)
+    path = tmp_path / "model.safetensors"
+    with pytest.raises(OSError) as caught:
+        write_safetensors({"a": np.zeros(2, np.float32)}, path)
+    assert caught.value.errno == 28
+    assert str(caught.value) == f"[Errno 28] Could not write {path}: No space left on device"
+    assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------- shard indexes reach no outside file
+def plant_outside_and_inside(root):
+    """`root/ck`, a checkpoint folder with inside shards of zeros and links in
+    and out, beside `root/outside/model.safetensors`, a shard of sevens that
+    no read of `root/ck` may see."""
+    (root / "ck" / "sub").mkdir(parents=True)
+    (root / "outside").mkdir()
+    save_file({"w": np.full(2, 7.0, np.float32)}, str(root / "outside" / "model.safetensors"))
+    for name in ("inside.safetensors", "sub/inside.safetensors"):
+        save_file({"w": np.zeros(2, np.float32)}, str(root / "ck" / name))
+    os.symlink("inside.safetensors", root / "ck" / "link_in")
+    os.symlink("../outside/model.safetensors", root / "ck" / "link_out")
+    os.symlink(root / "outside" / "model.safetensors", root / "ck" / "abs_link_out")
+    os.symlink("loop", root / "ck" / "loop")
+    return root / "ck"
+
+
+def read_index(folder, weight_map):
+    """What reading an index of `weight_map` gives: the arrays, or the error text."""
+    index = folder / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": weight_map}))
+    try:
+        return {k: v.tolist() for k, v in read_checkpoint(str(index)).items()}
+    except CheckpointError as e:
+        return f"CheckpointError: {e}"
+
+
+@pytest.mark.parametrize(
+    "shard",
+    [
+        "../outside/model.safetensors",
+        "{root}/outside/model.safetensors",  # absolute
+        "sub/../../outside/model.safetensors",
+        "link_out",
+        "abs_link_out",
+        "../outside/absent.safetensors",
+    ],
+)
+def test_a_shard_outside_the_folder_is_refused_alike_whether_it_exists(tmp_path, shard):
+    folder = plant_outside_and_inside(tmp_path)
+    shard = shard.format(root=tmp_path)
+    found = read_index(folder, {"w": shard})
+    assert found.startswith(
+        f"CheckpointError: {folder}/model.safetensors.index.json lists the shard {shard}: "
+        f"it leads outside the checkpoint folder {folder}"
+    )
+    (tmp_path / "outside" / "model.safetensors").unlink()
+    assert read_index(folder, {"w": shard}) == found
+
+
+def test_shards_in_a_subfolder_and_links_inside_the_folder_load(tmp_path):
+    folder = plant_outside_and_inside(tmp_path)
+    assert read_index(folder, {"w": "sub/inside.safetensors"}) == {"w": [0.0, 0.0]}
+    assert read_index(folder, {"w": "link_in"}) == {"w": [0.0, 0.0]}
+
+
+def test_a_shard_index_of_the_wrong_shape_is_named(tmp_path):
+    assert "weight_map must map tensor names to shard files, found a list" in read_index(
+        tmp_path, ["model.safetensors"]
+    )
+    assert "weight_map maps a to 3, expected a shard file name" in read_index(tmp_path, {"a": 3})
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text('{"weight_map": ' + "[" * 200_000 + "]" * 200_000 + "}")  # no RecursionError
+    with pytest.raises(CheckpointError, match="Cannot read the shard index .*recursion"):
+        read_checkpoint(str(index))
+
+
+SHARD_PARTS = st.sampled_from(
+    [
+        "..",
+        ".",
+        "",
+        "outside",
+        "model.safetensors",
+        "inside.safetensors",
+        "sub",
+        "link_in",
+        "link_out",
+        "abs_link_out",
+        "loop",
+        "{root}",
+        "a\0b",
+    ]
+)
+HOSTILE_SHARDS = st.one_of(
+    st.lists(SHARD_PARTS, min_size=1, max_size=6).map("/".join),
+    st.text(max_size=40),
+    st.just("x" * 5000),
+    st.integers(),
+    st.none(),
+    st.lists(st.text(max_size=3), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
+)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(weight_map=st.dictionaries(st.sampled_from(["w", "v"]), HOSTILE_SHARDS, max_size=2))
+def test_hostile_shard_indexes_read_inside_files_or_are_refused_alike(weight_map):
+    with tempfile.TemporaryDirectory() as tmp:
+        root = pathlib.Path(tmp)
+        folder = plant_outside_and_inside(root)
+        weight_map = {
+            k: v.replace("{root}", tmp) if isinstance(v, str) else v for k, v in weight_map.items()
+        }
+        found = read_index(folder, weight_map)
+        if isinstance(found, dict):  # read: only zeros, from inside
+            assert all(value == [0.0, 0.0] for value in found.values()), found
+        (root / "outside" / "model.safetensors").unlink()
+        assert read_index(folder, weight_map) == found  # the outside changes nothing

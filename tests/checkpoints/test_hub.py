@@ -1,8 +1,11 @@
 """`from_pretrained`, `save_pretrained` and `push_to_hub`: local directories and
 files, huggingface_hub's real cache (no network here), and uploads."""
 
+import hashlib
 import json
 import os
+import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +15,7 @@ import warnings
 import numpy as np
 import pytest
 from hypothesis import event, example, given, settings
+from safetensors.numpy import load_file, save_file
 
 from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel, ViTMAEConfig, ViTMAEImageProcessor
 from tfvitmae.checkpoints.formats import CheckpointError
@@ -29,15 +33,23 @@ from ..utils.test_files import hostile_plans
 
 
 def fill_hub_cache(cache, repo_id, files, revision="main", commit="a" * 40):
-    """Lay out files as huggingface_hub's cache stores a downloaded repo snapshot."""
+    """Lay out files as huggingface_hub's cache stores a downloaded repo
+    snapshot: the contents in `blobs/`, linked from `snapshots/<commit>/`."""
     repo = cache / f"models--{repo_id.replace('/', '--')}"
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True, exist_ok=True)
+    (repo / "blobs").mkdir(exist_ok=True)
     for name, source in files.items():
-        (snapshot / name).parent.mkdir(parents=True, exist_ok=True)  # a subfolder's files
-        shutil.copy(source, snapshot / name)
+        data = pathlib.Path(source).read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        link = snapshot / name
+        link.parent.mkdir(parents=True, exist_ok=True)  # a subfolder's files
+        link.unlink(missing_ok=True)
+        os.symlink(os.path.relpath(blob, link.parent), link)  # "../../blobs/<hash>"
     (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / revision).write_text(commit)
+    return snapshot
 
 
 @pytest.fixture
@@ -129,6 +141,32 @@ def test_missing_files_in_cache(tmp_path):
         TFViTMAEModel.from_pretrained("someone/absent", cache_dir=tmp_path, local_files_only=True)
 
 
+def test_a_sharded_hub_snapshot_loads_by_id_and_as_a_local_folder(tmp_path):
+    """A snapshot's files are links into the cache repo's blobs: they load, by
+    Hub id and from the snapshot folder given as a path."""
+    state = load_file(FIXTURE / "model.safetensors")
+    keys = sorted(state)
+    (tmp_path / "shards").mkdir()
+    files = {"config.json": FIXTURE / "config.json"}
+    weight_map = {}
+    for i, part in enumerate((keys[::2], keys[1::2])):
+        name = f"model-0000{i + 1}-of-00002.safetensors"
+        save_file({k: state[k] for k in part}, str(tmp_path / "shards" / name))
+        files[name] = tmp_path / "shards" / name
+        weight_map.update(dict.fromkeys(part, name))
+    index = tmp_path / "shards" / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": weight_map}))
+    files[index.name] = index
+    snapshot = fill_hub_cache(tmp_path / "hub", "org/sharded", files)
+    reference = TFViTMAEForPreTraining.from_pretrained(FIXTURE)
+    by_id = TFViTMAEForPreTraining.from_pretrained(
+        "org/sharded", cache_dir=tmp_path / "hub", local_files_only=True
+    )
+    for model in (by_id, TFViTMAEForPreTraining.from_pretrained(snapshot)):
+        for a, b in zip(model.weights, reference.weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 # ------------------------------------------------------------- local folders
 def test_resolve_files(tmp_path):
     config, weights = resolve_files(str(FIXTURE))
@@ -140,6 +178,43 @@ def test_resolve_files(tmp_path):
     # this package's own weights come first when several formats are present
     (tmp_path / "model.weights.h5").write_bytes(b"")
     assert resolve_files(str(tmp_path)) == (None, str(tmp_path / "model.weights.h5"))
+
+
+@pytest.mark.parametrize(
+    "link, subfolder",
+    [
+        ("model.safetensors", None),
+        ("config.json", None),
+        ("preprocessor_config.json", None),
+        (None, "../outside"),
+        (None, "{root}/outside"),
+        ("escape", "escape"),  # a subfolder that is a link out
+    ],
+)
+def test_links_and_subfolders_out_of_a_local_folder_are_refused_alike(tmp_path, link, subfolder):
+    """Whether the outside file exists or not, the error is the same and names
+    the entry as written in the folder."""
+    folder, outside = tmp_path / "ck", tmp_path / "outside"
+    TFViTMAEModel(tiny_config()).save_pretrained(folder, pytorch=True)
+    shutil.copytree(folder, outside)
+    if subfolder:
+        subfolder = subfolder.format(root=tmp_path)
+    if link == "escape":
+        os.symlink(outside, folder / "escape")
+    elif link:
+        (folder / link).unlink()
+        os.symlink(f"../outside/{link}", folder / link)
+
+    def error():
+        with pytest.raises(CheckpointError) as caught:
+            TFViTMAEModel.from_pretrained(folder, subfolder=subfolder)
+        return str(caught.value)
+
+    found = error()
+    what = f"The subfolder {subfolder}" if subfolder else f"Refused {link}"
+    assert found.startswith(f"{what}: it leads outside the checkpoint folder {folder}")
+    shutil.rmtree(outside)
+    assert error() == found
 
 
 def test_missing_paths_and_empty_directories(tmp_path, monkeypatch):
@@ -541,6 +616,58 @@ def test_push_to_hub_refuses_what_save_pretrained_refuses(fake_hub, tmp_path, mo
     with pytest.raises(ValueError, match="no PyTorch layout"):
         model.save_pretrained(tmp_path / "both", pytorch=True, push_to_hub=True)
     assert fake_hub == {}
+
+
+def test_a_keras_save_onto_a_full_disk_is_refused_before_h5py_writes(tmp_path, monkeypatch):
+    """h5py crashes the process when a write fails, so the space is claimed
+    first; a full disk is then one line naming the folder."""
+    import errno
+
+    def no_space(fd, offset, size):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    model = TFViTMAEForPreTraining(tiny_config())
+    model.save_pretrained(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1, 1, 52_000))
+    monkeypatch.setattr(model, "save_weights", lambda path: pytest.fail("h5py was asked to write"))
+    with pytest.raises(OSError) as caught:
+        model.save_pretrained(tmp_path)
+    assert re.fullmatch(
+        rf"Could not save TFViTMAEForPreTraining to {tmp_path}: the disk is full "
+        rf"\(model.weights.h5 needs ~\d+ KB, 52 KB free\)\. {tmp_path} is unchanged",
+        str(caught.value),
+    )
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_save_removes_the_staging_folders_of_crashed_saves_and_only_those(tmp_path):
+    import fcntl
+
+    TFViTMAEModel(tiny_config()).save_pretrained(tmp_path)
+    crashed = tmp_path / ".tmp-save-k1ll3d_x"  # killed while writing: no plan
+    running = tmp_path / ".tmp-save-runn1ng_"  # a save writing now holds it locked
+    for staging in (crashed, running):
+        staging.mkdir()
+        (staging / "model.weights.h5").write_bytes(b"partial")
+    (tmp_path / ".tmp-save-notes").mkdir()  # not a name mkdtemp gives
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "keep.txt").write_text("keep")
+    os.symlink(tmp_path / "elsewhere", tmp_path / ".tmp-save-l1nk0ut_")
+    fd = os.open(running, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        TFViTMAEModel(tiny_config()).save_pretrained(tmp_path)
+    finally:
+        os.close(fd)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")) == [
+        ".tmp-save-l1nk0ut_",
+        ".tmp-save-notes",
+        ".tmp-save-runn1ng_",
+    ]
+    assert (running / "model.weights.h5").exists()
+    assert (tmp_path / "elsewhere" / "keep.txt").read_text() == "keep"
 
 
 def test_a_failed_write_is_named_and_changes_nothing(tmp_path, monkeypatch):

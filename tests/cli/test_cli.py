@@ -409,6 +409,61 @@ def test_convert_command_reports_bad_input(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+FULL_DISK = """
+import hashlib, json, os, resource, signal, sys
+from tfvitmae.cli import main
+
+src, dst = sys.argv[1:]
+
+def contents():
+    return {n: hashlib.sha256(open(os.path.join(dst, n), "rb").read()).hexdigest()
+            for n in sorted(os.listdir(dst)) if os.path.isfile(os.path.join(dst, n))}
+
+before = contents()
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, limit[1]))  # as if the disk were full
+codes = [main(["convert", src, dst, "--to", to]) for to in ("keras", "pytorch")]
+resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+unchanged = contents() == before and set(os.listdir(dst)) == {*before, ".tmp-save-k1ll3d_x"}
+codes.append(main(["convert", src, dst, "--to", "keras"]))
+print(json.dumps({"codes": codes, "unchanged": unchanged, "after": sorted(os.listdir(dst))}))
+"""
+
+
+@pytest.mark.slow
+def test_convert_onto_a_full_disk_says_so_in_one_line_and_leaves_no_staging_folder(tmp_path):
+    """h5py crashed the process (a segfault) when its writes failed; each
+    failed save now names the folder in one line and changes nothing, and the
+    next save that succeeds removes the staging folder that a crash left."""
+    dst = tmp_path / "out"
+    TFViTMAEForPreTraining(tiny_config()).save_pretrained(dst)
+    crashed = dst / ".tmp-save-k1ll3d_x"  # as a save killed while writing leaves it
+    crashed.mkdir()
+    (crashed / "model.weights.h5").write_bytes(b"partial")
+    out = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(FIXTURE), str(dst)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["codes"] == [1, 1, 0] and result["unchanged"]
+    assert result["after"] == ["config.json", "model.weights.h5", "preprocessor_config.json"]
+    assert "Traceback" not in out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("tfvitmae convert")]
+    assert len(errors) == 2
+    for error, name in zip(errors, ("model.weights.h5", "model.safetensors")):
+        assert re.fullmatch(
+            rf"tfvitmae convert: error: Could not save TFViTMAEForPreTraining to {dst}: {name} "
+            rf"needs ~\d+ KB, more than the file size limit \(ulimit -f\) allows\. {dst} is "
+            "unchanged",
+            error,
+        ), error
+
+
 # ------------------------------------------------------------------- export
 @pytest.mark.slow
 def test_export_command(tmp_path, capsys):

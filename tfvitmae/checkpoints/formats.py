@@ -8,6 +8,7 @@ never leaves a partial file.
 
 import json
 import os
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -25,8 +26,10 @@ __all__ = [
     "SAFE_WEIGHTS_NAME",
     "TF_LEGACY_WEIGHTS_NAME",
     "WEIGHT_FILES",
+    "inside_folder",
     "read_checkpoint",
     "read_keras_weights",
+    "shard_names",
     "write_safetensors",
     "write_torch_bin",
 ]
@@ -109,18 +112,95 @@ def _read_safetensors_bfloat16(path):
     return state
 
 
-def _read_safetensors_index(path):
+def _shown(name: object) -> str:
+    """`name` for an error message: as written if short and printable, else
+    its `repr`, cut short (an index may hold anything)."""
+    if isinstance(name, str) and name.isprintable() and len(name) <= 200:
+        return name
+    text = repr(name)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _cache_blobs(folder: str) -> str | None:
+    """The `blobs` folder of the huggingface_hub cache repo that `folder`
+    (a real path) is a snapshot of, or any folder inside one, else `None`.
+    A snapshot's files are links to `../../blobs/<hash>`."""
+    parts = folder.split(os.sep)
+    for i in range(len(parts) - 2, 0, -1):  # .../models--org--name/snapshots/<revision>/...
+        if parts[i] == "snapshots" and parts[i - 1].startswith(("models--", "datasets--")):
+            return os.sep.join(parts[:i] + ["blobs"])
+    return None
+
+
+def inside_folder(folder: PathLike, name: str, what: str = "Refused") -> str:
+    """`folder/name`, once checked to stay inside `folder`: `name` is a
+    relative path without `..`, and it resolves (through any links) inside
+    `folder`, or, for a huggingface_hub cache snapshot, inside its cache
+    repo's `blobs`.
+
+    Nothing outside `folder` is opened, and the error does not depend on what
+    exists outside it.
+
+    Raises:
+        CheckpointError: `name` leads outside `folder`; the message, which
+            starts with `what`, names `name` as written, never what it resolves to.
+    """
+    folder = os.fspath(folder)
+    refused = CheckpointError(
+        f"{what} {_shown(name)}: it leads outside the checkpoint folder {folder}; a "
+        "checkpoint's files, shards and links must stay inside its folder"
+    )
+    if (
+        not isinstance(name, str)
+        or not name
+        or "\0" in name
+        or os.path.isabs(name)
+        or ".." in name.split(os.sep)
+        or len(name) > 4096
+    ):
+        raise refused
+    path = os.path.join(folder, name)
+    real, root = os.path.realpath(path), os.path.realpath(folder)
+    roots = [root] + [b for b in [_cache_blobs(root)] if b is not None]
+    if not any(os.path.commonpath([real, r]) == r for r in roots):
+        raise refused
+    return path
+
+
+def shard_names(path: PathLike) -> list[str]:
+    """The shard files that the safetensors index at `path` lists, each
+    checked to lie inside the index's folder (see `inside_folder`)."""
     try:
         with open(path, encoding="utf-8") as f:
             weight_map = json.load(f)["weight_map"]
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise CheckpointError(f"Cannot read the shard index {path}: {e}") from None
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(
+            f"{path}: weight_map must map tensor names to shard files, "
+            f"found a {type(weight_map).__name__}"
+        )
+    shards = set()
+    for key, shard in weight_map.items():
+        if not isinstance(shard, str):
+            raise CheckpointError(
+                f"{path}: weight_map maps {_shown(key)} to {_shown(shard)}, "
+                "expected a shard file name"
+            )
+        shards.add(shard)
+    folder = os.path.dirname(os.fspath(path))
+    for shard in sorted(shards):
+        inside_folder(folder, shard, what=f"{path} lists the shard")
+    return sorted(shards)
+
+
+def _read_safetensors_index(path):
     state = {}
     folder = os.path.dirname(path)
-    for shard in sorted(set(weight_map.values())):
+    for shard in shard_names(path):
         shard_path = os.path.join(folder, shard)
         if not os.path.isfile(shard_path):
-            raise CheckpointError(f"{path} lists the shard {shard}, which is missing")
+            raise CheckpointError(f"{path} lists the shard {_shown(shard)}, which is missing")
         state.update(_read_safetensors(shard_path))
     return state
 
@@ -238,16 +318,42 @@ def read_checkpoint(path: PathLike) -> dict[str, np.ndarray]:
     )
 
 
+def _write_error(path: PathLike, error: Exception) -> OSError:
+    """An `OSError` naming `path` for a writer's own error type, with the
+    system's error number where the message holds one ("... (os error 28)")."""
+    found = re.search(r"os error (\d+)", str(error))
+    if found:
+        code = int(found.group(1))
+        return OSError(code, f"Could not write {os.fspath(path)}: {os.strerror(code)}")
+    return OSError(f"Could not write {os.fspath(path)}: {error}")
+
+
 def write_safetensors(state: Mapping[str, np.ndarray], path: PathLike) -> None:
-    """Write `state` to `path` atomically (temporary file, then rename)."""
+    """Write `state` to `path` atomically (temporary file, then rename).
+
+    Raises:
+        OSError: The file could not be written (a full disk, say); it names `path`.
+    """
+    from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
     arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
-    atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata={"format": "pt"}))
+    try:
+        atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata={"format": "pt"}))
+    except SafetensorError as e:  # what a full disk gives
+        raise _write_error(path, e) from None
 
 
 def write_torch_bin(state: Mapping[str, np.ndarray], path: PathLike) -> None:
+    """Write `state` to `path` with `torch.save`, atomically.
+
+    Raises:
+        OSError: The file could not be written (a full disk, say); it names `path`.
+    """
     import torch
 
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
-    atomic_write(path, lambda tmp: torch.save(tensors, tmp))
+    try:
+        atomic_write(path, lambda tmp: torch.save(tensors, tmp))
+    except RuntimeError as e:  # torch's "[enforce fail ...]" on a full disk
+        raise _write_error(path, e) from None

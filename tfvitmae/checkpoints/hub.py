@@ -15,8 +15,11 @@ to disk passes through it.
 """
 
 import contextlib
+import errno
 import json
 import os
+import re
+import shutil
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -42,8 +45,10 @@ from .formats import (
     SAFE_WEIGHTS_NAME,
     WEIGHT_FILES,
     CheckpointError,
+    inside_folder,
     read_checkpoint,
     read_keras_weights,
+    shard_names,
     write_safetensors,
     write_torch_bin,
 )
@@ -79,11 +84,12 @@ HUB_OPTIONS = (
 
 
 def in_subfolder(name_or_path: str, subfolder: str | None) -> str:
-    """`name_or_path/subfolder` for a local folder (which must hold it); a Hub
-    id as it is (`subfolder` then goes to `hf_hub_download`)."""
+    """`name_or_path/subfolder` for a local folder (which must hold it, see
+    `formats.inside_folder`); a Hub id as it is (`subfolder` then goes to
+    `hf_hub_download`)."""
     if not subfolder or not os.path.isdir(name_or_path):
         return name_or_path
-    path = os.path.join(name_or_path, subfolder)
+    path = inside_folder(name_or_path, subfolder, what="The subfolder")
     if not os.path.isdir(path):
         raise FileNotFoundError(f"No subfolder {subfolder!r} in {name_or_path!r}")
     return path
@@ -136,13 +142,16 @@ def resolve_files(name_or_path: str, **hub_options: Any) -> tuple[str | None, st
     name_or_path, hub_options = _local_subfolder(name_or_path, hub_options)
     config: str | None  # (`_download` gives None for a file the Hub repo lacks)
     path: str | None
-    if os.path.isfile(name_or_path):
-        config = os.path.join(os.path.dirname(os.path.abspath(name_or_path)), CONFIG_NAME)
-        return (config if os.path.isfile(config) else None), name_or_path
+    if os.path.isfile(name_or_path):  # the user's own file; the config beside it is checked
+        folder = os.path.dirname(os.path.abspath(name_or_path))
+        config = os.path.join(folder, CONFIG_NAME)
+        return _checked(
+            folder, CONFIG_NAME, config if os.path.isfile(config) else None
+        ), name_or_path
     if os.path.isdir(name_or_path):
-        config = _saved_file(name_or_path, CONFIG_NAME)
+        config = _checked(name_or_path, CONFIG_NAME, _saved_file(name_or_path, CONFIG_NAME))
         for filename in WEIGHT_FILES:
-            path = _saved_file(name_or_path, filename)
+            path = _checked(name_or_path, filename, _saved_file(name_or_path, filename))
             if path is not None:
                 return config, path
         raise CheckpointError(
@@ -165,9 +174,7 @@ def resolve_files(name_or_path: str, **hub_options: Any) -> tuple[str | None, st
         if path is None:
             continue
         if filename == SAFE_WEIGHTS_INDEX_NAME:
-            with open(path, encoding="utf-8") as f:
-                shards = sorted(set(json.load(f)["weight_map"].values()))
-            for shard in shards:
+            for shard in shard_names(path):
                 if (
                     _download(name_or_path, shard, hub_kwargs=hub_kwargs, unreachable=unreachable)
                     is None
@@ -195,12 +202,22 @@ def resolve_optional_file(name_or_path: str, filename: str, **hub_options: Any) 
     if os.path.isfile(name_or_path):
         name_or_path = os.path.dirname(os.path.abspath(name_or_path))
     if os.path.isdir(name_or_path):
-        return _saved_file(name_or_path, filename)
+        return _checked(name_or_path, filename, _saved_file(name_or_path, filename))
     if _is_local(name_or_path):
         raise FileNotFoundError(f"No file or directory at {name_or_path!r}")
     return _download(
         name_or_path, filename, hub_kwargs=_check_hub_options(hub_options), unreachable=[]
     )
+
+
+def _checked(folder: str, filename: str, path: str | None) -> str | None:
+    """`path`, where `filename` of the local checkpoint `folder` was found (or
+    `None`), once the entry and `path` are checked to resolve inside `folder`
+    (see `formats.inside_folder`): a link there may lead anywhere, and a link
+    out is refused whether or not it leads to a file."""
+    if os.path.lexists(os.path.join(folder, filename)):
+        inside_folder(folder, filename)
+    return None if path is None else inside_folder(folder, os.path.relpath(path, folder))
 
 
 def _local_subfolder(name_or_path: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -398,29 +415,120 @@ def _save(
         weights_name = SAFE_WEIGHTS_NAME if safe_serialization else PT_WEIGHTS_NAME
     else:
         weights_name = KERAS_WEIGHTS_NAME
-    with staging_dir(save_directory, prefix=SAVE_PREFIX) as staging:
+    with contextlib.ExitStack() as stack:
+        with _locked(save_directory, exclusive=False):  # a staging folder is never seen unlocked
+            staging = stack.enter_context(staging_dir(save_directory, prefix=SAVE_PREFIX))
+            stack.enter_context(_locked(staging, exclusive=True))  # being written: not stale
+        weights_path = os.path.join(staging, weights_name)
+        needed = sum(a.nbytes for a in state.values()) if pytorch else _keras_file_size(model)
         try:
             if pytorch:
                 writer = write_safetensors if safe_serialization else write_torch_bin
-                writer(state, os.path.join(staging, weights_name))
+                writer(state, weights_path)
             else:
-                model.save_weights(os.path.join(staging, weights_name))
+                _reserve(weights_path, needed)  # h5py crashes the process if the disk fills
+                model.save_weights(weights_path)
             atomic_write_text(os.path.join(staging, CONFIG_NAME), config_text.rstrip("\n") + "\n")
             model.image_processor.save_pretrained(staging)
         except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError
+            reason = _write_failure(e, save_directory, weights_name, needed)
             raise OSError(
-                f"Could not save {class_name} to {save_directory}: writing {weights_name} and "
-                f"its config failed ({type(e).__name__}: {e}). Is the disk full? "
+                f"Could not save {class_name} to {save_directory}: {reason} "
                 f"{save_directory} is unchanged"
             ) from e
         with _locked(save_directory, exclusive=True):  # no load reads half of it
             _finish_interrupted_saves(save_directory)
-            return commit_files(
+            written = commit_files(
                 staging,
                 save_directory,
                 [weights_name, CONFIG_NAME, PREPROCESSOR_NAME],
                 remove=_other_weights(save_directory, keep=weights_name),
             )
+            _remove_crashed_saves(save_directory)
+            return written
+
+
+def _keras_file_size(model: Any) -> int:
+    """A little more than the size of `model.save_weights`' file: the
+    variables' bytes (the optimizer's too, which a compiled model's file
+    holds) and HDF5's metadata (2.4 to 2.7 KB a variable, measured on ViTMAE
+    models of 30 to 254 variables)."""
+    optimizer = getattr(model, "optimizer", None)
+    variables = list(model.weights) + list(getattr(optimizer, "variables", None) or [])
+    size = 0
+    for v in variables:
+        try:
+            itemsize = np.dtype(v.dtype).itemsize
+        except TypeError:  # a dtype NumPy lacks (bfloat16): no wider than 8 bytes
+            itemsize = 8
+        size += int(np.prod(v.shape)) * itemsize + 4096
+    return size + 16384
+
+
+def _reserve(path: str, size: int) -> None:
+    """Claim `size` bytes for the file `path` before h5py writes it there: h5py
+    crashes the process (a segfault) when a write fails, so a full disk or a
+    file size limit must show here, as an `OSError`. The writer then
+    truncates the file, which frees the space for itself."""
+    with open(path, "wb") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, size)  # glibc emulates it where unsupported
+            return
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+        except AttributeError:  # no posix_fallocate (macOS)
+            pass
+    if shutil.disk_usage(os.path.dirname(path)).free < size:  # all that is left to check
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1e6:.1f} MB" if nbytes >= 1e6 else f"{nbytes / 1e3:.0f} KB"
+
+
+def _write_failure(error: BaseException, folder: str, weights_name: str, needed: int) -> str:
+    """Why writing a checkpoint into `folder` failed, as a sentence: a full
+    disk or a file size limit says what is needed and what is free."""
+    code = getattr(error, "errno", None)
+    if code == errno.EFBIG:
+        return (
+            f"{weights_name} needs ~{_size(needed)}, more than the file size limit "
+            "(ulimit -f) allows."
+        )
+    free = shutil.disk_usage(folder).free
+    if code in (errno.ENOSPC, errno.EDQUOT) or free < needed:
+        return f"the disk is full ({weights_name} needs ~{_size(needed)}, {_size(free)} free)."
+    return (
+        f"writing {weights_name} and its config failed ({type(error).__name__}: {error}). "
+        "Is the disk full?"
+    )
+
+
+def _remove_crashed_saves(folder: str) -> None:
+    """Remove the staging folders that saves into `folder` left when a crash
+    or kill ended them while writing: `.tmp-save-*` folders (as `mkdtemp`
+    names them) that hold no commit plan (`_finish_interrupted_saves`
+    completes those) and that no running save holds locked."""
+    import fcntl
+
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if (
+            not re.fullmatch(re.escape(SAVE_PREFIX) + r"[a-z0-9_]{8}", name)
+            or os.path.islink(path)
+            or not os.path.isdir(path)
+            or os.path.lexists(os.path.join(path, COMMIT_PLAN))
+        ):
+            continue
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a save writing now
+            continue
+        finally:
+            os.close(fd)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class HubMixin:
