@@ -170,3 +170,37 @@ def test_ctrl_c_in_pretrain_says_what_was_saved_and_how_to_resume(tiny_checkpoin
     # The command that resumes is this one, without --overwrite (which would start afresh).
     resume = shlex.split(last.split("resume with: ")[1])
     assert resume == ["tfvitmae", *argv[:-1]]
+
+
+def test_ctrl_c_in_any_command_is_one_line_with_status_130(tmp_path, monkeypatch, capsys):
+    """probe, finetune and demo (here stopped in place) say the same in one line."""
+    from tfvitmae.cli import commands, demo
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    def run(argv):
+        try:
+            return main(argv)
+        except KeyboardInterrupt:  # raised on: fail this test, not the session
+            pytest.fail("Ctrl-C went through main as a traceback")
+
+    monkeypatch.setattr(commands, "train_classifier", stopped)
+    monkeypatch.setattr(demo, "run_demo", stopped)
+    out = tmp_path / "probe"
+    argv = ["probe", "my data", "--model", "m", "--output-dir", str(out), "--overwrite"]
+    assert run(argv) == 130
+    err = capsys.readouterr().err
+    assert err == (
+        "tfvitmae probe: interrupted before the first epoch was backed up; start again with: "
+        f"tfvitmae probe 'my data' --model m --output-dir {out}\n"
+    )
+    (out / "backup" / "epoch_3").mkdir(parents=True)
+    (out / "backup" / "epoch_3" / "state.weights.h5").write_bytes(b"")
+    assert run(["finetune", *argv[1:-1], "--ov"]) == 130
+    assert capsys.readouterr().err == (
+        f"tfvitmae finetune: interrupted; epoch 3 is backed up in {out / 'backup' / 'epoch_3'}; "
+        f"resume with: tfvitmae finetune 'my data' --model m --output-dir {out}\n"
+    )
+    assert run(["demo", "--output-dir", str(tmp_path / "demo")]) == 130
+    assert capsys.readouterr().err == "tfvitmae demo: interrupted\n"
