@@ -319,3 +319,31 @@ def test_update_sets_fields_and_keys_or_changes_nothing():
     with pytest.raises(ValueError, match="mask_ratio"):
         config.update({"mask_ratio": 2.0, "hidden_size": 64})
     assert config.mask_ratio == 0.5 and config.hidden_size == 768
+
+
+@pytest.mark.parametrize(
+    "key, which",
+    [
+        ("to_dict", "names a method of ViTMAEConfig"),
+        ("copy", "names a method of ViTMAEConfig"),
+        ("validate", "names a method of ViTMAEConfig"),
+        ("from_dict", "names a method of ViTMAEConfig"),
+        ("num_patches", "names a property of ViTMAEConfig"),
+        ("STRUCTURE", "names an attribute of ViTMAEConfig"),
+        ("_id2label", "names an attribute of ViTMAEConfig"),
+        ("__dict__", "is a Python special name"),
+        ("__class__", "is a Python special name"),
+    ],
+)
+def test_a_key_naming_a_method_or_attribute_is_refused_by_name(tmp_path, key, which):
+    """`{"to_dict": 1}` replaced the method, and `__dict__` the config's state."""
+    data = {**ViTMAEConfig().to_dict(), key: 1}
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=rf"config\.json: .*key '{key}', which {which}"):
+        ViTMAEConfig.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=which):
+        ViTMAEConfig(**{key: 1})
+    config = ViTMAEConfig()
+    with pytest.raises(ValueError, match=which):
+        config.update({key: 1})
+    assert config == ViTMAEConfig() and callable(config.to_dict)

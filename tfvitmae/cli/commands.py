@@ -17,9 +17,11 @@ if TYPE_CHECKING:
     from ..models.vit_mae import TFViTMAEForPreTraining, TFViTMAEPreTrainedModel
 
 __all__ = [
+    "check_output_paths",
     "convert",
     "demo",
     "export",
+    "interrupted",
     "load_any_model",
     "load_augmenter",
     "load_pretraining_model",
@@ -29,6 +31,66 @@ __all__ = [
     "set_mixed_precision",
     "train_classifier",
 ]
+
+
+# The arguments that name something a command writes: `(attribute, as the
+# user wrote it)`. Each is a folder, except where `_is_output_file` says a file.
+_OUTPUTS = (
+    ("output_dir", "--output-dir"),
+    ("log_dir", "--log-dir"),
+    ("export_base", "EXPORT_BASE"),
+    ("dst", "DST"),
+    ("output", "--output"),
+)
+
+
+def _is_output_file(args: argparse.Namespace, attribute: str) -> bool:
+    return attribute == "output" or (
+        attribute == "export_base" and getattr(args, "format", None) in ("onnx", "litert")
+    )
+
+
+def check_output_paths(args: argparse.Namespace) -> None:
+    """Refuse an output folder that is a file (or lies under one), and an output
+    file that is a folder, before a command reads data or builds a model."""
+    from ..utils.files import check_folder_path
+
+    for attribute, option in _OUTPUTS:
+        path = getattr(args, attribute, None)
+        if path is None:
+            continue
+        folder = path
+        if _is_output_file(args, attribute):
+            if os.path.isdir(path):
+                raise IsADirectoryError(f"{option} {path} is a folder; expected a file to write")
+            folder = os.path.dirname(os.path.abspath(path))
+        try:
+            check_folder_path(folder)
+        except NotADirectoryError as e:
+            raise NotADirectoryError(f"{option} {path}: {e}") from None
+
+
+def interrupted(args: argparse.Namespace, argv: list[str]) -> str:
+    """What a command stopped by Ctrl-C says: for a training run, the last
+    complete backup and the command that resumes it."""
+    if args.command not in ("pretrain", "probe", "finetune"):
+        return "interrupted"
+    import shlex
+
+    from ..training.runs import backups
+
+    # Rerunning the same command resumes a stopped run; with --overwrite
+    # (or an abbreviation of it) it would start afresh instead.
+    again = [a for a in argv if not (a.startswith("--ov") and "--overwrite".startswith(a))]
+    resume = f"tfvitmae {shlex.join(again)}"
+    found = backups(args.output_dir) if os.path.isdir(args.output_dir) else []
+    if not found:
+        return f"interrupted before the first epoch was backed up; start again with: {resume}"
+    epoch, state = found[0]
+    return (
+        f"interrupted; epoch {epoch} is backed up in {os.path.dirname(state)}; resume with: "
+        f"{resume}"
+    )
 
 
 def set_mixed_precision(policy: str) -> None:
@@ -414,15 +476,40 @@ def convert(args: argparse.Namespace) -> int:
 
 def load_any_model(name_or_path: str | os.PathLike) -> "TFViTMAEPreTrainedModel":
     """The checkpoint's own model class (from `architectures` in its config),
-    loaded with `from_pretrained`; `TFViTMAEForPreTraining` when unsaid."""
+    loaded with `from_pretrained`; `TFViTMAEForPreTraining` when unsaid.
+
+    Raises:
+        CheckpointError: The config names a classifier, but the weights have no
+            classification head (a pretraining checkpoint mislabelled: its
+            export would classify with a random head).
+    """
+    import warnings
+
+    from ..checkpoints.formats import CheckpointError
     from ..checkpoints.hub import architecture_class, resolve_files
+    from ..checkpoints.weight_names import model_parts, part_of
     from ..models import classification  # noqa: F401  (registers every model class)
     from ..models.config import ViTMAEConfig
     from ..models.vit_mae import TFViTMAEForPreTraining
 
     config_path, _ = resolve_files(os.fspath(name_or_path))
     config = ViTMAEConfig.from_pretrained(config_path) if config_path else None
-    return architecture_class(config, TFViTMAEForPreTraining).from_pretrained(name_or_path)
+    cls = architecture_class(config, TFViTMAEForPreTraining)
+    # A missing head only warns in `from_pretrained` (a classifier started
+    # from an encoder has none); here the checkpoint itself claims one.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, report = cls.from_pretrained(name_or_path, output_loading_info=True)
+    if "head" in model_parts(model) and not any(part_of(p) == "head" for p in report.loaded):
+        raise CheckpointError(
+            f"{config_path} names {cls.__name__} in its architectures, but the weights "
+            f"({report.source}) have no classification head: the model would classify with a "
+            "random one. Export the encoder or the pretraining model instead (correct "
+            "architectures in config.json), or fine-tune it first (tfvitmae finetune)"
+        )
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return model
 
 
 def export(args: argparse.Namespace) -> int:

@@ -438,7 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     # not for a command's user; its errors still show. Set the variable to see all.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
+        commands.check_output_paths(args)
         return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C: what was saved, not where Python was
+        argv = sys.argv[1:] if argv is None else argv
+        print(f"tfvitmae {args.command}: {commands.interrupted(args, argv)}", file=sys.stderr)
+        return 130  # the shell's status for a process stopped by SIGINT
     except (
         ValueError,
         OSError,
@@ -446,6 +451,13 @@ def main(argv: list[str] | None = None) -> int:
         FloatingPointError,
     ) as e:  # bad input: a message, not a traceback
         print(f"tfvitmae {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except RecursionError:  # a file nested beyond what a reader can follow
+        print(
+            f"tfvitmae {args.command}: error: an input is nested too deeply to read "
+            "(a hostile or broken file)",
+            file=sys.stderr,
+        )
         return 1
     except MemoryError as e:
         reason = e or "no details"

@@ -11,6 +11,7 @@ import inspect
 import json
 import math
 import os
+from collections.abc import Container
 from typing import Any, TypeGuard, TypeVar, cast
 
 from ..checkpoints.formats import CONFIG_NAME
@@ -156,7 +157,7 @@ class ViTMAEConfig:
                     f"{len(self._id2label)} classes; give one of them, or both alike"
                 )
             self.num_labels = num_labels
-        _check_extra_keys(kwargs)
+        _check_extra_keys(kwargs, type(self), taken=vars(self))
         for name, value in kwargs.items():
             setattr(self, name, value)
         self.validate()
@@ -557,11 +558,26 @@ _UNSUPPORTED = {
 }
 
 
-def _check_extra_keys(kwargs: dict[str, Any]) -> None:
-    """Refuse a setting these models do not have and a key that looks like a
-    misspelt field; keep every other key (a config may come from a newer
-    transformers)."""
+def _check_extra_keys(kwargs: dict[str, Any], cls: type, taken: Container[str] = ()) -> None:
+    """Refuse a setting these models do not have, a key that would replace a
+    method or attribute of `cls` (or one already `taken` by the instance), and
+    a key that looks like a misspelt field; keep every other key (a config may
+    come from a newer transformers)."""
     for name, value in kwargs.items():
+        if name.startswith("__") or hasattr(cls, name) or name in taken:
+            attribute = inspect.getattr_static(cls, name, None)
+            if name.startswith("__"):
+                which = "is a Python special name"
+            elif isinstance(attribute, property):
+                which = f"names a property of {cls.__name__}"
+            elif callable(attribute) or isinstance(attribute, (classmethod, staticmethod)):
+                which = f"names a method of {cls.__name__}"
+            else:
+                which = f"names an attribute of {cls.__name__}"
+            raise ValueError(
+                f"ViTMAEConfig got the key {name!r}, which {which}; a config cannot set it "
+                "(remove it from config.json)"
+            )
         if name in _UNSUPPORTED and value != _PRETRAINED_DEFAULTS[name]:
             raise ValueError(
                 f"ViTMAEConfig does not support {name}={value!r}: {_UNSUPPORTED[name]}; "

@@ -19,6 +19,7 @@ records. `remove_staging_leftovers` removes only the staging folders that
 import contextlib
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -356,10 +357,43 @@ def _umask() -> int:
     return mask
 
 
-def read_json(path: PathLike) -> Any:
-    """The JSON document at `path`; a `ValueError` naming the file if it is not JSON."""
+# What `read_json` accepts. Our JSON files (configs, run records, shard
+# indexes) are a few levels deep and at most megabytes; a deeper or larger
+# file is refused before it can exhaust the stack or memory.
+MAX_JSON_DEPTH = 64
+MAX_JSON_BYTES = 64 * 2**20
+# A JSON string (skipped: brackets inside it do not nest), or a bracket.
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def read_json(path: PathLike) -> dict[str, Any]:
+    """The JSON object at `path`; a `ValueError` naming the file if it is not
+    UTF-8 JSON, not an object, larger than `MAX_JSON_BYTES` or nested deeper
+    than `MAX_JSON_DEPTH` levels."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_JSON_BYTES + 1)
+    if len(data) > MAX_JSON_BYTES:
+        raise ValueError(
+            f"{path} is larger than {MAX_JSON_BYTES // 2**20} MiB, too large a JSON file"
+        )
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text: {e}") from None
+    depth = 0
+    for token in _JSON_TOKEN.finditer(text):
+        if token.group() in ("[", "{"):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"{path} is nested deeper than {MAX_JSON_DEPTH} levels")
+        elif token.group() in ("]", "}"):
+            depth -= 1
+    try:
+        value = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
+    except RecursionError:  # nesting the scan above missed in a malformed file
+        raise ValueError(f"{path} is nested too deeply to read") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} is not a JSON object: it holds a {type(value).__name__}")
+    return value
