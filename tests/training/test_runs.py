@@ -103,8 +103,13 @@ def test_files_no_run_wrote_are_not_trained_over(tmp_path):
         start_run(str(tmp_path), SETTINGS, epochs=1)
     assert (tmp_path / "model.weights.h5").read_text() == "someone's model"
     (tmp_path / RUN_FILE).write_text("{broken")
-    with pytest.raises(RunConflictError, match=r"unreadable"):
+    with pytest.raises(RunConflictError, match=r"unreadable.*pass overwrite"):
         start_run(str(tmp_path), SETTINGS, epochs=1)
+    # ...and overwrite, as the error says, starts afresh (it was refused as unreadable too).
+    mode, message = start_run(str(tmp_path), SETTINGS, epochs=1, overwrite=True)
+    assert mode == "fresh" and "cleared the previous run's state" in message
+    assert read_run(str(tmp_path))["epochs_done"] == 0
+    unlock_run_dir(tmp_path)
 
 
 def everything(root):

@@ -280,13 +280,14 @@ def _decide_run(
         `(mode, message, record, clear)`: the run record to write (or `None`),
         and whether the previous run's state is to be removed first.
     """
-    record = read_run(output_dir)
     settings = {**settings, "epochs": epochs}
     new_record = {"settings": settings, "epochs_done": 0, "finished": False}
-    if overwrite:
-        what = "the previous run's state" if record else "nothing"
+    if overwrite:  # whatever the record holds, even one that cannot be read
+        had_run = os.path.exists(os.path.join(output_dir, RUN_FILE))
+        what = "the previous run's state" if had_run else "nothing"
         message = f"starting afresh in {output_dir} (overwrite: cleared {what})"
         return "fresh", message, new_record, True
+    record = read_run(output_dir)
     if record is None:
         leftovers = sorted(n for n in os.listdir(output_dir) if not n.startswith("."))
         if leftovers:
