@@ -647,14 +647,19 @@ def test_a_keras_save_onto_a_full_disk_is_refused_before_h5py_writes(tmp_path, m
 def test_a_save_removes_the_staging_folders_of_crashed_saves_and_only_those(tmp_path):
     import fcntl
 
+    from tfvitmae.utils.files import STAGING_MARKER
+
     TFViTMAEModel(tiny_config()).save_pretrained(tmp_path)
     crashed = tmp_path / ".tmp-save-k1ll3d_x"  # killed while writing: no plan
     running = tmp_path / ".tmp-save-runn1ng_"  # a save writing now holds it locked
     for staging in (crashed, running):
         staging.mkdir()
+        (staging / STAGING_MARKER).touch()  # as staging_dir marks its folders
         (staging / "model.weights.h5").write_bytes(b"partial")
-    (tmp_path / ".tmp-save-notes").mkdir()  # not a name mkdtemp gives
+    (tmp_path / ".tmp-save-notes").mkdir()  # the user's: not marked
+    (tmp_path / ".tmp-save-notes" / "notes.txt").write_text("mine")
     (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / STAGING_MARKER).touch()
     (tmp_path / "elsewhere" / "keep.txt").write_text("keep")
     os.symlink(tmp_path / "elsewhere", tmp_path / ".tmp-save-l1nk0ut_")
     fd = os.open(running, os.O_RDONLY)
@@ -669,6 +674,7 @@ def test_a_save_removes_the_staging_folders_of_crashed_saves_and_only_those(tmp_
         ".tmp-save-runn1ng_",
     ]
     assert (running / "model.weights.h5").exists()
+    assert (tmp_path / ".tmp-save-notes" / "notes.txt").read_text() == "mine"
     assert (tmp_path / "elsewhere" / "keep.txt").read_text() == "keep"
 
 

@@ -18,7 +18,6 @@ import contextlib
 import errno
 import json
 import os
-import re
 import shutil
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from ..utils.files import (
     finish_commits,
     locked_folder,
     pending_commits,
+    remove_staging_leftovers,
     staging_dir,
 )
 from ..utils.types import PathLike
@@ -415,10 +415,7 @@ def _save(
         weights_name = SAFE_WEIGHTS_NAME if safe_serialization else PT_WEIGHTS_NAME
     else:
         weights_name = KERAS_WEIGHTS_NAME
-    with contextlib.ExitStack() as stack:
-        with _locked(save_directory, exclusive=False):  # a staging folder is never seen unlocked
-            staging = stack.enter_context(staging_dir(save_directory, prefix=SAVE_PREFIX))
-            stack.enter_context(_locked(staging, exclusive=True))  # being written: not stale
+    with staging_dir(save_directory, prefix=SAVE_PREFIX) as staging:
         weights_path = os.path.join(staging, weights_name)
         needed = sum(a.nbytes for a in state.values()) if pytorch else _keras_file_size(model)
         try:
@@ -444,7 +441,7 @@ def _save(
                 [weights_name, CONFIG_NAME, PREPROCESSOR_NAME],
                 remove=_other_weights(save_directory, keep=weights_name),
             )
-            _remove_crashed_saves(save_directory)
+            remove_staging_leftovers(save_directory, SAVE_PREFIX)  # crashed saves'
             return written
 
 
@@ -503,32 +500,6 @@ def _write_failure(error: BaseException, folder: str, weights_name: str, needed:
         f"writing {weights_name} and its config failed ({type(error).__name__}: {error}). "
         "Is the disk full?"
     )
-
-
-def _remove_crashed_saves(folder: str) -> None:
-    """Remove the staging folders that saves into `folder` left when a crash
-    or kill ended them while writing: `.tmp-save-*` folders (as `mkdtemp`
-    names them) that hold no commit plan (`_finish_interrupted_saves`
-    completes those) and that no running save holds locked."""
-    import fcntl
-
-    for name in os.listdir(folder):
-        path = os.path.join(folder, name)
-        if (
-            not re.fullmatch(re.escape(SAVE_PREFIX) + r"[a-z0-9_]{8}", name)
-            or os.path.islink(path)
-            or not os.path.isdir(path)
-            or os.path.lexists(os.path.join(path, COMMIT_PLAN))
-        ):
-            continue
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # a save writing now
-            continue
-        finally:
-            os.close(fd)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 class HubMixin:

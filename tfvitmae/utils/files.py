@@ -81,16 +81,22 @@ def staging_dir(parent: PathLike, prefix: str = ".tmp-") -> Iterator[str]:
     on exit whatever happens, unless it holds a commit that failed half-way
     (left for `finish_commits`). Move finished files out of it with
     `os.replace`, `commit_files` or `publish_dir`. It holds the empty file
-    `STAGING_MARKER`, by which `remove_staging_leftovers` knows it as ours."""
+    `STAGING_MARKER`, by which `remove_staging_leftovers` knows it as ours,
+    and is locked (`flock`) while in use, by which it knows it is not a leftover."""
+    import fcntl
+
     check_folder_path(parent)
     os.makedirs(parent, exist_ok=True)
     folder = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    fd = os.open(folder, os.O_RDONLY)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # before the marker: a marked folder is never seen unlocked
         open(os.path.join(folder, STAGING_MARKER), "x").close()
         yield folder
     finally:
         if not os.path.lexists(os.path.join(folder, COMMIT_PLAN)):
             shutil.rmtree(folder, ignore_errors=True)
+        os.close(fd)  # releases the lock
 
 
 def commit_files(
@@ -267,9 +273,10 @@ def finish_commits(folder: PathLike, prefix: str = ".tmp-") -> list[str]:
 
 def remove_staging_leftovers(folder: PathLike, prefix: str = ".tmp-") -> list[str]:
     """Remove the staging folders named `prefix*` in `folder` that `staging_dir`
-    made (marked with `STAGING_MARKER`) and a killed write left unfinished.
-    Nothing else is touched: a user's `.tmp-notes.txt` or `.tmp-keep/` stays,
-    and so does a folder holding a plan (`finish_commits` decides on it).
+    made (marked with `STAGING_MARKER`) and a crashed or killed write left
+    unfinished (no process holds them locked). Nothing else is touched: a
+    user's `.tmp-notes.txt` or `.tmp-keep/` stays, and so does a folder
+    holding a plan (`finish_commits` decides on it).
 
     Returns:
         The folders removed.
@@ -282,10 +289,25 @@ def remove_staging_leftovers(folder: PathLike, prefix: str = ".tmp-") -> list[st
             and _is_dir(path)
             and _regular_size(os.path.join(path, STAGING_MARKER)) == 0
             and not os.path.lexists(os.path.join(path, COMMIT_PLAN))
+            and not _in_use(path)
         ):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
+
+
+def _in_use(folder: str) -> bool:
+    """Whether a live `staging_dir` holds `folder` locked (a write under way)."""
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 @contextlib.contextmanager
