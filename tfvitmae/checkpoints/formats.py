@@ -154,8 +154,8 @@ class StoredCheckpoint:
 
 def _refused(path: str, what: str) -> CheckpointError:
     return CheckpointError(
-        f"{path} is refused: {what}. A weights file holds numeric arrays stored in itself, "
-        "in a tree of groups; nothing was read"
+        f"{path} is refused: {what}. A weights file holds only numeric arrays stored in the "
+        "file itself; nothing was read"
     )
 
 
@@ -322,7 +322,7 @@ def _open_safetensors(path: str) -> dict[str, StoredArray]:
     if not isinstance(header, dict):
         raise unreadable("the header is not a JSON object")
     start, data_size = 8 + length, size - 8 - length
-    arrays = {}
+    arrays, spans = {}, []
     for name, info in header.items():
         if name == "__metadata__":
             continue
@@ -352,6 +352,15 @@ def _open_safetensors(path: str) -> dict[str, StoredArray]:
             )
         read = functools.partial(_read_range, path, start + begin, dtype, tuple(shape), upcast)
         arrays[name] = StoredArray(tuple(shape), read)
+        spans.append((begin, end))
+    # As the format requires, the tensors cover the data exactly: no two share
+    # bytes (which would read one file's bytes many times over), and no bytes
+    # are left over.
+    covered = 0
+    for begin, end in sorted(spans):
+        covered = end if begin == covered else -1
+    if covered != data_size:
+        raise unreadable(f"the tensors do not cover its {data_size:,} bytes of data exactly")
     return arrays
 
 
