@@ -264,6 +264,7 @@ def test_safetensors_dtypes_numpy_lacks_are_upcast(tmp_path, dtype):
         ({"dtype": "F32", "shape": [4], "data_offsets": [0, 2**40]}, "would span bytes 0 to 1,"),
         ({"dtype": "F32", "shape": [2], "data_offsets": [-8, 0]}, "is not {dtype, shape, data"),
         ([1, 2], "is not {dtype, shape, data_offsets} in numbers"),
+        ({"dtype": ["F32"], "shape": [4], "data_offsets": [0, 16]}, "is not {dtype, shape, d"),
     ],
 )
 def test_safetensors_headers_are_checked_before_reading(tmp_path, entry, message):
@@ -337,6 +338,7 @@ KINDS = (
     "chunk bomb",
     "string dataset",
     "compound dataset",
+    "empty dataspace",
 )
 BUDGET = 10_000
 
@@ -371,8 +373,10 @@ def add_component(f, groups, kind, where, size, secret, other):
         group.create_dataset(name, shape=(2,), maxshape=(None,), chunks=(2**21,), dtype="f4")
     elif kind == "string dataset":
         group[name] = np.array([b"x" * (1 + size % 8)])
-    else:
+    elif kind == "compound dataset":
         group[name] = np.zeros(2, dtype=[("a", "f4"), ("b", "i4")])
+    else:
+        group[name] = h5py.Empty("f4")
 
 
 def refused(kind, size):

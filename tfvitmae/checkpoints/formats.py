@@ -145,7 +145,7 @@ class StoredCheckpoint:
                 out[name] = array.read()
             except CheckpointError:
                 raise
-            except (OSError, ValueError, RuntimeError) as e:  # h5py, NumPy and torch errors
+            except (OSError, ValueError, RuntimeError, TypeError) as e:  # h5py, NumPy, torch
                 raise CheckpointError(
                     f"Cannot read {name!r} from {self.path}: {type(e).__name__}: {e}"
                 ) from None
@@ -201,6 +201,8 @@ def _hdf5_objects(file: Any, path: str, skip: Container[str] = ()) -> dict[str, 
 
 
 def _check_dataset(dataset: Any, name: str, path: str) -> None:
+    if dataset.shape is None:
+        raise _refused(path, f"the dataset {name} has no data (an empty dataspace)")
     if dataset.external:
         raise _refused(path, f"the dataset {name} keeps its data in another file")
     if dataset.is_virtual:
@@ -228,7 +230,7 @@ def _open_hdf5(
             arrays = describe(file)
         except CheckpointError:
             raise
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:  # h5py's errors
             raise CheckpointError(f"Cannot read {path}: {type(e).__name__}: {e}") from None
         yield arrays
 
@@ -264,7 +266,7 @@ def _describe_keras_weights(file: Any, path: str) -> dict[str, StoredArray]:
             owner = parent[: -len("/vars")]
             if not owner:  # "/vars": the model's own variables, which it has none of
                 continue
-            if not key.isdigit():
+            if not key.isdecimal():
                 raise _refused(path, f"{name} is not a numbered variable")
             layers.setdefault(layer_paths[owner], {})[int(key)] = obj
     arrays = {
@@ -328,7 +330,9 @@ def _open_safetensors(path: str) -> dict[str, StoredArray]:
             continue
         try:
             dtype_name, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
-            if not all(type(n) is int and n >= 0 for n in (*shape, begin, end)):
+            if not isinstance(dtype_name, str) or not all(
+                type(n) is int and n >= 0 for n in (*shape, begin, end)
+            ):
                 raise ValueError
         except (TypeError, KeyError, ValueError):
             raise unreadable(f"{name!r} is not {{dtype, shape, data_offsets}} in numbers") from None

@@ -392,7 +392,7 @@ def mae_config_values(
 
     def shape(key: str) -> tuple[int, ...]:
         value = state[key]
-        return tuple(value.shape) if isinstance(value, np.ndarray) else tuple(value)
+        return tuple(value.shape) if hasattr(value, "shape") else tuple(value)
 
     decoder = "decoder_embed.weight" in state
     try:
