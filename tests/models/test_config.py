@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -347,3 +348,17 @@ def test_a_key_naming_a_method_or_attribute_is_refused_by_name(tmp_path, key, wh
     with pytest.raises(ValueError, match=which):
         config.update({key: 1})
     assert config == ViTMAEConfig() and callable(config.to_dict)
+
+
+def test_from_pretrained_reads_no_config_outside_the_folder(tmp_path):
+    from tfvitmae.checkpoints.formats import CheckpointError
+
+    outside, folder = tmp_path / "outside", tmp_path / "checkpoint"
+    ViTMAEConfig(hidden_size=48, num_attention_heads=3).save_pretrained(outside)
+    folder.mkdir()
+    os.symlink(outside / "config.json", folder / "config.json")
+    with pytest.raises(CheckpointError, match="config.json: it leads outside"):
+        ViTMAEConfig.from_pretrained(folder)
+    with pytest.raises(CheckpointError, match="subfolder ../outside: it leads outside"):
+        ViTMAEConfig.from_pretrained(tmp_path / "checkpoint", subfolder="../outside")
+    assert ViTMAEConfig.from_pretrained(tmp_path, subfolder="outside").hidden_size == 48

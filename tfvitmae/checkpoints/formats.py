@@ -2,21 +2,30 @@
 
 Readers return `{name: numpy array}` in the checkpoint's own naming; the name
 table in `weight_names.py` maps those names onto a model. Nothing here knows a
-model class. Writers go through `utils.files.atomic_write`, so an interrupted save
-never leaves a partial file.
+model class. A file is opened and described (names, shapes) before any data is
+read, so that its sizes can be checked first, and what a weights file never
+holds (links out of the file, data kept elsewhere) is refused. Writers go
+through `utils.files.atomic_write`, so an interrupted save never leaves a
+partial file.
 """
 
+import contextlib
+import functools
 import json
+import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..utils.files import atomic_write
+from ..utils.files import atomic_write, read_json
 from ..utils.types import PathLike
 
 __all__ = [
+    "CHECKPOINT_SIZE_FACTOR",
     "CONFIG_NAME",
     "CheckpointError",
     "KERAS_WEIGHTS_NAME",
@@ -26,7 +35,11 @@ __all__ = [
     "SAFE_WEIGHTS_NAME",
     "TF_LEGACY_WEIGHTS_NAME",
     "WEIGHT_FILES",
+    "StoredArray",
+    "StoredCheckpoint",
     "inside_folder",
+    "keras_layers",
+    "open_checkpoint",
     "read_checkpoint",
     "read_keras_weights",
     "shard_names",
@@ -56,60 +69,319 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable, or does not fit the model."""
 
 
-def _read_safetensors(path):
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+# ------------------------------------------------------------------ reading
+# Each reader first describes a file's arrays (names and shapes) without
+# reading any data, and refuses what a weights file never holds: links out of
+# the file, data kept in other files, types that are not numbers. The sizes
+# are then checked (against the config, and against a budget) before a byte
+# of data is read.
 
-    try:
-        return load_file(path)
-    except TypeError:  # NumPy has no bfloat16: read those files through ml_dtypes
-        return _read_safetensors_bfloat16(path)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(
-            f"Cannot read {path}: {e} (truncated or not a safetensors file?)"
-        ) from None
+CHECKPOINT_SIZE_FACTOR = 4
+"""A checkpoint may declare at most this many times the parameters of the
+model its config describes (encoder, decoder and a classification head),
+counted in values; `from_pretrained` and `load_pretrained_weights` refuse a
+larger one before reading it. Raise it to load a checkpoint much larger than
+the model with `strict=False`."""
+
+_MAX_HDF5_DEPTH = 64  # groups within groups: Keras files nest about 8 deep
+_MAX_HDF5_CHUNK = 2**20  # values in one chunk beyond the dataset's own size
+_MAX_SAFETENSORS_HEADER = 100_000_000  # bytes, the safetensors library's own limit
+# safetensors dtypes: NumPy's, and (upcast to float32) those only ml_dtypes has.
+_SAFETENSORS_DTYPES = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U64": "<u8",
+    "U32": "<u4",
+    "U16": "<u2",
+    "U8": "u1",
+    "BOOL": "?",
+}
+_SAFETENSORS_UPCAST = {
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E4M3FNUZ": "float8_e4m3fnuz",
+    "F8_E5M2": "float8_e5m2",
+    "F8_E5M2FNUZ": "float8_e5m2fnuz",
+    "F8_E8M0": "float8_e8m0fnu",
+}
 
 
-def _read_safetensors_bfloat16(path):
-    """Read a safetensors file holding bfloat16 tensors, upcast to float32.
+class StoredArray(NamedTuple):
+    """An array of an open checkpoint file: its shape, and how to read it."""
 
-    The format is an 8-byte little-endian header length, a JSON header of
-    `{name: {dtype, shape, data_offsets}}`, then the raw data.
-    """
-    import ml_dtypes  # a TensorFlow dependency
+    shape: tuple[int, ...]
+    read: Callable[[], np.ndarray]
 
-    dtypes = {
-        "BF16": ml_dtypes.bfloat16,
-        "F16": np.float16,
-        "F32": np.float32,
-        "F64": np.float64,
-        "I64": np.int64,
-        "I32": np.int32,
-        "I16": np.int16,
-        "I8": np.int8,
-        "U8": np.uint8,
-        "BOOL": np.bool_,
-    }
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        size = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8 : 8 + size])
-        body = memoryview(data)[8 + size :]
-        state = {}
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            start, end = info["data_offsets"]
-            array = np.frombuffer(body[start:end], dtype=dtypes[info["dtype"]]).reshape(
-                info["shape"]
+
+@dataclass
+class StoredCheckpoint:
+    """The arrays of an open weights file, described but not yet read."""
+
+    path: str
+    arrays: dict[str, StoredArray]
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: array.shape for name, array in self.arrays.items()}
+
+    def read(self, max_elements: int | None = None) -> dict[str, np.ndarray]:
+        """`{name: numpy array}`; a `CheckpointError`, before anything is
+        read, if the arrays hold more than `max_elements` values in all."""
+        sizes = {name: math.prod(shape) for name, shape in self.shapes.items()}
+        if max_elements is not None and sum(sizes.values()) > max_elements:
+            largest = max(sizes, key=lambda name: sizes[name])
+            raise CheckpointError(
+                f"{self.path} declares {sum(sizes.values()):,} values in {len(sizes)} arrays "
+                f"(the largest, {largest!r}, has shape {self.arrays[largest].shape}), more than "
+                f"the {max_elements:,} allowed; nothing was read. A model's loader allows "
+                f"CHECKPOINT_SIZE_FACTOR = {CHECKPOINT_SIZE_FACTOR} times the parameters its "
+                "config implies (tfvitmae.checkpoints.formats.CHECKPOINT_SIZE_FACTOR)"
             )
-            state[name] = array.astype(np.float32) if info["dtype"] == "BF16" else array.copy()
-    except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(
-            f"Cannot read {path}: {e} (truncated or not a safetensors file?)"
-        ) from None
-    return state
+        out = {}
+        for name, array in self.arrays.items():
+            try:
+                out[name] = array.read()
+            except CheckpointError:
+                raise
+            except (OSError, ValueError, RuntimeError, TypeError) as e:  # h5py, NumPy, torch
+                raise CheckpointError(
+                    f"Cannot read {name!r} from {self.path}: {type(e).__name__}: {e}"
+                ) from None
+        return out
+
+
+def _refused(path: str, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"{path} is refused: {what}. A weights file holds only numeric arrays stored in the "
+        "file itself; nothing was read"
+    )
+
+
+def _hdf5_objects(file: Any, path: str, skip: Container[str] = ()) -> dict[str, Any]:
+    """`{HDF5 path: group or dataset}` of an open file, parents first, without
+    reading any data or following any link: soft and external links, a second
+    link to one object (a cycle), nesting past `_MAX_HDF5_DEPTH`, datasets
+    kept elsewhere (external storage, virtual datasets), non-numeric dtypes and
+    chunks far larger than their dataset are refused. Groups in `skip` are
+    not entered."""
+    import h5py
+
+    root = file["/"]
+    objects: dict[str, Any] = {"/": root}
+    seen = {root.id: "/"}
+    stack = [("", root)]
+    while stack:
+        prefix, group = stack.pop()
+        if prefix.count("/") >= _MAX_HDF5_DEPTH:
+            raise _refused(path, f"{prefix} is nested more than {_MAX_HDF5_DEPTH} groups deep")
+        for key in sorted(group, reverse=True):  # popped in name order
+            name = f"{prefix}/{key}"
+            if name in skip:
+                continue
+            link = group.get(key, getlink=True)
+            if isinstance(link, h5py.SoftLink):
+                raise _refused(path, f"{name} is a soft link")
+            if isinstance(link, h5py.ExternalLink):
+                raise _refused(path, f"{name} is an external link, to another file")
+            if not isinstance(link, h5py.HardLink):
+                raise _refused(path, f"{name} is a {type(link).__name__}")
+            obj = group[key]
+            if obj.id in seen:
+                raise _refused(path, f"{name} is a second link to {seen[obj.id]}")
+            seen[obj.id] = name
+            if isinstance(obj, h5py.Dataset):
+                _check_dataset(obj, name, path)
+            elif isinstance(obj, h5py.Group):
+                stack.append((name, obj))
+            objects[name] = obj
+    # Stack order visits a group's children after all of its siblings: sort by path.
+    return dict(sorted(objects.items()))
+
+
+def _check_dataset(dataset: Any, name: str, path: str) -> None:
+    if dataset.shape is None:
+        raise _refused(path, f"the dataset {name} has no data (an empty dataspace)")
+    if dataset.external:
+        raise _refused(path, f"the dataset {name} keeps its data in another file")
+    if dataset.is_virtual:
+        raise _refused(path, f"the dataset {name} is virtual (its data is in other datasets)")
+    if dataset.dtype.kind not in "biuf":  # also compound, string and array types
+        raise _refused(path, f"the dataset {name} holds {dataset.dtype} values, not numbers")
+    chunk, size = math.prod(dataset.chunks or ()), math.prod(dataset.shape)
+    if chunk > max(size, _MAX_HDF5_CHUNK):  # HDF5 reads whole chunks into memory
+        raise _refused(path, f"the dataset {name} has {size:,} values in chunks of {chunk:,}")
+
+
+@contextlib.contextmanager
+def _open_hdf5(
+    path: str, describe: Callable[[Any], dict[str, StoredArray]]
+) -> Iterator[dict[str, StoredArray]]:
+    """The open HDF5 file at `path`, described by `describe`."""
+    import h5py
+
+    try:
+        file = h5py.File(path, "r")
+    except OSError as e:
+        raise CheckpointError(f"Cannot read {path}: {e} (truncated or not an HDF5 file?)") from None
+    with file:
+        try:
+            arrays = describe(file)
+        except CheckpointError:
+            raise
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:  # h5py's errors
+            raise CheckpointError(f"Cannot read {path}: {type(e).__name__}: {e}") from None
+        yield arrays
+
+
+def _stored(dataset: Any) -> StoredArray:
+    return StoredArray(tuple(dataset.shape), lambda: np.asarray(dataset[()]))
+
+
+def _describe_keras_weights(file: Any, path: str) -> dict[str, StoredArray]:
+    """Keras stores each layer's own variables as `vars/0`, `vars/1`, ... in a
+    group carrying the layer's name; the chain of names from the model's
+    top-level layers down gives the layer path. A compiled model's optimizer
+    state is skipped."""
+    import h5py
+
+    objects = _hdf5_objects(file, path, skip={"/optimizer"})
+    layer_paths = {"/": ""}  # of each group: the names of its layer and those above
+    layers: dict[str, dict[int, Any]] = {}
+    for name, obj in objects.items():
+        parent, _, key = name.rpartition("/")
+        parent = parent or "/"
+        if isinstance(obj, h5py.Group) and name != "/":
+            own = objects.get(f"{name}/vars")
+            layer_path = layer_paths[parent]
+            if key != "vars" and isinstance(own, h5py.Group):
+                layer = own.attrs.get("name")
+                layer = layer.decode() if isinstance(layer, bytes) else layer
+                if not isinstance(layer, str) or not layer:
+                    raise _refused(path, f"the group {name}/vars has no layer name")
+                layer_path = f"{layer_path}/{layer}".lstrip("/")
+            layer_paths[name] = layer_path
+        elif isinstance(obj, h5py.Dataset) and parent.endswith("/vars"):
+            owner = parent[: -len("/vars")]
+            if not owner:  # "/vars": the model's own variables, which it has none of
+                continue
+            if not key.isdecimal():
+                raise _refused(path, f"{name} is not a numbered variable")
+            layers.setdefault(layer_paths[owner], {})[int(key)] = obj
+    arrays = {
+        f"{layer}/{i}": _stored(variables[index])
+        for layer, variables in layers.items()
+        for i, index in enumerate(sorted(variables))
+    }
+    if not arrays:
+        raise CheckpointError(f"{path} holds no Keras layer weights")
+    return arrays
+
+
+def _describe_tf_legacy(file: Any, path: str) -> dict[str, StoredArray]:
+    """Hugging Face's TF port: `<group>/<model name>/vit/.../kernel:0`,
+    named `vit/.../kernel`."""
+    import h5py
+
+    arrays: dict[str, StoredArray] = {}
+    for name, obj in _hdf5_objects(file, path).items():
+        if isinstance(obj, h5py.Dataset):
+            parts = name.strip("/").split("/")
+            for i, part in enumerate(parts):
+                if part in ("vit", "decoder") and i > 0:
+                    key = "/".join(parts[i:]).removesuffix(":0")
+                    if key in arrays:
+                        raise _refused(path, f"two datasets give the weight {key}")
+                    arrays[key] = _stored(obj)
+                    break
+    return arrays
+
+
+def _open_safetensors(path: str) -> dict[str, StoredArray]:
+    """The format: an 8-byte little-endian header length, a JSON header of
+    `{name: {dtype, shape, data_offsets}}` (and `__metadata__`), then the
+    data. Everything the header declares is checked against the file before
+    any data is read; bfloat16 and float8 tensors (which NumPy lacks) are
+    read through `ml_dtypes` and upcast to float32."""
+
+    def unreadable(reason: str) -> CheckpointError:
+        return CheckpointError(
+            f"Cannot read {path}: {reason} (truncated or not a safetensors file?)"
+        )
+
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            if size < 8 or not 2 <= length <= min(size - 8, _MAX_SAFETENSORS_HEADER):
+                raise unreadable(f"a header of {length:,} bytes in a file of {size:,}")
+            header = json.loads(f.read(length))
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, RecursionError) as e:  # (a JSON error is a ValueError)
+        raise unreadable(f"{type(e).__name__}: {e}") from None
+    if not isinstance(header, dict):
+        raise unreadable("the header is not a JSON object")
+    start, data_size = 8 + length, size - 8 - length
+    arrays, spans = {}, []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype_name, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+            if not isinstance(dtype_name, str) or not all(
+                type(n) is int and n >= 0 for n in (*shape, begin, end)
+            ):
+                raise ValueError
+        except (TypeError, KeyError, ValueError):
+            raise unreadable(f"{name!r} is not {{dtype, shape, data_offsets}} in numbers") from None
+        upcast = dtype_name in _SAFETENSORS_UPCAST
+        if upcast:
+            import ml_dtypes  # a TensorFlow dependency
+
+            dtype = np.dtype(getattr(ml_dtypes, _SAFETENSORS_UPCAST[dtype_name]))
+        elif dtype_name in _SAFETENSORS_DTYPES:
+            dtype = np.dtype(_SAFETENSORS_DTYPES[dtype_name])
+        else:
+            raise CheckpointError(
+                f"{path}: the tensor {name!r} has dtype {dtype_name!r}, which is not read; "
+                f"expected one of {', '.join([*_SAFETENSORS_DTYPES, *_SAFETENSORS_UPCAST])}"
+            )
+        count = math.prod(shape)
+        if not begin <= end <= data_size or end - begin != count * dtype.itemsize:
+            raise unreadable(
+                f"{name!r} ({dtype_name}, shape {shape}) would span bytes {begin:,} to {end:,} "
+                f"of {data_size:,}"
+            )
+        read = functools.partial(_read_range, path, start + begin, dtype, tuple(shape), upcast)
+        arrays[name] = StoredArray(tuple(shape), read)
+        spans.append((begin, end))
+    # As the format requires, the tensors cover the data exactly: no two share
+    # bytes (which would read one file's bytes many times over), and no bytes
+    # are left over.
+    covered = 0
+    for begin, end in sorted(spans):
+        covered = end if begin == covered else -1
+    if covered != data_size:
+        raise unreadable(f"the tensors do not cover its {data_size:,} bytes of data exactly")
+    return arrays
+
+
+def _read_range(
+    path: str, offset: int, dtype: np.dtype, shape: tuple[int, ...], upcast: bool
+) -> np.ndarray:
+    count = math.prod(shape)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        array = np.fromfile(f, dtype=dtype, count=count)
+    if array.size != count:
+        raise CheckpointError(f"Cannot read {path}: it ends inside a tensor (truncated?)")
+    array = array.reshape(shape)
+    return array.astype(np.float32) if upcast else array
 
 
 def _shown(name: object) -> str:
@@ -171,9 +443,8 @@ def shard_names(path: PathLike) -> list[str]:
     """The shard files that the safetensors index at `path` lists, each
     checked to lie inside the index's folder (see `inside_folder`)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            weight_map = json.load(f)["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+        weight_map = read_json(path)["weight_map"]
+    except (OSError, ValueError, KeyError) as e:  # read_json names the file
         raise CheckpointError(f"Cannot read the shard index {path}: {e}") from None
     if not isinstance(weight_map, dict):
         raise CheckpointError(
@@ -201,11 +472,18 @@ def _read_safetensors_index(path):
         shard_path = os.path.join(folder, shard)
         if not os.path.isfile(shard_path):
             raise CheckpointError(f"{path} lists the shard {_shown(shard)}, which is missing")
-        state.update(_read_safetensors(shard_path))
+        state.update(_open_safetensors(shard_path))
     return state
 
 
-def _read_torch(path):
+def _open_torch(path: str) -> dict[str, StoredArray]:
+    """A `torch.save` zip archive, loaded with `weights_only=True` and mapped
+    rather than read (`mmap=True`), so that only the tensors' descriptions are
+    in memory until they are read. Its entries must be stored uncompressed,
+    as `torch.save` writes them: a compressed one could inflate far past its
+    size on disk."""
+    import zipfile
+
     try:
         import torch
     except ImportError:
@@ -214,7 +492,20 @@ def _read_torch(path):
             "safetensors checkpoints load without it"
         ) from None
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with zipfile.ZipFile(path) as archive:
+            packed = [
+                i.filename for i in archive.infolist() if i.compress_type != zipfile.ZIP_STORED
+            ]
+    except (zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(
+            f"Cannot read {path}: {e}. PyTorch has saved zip archives since version 1.6; an "
+            "older file is not read, as its sizes cannot be checked before loading: load it and "
+            "torch.save it again with a current PyTorch"
+        ) from None
+    if packed:
+        raise _refused(path, f"its entry {packed[0]} is compressed, which torch.save never does")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # torch raises many types for corrupt files
         raise CheckpointError(f"Cannot read {path}: {type(e).__name__}: {e}") from None
     for key in ("model", "state_dict"):  # original MAE releases nest the weights
@@ -222,21 +513,117 @@ def _read_torch(path):
             data = data[key]
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} holds a {type(data).__name__}, expected a state dict")
-    others = {k: type(v).__name__ for k, v in data.items() if not isinstance(v, torch.Tensor)}
+    others = {
+        repr(k): type(v).__name__
+        for k, v in data.items()
+        if not (isinstance(k, str) and isinstance(v, torch.Tensor))
+    }
     if others:
-        shown = ", ".join(f"{k!r} ({t})" for k, t in list(others.items())[:5])
+        shown = ", ".join(f"{k} ({t})" for k, t in list(others.items())[:5])
         raise CheckpointError(
             f"{path} is not a plain state dict: besides tensors it holds {shown}"
             f"{', ...' if len(others) > 5 else ''}. Save model.state_dict() alone, or put the "
             "weights under a 'model' or 'state_dict' key"
         )
+    for key, tensor in data.items():
+        kind = _unreadable_kind(tensor)
+        if kind:
+            raise CheckpointError(
+                f"{path}: {key!r} is a {kind} tensor; expected dense floating-point or "
+                "integer tensors"
+            )
     return {
-        k: v.detach().float().numpy() if v.is_floating_point() else v.numpy()
-        for k, v in data.items()
+        key: StoredArray(tuple(tensor.shape), functools.partial(_torch_array, tensor))
+        for key, tensor in data.items()
     }
 
 
-def read_keras_weights(path: PathLike) -> dict[str, list[np.ndarray]]:
+def _unreadable_kind(tensor: Any) -> str:
+    """What makes a tensor unreadable as a NumPy array, or `""`."""
+    import torch
+
+    if tensor.is_nested:
+        return "nested"
+    if tensor.layout != torch.strided:
+        return f"sparse ({tensor.layout})"
+    if tensor.is_meta:
+        return "meta (shape-only, no data)"
+    if tensor.is_quantized:
+        return f"quantized ({tensor.dtype})"
+    if tensor.is_complex():
+        return f"complex ({tensor.dtype})"
+    return ""
+
+
+def _torch_array(tensor: Any) -> np.ndarray:
+    """A NumPy copy (the tensor maps the file); floats as float32."""
+    import torch
+
+    tensor = tensor.detach()
+    if tensor.is_floating_point():
+        return tensor.to(torch.float32, copy=True).numpy()
+    return tensor.clone().numpy()
+
+
+@contextlib.contextmanager
+def open_checkpoint(path: PathLike) -> Iterator[StoredCheckpoint]:
+    """Open a weights file, and describe its arrays without reading them.
+
+    Any weights file: safetensors (or a shard index), `.bin`/`.pth`/`.pt`,
+    Hugging Face's `tf_model.h5`, or this package's `.weights.h5` (whose
+    arrays are named `"<layer path>/<index>"`, see `keras_layers`). What a
+    weights file never holds is refused here, with a `CheckpointError` that
+    names the file: HDF5 soft and external links, external storage and
+    virtual datasets; compressed torch archives; sparse, meta, quantized or
+    complex tensors; non-numeric types.
+
+    Example:
+        with open_checkpoint(path) as checkpoint:
+            check(checkpoint.shapes)
+            arrays = checkpoint.read(max_elements=budget)
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"No checkpoint file at {path}")
+    name = os.path.basename(path)
+    if name.endswith(".weights.h5"):
+        with _open_hdf5(path, lambda f: _describe_keras_weights(f, path)) as arrays:
+            yield StoredCheckpoint(path, arrays)
+    elif name.endswith(".h5"):
+        with _open_hdf5(path, lambda f: _describe_tf_legacy(f, path)) as arrays:
+            yield StoredCheckpoint(path, arrays)
+    elif name.endswith(".index.json"):
+        yield StoredCheckpoint(path, _read_safetensors_index(path))
+    elif name.endswith(".safetensors"):
+        yield StoredCheckpoint(path, _open_safetensors(path))
+    elif name.endswith((".bin", ".pth", ".pt")):
+        yield StoredCheckpoint(path, _open_torch(path))
+    else:
+        raise CheckpointError(
+            f"Unknown checkpoint type {name!r}: expected .safetensors, .bin, .pth or .h5"
+        )
+
+
+def read_checkpoint(path: PathLike, max_elements: int | None = None) -> dict[str, np.ndarray]:
+    """`{name: numpy array}` from any weights file (see `open_checkpoint`),
+    refused before any data is read if it declares more than `max_elements`
+    values in all."""
+    with open_checkpoint(path) as checkpoint:
+        return checkpoint.read(max_elements)
+
+
+def keras_layers(arrays: Mapping[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
+    """`{layer path: [arrays in the layer's variable order]}` from the
+    `"<layer path>/<index>"` names of a `.weights.h5` file's arrays."""
+    layers: dict[str, list[np.ndarray]] = {}
+    for name, array in arrays.items():
+        layers.setdefault(name.rpartition("/")[0], []).append(array)
+    return layers
+
+
+def read_keras_weights(
+    path: PathLike, max_elements: int | None = None
+) -> dict[str, list[np.ndarray]]:
     """The variables of a Keras `.weights.h5` file, by layer path.
 
     Keras stores each layer's own variables as `vars/0`, `vars/1`, ... in a
@@ -248,74 +635,7 @@ def read_keras_weights(path: PathLike) -> dict[str, list[np.ndarray]]:
     Returns:
         `{layer path: [arrays in the layer's variable order]}`.
     """
-    import h5py
-
-    layers: dict[str, list[np.ndarray]] = {}
-    try:
-        with h5py.File(path, "r") as f:
-
-            def visit(group, names):
-                own = group.get("vars")
-                if isinstance(own, h5py.Group) and group.name != "/":  # "/" is the model
-                    name = own.attrs.get("name")
-                    names = names + [name.decode() if isinstance(name, bytes) else str(name)]
-                    arrays = [np.asarray(own[k]) for k in sorted(own, key=int)]
-                    if arrays:
-                        layers["/".join(names)] = arrays
-                for key, child in group.items():
-                    # A compiled model's file also holds its optimizer's state.
-                    skip = key == "vars" or (group.name == "/" and key == "optimizer")
-                    if not skip and isinstance(child, h5py.Group):
-                        visit(child, names)
-
-            visit(f, [])
-    except (OSError, ValueError, KeyError) as e:
-        raise CheckpointError(
-            f"Cannot read {path}: {e} (truncated or not a Keras weights file?)"
-        ) from None
-    if not layers:
-        raise CheckpointError(f"{path} holds no Keras layer weights")
-    return layers
-
-
-def _read_tf_legacy(path):
-    import h5py
-
-    state = {}
-    try:
-        with h5py.File(path, "r") as f:
-
-            def visit(name, obj):
-                if isinstance(obj, h5py.Dataset):
-                    # "<group>/<model name>/vit/.../kernel:0" -> "vit/.../kernel"
-                    parts = name.split("/")
-                    for i, part in enumerate(parts):
-                        if part in ("vit", "decoder") and i > 0:
-                            state["/".join(parts[i:]).removesuffix(":0")] = np.asarray(obj)
-                            return
-
-            f.visititems(visit)
-    except OSError as e:
-        raise CheckpointError(f"Cannot read {path}: {e} (truncated or not an HDF5 file?)") from None
-    return state
-
-
-def read_checkpoint(path: PathLike) -> dict[str, np.ndarray]:
-    """`{name: numpy array}` from a safetensors (or index), `.bin`/`.pth` or `tf_model.h5` file."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"No checkpoint file at {path}")
-    name = os.path.basename(path)
-    if name.endswith(".index.json"):
-        return _read_safetensors_index(path)
-    if name.endswith(".safetensors"):
-        return _read_safetensors(path)
-    if name.endswith((".bin", ".pth", ".pt")):
-        return _read_torch(path)
-    if name.endswith(".h5"):
-        return _read_tf_legacy(path)
-    raise CheckpointError(
-        f"Unknown checkpoint type {name!r}: expected .safetensors, .bin, .pth or .h5"
-    )
+    return keras_layers(read_checkpoint(path, max_elements))
 
 
 def _write_error(path: PathLike, error: Exception) -> OSError:

@@ -46,13 +46,20 @@ from .formats import (
     WEIGHT_FILES,
     CheckpointError,
     inside_folder,
-    read_checkpoint,
-    read_keras_weights,
+    keras_layers,
+    open_checkpoint,
     shard_names,
     write_safetensors,
     write_torch_bin,
 )
-from .state_dicts import LoadReport, check_sizes, keras_state, load_state_dict, to_state_dict
+from .state_dicts import (
+    LoadReport,
+    check_sizes,
+    checkpoint_budget,
+    keras_state,
+    load_state_dict,
+    to_state_dict,
+)
 from .weight_names import detect_format, mae_config_values
 
 if TYPE_CHECKING:
@@ -252,14 +259,17 @@ def architecture_class(config: Any, default: type[Any]) -> type[Any]:
 
 
 def read_weights(model: Any, weights_path: str) -> dict[str, np.ndarray]:
-    """`{name: array}` from one resolved weights file, named for `model`.
+    """`{name: array}` from one resolved weights file, named for `model`,
+    within the `checkpoint_budget` of its config.
 
     A Keras `.weights.h5` is read straight from the file; its variables are
     named by `model`'s own layer paths (no second model is built).
     """
+    with open_checkpoint(weights_path) as checkpoint:
+        arrays = checkpoint.read(checkpoint_budget(model.config))
     if weights_path.endswith(".weights.h5"):
-        return keras_state(model, read_keras_weights(weights_path))
-    return read_checkpoint(weights_path)
+        return keras_state(model, keras_layers(arrays))
+    return arrays
 
 
 SAVE_PREFIX = ".tmp-save-"
@@ -578,36 +588,37 @@ class HubMixin:
             config_path, weights_path = resolve_files(name_or_path, **hub_options)
             source = os.path.basename(weights_path)
             config_source = CONFIG_NAME if config is None and config_path and not overrides else ""
-            # The weights are read before the model is built, to check the config's sizes.
-            state, layers, fmt = None, None, None
-            if weights_path.endswith(".weights.h5"):  # its arrays are named once a model exists
-                layers, fmt = read_keras_weights(weights_path), "keras"
-                arrays = {f"{k}/{i}": a for k, group in layers.items() for i, a in enumerate(group)}
-            else:
-                state = arrays = read_checkpoint(weights_path)
-            if config is not None:
-                config = cls.config_class.from_dict(config) if isinstance(config, dict) else config
-            elif config_path is not None:
-                config = cls.config_class.from_pretrained(config_path)
-            else:
-                if state is None or detect_format(state) != "mae":
-                    raise CheckpointError(
-                        f"No {CONFIG_NAME} beside {weights_path}; pass config=ViTMAEConfig(...)"
+            keras_file = weights_path.endswith(".weights.h5")  # named once a model exists
+            # The file is described before anything is read or built: its sizes
+            # are checked against the config, and against the budget it gives.
+            with open_checkpoint(weights_path) as checkpoint:
+                shapes = checkpoint.shapes
+                if config is not None:
+                    config = (
+                        cls.config_class.from_dict(config) if isinstance(config, dict) else config
                     )
-                config = cls.config_class(**mae_config_values(state))  # the MAE release has none
-            if overrides:
-                config = config.copy(**overrides)
+                elif config_path is not None:
+                    config = cls.config_class.from_pretrained(config_path)
+                else:
+                    if keras_file or detect_format(shapes) != "mae":
+                        raise CheckpointError(
+                            f"No {CONFIG_NAME} beside {weights_path}; pass config=ViTMAEConfig(...)"
+                        )
+                    config = cls.config_class(**mae_config_values(shapes))  # MAE's has none
+                if overrides:
+                    config = config.copy(**overrides)
+                if strict:
+                    fmt = "keras" if keras_file else None
+                    check_sizes(config, shapes, fmt, source, config_source or "the config")
+                arrays = checkpoint.read(checkpoint_budget(config))
             if "image_processor" not in kwargs:
                 path = resolve_optional_file(name_or_path, PREPROCESSOR_NAME, **hub_options)
                 kwargs["image_processor"] = (
                     None if path is None else cls.processor_class.from_json_file(path)
                 )
-        if strict:
-            shapes = {name: np.shape(array) for name, array in arrays.items()}
-            check_sizes(config, shapes, fmt, source, config_source or "the config")
         # The mixin is part of a model class, whose constructor takes the config.
         model = cls(config, **{**cls.init_kwargs_from_config(config), **kwargs})  # type: ignore[call-arg]
-        named = keras_state(model, layers) if layers is not None else arrays
+        named = keras_state(model, keras_layers(arrays)) if keras_file else arrays
         report = load_state_dict(model, named, strict=strict, source=source)
         return (model, report) if output_loading_info else model
 

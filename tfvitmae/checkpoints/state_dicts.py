@@ -1,6 +1,7 @@
 """Moving weights between a model and a state dict, by the name table.
 
-`check_sizes` compares a config with a checkpoint before a model is built;
+`check_sizes` compares a config with a checkpoint before a model is built,
+and `checkpoint_budget` bounds what a checkpoint for it may declare;
 `load_state_dict` assigns a checkpoint's arrays to a model, all or nothing,
 and reports what it did; `to_state_dict` writes a model's arrays in a
 PyTorch layout; `keras_state` names the arrays of a Keras `.weights.h5`.
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from . import formats
 from .formats import CheckpointError
 from .weight_names import (
     PARTS,
@@ -32,6 +34,7 @@ from .weight_names import (
 __all__ = [
     "LoadReport",
     "check_sizes",
+    "checkpoint_budget",
     "keras_state",
     "load_state_dict",
     "to_state_dict",
@@ -127,6 +130,31 @@ def check_sizes(
         )
 
 
+def checkpoint_budget(config: Any) -> int:
+    """The most values a checkpoint for a model of `config` may declare:
+    `formats.CHECKPOINT_SIZE_FACTOR` times the parameters of its encoder,
+    decoder and a classification head. A checkpoint that fits the model
+    holds about a quarter of it; the rest is room for `strict=False` loads of
+    larger checkpoints."""
+    h, patches, patch_dim = config.hidden_size, config.num_patches, config.patch_dim
+    d, inner = config.decoder_hidden_size, config.decoder_intermediate_size
+    block = 4 * d * d + (3 * d if config.qkv_bias else 0) + 2 * d * inner + inner + 6 * d
+    decoder = (
+        (h + 2) * d  # embedding projection, mask token
+        + (patches + 1) * d  # position embeddings
+        + config.decoder_num_hidden_layers * block
+        + 2 * d
+        + (d + 1) * patch_dim  # pixel prediction
+    )
+    head = (h + 1) * config.num_labels + 4 * h  # the classifier and its norms
+    return formats.CHECKPOINT_SIZE_FACTOR * (config.encoder_parameters + decoder + head)
+
+
+def _non_finite(value: np.ndarray) -> bool:
+    """Whether a float array holds NaN or infinity (bfloat16's kind is "V")."""
+    return value.dtype.kind in "fV" and not bool(np.isfinite(value).all())
+
+
 def load_state_dict(
     model: Any,
     state: Mapping[str, np.ndarray],
@@ -140,8 +168,9 @@ def load_state_dict(
         model: A `TFViTMAEModel` or `TFViTMAEForPreTraining`.
         state: `{name: numpy array}` in one of `FORMATS`.
         fmt: The layout; detected from the names when `None`.
-        strict: Raise on missing variables, unused keys and shape mismatches.
-            With `strict=False` what matches is loaded and the rest reported.
+        strict: Raise on missing variables, unused keys, shape mismatches and
+            non-finite values (NaN, infinity). With `strict=False` what matches
+            is loaded and the rest reported.
             Either way, a part (decoder, classification head) that the
             checkpoint lacks keeps its initialisation, and checkpoint weights of
             a part the model lacks are ignored, each with a warning.
@@ -205,6 +234,19 @@ def load_state_dict(
             f"{model.config.decoder_num_hidden_layers} decoder blocks); nothing was loaded.\n"
             f"{report.summary()}\nPass strict=False to load what matches."
         )
+    non_finite = [
+        path for path, (_, value) in zip(report.loaded, assignments) if _non_finite(value)
+    ]
+    if non_finite:
+        shown = ", ".join(non_finite[:5]) + (
+            f", ... ({len(non_finite)} in all)" if len(non_finite) > 5 else ""
+        )
+        if strict:
+            raise CheckpointError(
+                f"The checkpoint{where} holds NaN or infinite values, in {shown}; nothing was "
+                "loaded. Pass strict=False to load them anyway"
+            )
+        warnings.warn(f"Loaded NaN or infinite values{where}, in {shown}")
     for variable, value in assignments:
         variable.assign(value)
     if not strict and (report.missing or report.unexpected or report.mismatched):

@@ -375,8 +375,11 @@ def model_parts(model: Any) -> tuple[str, ...]:
     return tuple(sorted({part_of(path) for path in keras_variables(model)}))
 
 
-def mae_config_values(state: Mapping[str, np.ndarray], **overrides: Any) -> dict[str, Any]:
-    """The `ViTMAEConfig` fields of an original-MAE state dict (which carries no config).
+def mae_config_values(
+    state: Mapping[str, np.ndarray | Sequence[int]], **overrides: Any
+) -> dict[str, Any]:
+    """The `ViTMAEConfig` fields of an original-MAE state dict (which carries
+    no config), from its arrays or their shapes.
 
     Shapes give every size but the head counts: those come from the published
     models (12 heads at width 768, 16 at 1024 and 1280; 16 in the decoder),
@@ -387,13 +390,26 @@ def mae_config_values(state: Mapping[str, np.ndarray], **overrides: Any) -> dict
     def count(prefix: str) -> int:
         return len({k.split(".")[1] for k in state if k.startswith(prefix)})
 
+    def shape(key: str) -> tuple[int, ...]:
+        value = state[key]
+        return tuple(value.shape) if hasattr(value, "shape") else tuple(value)
+
+    decoder = "decoder_embed.weight" in state
     try:
-        hidden = state["cls_token"].shape[-1]
-        out_channels, channels, patch, _ = state["patch_embed.proj.weight"].shape
-        grid = int(round((state["pos_embed"].shape[1] - 1) ** 0.5))
-        intermediate = state["blocks.0.mlp.fc1.weight"].shape[0]
+        hidden = shape("cls_token")[-1]
+        out_channels, channels, patch, _ = shape("patch_embed.proj.weight")
+        grid = int(round((shape("pos_embed")[1] - 1) ** 0.5))
+        intermediate = shape("blocks.0.mlp.fc1.weight")[0]
+        if decoder:
+            decoder_hidden = shape("decoder_embed.weight")[0]
+            decoder_intermediate = shape("decoder_blocks.0.mlp.fc1.weight")[0]
     except KeyError as e:
         raise CheckpointError(f"Not an original-MAE checkpoint: missing {e}") from None
+    except (ValueError, IndexError):
+        raise CheckpointError(
+            "Not an original-MAE checkpoint: its patch embedding, position embeddings or "
+            "blocks do not have the ranks of MAE's"
+        ) from None
     heads = {768: 12, 1024: 16, 1280: 16}.get(hidden, max(1, hidden // 64))
     values = dict(
         hidden_size=hidden,
@@ -406,15 +422,14 @@ def mae_config_values(state: Mapping[str, np.ndarray], **overrides: Any) -> dict
         qkv_bias="blocks.0.attn.qkv.bias" in state,
         layer_norm_eps=1e-6,
     )
-    if "decoder_embed.weight" in state:
-        decoder_hidden = state["decoder_embed.weight"].shape[0]
+    if decoder:
         values.update(
             decoder_hidden_size=decoder_hidden,
             decoder_num_hidden_layers=count("decoder_blocks."),
             decoder_num_attention_heads=16
             if decoder_hidden % 16 == 0
             else max(1, decoder_hidden // 64),
-            decoder_intermediate_size=state["decoder_blocks.0.mlp.fc1.weight"].shape[0],
+            decoder_intermediate_size=decoder_intermediate,
         )
     values.update(overrides)
     return values

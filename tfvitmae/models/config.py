@@ -14,7 +14,7 @@ import os
 from collections.abc import Container
 from typing import Any, TypeGuard, TypeVar, cast
 
-from ..checkpoints.formats import CONFIG_NAME
+from ..checkpoints.formats import CONFIG_NAME, inside_folder
 from ..utils.files import atomic_write_text, read_json
 from ..utils.types import PathLike
 from .activations import ACTIVATIONS
@@ -451,10 +451,10 @@ class ViTMAEConfig:
         """Read a config from a directory holding `config.json` (or its
         `subfolder`), or a json file; `overrides` change fields."""
         path = os.fspath(directory_or_file)
-        if subfolder:
-            path = os.path.join(path, subfolder)
+        if subfolder:  # what a folder holds stays inside it, links too
+            path = inside_folder(path, subfolder, what="The subfolder")
         if os.path.isdir(path):
-            path = os.path.join(path, CONFIG_NAME)
+            path = inside_folder(path, CONFIG_NAME, what="Refused")
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f"Expected a directory containing {CONFIG_NAME} or a JSON file, "
