@@ -15,6 +15,7 @@ import keras
 
 from ..utils.backend import tensorflow
 from ..utils.types import TensorLike
+from .image_processor import antialiased_resize
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -93,7 +94,7 @@ def random_resized_crop(
     top = tf.minimum(top, shape[0] - crop_h)
     left = tf.minimum(left, shape[1] - crop_w)
     crop = tf.image.crop_to_bounding_box(image, top, left, crop_h, crop_w)
-    resized = tf.image.resize(tf.cast(crop, tf.float32), image_size, method=method, antialias=True)
+    resized = antialiased_resize(tf.cast(crop, tf.float32), image_size, method)
     return tf.clip_by_value(resized, 0.0, 255.0)
 
 
