@@ -1,3 +1,5 @@
+import threading
+
 import keras
 import numpy as np
 import pytest
@@ -336,6 +338,47 @@ def test_repeat_runs_pass_after_pass_in_full_batches():
     for one_pass in passes:
         assert sorted(one_pass) == [0, 1, 2, 3, 4]  # each image once per pass
     assert len({tuple(p) for p in passes}) > 1  # in a new order
+
+
+def _within(seconds, work):
+    """`work()`'s result, or its exception raised here; a test failure if it
+    takes longer than `seconds` (it then spins on in a daemon thread)."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = work()
+        except Exception as e:  # noqa: BLE001 (re-raised below)
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+@pytest.mark.parametrize("source", ["empty", "filtered", "broken files"])
+def test_repeating_data_that_yields_nothing_is_refused_not_spun(tmp_path, source):
+    """An endless pipeline over no images would read empty passes forever."""
+    images = np.zeros((3, 8, 8, 3), np.uint8)
+    if source == "empty":
+        data_source = tf.data.Dataset.from_tensor_slices(images[:0])
+    elif source == "filtered":
+        data_source = tf.data.Dataset.from_tensor_slices(images).filter(lambda x: False)
+    else:
+        for i in range(3):
+            (tmp_path / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+        data_source = str(tmp_path)
+
+    def first_batch():
+        ds = data.make_dataset(data_source, 8, 2, repeat=True, verify_images=False)
+        return next(iter(ds))
+
+    with pytest.raises(ValueError, match=r"repeat=True.* (empty|none of its 3 image files)"):
+        _within(20, first_batch)
 
 
 @pytest.mark.parametrize(

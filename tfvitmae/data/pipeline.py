@@ -341,6 +341,8 @@ def make_dataset(
         data_format=data_format,
         with_labels=with_labels,
     )
+    if repeat and not (verify_images and decode is not None):  # verified files decode
+        _check_yields(examples, decode)
     examples, count = _as_tensors(examples, options)
     passes, next_epoch = _pass_numbers(repeat)
     # One pass's examples at a time; the work per example runs outside, in parallel.
@@ -350,6 +352,29 @@ def make_dataset(
     out = _finish(out, options)
     _NEXT_EPOCH[out] = next_epoch
     return (out, info) if return_info else out
+
+
+def _check_yields(examples, decode) -> None:
+    """Refuse data of which a pass yields no example (an empty or fully
+    filtered dataset, or files none of which decodes): repeated, it would be
+    read pass after pass forever without giving a batch. Reads the first
+    example that decodes, so it costs one example (a pass where none does)."""
+    if isinstance(examples, tf.data.Dataset):
+        found = examples.take(1)
+    elif decode is None:  # in-memory images: they are all there
+        return
+    else:
+        found = tf.data.Dataset.from_tensor_slices(examples).map(decode).ignore_errors().take(1)
+    if not any(True for _ in found):
+        what = (
+            "the dataset is empty (or filtered to nothing)"
+            if isinstance(examples, tf.data.Dataset)
+            else f"none of its {len(examples[0])} image files decodes"
+        )
+        raise ValueError(
+            f"make_dataset(repeat=True) needs data that yields images, but {what}; "
+            "repeating it would never give a batch"
+        )
 
 
 def _as_tensors(examples, options: _Options):
