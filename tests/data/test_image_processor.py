@@ -91,7 +91,9 @@ def test_wide_images_resize_without_a_large_intermediate(monkeypatch, shape):
     result is the one-step resize's."""
     image = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
     processor = ViTMAEImageProcessor(size=32)
-    expected = np.clip(np.round(tf.image.resize(image, (32, 32), "bicubic", antialias=True)), 0, 255)
+    expected = np.clip(
+        np.round(tf.image.resize(image, (32, 32), "bicubic", antialias=True)), 0, 255
+    )
     steps = []
     resize = tf.image.resize
 

@@ -237,6 +237,37 @@ def test_mixup_cutmix_mix_images_and_labels():
 
 
 @pytest.mark.parametrize(
+    "labels, pattern",
+    [
+        ([0, 1, 7, -1], r"in \[0, 2\) .*received 2 outside it: \[-1, 7\]"),
+        ([0, 1, 0.5, 1], r"whole numbers .*received \[0.5\]"),
+        (["cat", "dog", "cat", "dog"], r"received <U3 values such as \['cat', 'dog', 'cat'\]"),
+    ],
+)
+def test_labels_must_be_class_indices(labels, pattern):
+    """Out-of-range labels used to become all-zero one-hot rows under MixUp,
+    and float or string labels were taken as they were."""
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match=pattern):
+        data.make_dataset(images, 8, 2, labels=labels, with_labels=True, num_classes=2,
+                          mixup_alpha=0.8)  # fmt: skip
+
+
+def test_whole_float_labels_are_indices_and_datasets_are_checked_as_read():
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    whole = data.make_dataset(images, 8, 4, labels=[0.0, 1.0, 1.0, 0.0], with_labels=True)
+    assert next(iter(whole))[1].dtype == tf.int64  # whole floats are read as indices
+    # A dataset's labels are checked as they are read.
+    bad = tf.data.Dataset.from_tensor_slices((images, np.array([0, 1, 7, -1])))
+    pipeline = data.make_dataset(bad, 8, 4, with_labels=True, num_classes=2, augment=False)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"labels must be .*\[0, 2\)"):
+        next(iter(pipeline))
+    strings = tf.data.Dataset.from_tensor_slices((images, np.array(list("abcd"))))
+    with pytest.raises(ValueError, match=r"labels must be .* received string"):
+        data.make_dataset(strings, 8, 4, with_labels=True)
+
+
+@pytest.mark.parametrize(
     "call, pattern",
     [
         (lambda d: data.make_dataset(str(d / "empty"), 16, 2), r"No images found in .*empty"),

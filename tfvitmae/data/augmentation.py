@@ -16,6 +16,7 @@ import keras
 from ..utils.backend import tensorflow
 from ..utils.types import TensorLike
 from .image_processor import antialiased_resize
+from .labels import assert_labels
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -169,7 +170,8 @@ def batch_augment(
             )
             with tf.control_dependencies([reset]):
                 images = tf.identity(images)
-            labels = tf.one_hot(tf.cast(labels, tf.int32), num_classes)
+            # An out-of-range label would become an all-zero row: no class at all.
+            labels = tf.one_hot(tf.cast(assert_labels(labels, num_classes), tf.int32), num_classes)
             if len(mix_layers) == 1:
                 images, labels = mix(mix_layers[0], images, labels)
             else:

@@ -35,6 +35,7 @@ from .augmentation import batch_augment, mixers, random_flip, random_resized_cro
 from .decoding import decode_image, match_channels
 from .folders import check_labelled, find_unreadable, list_image_files
 from .image_processor import IMAGENET_MEAN, IMAGENET_STD, ViTMAEImageProcessor
+from .labels import assert_labels, check_labels
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -281,7 +282,9 @@ def make_dataset(
         batch_size: Batch size (the global batch under a distribution strategy).
         processor: The `ViTMAEImageProcessor` (usually `model.image_processor`)
             that resizes and normalises; default MAE's.
-        labels: Optional labels for an array or file-list source.
+        labels: Optional labels for an array or file-list source: class
+            indices, in `[0, num_classes)` when `num_classes` is given
+            (a dataset's labels are checked so as they are read).
         with_labels: Yield `(pixel_values, labels)` instead of `pixel_values`.
         augment: MAE augmentation (random resized crop + horizontal flip);
             otherwise the processor's resize.
@@ -321,6 +324,11 @@ def make_dataset(
     )
     if with_labels and labels is None and isinstance(source, (str, os.PathLike)):
         check_labelled(examples[0], examples[1], source)  # no image without a class
+    if isinstance(examples, tf.data.Dataset):
+        if with_labels or num_classes:
+            examples = examples.map(lambda image, y: (image, assert_labels(y, num_classes)))
+    elif labels is not None:
+        examples = (examples[0], check_labels(examples[1], num_classes))
     if info["num_examples"] is not None and drop_remainder and info["num_examples"] < batch_size:
         raise ValueError(
             f"batch_size {batch_size} is larger than the dataset ({info['num_examples']} images) "
