@@ -493,6 +493,29 @@ def test_reconstruct_never_replaces_an_input_and_writes_the_format_it_names(
         assert tf.io.decode_image(written).shape[0] > 20  # the grid, not the input
 
 
+def test_classes_too_small_to_validate_are_named(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    """A class of one image is never held out: the run says which, and over
+    what its validation accuracy was measured (it said "100.00%" alone)."""
+    from tfvitmae.cli import commands
+    from tfvitmae.training import recipes
+
+    for name, count in (("many", 3), ("single", 1)):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(count):
+            png = tf.io.encode_png(np.full((8, 8, 3), 40 * i, np.uint8))
+            tf.io.write_file(str(tmp_path / "data" / name / f"{i}.png"), png)
+    history = type("History", (), {"history": {"val_accuracy": [1.0]}})
+    monkeypatch.setattr(recipes, "train_classifier", lambda *args, **kwargs: history)
+    # Only the split and the report are tested: no pipeline is built.
+    monkeypatch.setattr(commands, "_classifier_datasets", lambda *args, **kwargs: ("t", "v", 1))
+    argv = ["probe", str(tmp_path / "data"), "--model", str(tiny_checkpoint)]
+    options = ["--output-dir", str(tmp_path / "out"), "--batch-size", "2", "--val-fraction", "0.25"]
+    assert main(argv + options) == 0
+    out = capsys.readouterr().out
+    assert "note: 1 of the 2 classes have no validation image" in out and ": single" in out
+    assert "validation accuracy 100.00% on 1 images of 1 of the 2 classes" in out
+
+
 def test_remat_reaches_the_models_of_pretrain_probe_and_finetune(tiny_checkpoint, tmp_path):
     from tfvitmae.cli import commands
 

@@ -217,6 +217,13 @@ def train_classifier(args: argparse.Namespace, linear_probe: bool) -> int:
         f"validation images, {len(class_names)} classes"
         + (f"; skipped {skipped} non-image files" if skipped else "")
     )
+    unvalidated = [name for i, name in enumerate(class_names) if i not in set(val_split[1])]
+    if val_paths and unvalidated:
+        print(
+            f"note: {len(unvalidated)} of the {len(class_names)} classes have no validation image "
+            f"(a class needs 2 images to hold one out): {', '.join(unvalidated[:10])}"
+            + (f" and {len(unvalidated) - 10} more" if len(unvalidated) > 10 else "")
+        )
     history = run_training(
         model,
         train,
@@ -239,7 +246,10 @@ def train_classifier(args: argparse.Namespace, linear_probe: bool) -> int:
         ),
     )
     if val is not None:
-        print(f"validation accuracy {history.history['val_accuracy'][-1]:.2%}")
+        print(
+            f"validation accuracy {history.history['val_accuracy'][-1]:.2%} on {len(val_paths)} "
+            f"images of {len(class_names) - len(unvalidated)} of the {len(class_names)} classes"
+        )
     print(f"classifier saved in {args.output_dir}")
     return 0
 
