@@ -5,6 +5,7 @@ import subprocess
 import sys
 import warnings
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -85,6 +86,7 @@ def test_pretrain_help_states_the_norm_pix_loss_default(capsys):
         (["finetune", "d", "--model", "m", "--output-dir", "o", "--mixup", "-0.5"], "0 or more"),
         (["probe", "d", "--model", "m", "--output-dir", "o", "--val-fraction", "1"], "[0, 1)"),
         (["export", "m", "e", "--top-k", "0"], "--top-k: must be at least 1"),
+        (["export", "m", "e", "--max-batch", "0"], "--max-batch: must be at least 1"),
     ],
 )
 def test_bad_arguments_are_rejected(argv, message, capsys):
@@ -410,6 +412,21 @@ def test_convert_command_reports_bad_input(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------- export
+def test_export_passes_the_batch_cap(monkeypatch, capsys):
+    from tfvitmae.cli import commands
+    from tfvitmae.serving import saved_model
+
+    seen = {}
+    monkeypatch.setattr(commands, "load_any_model", lambda name: keras.Model())
+    monkeypatch.setattr(
+        saved_model, "export_for_serving", lambda *args, **kwargs: seen.update(kwargs) or []
+    )
+    assert main(["export", "m", "e", "--max-batch", "1000"]) == 0
+    assert seen["max_batch"] == 1000
+    assert main(["export", "m", "e.onnx", "--format", "onnx", "--max-batch", "8"]) == 1
+    assert "only --format tf_saved_model takes --max-batch" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_export_command(tmp_path, capsys):
     TFViTMAEForImageClassification(tiny_config(), num_labels=2).save_pretrained(tmp_path / "ckpt")

@@ -442,6 +442,7 @@ def export(args: argparse.Namespace) -> int:
         no_raw_inputs=args.no_raw_inputs,
         warmup=args.warmup,
         top_k=args.top_k is not None,
+        max_batch=args.max_batch is not None,
     )
     if args.format != "tf_saved_model":
         given = [f"--{k.replace('_', '-')}" for k, v in saved_model_only.items() if v]
@@ -478,6 +479,7 @@ def export(args: argparse.Namespace) -> int:
         raw_inputs=not args.no_raw_inputs,
         warmup=args.warmup,
         top_k=5 if args.top_k is None else args.top_k,
+        **({} if args.max_batch is None else {"max_batch": args.max_batch}),
         verbose=False,
     )
     path = os.path.join(args.export_base, str(version))

@@ -22,7 +22,15 @@ Raw inputs: `image_bytes` is a batch of encoded JPEG/PNG/GIF/BMP/WebP strings
 (in REST, `{"b64": ...}`), read as `data.decoding.decode_image` reads files;
 `images` is uint8 `(batch, height, width, channels)` of any size. Both are
 resized and normalised in the graph by the model's `image_processor` (saved
-with it), exactly as the Python pipeline does.
+with it), exactly as the Python pipeline does. An image that does not decode
+fails its request with `INVALID_ARGUMENT` naming it (`image_bytes[3] is not
+a JPEG, ...`).
+
+Every signature refuses a request of more than `max_batch` images
+(`DEFAULT_MAX_BATCH`, 256, unless the export raises it) with
+`INVALID_ARGUMENT`: a small request of tiny images must not buy the memory
+of a huge batch. TF Serving's own batching (`--enable_batching`) merges
+requests into batches of up to its `max_batch_size`; keep that within the cap.
 
 Every signature computes through the model's own methods
 (`unmasked_features`, `reconstruct`, `classify`), the ones `predict_images`
@@ -38,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 
-from ..data.decoding import decode_image
+from ..data.decoding import decode_image, image_problem
 from ..utils.backend import tensorflow
 from ..utils.files import check_folder_path, publish_dir, staging_dir
 from ..utils.types import PathLike
@@ -49,20 +57,36 @@ if TYPE_CHECKING:
 else:
     tf = tensorflow("A SavedModel export")
 
-__all__ = ["export_for_serving", "export_saved_model"]
+__all__ = ["DEFAULT_MAX_BATCH", "export_for_serving", "export_saved_model"]
+
+# The most images one request may hold, unless an export says otherwise.
+DEFAULT_MAX_BATCH = 256
 
 
 class _Signatures:
     """Builds the endpoint functions for one model."""
 
-    def __init__(self, model, top_k):
+    def __init__(self, model, top_k, max_batch):
         self.model = model
         self.config = model.config
         self.channels_first = model.data_format == "channels_first"
         self.processor = model.image_processor
         self.top_k = top_k
+        self.max_batch = max_batch
 
     # ---------------------------------------------------------------- inputs
+    def within_cap(self, inputs, name):
+        """`inputs` once their batch is checked against `max_batch`."""
+        batch = tf.shape(inputs, out_type=tf.int64)[0]
+        check = tf.debugging.assert_less_equal(
+            batch,
+            tf.constant(self.max_batch, tf.int64),
+            message=f"{name}: a request holds at most {self.max_batch} images (max_batch of "
+            "export_saved_model, or tfvitmae export --max-batch, raises it); received",
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(inputs)
+
     def pixel_spec(self):
         return self.model.input_signature["pixel_values"]
 
@@ -83,7 +107,8 @@ class _Signatures:
         with tf.control_dependencies([rank_check]):
             size_check = tf.debugging.assert_equal(shape[-3:], expected, message=message)
         with tf.control_dependencies([size_check]):
-            return tf.ensure_shape(tf.identity(pixel_values), spec)
+            pixel_values = self.within_cap(pixel_values, "pixel_values")
+            return tf.ensure_shape(pixel_values, spec)
 
     def from_uint8(self, images):
         channels = self.config.num_channels
@@ -96,17 +121,47 @@ class _Signatures:
         ]
         with tf.control_dependencies(checks):  # the clear message before any shape error
             images = tf.ensure_shape(tf.identity(images), (None, None, None, channels))
+        images = self.within_cap(images, "images")
         return self.model.to_model_layout(self.processor.preprocess(images))
 
     def from_bytes(self, image_bytes):
+        """Decoded and preprocessed images; an image that fails fails the
+        request with an error naming it (its index) and why."""
         c, (h, w) = self.config.num_channels, self.config.image_hw
+        image_bytes = self.within_cap(image_bytes, "image_bytes")
+        count = tf.shape(image_bytes, out_type=tf.int64)[0]
 
-        def one(contents):
-            return self.processor.preprocess(decode_image(contents, c))
+        def one(index, contents):
+            return index, self.processor.preprocess(decode_image(contents, c))
 
-        images = tf.map_fn(
-            one, image_bytes, fn_output_signature=tf.TensorSpec((h, w, c), tf.float32)
+        # Decoded in tf.data, whose ignore_errors is the graph's only way to
+        # survive a failed op: the images that went missing are then known.
+        decoded = (
+            tf.data.Dataset.from_tensor_slices((tf.range(count), image_bytes))
+            .map(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .ignore_errors()
+            .batch(self.max_batch)  # one batch: the request is within the cap
         )
+        start = (tf.zeros([0], tf.int64), tf.zeros([0, h, w, c]))
+        indices, images = decoded.reduce(
+            start, lambda done, batch: tuple(tf.concat(pair, 0) for pair in zip(done, batch))
+        )
+        # Indices come in order: the first failed image is where they skip one.
+        done = tf.size(indices, out_type=tf.int64)
+        places = tf.range(done)
+        first = tf.minimum(tf.reduce_min(tf.where(indices > places, places, done)), done)
+        failed = done < count
+        reason = tf.cond(
+            failed,
+            lambda: (
+                tf.strings.format("image_bytes[{}] ", first)
+                + image_problem(image_bytes[tf.minimum(first, count - 1)])
+            ),
+            lambda: tf.constant(""),
+        )
+        check = tf.debugging.Assert(tf.logical_not(failed), [reason])
+        with tf.control_dependencies([check]):
+            images = tf.ensure_shape(tf.identity(images), (None, h, w, c))
         return self.model.to_model_layout(images)
 
     # --------------------------------------------------------------- outputs
@@ -175,6 +230,7 @@ def export_saved_model(
     raw_inputs: bool = True,
     warmup: bool = False,
     top_k: int = 5,
+    max_batch: int = DEFAULT_MAX_BATCH,
     verbose: bool = True,
 ) -> list[str]:
     """Write `model` as a SavedModel for TensorFlow Serving (see the module docstring).
@@ -190,6 +246,8 @@ def export_saved_model(
         warmup: Write `assets.extra/tf_serving_warmup_requests` (needs the
             `tensorflow-serving-api` package).
         top_k: Classes in the `classify` top-k outputs.
+        max_batch: The most images one request may hold (more are refused
+            with `INVALID_ARGUMENT`); raise it for large offline batches.
 
     Returns:
         The names of the exported signatures.
@@ -212,6 +270,8 @@ def export_saved_model(
         )
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, received {top_k}")
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise ValueError(f"max_batch must be a positive integer, received {max_batch!r}")
     if warmup:
         check_serving_apis()  # fail before any work if the package is missing
     parent = os.path.dirname(os.path.abspath(export_dir))
@@ -221,7 +281,7 @@ def export_saved_model(
         # endpoints use, and tracking the model as well stores every weight
         # twice (keras-team/keras#23553): twice the size, and twice the
         # memory in TF Serving.
-        endpoints = _Signatures(model, top_k).endpoints(raw_inputs)
+        endpoints = _Signatures(model, top_k, max_batch).endpoints(raw_inputs)
         for name, (fn, signature) in endpoints.items():
             archive.add_endpoint(name=name, fn=fn, input_signature=signature)
         archive.write_out(staging, verbose=verbose)
