@@ -22,9 +22,9 @@ Raw inputs: `image_bytes` is a batch of encoded JPEG/PNG/GIF/BMP/WebP strings
 (in REST, `{"b64": ...}`), read as `data.decoding.decode_image` reads files;
 `images` is uint8 `(batch, height, width, channels)` of any size. Both are
 resized and normalised in the graph by the model's `image_processor` (saved
-with it), exactly as the Python pipeline does. An image that does not decode
-fails its request with `INVALID_ARGUMENT` naming it (`image_bytes[3] is not
-a JPEG, ...`).
+with it), exactly as the Python pipeline does. An image that its header
+shows cannot be read (not an image, JPEG XL, over the pixel budget) fails its
+request with `INVALID_ARGUMENT` naming it: `image_bytes[3] is not a JPEG, ...`.
 
 Every signature refuses a request of more than `max_batch` images
 (`DEFAULT_MAX_BATCH`, 256, unless the export raises it) with
@@ -46,7 +46,8 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 
-from ..data.decoding import decode_image, image_problem
+from ..data import decoding
+from ..data.decoding import decode_image, image_pixels, image_problem
 from ..utils.backend import tensorflow
 from ..utils.files import check_folder_path, publish_dir, staging_dir
 from ..utils.types import PathLike
@@ -125,43 +126,34 @@ class _Signatures:
         return self.model.to_model_layout(self.processor.preprocess(images))
 
     def from_bytes(self, image_bytes):
-        """Decoded and preprocessed images; an image that fails fails the
-        request with an error naming it (its index) and why."""
+        """Decoded and preprocessed images. An image whose header already
+        says it will fail (not an image, JPEG XL, over the pixel budget) fails
+        the request with an error naming it (its index) and why."""
         c, (h, w) = self.config.num_channels, self.config.image_hw
         image_bytes = self.within_cap(image_bytes, "image_bytes")
         count = tf.shape(image_bytes, out_type=tf.int64)[0]
-
-        def one(index, contents):
-            return index, self.processor.preprocess(decode_image(contents, c))
-
-        # Decoded in tf.data, whose ignore_errors is the graph's only way to
-        # survive a failed op: the images that went missing are then known.
-        decoded = (
-            tf.data.Dataset.from_tensor_slices((tf.range(count), image_bytes))
-            .map(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .ignore_errors()
-            .batch(self.max_batch)  # one batch: the request is within the cap
-        )
-        start = (tf.zeros([0], tf.int64), tf.zeros([0, h, w, c]))
-        indices, images = decoded.reduce(
-            start, lambda done, batch: tuple(tf.concat(pair, 0) for pair in zip(done, batch))
-        )
-        # Indices come in order: the first failed image is where they skip one.
-        done = tf.size(indices, out_type=tf.int64)
-        places = tf.range(done)
-        first = tf.minimum(tf.reduce_min(tf.where(indices > places, places, done)), done)
-        failed = done < count
+        # From the headers, before any decoding: a graph cannot catch the
+        # error of one image, so the failure is found first and named.
+        pixels = tf.map_fn(image_pixels, image_bytes, fn_output_signature=tf.int64)
+        bad = tf.logical_or(pixels <= 0, pixels > decoding.MAX_IMAGE_PIXELS)
+        first = tf.reduce_min(tf.where(bad, tf.range(count), count))
         reason = tf.cond(
-            failed,
+            tf.reduce_any(bad),
             lambda: (
-                tf.strings.format("image_bytes[{}] ", first)
-                + image_problem(image_bytes[tf.minimum(first, count - 1)])
+                tf.strings.format("image_bytes[{}] ", first) + image_problem(image_bytes[first])
             ),
             lambda: tf.constant(""),
         )
-        check = tf.debugging.Assert(tf.logical_not(failed), [reason])
+        check = tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [reason])
         with tf.control_dependencies([check]):
-            images = tf.ensure_shape(tf.identity(images), (None, h, w, c))
+            image_bytes = tf.identity(image_bytes)
+
+        def one(contents):
+            return self.processor.preprocess(decode_image(contents, c))
+
+        images = tf.map_fn(
+            one, image_bytes, fn_output_signature=tf.TensorSpec((h, w, c), tf.float32)
+        )
         return self.model.to_model_layout(images)
 
     # --------------------------------------------------------------- outputs
