@@ -5,6 +5,7 @@ import subprocess
 import sys
 import warnings
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -85,6 +86,7 @@ def test_pretrain_help_states_the_norm_pix_loss_default(capsys):
         (["finetune", "d", "--model", "m", "--output-dir", "o", "--mixup", "-0.5"], "0 or more"),
         (["probe", "d", "--model", "m", "--output-dir", "o", "--val-fraction", "1"], "[0, 1)"),
         (["export", "m", "e", "--top-k", "0"], "--top-k: must be at least 1"),
+        (["export", "m", "e", "--max-batch", "0"], "--max-batch: must be at least 1"),
     ],
 )
 def test_bad_arguments_are_rejected(argv, message, capsys):
@@ -465,6 +467,21 @@ def test_convert_onto_a_full_disk_says_so_in_one_line_and_leaves_no_staging_fold
 
 
 # ------------------------------------------------------------------- export
+def test_export_passes_the_batch_cap(monkeypatch, capsys):
+    from tfvitmae.cli import commands
+    from tfvitmae.serving import saved_model
+
+    seen = {}
+    monkeypatch.setattr(commands, "load_any_model", lambda name: keras.Model())
+    monkeypatch.setattr(
+        saved_model, "export_for_serving", lambda *args, **kwargs: seen.update(kwargs) or []
+    )
+    assert main(["export", "m", "e", "--max-batch", "1000"]) == 0
+    assert seen["max_batch"] == 1000
+    assert main(["export", "m", "e.onnx", "--format", "onnx", "--max-batch", "8"]) == 1
+    assert "only --format tf_saved_model takes --max-batch" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_export_command(tmp_path, capsys):
     TFViTMAEForImageClassification(tiny_config(), num_labels=2).save_pretrained(tmp_path / "ckpt")
@@ -546,6 +563,29 @@ def test_reconstruct_never_replaces_an_input_and_writes_the_format_it_names(
         written = (tmp_path / name).read_bytes()
         assert written.startswith(magic)
         assert tf.io.decode_image(written).shape[0] > 20  # the grid, not the input
+
+
+def test_classes_too_small_to_validate_are_named(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    """A class of one image is never held out: the run says which, and over
+    what its validation accuracy was measured (it said "100.00%" alone)."""
+    from tfvitmae.cli import commands
+    from tfvitmae.training import recipes
+
+    for name, count in (("many", 3), ("single", 1)):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(count):
+            png = tf.io.encode_png(np.full((8, 8, 3), 40 * i, np.uint8))
+            tf.io.write_file(str(tmp_path / "data" / name / f"{i}.png"), png)
+    history = type("History", (), {"history": {"val_accuracy": [1.0]}})
+    monkeypatch.setattr(recipes, "train_classifier", lambda *args, **kwargs: history)
+    # Only the split and the report are tested: no pipeline is built.
+    monkeypatch.setattr(commands, "_classifier_datasets", lambda *args, **kwargs: ("t", "v", 1))
+    argv = ["probe", str(tmp_path / "data"), "--model", str(tiny_checkpoint)]
+    options = ["--output-dir", str(tmp_path / "out"), "--batch-size", "2", "--val-fraction", "0.25"]
+    assert main(argv + options) == 0
+    out = capsys.readouterr().out
+    assert "note: 1 of the 2 classes have no validation image" in out and ": single" in out
+    assert "validation accuracy 100.00% on 1 images of 1 of the 2 classes" in out
 
 
 def test_remat_reaches_the_models_of_pretrain_probe_and_finetune(tiny_checkpoint, tmp_path):

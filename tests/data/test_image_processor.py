@@ -83,6 +83,31 @@ def test_shrinking_antialiases():
     assert np.abs(np.asarray(shrunk) - 127.5).max() < 3
 
 
+@pytest.mark.parametrize("shape", [(1, 100_000), (2, 5_000), (100_000, 1)])
+def test_wide_images_resize_without_a_large_intermediate(monkeypatch, shape):
+    """tf.image.resize goes through an (out_height, in_width) intermediate: a
+    1x100,000 image to 32x32 would build 32 times the image. No resize step
+    here is larger than twice the larger of its input and output, and the
+    result is the one-step resize's."""
+    image = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    processor = ViTMAEImageProcessor(size=32)
+    expected = np.clip(
+        np.round(tf.image.resize(image, (32, 32), "bicubic", antialias=True)), 0, 255
+    )
+    steps = []
+    resize = tf.image.resize
+
+    def recording(images, size, *args, **kwargs):
+        (in_h, in_w), (out_h, out_w) = images.shape[-3:-1], [int(n) for n in size]
+        steps.append((out_h * in_w, max(in_h * in_w, out_h * out_w)))
+        return resize(images, size, *args, **kwargs)
+
+    monkeypatch.setattr(tf.image, "resize", recording)
+    got = processor.resize(image)
+    assert steps and all(middle <= 2 * largest for middle, largest in steps), steps
+    np.testing.assert_allclose(got, expected, atol=1)
+
+
 def test_preprocess_normalize_denormalize():
     processor = ViTMAEImageProcessor(size=(8, 8))
     image = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)

@@ -1,3 +1,5 @@
+import threading
+
 import keras
 import numpy as np
 import pytest
@@ -235,6 +237,37 @@ def test_mixup_cutmix_mix_images_and_labels():
 
 
 @pytest.mark.parametrize(
+    "labels, pattern",
+    [
+        ([0, 1, 7, -1], r"in \[0, 2\) .*received 2 outside it: \[-1, 7\]"),
+        ([0, 1, 0.5, 1], r"whole numbers .*received \[0.5\]"),
+        (["cat", "dog", "cat", "dog"], r"received <U3 values such as \['cat', 'dog', 'cat'\]"),
+    ],
+)
+def test_labels_must_be_class_indices(labels, pattern):
+    """Out-of-range labels used to become all-zero one-hot rows under MixUp,
+    and float or string labels were taken as they were."""
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match=pattern):
+        data.make_dataset(images, 8, 2, labels=labels, with_labels=True, num_classes=2,
+                          mixup_alpha=0.8)  # fmt: skip
+
+
+def test_whole_float_labels_are_indices_and_datasets_are_checked_as_read():
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    whole = data.make_dataset(images, 8, 4, labels=[0.0, 1.0, 1.0, 0.0], with_labels=True)
+    assert next(iter(whole))[1].dtype == tf.int64  # whole floats are read as indices
+    # A dataset's labels are checked as they are read.
+    bad = tf.data.Dataset.from_tensor_slices((images, np.array([0, 1, 7, -1])))
+    pipeline = data.make_dataset(bad, 8, 4, with_labels=True, num_classes=2, augment=False)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"labels must be .*\[0, 2\)"):
+        next(iter(pipeline))
+    strings = tf.data.Dataset.from_tensor_slices((images, np.array(list("abcd"))))
+    with pytest.raises(ValueError, match=r"labels must be .* received string"):
+        data.make_dataset(strings, 8, 4, with_labels=True)
+
+
+@pytest.mark.parametrize(
     "call, pattern",
     [
         (lambda d: data.make_dataset(str(d / "empty"), 16, 2), r"No images found in .*empty"),
@@ -336,6 +369,47 @@ def test_repeat_runs_pass_after_pass_in_full_batches():
     for one_pass in passes:
         assert sorted(one_pass) == [0, 1, 2, 3, 4]  # each image once per pass
     assert len({tuple(p) for p in passes}) > 1  # in a new order
+
+
+def _within(seconds, work):
+    """`work()`'s result, or its exception raised here; a test failure if it
+    takes longer than `seconds` (it then spins on in a daemon thread)."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = work()
+        except Exception as e:  # noqa: BLE001 (re-raised below)
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+@pytest.mark.parametrize("source", ["empty", "filtered", "broken files"])
+def test_repeating_data_that_yields_nothing_is_refused_not_spun(tmp_path, source):
+    """An endless pipeline over no images would read empty passes forever."""
+    images = np.zeros((3, 8, 8, 3), np.uint8)
+    if source == "empty":
+        data_source = tf.data.Dataset.from_tensor_slices(images[:0])
+    elif source == "filtered":
+        data_source = tf.data.Dataset.from_tensor_slices(images).filter(lambda x: False)
+    else:
+        for i in range(3):
+            (tmp_path / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+        data_source = str(tmp_path)
+
+    def first_batch():
+        ds = data.make_dataset(data_source, 8, 2, repeat=True, verify_images=False)
+        return next(iter(ds))
+
+    with pytest.raises(ValueError, match=r"repeat=True.* (empty|none of its 3 image files)"):
+        _within(20, first_batch)
 
 
 @pytest.mark.parametrize(

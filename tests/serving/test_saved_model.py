@@ -466,7 +466,7 @@ def test_client_requests_reach_the_signature_intact(exported):
         (
             "features_image_bytes",
             {"image_bytes": tf.constant([b"not an image"])},
-            "Unknown image file format",
+            r"image_bytes\[0\] is not a JPEG, PNG, GIF, BMP or WebP image",
         ),
         (
             "features_uint8",
@@ -502,6 +502,56 @@ def test_bad_requests_fail_with_invalid_argument(exported, signature, inputs, pa
     fn = tf.saved_model.load(paths["pretraining"]).signatures[signature]
     with pytest.raises(tf.errors.InvalidArgumentError, match=pattern):
         fn(**inputs)
+
+
+def bomb_png():
+    """A 9500x9500 PNG of zeros: 88 KB, 90 megapixels."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (9500, 9500)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.slow
+def test_a_bad_image_in_a_batch_is_named(exported):
+    """One bad image failed the whole batch without saying which."""
+    png = tf.io.encode_png(np.full((6, 5, 3), 7, np.uint8)).numpy()
+    _, paths, _ = exported
+    features = tf.saved_model.load(paths["pretraining"]).signatures["features_image_bytes"]
+    for batch, pattern in (
+        (
+            [png, png, bomb_png(), png],
+            r"image_bytes\[2\] has 90250000 pixels, more than the pixel budget",
+        ),
+        ([png, b"<html>"], r"image_bytes\[1\] is not a JPEG, PNG"),
+    ):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=pattern):
+            features(image_bytes=tf.constant(batch))
+    assert features(image_bytes=tf.constant([png] * 3))["cls_features"].shape == (3, 32)
+
+
+@pytest.mark.slow
+def test_a_request_larger_than_the_batch_cap_is_refused(exported):
+    """257 1x1 PNGs are a 20 KB request; 20,000 of them cost +800 MB."""
+    from tfvitmae.serving.saved_model import DEFAULT_MAX_BATCH
+
+    n = DEFAULT_MAX_BATCH + 1
+    png = tf.io.encode_png(np.zeros((1, 1, 3), np.uint8)).numpy()
+    _, paths, _ = exported
+    signatures = tf.saved_model.load(paths["pretraining"]).signatures
+    for name, inputs in (
+        ("features_image_bytes", {"image_bytes": tf.constant([png] * n)}),
+        ("features_uint8", {"images": tf.zeros((n, 1, 1, 3), tf.uint8)}),
+        ("serving_default", {"pixel_values": tf.zeros((n, 3, 32, 32))}),
+    ):
+        key = next(iter(inputs))
+        with pytest.raises(
+            tf.errors.InvalidArgumentError, match=rf"{key}: a request holds at most 256 images"
+        ):
+            signatures[name](**inputs)
+    with pytest.raises(ValueError, match="max_batch must be a positive integer, received 0"):
+        export_for_serving(TFViTMAEModel(tiny_config()), "unused", max_batch=0)
 
 
 @pytest.mark.slow

@@ -268,6 +268,24 @@ def test_validation_data_of_unknown_length_is_read_a_whole_pass_each_epoch():
             )
 
 
+def test_labels_outside_the_classes_are_refused_not_trained_on():
+    """With label smoothing, labels 7 and -1 of a 2-class model trained
+    silently (their one-hot rows are zeros); without it, the loss became NaN."""
+    config = tiny_config()
+    model = TFViTMAEForImageClassification(config, num_labels=2)
+    x = pixels(config, batch=4)
+    bad = tf.data.Dataset.from_tensor_slices((x, np.array([0, 1, 7, -1]))).batch(4)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"labels must be .*\[0, 2\)"):
+        train_classifier(
+            model, bad, epochs=1, batch_size=4, label_smoothing=0.1, jit_compile=False, verbose=0
+        )
+    good = tf.data.Dataset.from_tensor_slices((x, np.array([0, 1, 1, 0]))).batch(4)
+    with pytest.raises(ValueError, match=r"validation labels must be .*received 1 outside"):
+        train_classifier(
+            model, good, epochs=1, batch_size=4, validation_data=(x, np.array([0, 1, 2, 1]))
+        )
+
+
 @pytest.mark.slow
 def test_fine_tuning_updates_encoder_with_layer_decay_and_smoothing(tmp_path):
     config = tiny_config()

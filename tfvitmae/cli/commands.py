@@ -279,6 +279,13 @@ def train_classifier(args: argparse.Namespace, linear_probe: bool) -> int:
         f"validation images, {len(class_names)} classes"
         + (f"; skipped {skipped} non-image files" if skipped else "")
     )
+    unvalidated = [name for i, name in enumerate(class_names) if i not in set(val_split[1])]
+    if val_paths and unvalidated:
+        print(
+            f"note: {len(unvalidated)} of the {len(class_names)} classes have no validation image "
+            f"(a class needs 2 images to hold one out): {', '.join(unvalidated[:10])}"
+            + (f" and {len(unvalidated) - 10} more" if len(unvalidated) > 10 else "")
+        )
     history = run_training(
         model,
         train,
@@ -301,7 +308,10 @@ def train_classifier(args: argparse.Namespace, linear_probe: bool) -> int:
         ),
     )
     if val is not None:
-        print(f"validation accuracy {history.history['val_accuracy'][-1]:.2%}")
+        print(
+            f"validation accuracy {history.history['val_accuracy'][-1]:.2%} on {len(val_paths)} "
+            f"images of {len(class_names) - len(unvalidated)} of the {len(class_names)} classes"
+        )
     print(f"classifier saved in {args.output_dir}")
     return 0
 
@@ -519,6 +529,7 @@ def export(args: argparse.Namespace) -> int:
         no_raw_inputs=args.no_raw_inputs,
         warmup=args.warmup,
         top_k=args.top_k is not None,
+        max_batch=args.max_batch is not None,
     )
     if args.format != "tf_saved_model":
         given = [f"--{k.replace('_', '-')}" for k, v in saved_model_only.items() if v]
@@ -555,6 +566,7 @@ def export(args: argparse.Namespace) -> int:
         raw_inputs=not args.no_raw_inputs,
         warmup=args.warmup,
         top_k=5 if args.top_k is None else args.top_k,
+        **({} if args.max_batch is None else {"max_batch": args.max_batch}),
         verbose=False,
     )
     path = os.path.join(args.export_base, str(version))

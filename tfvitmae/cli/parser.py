@@ -389,6 +389,12 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
         type=POSITIVE_INT,
         help="tf_saved_model: classes in classify's top-k outputs (default: 5)",
     )
+    exp.add_argument(
+        "--max-batch",
+        type=POSITIVE_INT,
+        help="tf_saved_model: the most images one request may hold; larger requests are "
+        "refused (default: 256)",
+    )
     exp.set_defaults(func=commands.export)
 
 

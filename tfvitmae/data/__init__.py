@@ -10,6 +10,7 @@ MAE's augmentation.
 - `hf_datasets.py`: 🤗 Datasets to `tf.data` (the models' `prepare_tf_dataset`).
 - `folders.py`: folder scans, train/validation splits, broken-image checks.
 - `augmentation.py`: random resized crop, flip, MixUp/CutMix, plug-in augmenters.
+- `labels.py`: class labels checked to be indices below the class count.
 """
 
 from ..utils.lazy import lazy_exports

@@ -15,6 +15,8 @@ import keras
 
 from ..utils.backend import tensorflow
 from ..utils.types import TensorLike
+from .image_processor import antialiased_resize
+from .labels import assert_labels
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -93,7 +95,7 @@ def random_resized_crop(
     top = tf.minimum(top, shape[0] - crop_h)
     left = tf.minimum(left, shape[1] - crop_w)
     crop = tf.image.crop_to_bounding_box(image, top, left, crop_h, crop_w)
-    resized = tf.image.resize(tf.cast(crop, tf.float32), image_size, method=method, antialias=True)
+    resized = antialiased_resize(tf.cast(crop, tf.float32), image_size, method)
     return tf.clip_by_value(resized, 0.0, 255.0)
 
 
@@ -168,7 +170,8 @@ def batch_augment(
             )
             with tf.control_dependencies([reset]):
                 images = tf.identity(images)
-            labels = tf.one_hot(tf.cast(labels, tf.int32), num_classes)
+            # An out-of-range label would become an all-zero row: no class at all.
+            labels = tf.one_hot(tf.cast(assert_labels(labels, num_classes), tf.int32), num_classes)
             if len(mix_layers) == 1:
                 images, labels = mix(mix_layers[0], images, labels)
             else:

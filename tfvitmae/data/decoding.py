@@ -33,6 +33,7 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "decode_image",
     "image_pixels",
+    "image_problem",
     "load_images",
     "match_channels",
     "tf_error_reason",
@@ -161,6 +162,31 @@ def image_pixels(contents: TensorLike) -> tf.Tensor:
     contents = tf.convert_to_tensor(contents, tf.string)
     header = _bytes_at(contents, 0, _HEADER_BYTES)
     return _pixels(contents, header, _bmp_fields(header))
+
+
+def image_problem(contents: TensorLike, *, max_pixels: int | None = None) -> tf.Tensor:
+    """Why encoded bytes that failed to decode did so, as far as their header
+    tells (a string tensor; `decode_image` refuses the same): not an image of
+    a format read here, JPEG XL, over the pixel budget, or else broken data."""
+    budget = MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
+    pixels = image_pixels(contents)
+    return tf.where(
+        tf.equal(pixels, 0),
+        "is not a JPEG, PNG, GIF, BMP or WebP image",
+        tf.where(
+            pixels < 0,
+            "is a JPEG XL image, which is not read; convert it to PNG or JPEG",
+            tf.where(
+                pixels > budget,
+                tf.strings.format(
+                    f"has {{}} pixels, more than the pixel budget of {budget:,} pixels "
+                    "(tfvitmae.data.decoding.MAX_IMAGE_PIXELS)",
+                    pixels,
+                ),
+                "does not decode: its data is broken or truncated",
+            ),
+        ),
+    )
 
 
 # ---------------------------------------------------------------- formats

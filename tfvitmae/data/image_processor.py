@@ -30,6 +30,7 @@ __all__ = [
     "IMAGENET_STD",
     "RESAMPLE_METHODS",
     "ViTMAEImageProcessor",
+    "antialiased_resize",
     "channel_stats",
 ]
 
@@ -104,6 +105,34 @@ def _statistics(mean: Any, std: Any) -> tuple[tuple[float, ...], tuple[float, ..
     if min(values[1]) <= 0:
         raise ValueError(f"image_std must be positive, received {values[1]}")
     return values[0], values[1]
+
+
+def antialiased_resize(images: TensorLike, size: Sequence[int], method: str) -> TensorLike:
+    """`tf.image.resize(images, size, method, antialias=True)` (float32, one
+    image or a batch), with no intermediate tensor larger than twice the
+    larger of the input and the output.
+
+    TensorFlow resizes the height first, through an `(out_height, in_width)`
+    intermediate: a 1x1,000,000 image resized to 32x32 builds 32 times the
+    image. Where that intermediate exceeds the bound, the width is resized
+    first and the height after; the filter is separable, so the two orders
+    differ only by float rounding.
+    """
+    tf = tensorflow("The image processor's resize")
+    out_h, out_w = size
+    shape = tf.shape(images)
+    in_h, in_w = shape[-3], shape[-2]
+
+    def direct():
+        return tf.image.resize(images, size, method=method, antialias=True)
+
+    def width_first():
+        narrow = tf.image.resize(images, tf.stack([in_h, out_w]), method=method, antialias=True)
+        return tf.image.resize(narrow, size, method=method, antialias=True)
+
+    # (out_h * in_w) > 2 * max(in_h * in_w, out_h * out_w), without overflow
+    large = tf.logical_and(out_h > 2 * in_h, in_w > 2 * out_w)
+    return tf.cond(large, width_first, direct)
 
 
 def _max_pixels() -> int:
@@ -296,7 +325,7 @@ class ViTMAEImageProcessor:
         images = tf.cast(images, tf.float32)
         if tuple(images.shape[-3:-1]) == size:
             return images
-        resized = tf.image.resize(images, size, method=self.method, antialias=True)
+        resized = antialiased_resize(images, size, self.method)
         if rounded:  # uint8 in, whole levels out, as PIL resizes uint8 images
             resized = tf.round(resized)
         return tf.clip_by_value(resized, 0.0, 255.0)

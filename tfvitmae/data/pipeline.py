@@ -35,6 +35,7 @@ from .augmentation import batch_augment, mixers, random_flip, random_resized_cro
 from .decoding import decode_image, match_channels
 from .folders import check_labelled, find_unreadable, list_image_files
 from .image_processor import IMAGENET_MEAN, IMAGENET_STD, ViTMAEImageProcessor
+from .labels import assert_labels, check_labels
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -281,7 +282,9 @@ def make_dataset(
         batch_size: Batch size (the global batch under a distribution strategy).
         processor: The `ViTMAEImageProcessor` (usually `model.image_processor`)
             that resizes and normalises; default MAE's.
-        labels: Optional labels for an array or file-list source.
+        labels: Optional labels for an array or file-list source: class
+            indices, in `[0, num_classes)` when `num_classes` is given
+            (a dataset's labels are checked so as they are read).
         with_labels: Yield `(pixel_values, labels)` instead of `pixel_values`.
         augment: MAE augmentation (random resized crop + horizontal flip);
             otherwise the processor's resize.
@@ -321,6 +324,11 @@ def make_dataset(
     )
     if with_labels and labels is None and isinstance(source, (str, os.PathLike)):
         check_labelled(examples[0], examples[1], source)  # no image without a class
+    if isinstance(examples, tf.data.Dataset):
+        if with_labels or num_classes:
+            examples = examples.map(lambda image, y: (image, assert_labels(y, num_classes)))
+    elif labels is not None:
+        examples = (examples[0], check_labels(examples[1], num_classes))
     if info["num_examples"] is not None and drop_remainder and info["num_examples"] < batch_size:
         raise ValueError(
             f"batch_size {batch_size} is larger than the dataset ({info['num_examples']} images) "
@@ -341,6 +349,8 @@ def make_dataset(
         data_format=data_format,
         with_labels=with_labels,
     )
+    if repeat and not (verify_images and decode is not None):  # verified files decode
+        _check_yields(examples, decode)
     examples, count = _as_tensors(examples, options)
     passes, next_epoch = _pass_numbers(repeat)
     # One pass's examples at a time; the work per example runs outside, in parallel.
@@ -350,6 +360,29 @@ def make_dataset(
     out = _finish(out, options)
     _NEXT_EPOCH[out] = next_epoch
     return (out, info) if return_info else out
+
+
+def _check_yields(examples, decode) -> None:
+    """Refuse data of which a pass yields no example (an empty or fully
+    filtered dataset, or files none of which decodes): repeated, it would be
+    read pass after pass forever without giving a batch. Reads the first
+    example that decodes, so it costs one example (a pass where none does)."""
+    if isinstance(examples, tf.data.Dataset):
+        found = examples.take(1)
+    elif decode is None:  # in-memory images: they are all there
+        return
+    else:
+        found = tf.data.Dataset.from_tensor_slices(examples).map(decode).ignore_errors().take(1)
+    if not any(True for _ in found):
+        what = (
+            "the dataset is empty (or filtered to nothing)"
+            if isinstance(examples, tf.data.Dataset)
+            else f"none of its {len(examples[0])} image files decodes"
+        )
+        raise ValueError(
+            f"make_dataset(repeat=True) needs data that yields images, but {what}; "
+            "repeating it would never give a batch"
+        )
 
 
 def _as_tensors(examples, options: _Options):

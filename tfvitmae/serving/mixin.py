@@ -30,7 +30,7 @@ class ExportMixin:
                 (`serving.keras_hub_preset`); other formats (`"openvino"`) go
                 to `keras.Model.export`.
             verbose: Print what was written.
-            **kwargs: `raw_inputs`, `warmup`, `top_k` of `export_saved_model`;
+            **kwargs: `raw_inputs`, `warmup`, `top_k`, `max_batch` of `export_saved_model`;
                 `signature`, `opset` of `export_portable`.
 
         Returns:

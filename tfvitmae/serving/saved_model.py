@@ -22,7 +22,15 @@ Raw inputs: `image_bytes` is a batch of encoded JPEG/PNG/GIF/BMP/WebP strings
 (in REST, `{"b64": ...}`), read as `data.decoding.decode_image` reads files;
 `images` is uint8 `(batch, height, width, channels)` of any size. Both are
 resized and normalised in the graph by the model's `image_processor` (saved
-with it), exactly as the Python pipeline does.
+with it), exactly as the Python pipeline does. An image that its header
+shows cannot be read (not an image, JPEG XL, over the pixel budget) fails its
+request with `INVALID_ARGUMENT` naming it: `image_bytes[3] is not a JPEG, ...`.
+
+Every signature refuses a request of more than `max_batch` images
+(`DEFAULT_MAX_BATCH`, 256, unless the export raises it) with
+`INVALID_ARGUMENT`: a small request of tiny images must not buy the memory
+of a huge batch. TF Serving's own batching (`--enable_batching`) merges
+requests into batches of up to its `max_batch_size`; keep that within the cap.
 
 Every signature computes through the model's own methods
 (`unmasked_features`, `reconstruct`, `classify`), the ones `predict_images`
@@ -38,7 +46,8 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 
-from ..data.decoding import decode_image
+from ..data import decoding
+from ..data.decoding import decode_image, image_pixels, image_problem
 from ..utils.backend import tensorflow
 from ..utils.files import check_folder_path, publish_dir, staging_dir
 from ..utils.types import PathLike
@@ -49,20 +58,36 @@ if TYPE_CHECKING:
 else:
     tf = tensorflow("A SavedModel export")
 
-__all__ = ["export_for_serving", "export_saved_model"]
+__all__ = ["DEFAULT_MAX_BATCH", "export_for_serving", "export_saved_model"]
+
+# The most images one request may hold, unless an export says otherwise.
+DEFAULT_MAX_BATCH = 256
 
 
 class _Signatures:
     """Builds the endpoint functions for one model."""
 
-    def __init__(self, model, top_k):
+    def __init__(self, model, top_k, max_batch):
         self.model = model
         self.config = model.config
         self.channels_first = model.data_format == "channels_first"
         self.processor = model.image_processor
         self.top_k = top_k
+        self.max_batch = max_batch
 
     # ---------------------------------------------------------------- inputs
+    def within_cap(self, inputs, name):
+        """`inputs` once their batch is checked against `max_batch`."""
+        batch = tf.shape(inputs, out_type=tf.int64)[0]
+        check = tf.debugging.assert_less_equal(
+            batch,
+            tf.constant(self.max_batch, tf.int64),
+            message=f"{name}: a request holds at most {self.max_batch} images (max_batch of "
+            "export_saved_model, or tfvitmae export --max-batch, raises it); received",
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(inputs)
+
     def pixel_spec(self):
         return self.model.input_signature["pixel_values"]
 
@@ -83,7 +108,8 @@ class _Signatures:
         with tf.control_dependencies([rank_check]):
             size_check = tf.debugging.assert_equal(shape[-3:], expected, message=message)
         with tf.control_dependencies([size_check]):
-            return tf.ensure_shape(tf.identity(pixel_values), spec)
+            pixel_values = self.within_cap(pixel_values, "pixel_values")
+            return tf.ensure_shape(pixel_values, spec)
 
     def from_uint8(self, images):
         channels = self.config.num_channels
@@ -96,10 +122,31 @@ class _Signatures:
         ]
         with tf.control_dependencies(checks):  # the clear message before any shape error
             images = tf.ensure_shape(tf.identity(images), (None, None, None, channels))
+        images = self.within_cap(images, "images")
         return self.model.to_model_layout(self.processor.preprocess(images))
 
     def from_bytes(self, image_bytes):
+        """Decoded and preprocessed images. An image whose header already
+        says it will fail (not an image, JPEG XL, over the pixel budget) fails
+        the request with an error naming it (its index) and why."""
         c, (h, w) = self.config.num_channels, self.config.image_hw
+        image_bytes = self.within_cap(image_bytes, "image_bytes")
+        count = tf.shape(image_bytes, out_type=tf.int64)[0]
+        # From the headers, before any decoding: a graph cannot catch the
+        # error of one image, so the failure is found first and named.
+        pixels = tf.map_fn(image_pixels, image_bytes, fn_output_signature=tf.int64)
+        bad = tf.logical_or(pixels <= 0, pixels > decoding.MAX_IMAGE_PIXELS)
+        first = tf.reduce_min(tf.where(bad, tf.range(count), count))
+        reason = tf.cond(
+            tf.reduce_any(bad),
+            lambda: (
+                tf.strings.format("image_bytes[{}] ", first) + image_problem(image_bytes[first])
+            ),
+            lambda: tf.constant(""),
+        )
+        check = tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [reason])
+        with tf.control_dependencies([check]):
+            image_bytes = tf.identity(image_bytes)
 
         def one(contents):
             return self.processor.preprocess(decode_image(contents, c))
@@ -175,6 +222,7 @@ def export_saved_model(
     raw_inputs: bool = True,
     warmup: bool = False,
     top_k: int = 5,
+    max_batch: int = DEFAULT_MAX_BATCH,
     verbose: bool = True,
 ) -> list[str]:
     """Write `model` as a SavedModel for TensorFlow Serving (see the module docstring).
@@ -190,6 +238,8 @@ def export_saved_model(
         warmup: Write `assets.extra/tf_serving_warmup_requests` (needs the
             `tensorflow-serving-api` package).
         top_k: Classes in the `classify` top-k outputs.
+        max_batch: The most images one request may hold (more are refused
+            with `INVALID_ARGUMENT`); raise it for large offline batches.
 
     Returns:
         The names of the exported signatures.
@@ -212,6 +262,8 @@ def export_saved_model(
         )
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, received {top_k}")
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise ValueError(f"max_batch must be a positive integer, received {max_batch!r}")
     if warmup:
         check_serving_apis()  # fail before any work if the package is missing
     parent = os.path.dirname(os.path.abspath(export_dir))
@@ -221,7 +273,7 @@ def export_saved_model(
         # endpoints use, and tracking the model as well stores every weight
         # twice (keras-team/keras#23553): twice the size, and twice the
         # memory in TF Serving.
-        endpoints = _Signatures(model, top_k).endpoints(raw_inputs)
+        endpoints = _Signatures(model, top_k, max_batch).endpoints(raw_inputs)
         for name, (fn, signature) in endpoints.items():
             archive.add_endpoint(name=name, fn=fn, input_signature=signature)
         archive.write_out(staging, verbose=verbose)

@@ -246,6 +246,9 @@ def train_classifier(
         layer_decay=layer_decay,
         jit_compile=jit_compile,
     )
+    checked_train, validation_data = _checked_labels(
+        train_data, validation_data, model.num_labels, one_hot_labels=one_hot_labels
+    )
     if one_hot_labels:
         validation_data = _one_hot(validation_data, model.num_labels)
     callbacks = [DataEpoch(train_data), StopOnNonFiniteLoss(checkpoint_hint=output_dir)]
@@ -277,7 +280,7 @@ def train_classifier(
         check_tensorboard()
         callbacks += [LogLearningRate(), keras.callbacks.TensorBoard(log_dir)]
     return model.fit(
-        train_data,
+        checked_train,
         epochs=epochs,
         initial_epoch=initial_epoch,
         steps_per_epoch=steps_per_epoch,
@@ -336,6 +339,22 @@ def _classification_loss(num_labels, *, one_hot_labels, label_smoothing):
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     return loss, [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+
+def _checked_labels(train_data, validation_data, num_labels, *, one_hot_labels):
+    """`(train_data, validation_data)` whose integer labels are checked to be
+    class indices below `num_labels` (`data.labels`): in `tf.data` as they are
+    read, at once for `(x, y)` arrays. Other sources are left as they are."""
+    from ..data.labels import check_label_batches, check_labels
+
+    if is_tf_dataset(train_data) and not one_hot_labels:
+        train_data = check_label_batches(train_data, num_labels)
+    if is_tf_dataset(validation_data):
+        validation_data = check_label_batches(validation_data, num_labels)
+    elif isinstance(validation_data, tuple) and len(validation_data) >= 2:
+        labels = check_labels(validation_data[1], num_labels, name="validation labels")
+        validation_data = (validation_data[0], labels, *validation_data[2:])
+    return train_data, validation_data
 
 
 def _one_hot(validation_data, depth):
