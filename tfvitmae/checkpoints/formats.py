@@ -443,9 +443,12 @@ def shard_names(path: PathLike) -> list[str]:
     """The shard files that the safetensors index at `path` lists, each
     checked to lie inside the index's folder (see `inside_folder`)."""
     try:
-        weight_map = read_json(path)["weight_map"]
-    except (OSError, ValueError, KeyError) as e:  # read_json names the file
-        raise CheckpointError(f"Cannot read the shard index {path}: {e}") from None
+        index = read_json(path)
+    except (OSError, ValueError) as e:  # their messages name the file
+        raise CheckpointError(f"Cannot read the shard index: {e}") from None
+    if "weight_map" not in index:
+        raise CheckpointError(f"The shard index {path} has no weight_map")
+    weight_map = index["weight_map"]
     if not isinstance(weight_map, dict):
         raise CheckpointError(
             f"{path}: weight_map must map tensor names to shard files, "
