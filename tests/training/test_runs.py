@@ -283,6 +283,42 @@ def test_restore_falls_back_past_a_broken_backup_and_names_unusable_ones(tmp_pat
             restore_backup(compiled(), str(tmp_path))
 
 
+def test_a_backup_onto_a_full_disk_is_one_error_and_keeps_the_last_backup(tmp_path, monkeypatch):
+    """h5py crashes the process when a write fails (issue 29, case 5): the
+    backup claims its space first, so a full disk is an error naming the folder."""
+    import errno
+
+    import keras
+
+    from tests.helpers import tiny_config
+    from tfvitmae import TFViTMAEForPreTraining
+    from tfvitmae.training.runs import RunBackup
+
+    model = TFViTMAEForPreTraining(tiny_config(), seed=0)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3))
+    model.optimizer.build(model.trainable_variables)
+    backup = RunBackup(str(tmp_path))
+    backup.set_model(model)
+    backup.on_epoch_end(0)
+    kept = (tmp_path / "backup" / "epoch_1" / "state.weights.h5").read_bytes()
+
+    def no_space(fd, offset, size):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1, 1, 9_000))
+    monkeypatch.setattr(model, "save_weights", lambda path: pytest.fail("h5py was asked to write"))
+    with pytest.raises(OSError) as caught:
+        backup.on_epoch_end(1)
+    assert re.fullmatch(
+        rf"Could not back up epoch 2 to {tmp_path / 'backup'}: the disk is full "
+        r"\(state.weights.h5 needs ~\d+ KB, 9 KB free\)\. The last complete backup is kept",
+        str(caught.value),
+    )
+    assert sorted(os.listdir(tmp_path / "backup")) == ["epoch_1"]  # no staging folder left
+    assert (tmp_path / "backup" / "epoch_1" / "state.weights.h5").read_bytes() == kept
+
+
 def test_one_training_run_per_directory_and_a_killed_one_leaves_no_lock(tmp_path):
     """A second run, or an overwrite, is refused while a run lives, naming it;
     the kernel drops a killed run's lock, so the directory is usable again."""

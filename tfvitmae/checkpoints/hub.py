@@ -15,10 +15,8 @@ to disk passes through it.
 """
 
 import contextlib
-import errno
 import json
 import os
-import shutil
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -47,8 +45,11 @@ from .formats import (
     CheckpointError,
     inside_folder,
     keras_layers,
+    keras_weights_size,
     open_checkpoint,
+    save_keras_weights,
     shard_names,
+    write_failure,
     write_safetensors,
     write_torch_bin,
 )
@@ -427,18 +428,17 @@ def _save(
         weights_name = KERAS_WEIGHTS_NAME
     with staging_dir(save_directory, prefix=SAVE_PREFIX) as staging:
         weights_path = os.path.join(staging, weights_name)
-        needed = sum(a.nbytes for a in state.values()) if pytorch else _keras_file_size(model)
+        needed = sum(a.nbytes for a in state.values()) if pytorch else keras_weights_size(model)
         try:
             if pytorch:
                 writer = write_safetensors if safe_serialization else write_torch_bin
                 writer(state, weights_path)
             else:
-                _reserve(weights_path, needed)  # h5py crashes the process if the disk fills
-                model.save_weights(weights_path)
+                save_keras_weights(model, weights_path)
             atomic_write_text(os.path.join(staging, CONFIG_NAME), config_text.rstrip("\n") + "\n")
             model.image_processor.save_pretrained(staging)
         except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError
-            reason = _write_failure(e, save_directory, weights_name, needed)
+            reason = write_failure(e, save_directory, weights_name, needed)
             raise OSError(
                 f"Could not save {class_name} to {save_directory}: {reason} "
                 f"{save_directory} is unchanged"
@@ -453,63 +453,6 @@ def _save(
             )
             remove_staging_leftovers(save_directory, SAVE_PREFIX)  # crashed saves'
             return written
-
-
-def _keras_file_size(model: Any) -> int:
-    """A little more than the size of `model.save_weights`' file: the
-    variables' bytes (the optimizer's too, which a compiled model's file
-    holds) and HDF5's metadata (2.4 to 2.7 KB a variable, measured on ViTMAE
-    models of 30 to 254 variables)."""
-    optimizer = getattr(model, "optimizer", None)
-    variables = list(model.weights) + list(getattr(optimizer, "variables", None) or [])
-    size = 0
-    for v in variables:
-        try:
-            itemsize = np.dtype(v.dtype).itemsize
-        except TypeError:  # a dtype NumPy lacks (bfloat16): no wider than 8 bytes
-            itemsize = 8
-        size += int(np.prod(v.shape)) * itemsize + 4096
-    return size + 16384
-
-
-def _reserve(path: str, size: int) -> None:
-    """Claim `size` bytes for the file `path` before h5py writes it there: h5py
-    crashes the process (a segfault) when a write fails, so a full disk or a
-    file size limit must show here, as an `OSError`. The writer then
-    truncates the file, which frees the space for itself."""
-    with open(path, "wb") as f:
-        try:
-            os.posix_fallocate(f.fileno(), 0, size)  # glibc emulates it where unsupported
-            return
-        except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                raise
-        except AttributeError:  # no posix_fallocate (macOS)
-            pass
-    if shutil.disk_usage(os.path.dirname(path)).free < size:  # all that is left to check
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
-
-
-def _size(nbytes: int) -> str:
-    return f"{nbytes / 1e6:.1f} MB" if nbytes >= 1e6 else f"{nbytes / 1e3:.0f} KB"
-
-
-def _write_failure(error: BaseException, folder: str, weights_name: str, needed: int) -> str:
-    """Why writing a checkpoint into `folder` failed, as a sentence: a full
-    disk or a file size limit says what is needed and what is free."""
-    code = getattr(error, "errno", None)
-    if code == errno.EFBIG:
-        return (
-            f"{weights_name} needs ~{_size(needed)}, more than the file size limit "
-            "(ulimit -f) allows."
-        )
-    free = shutil.disk_usage(folder).free
-    if code in (errno.ENOSPC, errno.EDQUOT) or free < needed:
-        return f"the disk is full ({weights_name} needs ~{_size(needed)}, {_size(free)} free)."
-    return (
-        f"writing {weights_name} and its config failed ({type(error).__name__}: {error}). "
-        "Is the disk full?"
-    )
 
 
 class HubMixin:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import keras
 
+from ..checkpoints.formats import keras_weights_size, save_keras_weights, write_failure
 from ..checkpoints.hub import finish_interrupted_save
 from ..utils.backend import in_multi_worker_strategy
 from ..utils.files import (
@@ -201,7 +202,15 @@ class RunBackup(keras.callbacks.Callback):
             return
         target = os.path.join(self.folder, f"epoch_{epoch + 1}")
         with staging_dir(self.folder) as staged:
-            self.model.save_weights(os.path.join(staged, STATE_FILE))
+            try:
+                save_keras_weights(self.model, os.path.join(staged, STATE_FILE))
+            except OSError as e:
+                needed = keras_weights_size(self.model)
+                raise OSError(
+                    f"Could not back up epoch {epoch + 1} to {self.folder}: "
+                    f"{write_failure(e, self.folder, STATE_FILE, needed)} The last complete "
+                    "backup is kept"
+                ) from e
             states = [v.numpy().tolist() for v in _seed_states(self.model)]
             with open(os.path.join(staged, RNG_FILE), "w", encoding="utf-8") as f:
                 json.dump({"seed_generator_states": states}, f)
