@@ -13,6 +13,7 @@ import tensorflow as tf
 from tfvitmae import PRESETS, TFViTMAEForPreTraining, ViTMAEConfig
 from tfvitmae.cli import build_parser, main
 from tfvitmae.models.classification import TFViTMAEForImageClassification
+from tfvitmae.utils.files import STAGING_MARKER
 
 from ..helpers import FIXTURE, tiny_config
 
@@ -442,6 +443,7 @@ def test_convert_onto_a_full_disk_says_so_in_one_line_and_leaves_no_staging_fold
     TFViTMAEForPreTraining(tiny_config()).save_pretrained(dst)
     crashed = dst / ".tmp-save-k1ll3d_x"  # as a save killed while writing leaves it
     crashed.mkdir()
+    (crashed / STAGING_MARKER).touch()  # as staging_dir marks its folders
     (crashed / "model.weights.h5").write_bytes(b"partial")
     out = subprocess.run(
         [sys.executable, "-c", FULL_DISK, str(FIXTURE), str(dst)],
