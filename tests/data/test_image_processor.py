@@ -239,3 +239,30 @@ def test_a_scalar_statistic_stands_for_every_channel_and_counts_must_fit_the_mod
 def test_raw_arrays_are_uint8_images(image, pattern):
     with pytest.raises(ValueError, match=pattern):
         ViTMAEImageProcessor()(image)
+
+
+def test_a_scalar_statistic_in_a_file_keeps_rgb_images_rgb(tmp_path):
+    """`"image_mean": 0.5` in a `preprocessor_config.json` stands for every
+    channel: RGB images stay RGB, and the file written back keeps the number,
+    which transformers' ViTImageProcessor spreads over any channel count (a
+    one-value list would be refused on RGB images there)."""
+    (tmp_path / PREPROCESSOR_NAME).write_text(
+        json.dumps({"size": 4, "image_mean": 0.5, "image_std": 0.5})
+    )
+    processor = ViTMAEImageProcessor.from_pretrained(tmp_path)
+    image = np.random.default_rng(0).integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    pixels = processor(image)["pixel_values"]
+    assert pixels.shape == (1, 3, 4, 4)
+    np.testing.assert_allclose(pixels[0], (image / 255 - 0.5).transpose(2, 0, 1) / 0.5, atol=1e-6)
+    processor.save_pretrained(tmp_path / "again")
+    saved = json.loads((tmp_path / "again" / PREPROCESSOR_NAME).read_text())
+    assert saved["image_mean"] == 0.5 and saved["image_std"] == 0.5
+    assert ViTMAEImageProcessor.from_pretrained(tmp_path / "again") == processor
+    # A grayscale model's processor: the number on its one channel.
+    gray = processor.with_channels(1)
+    assert gray.image_mean == (0.5,) and gray(image)["pixel_values"].shape == (1, 1, 4, 4)
+    # A number beside a list: the number goes on every channel the list names.
+    mixed = ViTMAEImageProcessor(size=4, image_mean=0.5, image_std=[0.25, 0.5, 1.0])
+    np.testing.assert_allclose(
+        mixed.normalize(image).numpy(), (image / 255 - 0.5) / [0.25, 0.5, 1.0], atol=1e-6
+    )

@@ -55,20 +55,25 @@ _Size = int | Sequence[int] | dict[str, int]
 
 
 def channel_stats(
-    mean: Sequence[float], std: Sequence[float], channels: int, *, dtype: str = "float32"
+    mean: float | Sequence[float],
+    std: float | Sequence[float],
+    channels: int,
+    *,
+    dtype: str = "float32",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel `(mean, std)` arrays for `channels` channels. Statistics
-    for another channel count (ImageNet's RGB ones for a grayscale model) are
-    replaced by their average on every channel."""
-    means, stds = np.asarray(mean, dtype), np.asarray(std, dtype)
-    if means.shape != stds.shape or means.ndim != 1:
-        raise ValueError(
-            f"image_mean and image_std must be lists of equal length, received {means} and {stds}"
-        )
-    if len(means) != channels:
-        means = np.full(channels, means.mean(), dtype)
-        stds = np.full(channels, stds.mean(), dtype)
-    return means, stds
+    """Per-channel `(mean, std)` arrays for `channels` channels. A single
+    number stands for every channel; statistics for another channel count
+    (ImageNet's RGB ones for a grayscale model) are replaced by their average
+    on every channel."""
+    stats = []
+    for stat in (mean, std):
+        array = np.asarray(stat, dtype)
+        if array.ndim == 1 and len(array) != channels:
+            array = array.mean()
+        if array.ndim > 1:
+            raise ValueError(f"image_mean and image_std must be numbers or lists, received {stat}")
+        stats.append(np.broadcast_to(array, (channels,)).copy())
+    return stats[0], stats[1]
 
 
 def _positive(name: str, value: Any) -> float:
@@ -80,15 +85,20 @@ def _positive(name: str, value: Any) -> float:
     return float(value)
 
 
-def _statistics(mean: Any, std: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """`(image_mean, image_std)` as tuples of floats. A single number (as
-    `transformers` accepts) stands for every channel; the std must be positive
-    (a std of 0 would normalise to infinities), and both finite and as long."""
-    values = []
+# `image_mean` or `image_std`: one number for every channel, or one per channel.
+Statistic = float | tuple[float, ...]
+
+
+def _statistics(mean: Any, std: Any) -> tuple[Statistic, Statistic]:
+    """`(image_mean, image_std)`, each a float or a tuple of floats. A single
+    number (as `transformers` accepts, and writes back) stands for every
+    channel and stays a number; the std must be positive (a std of 0 would
+    normalise to infinities), and both finite, and as long when both are lists."""
+    values: list[Statistic] = []
     for name, stat in (("image_mean", mean), ("image_std", std)):
-        stat = [stat] if isinstance(stat, (int, float)) and not isinstance(stat, bool) else stat
+        scalar = isinstance(stat, numbers.Real) and not isinstance(stat, bool)
         try:
-            array = np.asarray(stat, "float64")
+            array = np.asarray([stat] if scalar else stat, "float64")
         except (TypeError, ValueError):
             array = np.asarray([])
         if array.ndim != 1 or not len(array) or not np.isfinite(array).all():
@@ -96,15 +106,24 @@ def _statistics(mean: Any, std: Any) -> tuple[tuple[float, ...], tuple[float, ..
                 f"{name} must be a finite number or a list of them (one per channel), "
                 f"received {stat!r}"
             )
-        values.append(tuple(array.tolist()))
-    if len(values[0]) != len(values[1]):
+        values.append(float(array[0]) if scalar else tuple(array.tolist()))
+    mean_, std_ = values
+    if isinstance(mean_, tuple) and isinstance(std_, tuple) and len(mean_) != len(std_):
         raise ValueError(
             f"image_mean and image_std must have one value per channel each, received "
-            f"{len(values[0])} and {len(values[1])} values"
+            f"{len(mean_)} and {len(std_)} values"
         )
-    if min(values[1]) <= 0:
-        raise ValueError(f"image_std must be positive, received {values[1]}")
-    return values[0], values[1]
+    if np.min(std_) <= 0:
+        raise ValueError(f"image_std must be positive, received {std_}")
+    return mean_, std_
+
+
+def _channel_count(mean: Statistic, std: Statistic) -> int | None:
+    """How many channels the statistics name; `None` for numbers, which fit any."""
+    for stat in (mean, std):
+        if isinstance(stat, tuple):
+            return len(stat)
+    return None
 
 
 def antialiased_resize(images: TensorLike, size: Sequence[int], method: str) -> TensorLike:
@@ -183,7 +202,8 @@ class ViTMAEImageProcessor:
             1 Lanczos, 4 box/area).
         do_resize, do_rescale, do_normalize: Which steps run.
         rescale_factor: Multiplies the pixels (1/255: uint8 to [0, 1]).
-        image_mean, image_std: One value per channel.
+        image_mean, image_std: One value per channel, or one number for
+            every channel (kept as a number in `preprocessor_config.json`).
     """
 
     def __init__(
@@ -194,8 +214,8 @@ class ViTMAEImageProcessor:
         do_rescale: bool = True,
         rescale_factor: float = 1 / 255,
         do_normalize: bool = True,
-        image_mean: Sequence[float] = IMAGENET_MEAN,
-        image_std: Sequence[float] = IMAGENET_STD,
+        image_mean: float | Sequence[float] = IMAGENET_MEAN,
+        image_std: float | Sequence[float] = IMAGENET_STD,
     ) -> None:
         if resample not in RESAMPLE_METHODS:
             raise ValueError(
@@ -225,12 +245,12 @@ class ViTMAEImageProcessor:
         return processor.with_channels(config.num_channels)
 
     def with_channels(self, num_channels: int) -> "ViTMAEImageProcessor":
-        """This processor with statistics for `num_channels` channels (see
-        `channel_stats`): one value, or RGB statistics (ImageNet's, say) for
-        another channel count, are averaged onto every channel; any other
-        count than the model's is refused."""
-        count = len(self.image_mean)
-        if count not in (1, 3, num_channels):
+        """This processor with one statistic per channel for `num_channels`
+        channels (see `channel_stats`): a number, one value, or RGB statistics
+        (ImageNet's, say) for another channel count go onto every channel;
+        any other count than the model's is refused."""
+        count = _channel_count(self.image_mean, self.image_std)
+        if count not in (None, 1, 3, num_channels):
             raise ValueError(
                 f"image_mean and image_std have {count} values; images with {num_channels} "
                 f"channels need {num_channels} (or 1 for every channel)"
@@ -253,8 +273,8 @@ class ViTMAEImageProcessor:
             do_rescale=self.do_rescale,
             rescale_factor=self.rescale_factor,
             do_normalize=self.do_normalize,
-            image_mean=list(self.image_mean),
-            image_std=list(self.image_std),
+            image_mean=_json_statistic(self.image_mean),
+            image_std=_json_statistic(self.image_std),
         )
         if hf_keys:
             out["image_processor_type"] = "ViTImageProcessor"
@@ -368,7 +388,9 @@ class ViTMAEImageProcessor:
         num_channels: int | None = None,
     ) -> dict[str, np.ndarray]:
         """Preprocess file paths, PIL images or uint8 arrays (one, or a list, or
-        an `(n, H, W, C)` array) of any sizes.
+        an `(n, H, W, C)` array) of any sizes, converted to `num_channels`
+        channels (default: as many as the statistics name; RGB where they are
+        numbers).
 
         Returns:
             `{"pixel_values": float32 array}`, `(n, C, H, W)` by default or
@@ -382,7 +404,8 @@ class ViTMAEImageProcessor:
         from .decoding import load_images  # TensorFlow's decoders
 
         tf = tensorflow("The image processor")
-        channels = num_channels or len(self.image_mean)
+        # Statistics that are numbers fit any channel count: RGB then, as for transformers.
+        channels = num_channels or _channel_count(self.image_mean, self.image_std) or 3
         batch = [self.preprocess(image) for image in load_images(images, channels)]
         if not self.do_resize and len({tuple(b.shape) for b in batch}) > 1:
             raise ValueError(
@@ -393,3 +416,8 @@ class ViTMAEImageProcessor:
         if data_format == "channels_first":
             pixels = pixels.transpose(0, 3, 1, 2)
         return {"pixel_values": pixels}
+
+
+def _json_statistic(stat: Statistic) -> float | list[float]:
+    """A statistic as `preprocessor_config.json` holds it: a number stays one."""
+    return list(stat) if isinstance(stat, tuple) else stat

@@ -14,6 +14,7 @@ import numpy as np
 from keras import ops
 
 from ..checkpoints import keras_variables, to_state_dict
+from ..data.image_processor import channel_stats
 from ..utils.types import PathLike, TensorLike
 from .config import ViTMAEConfig, as_config
 from .inputs import unpack_inputs
@@ -264,6 +265,9 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
         """The keys timm reads from a Hub `config.json` (`architecture`,
         `model_args`, `pretrained_cfg`), for a `global_pool="avg"` ViT."""
         c, processor = self.config, self.image_processor
+        mean, std = channel_stats(
+            processor.image_mean, processor.image_std, c.num_channels, dtype="float64"
+        )
         model_args = dict(
             img_size=list(c.image_hw),
             patch_size=list(c.patch_hw),
@@ -285,8 +289,8 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
             pretrained_cfg=dict(
                 input_size=[c.num_channels, *c.image_hw],
                 interpolation={2: "bilinear", 3: "bicubic"}.get(processor.resample, "bicubic"),
-                mean=list(processor.image_mean),
-                std=list(processor.image_std),
+                mean=mean.tolist(),
+                std=std.tolist(),
                 num_classes=self.num_labels,
                 label_names=[labels[i] for i in range(self.num_labels)],
             ),
