@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel
+from tfvitmae.checkpoints.formats import CheckpointError
 from tfvitmae.models.classification import TFViTMAEForImageClassification
 from tfvitmae.training import train_classifier
 
@@ -247,3 +248,31 @@ def test_the_config_names_the_classes_as_in_transformers(tmp_path):
     assert loaded.config.id2label == LABELS_3 and loaded.num_labels == 3
     with pytest.raises(ValueError, match=r"id2label must name the classes 0 to 3 .* \[0, 1, 2\]"):
         TFViTMAEForImageClassification(tiny_config(), num_labels=4, id2label=LABELS_3)
+
+
+def test_a_classifier_loaded_with_another_num_labels_gets_a_new_head_only_when_not_strict(
+    tmp_path,
+):
+    """`from_pretrained(ckpt, num_labels=5)` over a 3-class classifier: the
+    config takes 5 classes (with a warning, as transformers); the strict load
+    then names the head's shape mismatch and the way out, and `strict=False`
+    (transformers' `ignore_mismatched_sizes`) loads all but the head, warning."""
+    config = tiny_config()
+    model = TFViTMAEForImageClassification(config, id2label=LABELS_3)
+    model(pixels(config))
+    model.save_pretrained(tmp_path)
+    relabel = r"num_labels=5 replaces the 3 classes"
+    with pytest.warns(UserWarning, match=relabel):
+        with pytest.raises(
+            CheckpointError,
+            match=r"(?s)classifier/kernel expected \(32, 5\), found \(32, 3\).*strict=False",
+        ):
+            TFViTMAEForImageClassification.from_pretrained(tmp_path, num_labels=5)
+    partial = r"(?s)Partial load.*classifier/bias expected \(5,\), found \(3,\)"
+    with pytest.warns(UserWarning, match=relabel), pytest.warns(UserWarning, match=partial):
+        five = TFViTMAEForImageClassification.from_pretrained(tmp_path, num_labels=5, strict=False)
+    assert five.num_labels == 5 and five.config.id2label[4] == "LABEL_4"
+    assert five(pixels(config)).shape == (2, 5)
+    mine, theirs = ({w.path: w.numpy() for w in m.vit.weights} for m in (model, five))
+    assert mine.keys() == theirs.keys()
+    assert all(np.array_equal(mine[k], theirs[k]) for k in mine)

@@ -362,3 +362,32 @@ def test_from_pretrained_reads_no_config_outside_the_folder(tmp_path):
     with pytest.raises(CheckpointError, match="subfolder ../outside: it leads outside"):
         ViTMAEConfig.from_pretrained(tmp_path / "checkpoint", subfolder="../outside")
     assert ViTMAEConfig.from_pretrained(tmp_path, subfolder="outside").hidden_size == 48
+
+
+def test_another_num_labels_renames_the_saved_classes_with_a_warning(tmp_path):
+    """As transformers: `from_pretrained(dir, num_labels=5)` over a config
+    naming 3 classes gives LABEL_0 ... LABEL_4, and says that the names went;
+    `copy` and `update` take the same path. The same count keeps the names."""
+    named = ViTMAEConfig(id2label={0: "cat", 1: "dog", 2: "fox"})
+    named.save_pretrained(tmp_path)
+    pattern = (
+        r"num_labels=5 replaces the 3 classes .*\('cat', 'dog', 'fox'\) with LABEL_0 \.\.\. LABEL_4"
+    )
+    with pytest.warns(UserWarning, match=pattern):
+        five = ViTMAEConfig.from_pretrained(tmp_path, num_labels=5)
+    assert five.id2label == {i: f"LABEL_{i}" for i in range(5)} and five.num_labels == 5
+    assert five.label2id["LABEL_4"] == 4
+    with pytest.warns(UserWarning, match=pattern):
+        assert named.copy(num_labels=5) == five
+    updated = named.copy()
+    with pytest.warns(UserWarning, match=pattern):
+        updated.update({"num_labels": 5})
+    assert updated == five
+    assert ViTMAEConfig.from_pretrained(tmp_path, num_labels=3) == named
+    # Names given beside the count are checked against it, not replaced.
+    relabelled = named.copy(num_labels=2, id2label={0: "x", 1: "y"})
+    assert relabelled.id2label == {0: "x", 1: "y"}
+    with pytest.raises(ValueError, match=r"num_labels=5 and an id2label of 2 classes"):
+        named.copy(num_labels=5, id2label={0: "x", 1: "y"})
+    with pytest.raises(ValueError, match=r"num_labels must be a positive integer, received 0"):
+        named.copy(num_labels=0)

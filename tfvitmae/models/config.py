@@ -11,6 +11,7 @@ import inspect
 import json
 import math
 import os
+import warnings
 from collections.abc import Container
 from typing import Any, TypeGuard, TypeVar, cast
 
@@ -151,6 +152,7 @@ class ViTMAEConfig:
         self._set_labels(id2label, kwargs.pop("label2id", None))
         num_labels = kwargs.pop("num_labels", None)
         if num_labels is not None:
+            _check_num_labels(num_labels)
             if id2label is not None and num_labels != len(self._id2label):
                 raise ValueError(
                     f"ViTMAEConfig got num_labels={num_labels!r} and an id2label of "
@@ -210,10 +212,7 @@ class ViTMAEConfig:
 
     @num_labels.setter
     def num_labels(self, value: int) -> None:
-        if not _is_int(value) or value < 1:
-            raise ValueError(
-                f"ViTMAEConfig.num_labels must be a positive integer, received {value!r}"
-            )
+        _check_num_labels(value)
         if len(self._id2label) != value:
             self._set_labels({i: f"LABEL_{i}" for i in range(value)}, None)
 
@@ -376,7 +375,10 @@ class ViTMAEConfig:
         `model_type` must be `"vit_mae"`, or `"vit"` (a transformers ViT, e.g.
         `ViTForImageClassification`, whose encoder fields are the same; the
         decoder fields then keep their defaults). Other types are rejected,
-        since their keys would silently mean something else.
+        since their keys would silently mean something else. An `overrides`
+        `num_labels` other than `config_dict`'s class count (given without
+        an `id2label`) renames the classes `LABEL_0` ... with a warning, as
+        transformers does; the two disagreeing in one dict are refused.
         """
         if not isinstance(config_dict, dict):
             raise ValueError(
@@ -388,8 +390,20 @@ class ViTMAEConfig:
                 f"Expected a config with model_type {cls.model_type!r} (or 'vit'), received "
                 f"{model_type!r}"
             )
-        merged = dict(config_dict)
-        merged.update(overrides)
+        merged = {**config_dict, **overrides}
+        if "id2label" in overrides and "label2id" not in overrides:
+            merged.pop("label2id", None)  # the old names' inverse, not the new ones'
+        if _relabels(config_dict, overrides):
+            # transformers' way: another class count renames the classes (and warns).
+            names = list(ViTMAEConfig(id2label=config_dict["id2label"]).id2label.values())
+            warnings.warn(
+                f"num_labels={overrides['num_labels']} replaces the {len(names)} classes of the "
+                f"config's id2label ({_shown(names)}) with LABEL_0 ... "
+                f"LABEL_{overrides['num_labels'] - 1}",
+                stacklevel=2,
+            )
+            for key in ("id2label", "label2id"):
+                merged.pop(key, None)
         return cls(**merged)
 
     def to_json_string(self, use_diff: bool = True) -> str:
@@ -556,6 +570,27 @@ _UNSUPPORTED = {
     "pruned_heads": "head pruning is not implemented",
     "chunk_size_feed_forward": "feed-forward chunking is not implemented",
 }
+
+
+def _check_num_labels(value: object) -> None:
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"ViTMAEConfig.num_labels must be a positive integer, received {value!r}")
+
+
+def _relabels(config_dict: dict[str, Any], overrides: dict[str, Any]) -> bool:
+    """Whether `overrides` gives a valid class count, without class names,
+    that differs from the classes `config_dict` names."""
+    count = overrides.get("num_labels")
+    if not _is_int(count) or count < 1 or {"id2label", "label2id"} & set(overrides):
+        return False
+    id2label = config_dict.get("id2label")
+    return isinstance(id2label, dict) and len(id2label) != count
+
+
+def _shown(names: list[str], most: int = 5) -> str:
+    """At most `most` class names, for a message."""
+    more = f", ... ({len(names) - most} more)" if len(names) > most else ""
+    return ", ".join(repr(n) for n in names[:most]) + more
 
 
 def _check_extra_keys(kwargs: dict[str, Any], cls: type, taken: Container[str] = ()) -> None:
