@@ -603,3 +603,66 @@ def test_remat_reaches_the_models_of_pretrain_probe_and_finetune(tiny_checkpoint
                 args, ["a", "b"], linear_probe=command == "probe"
             )
             assert classifier.remat is bool(remat)
+
+
+def _saved_weights(folder) -> dict:
+    """Every array in `folder`'s model.weights.h5, by its path in the file."""
+    import h5py
+
+    arrays = {}
+    with h5py.File(folder / "model.weights.h5", "r") as f:
+        f.visititems(
+            lambda name, item: (
+                arrays.update({name: item[()]}) if isinstance(item, h5py.Dataset) else None
+            )
+        )
+    return arrays
+
+
+@pytest.mark.slow
+def test_seed_makes_a_finetune_run_repeatable(image_folder, tiny_checkpoint, tmp_path):
+    """`--seed` seeds everything random, the new head's initial weights too:
+    the same seed twice gives the same final weights bit for bit (without XLA)."""
+
+    def run(name):
+        argv = ["finetune", str(image_folder), "--model", str(tiny_checkpoint)]
+        argv += ["--output-dir", str(tmp_path / name), "--epochs", "1", "--batch-size", "8"]
+        argv += ["--val-fraction", "0", "--seed", "3", "--no-jit-compile"]
+        assert main(argv) == 0
+        return _saved_weights(tmp_path / name)
+
+    first, again = run("a"), run("b")
+    assert len(first) > 10 and first.keys() == again.keys()
+    for name, array in first.items():
+        np.testing.assert_array_equal(array, again[name], err_msg=name)
+
+
+@pytest.mark.parametrize("command", ["probe", "finetune"])
+def test_seed_draws_the_new_head_and_jit_compile_reaches_probe_and_finetune(
+    command, tiny_checkpoint, capsys
+):
+    """What `train_classifier` sets up before it builds the classifier: the same
+    `--seed` gives the same new head, another seed another; and `probe` and
+    `finetune` take `--jit-compile/--no-jit-compile` as `pretrain` does."""
+    from tfvitmae.cli import commands
+
+    def head(*extra):
+        argv = [command, "images/", "--model", str(tiny_checkpoint), "--output-dir", "o"]
+        args = build_parser().parse_args(argv + list(extra))
+        commands.start_training(args)
+        model = commands._classifier_model(args, ["a", "b"], linear_probe=command == "probe")
+        return model.classifier.kernel.numpy()
+
+    first, again, other = head("--seed", "5"), head("--seed", "5"), head("--seed", "6")
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    for extra, expected in (([], "auto"), (["--jit-compile"], True), (["--no-jit-compile"], False)):
+        args = build_parser().parse_args(
+            [command, "d", "--model", "m", "--output-dir", "o", *extra]
+        )
+        assert commands.jit_compile(args) == expected
+    with pytest.raises(SystemExit):  # NumPy takes seeds in [0, 2**32)
+        build_parser().parse_args(
+            [command, "d", "--model", "m", "--output-dir", "o", "--seed", "-1"]
+        )
+    assert "--seed: must be an integer in [0, 2**32), received -1" in capsys.readouterr().err

@@ -22,6 +22,7 @@ __all__ = [
     "demo",
     "export",
     "interrupted",
+    "jit_compile",
     "load_any_model",
     "load_augmenter",
     "load_pretraining_model",
@@ -29,6 +30,7 @@ __all__ = [
     "reconstruct",
     "run_options",
     "set_mixed_precision",
+    "start_training",
     "train_classifier",
 ]
 
@@ -101,6 +103,22 @@ def set_mixed_precision(policy: str) -> None:
         keras.config.set_dtype_policy(
             {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[policy]
         )
+
+
+def start_training(args: argparse.Namespace) -> None:
+    """What a training command sets before it builds or loads a model: the
+    mixed precision policy, and every random seed (Python, NumPy, the backend
+    and Keras' global generator, which draws the new weights) from `--seed`."""
+    import keras
+
+    set_mixed_precision(args.mixed_precision)
+    keras.utils.set_random_seed(args.seed)
+
+
+def jit_compile(args: argparse.Namespace) -> bool | str:
+    """`compile`'s `jit_compile` from `--jit-compile`/`--no-jit-compile`:
+    `"auto"` (the model's own choice) when neither is given."""
+    return "auto" if args.jit_compile is None else args.jit_compile
 
 
 def run_options(args: argparse.Namespace, *semantic: str) -> dict:
@@ -178,7 +196,7 @@ def pretrain(args: argparse.Namespace) -> int:
 
     from ..training.recipes import pretrain as run_pretraining
 
-    set_mixed_precision(args.mixed_precision)
+    start_training(args)
     strategy = tf.distribute.MirroredStrategy() if args.multi_gpu else tf.distribute.get_strategy()
     with strategy.scope():
         model = load_pretraining_model(args.model, args)
@@ -198,7 +216,7 @@ def pretrain(args: argparse.Namespace) -> int:
             base_lr=args.base_lr,
             warmup_epochs=args.warmup_epochs,
             weight_decay=args.weight_decay,
-            jit_compile="auto" if args.jit_compile is None else args.jit_compile,
+            jit_compile=jit_compile(args),
             reconstruction_images=next(iter(samples)).numpy()
             if args.reconstruction_every
             else None,
@@ -260,7 +278,7 @@ def train_classifier(args: argparse.Namespace, linear_probe: bool) -> int:
     """`tfvitmae probe` (`linear_probe=True`) or `tfvitmae finetune`."""
     from ..training.recipes import train_classifier as run_training
 
-    set_mixed_precision(args.mixed_precision)
+    start_training(args)
     train_split, val_split, class_names, skipped = _split_classes(args)
     train_paths, val_paths = train_split[0], val_split[0]
     model = _classifier_model(args, class_names, linear_probe=linear_probe)
@@ -299,6 +317,7 @@ def train_classifier(args: argparse.Namespace, linear_probe: bool) -> int:
         base_lr=args.base_lr,
         layer_decay=None if linear_probe else args.layer_decay,
         output_dir=args.output_dir,
+        jit_compile=jit_compile(args),
         **run_options(
             args,
             "model",

@@ -39,6 +39,7 @@ NON_NEGATIVE = _checked(float, "a number, 0 or more", lambda v: v >= 0)
 FINITE = _checked(float, "a finite number", lambda v: True)
 FRACTION = _checked(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
 DECAY = _checked(float, "a number in (0, 1]", lambda v: 0 < v <= 1)
+SEED = _checked(int, "an integer in [0, 2**32)", lambda v: 0 <= v < 2**32)  # NumPy's range
 
 
 def _add_common_training(parser: argparse.ArgumentParser, epochs: int, batch_size: int) -> None:
@@ -66,7 +67,18 @@ def _add_common_training(parser: argparse.ArgumentParser, epochs: int, batch_siz
         help="mixed precision policy (bfloat16 on CPU/TPU, float16 or bfloat16 on GPU)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed for data order, augmentation and masks"
+        "--seed",
+        type=SEED,
+        default=0,
+        help="seed of everything random in the run: the data split and order, augmentation, "
+        "masks, dropout and new weights; with --no-jit-compile a rerun gives the same weights "
+        "(default: 0)",
+    )
+    parser.add_argument(
+        "--jit-compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compile the train step with XLA (default: on for float32, off for 16-bit on CPU)",
     )
     parser.add_argument(
         "--remat",
@@ -208,12 +220,6 @@ def _add_pretrain(subparsers: argparse._SubParsersAction) -> None:
         type=NON_NEGATIVE_INT,
         default=1,
         help="epochs between reconstruction PNGs; 0 for none (default: 1)",
-    )
-    pre.add_argument(
-        "--jit-compile",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="compile the train step with XLA (default: on for float32, off for 16-bit on CPU)",
     )
     pre.add_argument(
         "--multi-gpu", action="store_true", help="MirroredStrategy over all local GPUs"
