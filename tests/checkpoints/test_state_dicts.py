@@ -7,8 +7,18 @@ from safetensors.numpy import load_file, save_file
 from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel, ViTMAEConfig
 from tfvitmae.checkpoints.formats import CheckpointError
 from tfvitmae.checkpoints.state_dicts import load_state_dict, to_state_dict
+from tfvitmae.models.classification import TFViTMAEForImageClassification
 
-from ..helpers import REFERENCE_CONFIG
+from ..helpers import REFERENCE_CONFIG, max_diff, noise_for, pixels, tiny_config
+
+# Every model kind, as (class, constructor arguments).
+KINDS = {
+    "encoder": (TFViTMAEModel, {}),
+    "pretraining": (TFViTMAEForPreTraining, {}),
+    "cls": (TFViTMAEForImageClassification, dict(num_labels=2)),
+    "mean": (TFViTMAEForImageClassification, dict(num_labels=2, pooling="mean")),
+    "probe": (TFViTMAEForImageClassification, dict(num_labels=2, linear_probe=True)),
+}
 
 
 @pytest.mark.parametrize("fmt", ["transformers", "mae"])
@@ -82,3 +92,51 @@ def test_unmapped_keys_are_an_error_unless_not_strict(checkpoint, tmp_path):
             folder, strict=False, output_loading_info=True
         )
     assert report.unexpected == ["vit.extra_projection.weight"] and not report.missing
+
+
+def _outputs(model, x, noise):
+    if isinstance(model, TFViTMAEForImageClassification):
+        return model(x)
+    out = model(x, noise=noise)
+    return out.logits if isinstance(model, TFViTMAEForPreTraining) else out.last_hidden_state
+
+
+# A model's own name is never one of its parts, even when it is a part's name:
+# each name on every kind that has that part ("vit" on all).
+NAMED = (
+    [("vit", kind) for kind in KINDS]
+    + [("decoder", "pretraining"), ("classifier", "cls"), ("classifier", "mean")]
+    + [
+        ("fc_norm", "mean"),
+        ("probe_norm", "probe"),
+    ]
+)
+
+
+@pytest.mark.parametrize("name, kind", NAMED)
+def test_a_model_named_like_a_part_round_trips_through_pytorch(name, kind, tmp_path):
+    config = tiny_config()
+    x, noise = pixels(config), noise_for(config)
+    cls, kwargs = KINDS[kind]
+    model = cls(config, name=name, **kwargs)
+    model.save_pretrained(tmp_path, pytorch=True)
+    assert len(load_file(tmp_path / "model.safetensors")) >= len(model.weights) - 2
+    back = cls.from_pretrained(tmp_path)
+    assert max_diff(_outputs(back, x, noise), _outputs(model, x, noise)) < 1e-6
+
+
+class _WithTemperature(TFViTMAEModel):
+    """A model with a weight outside every part of the name table."""
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        self.temperature = self.add_weight(shape=(2,), name="temperature")
+
+
+def test_a_weight_without_a_pytorch_name_refuses_the_save(tmp_path):
+    model = _WithTemperature(tiny_config())
+    with pytest.raises(CheckpointError, match=r"1 of its 31 weights have no name .*temperature"):
+        to_state_dict(model)
+    with pytest.raises(CheckpointError, match="nothing was written"):
+        model.save_pretrained(tmp_path / "saved", pytorch=True)
+    assert not (tmp_path / "saved").exists() or not list((tmp_path / "saved").iterdir())

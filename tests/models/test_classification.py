@@ -121,6 +121,36 @@ def test_save_pretrained_keeps_the_head(tmp_path):
     assert max_diff(loaded(x), model(x)) == 0
 
 
+# A loaded probe's config says linear_probe; a PyTorch layout folds its
+# BatchNorm into the head, so what it writes loads as a plain classifier.
+@pytest.mark.parametrize(
+    "pooling, layout", [("cls", True), ("cls", "vit"), ("mean", True)], ids=str
+)
+def test_a_loaded_probe_resaved_in_a_pytorch_layout_loads_again(tmp_path, pooling, layout):
+    config = tiny_config(layer_norm_eps=1e-6)
+    probe = TFViTMAEForImageClassification(
+        config, num_labels=3, pooling=pooling, linear_probe=True, id2label=LABELS_3
+    )
+    rng = np.random.default_rng(0)
+    for variable in probe.weights:  # BatchNorm statistics that change the logits
+        values = rng.normal(0, 0.2, variable.shape)
+        variable.assign(np.abs(values) + 0.5 if "variance" in variable.path else values)
+    probe.save_pretrained(tmp_path / "keras")
+    loaded = TFViTMAEForImageClassification.from_pretrained(tmp_path / "keras")
+    loaded.save_pretrained(tmp_path / "torch", pytorch=layout)
+    back = TFViTMAEForImageClassification.from_pretrained(tmp_path / "torch")
+    assert (back.pooling, back.linear_probe, back.id2label) == (pooling, False, LABELS_3)
+    x = pixels(config)
+    assert max_diff(back(x), probe(x)) < 1e-5
+    if layout == "vit":
+        import torch
+        import transformers
+
+        vit = transformers.ViTForImageClassification.from_pretrained(tmp_path / "torch").eval()
+        with torch.no_grad():
+            assert max_diff(vit(torch.from_numpy(x)).logits.numpy(), probe(x)) < 1e-5
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("linear_probe", [False, True], ids=["finetuned", "probe"])
 def test_mean_pooled_classifiers_go_to_pytorch_in_timms_layout(tmp_path, linear_probe):

@@ -415,7 +415,8 @@ def _save(
     state: dict[str, np.ndarray] = {}
     if pytorch == "vit":
         architecture, state = model.vit_state_dict()
-        config_text = json.dumps(_vit_config(model.config, architecture), indent=2, sort_keys=True)
+        config = model.config.copy(**model.config_extras(True))
+        config_text = json.dumps(_vit_config(config, architecture), indent=2, sort_keys=True)
     else:
         architecture = PYTORCH_ARCHITECTURES.get(class_name, class_name) if pytorch else class_name
         extras = model.config_extras(bool(pytorch))

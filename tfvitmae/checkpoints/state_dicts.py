@@ -258,14 +258,31 @@ def to_state_dict(model: Any, fmt: str = "transformers") -> dict[str, np.ndarray
     """The model's weights as `{name: numpy array}` in a PyTorch layout.
 
     For `TFViTMAEModel` the names lack the `vit.` prefix, like `ViTMAEModel`.
+    Every weight of the model is written, or a `CheckpointError` names those
+    that would not be.
     """
     if fmt not in ("transformers", "mae"):
         raise ValueError(f"Can only write the 'transformers' or 'mae' layouts, received {fmt!r}")
     variables = keras_variables(model)
+    entries = [
+        e
+        for e in weight_table(model.config, fmt, parts=model_parts(model))
+        if e.keras_path in variables
+    ]
+    # A weight no table entry names would be left out silently: refuse instead.
+    written = {id(variables[e.keras_path]) for e in entries}
+    unnamed = [v.path for v in model.weights if id(v) not in written]
+    if unnamed:
+        shown = ", ".join(unnamed[:6]) + (
+            f", ... ({len(unnamed)} in all)" if len(unnamed) > 6 else ""
+        )
+        raise CheckpointError(
+            f"Cannot write {type(model).__name__} {model.name!r} in the {fmt} layout: "
+            f"{len(unnamed)} of its {len(model.weights)} weights have no name there ({shown}); "
+            "nothing was written"
+        )
     state: dict[str, np.ndarray] = {}
-    for entry in weight_table(model.config, fmt, parts=model_parts(model)):
-        if entry.keras_path not in variables:
-            continue
+    for entry in entries:
         value = np.asarray(variables[entry.keras_path].numpy())
         for name, part in zip(entry.names, np.split(value, len(entry.names), axis=-1)):
             state[name] = np.ascontiguousarray(to_torch_layout(part, entry.transform))

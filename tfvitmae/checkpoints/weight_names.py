@@ -359,14 +359,18 @@ def canonical_names(state: Mapping[str, _Value]) -> dict[str, _Value]:
 
 
 def keras_variables(model: Any) -> dict[str, Any]:
-    """`{path relative to the model: variable}`, e.g. `"vit/layer_0/attention/qkv/kernel"`."""
+    """`{path relative to the model: variable}`, e.g. `"vit/layer_0/attention/qkv/kernel"`.
+
+    A path's part (see `PARTS`) is the component right below the model: the
+    model's own name, and any scope above it, never is, so a model named
+    `"vit"` or `"decoder"` keeps its paths.
+    """
+    prefix = f"{model.path or model.name}/"
     out: dict[str, Any] = {}
     for variable in model.weights:
-        parts = variable.path.split("/")
-        for i, part in enumerate(parts):
-            if part in PARTS:
-                out["/".join(parts[i:])] = variable
-                break
+        relative = variable.path.removeprefix(prefix)
+        if variable.path.startswith(prefix) and relative.split("/", 1)[0] in PARTS:
+            out[relative] = variable
     return out
 
 

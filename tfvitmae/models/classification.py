@@ -252,11 +252,14 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
 
     def config_extras(self, pytorch: bool = False) -> dict[str, Any]:
         labels = self.config.id2label
-        extras: dict[str, Any] = {}
+        # Always written, never inherited from a loaded config: a PyTorch
+        # layout has the probe's BatchNorm folded into a plain head, so its
+        # weights load as a classifier without a probe.
+        extras: dict[str, Any] = dict(
+            pooling=self.pooling, linear_probe=self.linear_probe and not pytorch
+        )
         if pytorch and self.pooling == "cls":  # transformers' ViTForImageClassification config
             extras["model_type"] = "vit"
-        else:  # a PyTorch layout has the probe's BatchNorm folded into a plain head
-            extras.update(pooling=self.pooling, linear_probe=self.linear_probe and not pytorch)
         if pytorch and self.pooling == "mean":  # timm's VisionTransformer, as MAE fine-tunes it
             extras.update(architectures=[type(self).__name__], **self._timm_config(labels))
         return extras
