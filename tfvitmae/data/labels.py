@@ -17,8 +17,6 @@ from ..utils.types import TensorLike
 
 if TYPE_CHECKING:
     import tensorflow as tf
-else:
-    tf = tensorflow("Checking labels")
 
 __all__ = ["assert_labels", "check_label_batches", "check_labels"]
 
@@ -64,10 +62,11 @@ def check_labels(
     return array.astype(np.int64)
 
 
-def assert_labels(labels: TensorLike, num_classes: int | None = None) -> tf.Tensor:
+def assert_labels(labels: TensorLike, num_classes: int | None = None) -> "tf.Tensor":
     """`labels` (a tensor of integers, or whole floats) once checked in the
     graph to be class indices as `check_labels` says; an `InvalidArgumentError`
     with the bad values otherwise. Refuses string and bool labels at once."""
+    tf = tensorflow("Checking labels in tf.data")  # arrays are checked without it
     labels = tf.convert_to_tensor(labels)
     if not (labels.dtype.is_integer or labels.dtype.is_floating):
         raise ValueError(f"labels must be {_expected(num_classes)}, received {labels.dtype.name}")
@@ -87,7 +86,7 @@ def assert_labels(labels: TensorLike, num_classes: int | None = None) -> tf.Tens
         return tf.identity(labels)
 
 
-def check_label_batches(dataset: tf.data.Dataset, num_classes: int) -> tf.data.Dataset:
+def check_label_batches(dataset: "tf.data.Dataset", num_classes: int) -> "tf.data.Dataset":
     """`dataset` of `(inputs, integer labels)` with its labels checked
     (`assert_labels`) as they are read; other datasets as they are."""
     spec = dataset.element_spec
