@@ -4,6 +4,7 @@ checkpoint that claims a head it lacks, output paths in the way, and Ctrl-C."""
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,9 +31,7 @@ def tiny_checkpoint(tmp_path_factory):
 def test_a_deeply_nested_config_is_one_line_naming_the_file(tiny_checkpoint, tmp_path, capsys):
     """A config.json nested 200,000 deep was a RecursionError traceback."""
     folder = tmp_path / "ckpt"
-    folder.mkdir()
-    for name in os.listdir(tiny_checkpoint):
-        (folder / name).write_bytes((tiny_checkpoint / name).read_bytes())
+    shutil.copytree(tiny_checkpoint, folder)
     config = json.loads((folder / "config.json").read_text())
     nested = json.dumps({**config, "task_specific_params": "X"})
     deep = "[" * 200_000 + "]" * 200_000
@@ -61,9 +60,7 @@ def test_a_recursion_error_is_one_line(monkeypatch, capsys):
 def test_a_checkpoint_claiming_a_head_it_lacks_is_refused(tiny_checkpoint, tmp_path, capsys):
     """A pretraining checkpoint labelled a classifier exported a random head, with a warning."""
     folder = tmp_path / "claims-a-head"
-    folder.mkdir()
-    for name in os.listdir(tiny_checkpoint):
-        (folder / name).write_bytes((tiny_checkpoint / name).read_bytes())
+    shutil.copytree(tiny_checkpoint, folder)
     config = json.loads((folder / "config.json").read_text())
     config["architectures"] = ["TFViTMAEForImageClassification"]
     (folder / "config.json").write_text(json.dumps(config))
