@@ -666,3 +666,17 @@ def test_seed_draws_the_new_head_and_jit_compile_reaches_probe_and_finetune(
             [command, "d", "--model", "m", "--output-dir", "o", "--seed", "-1"]
         )
     assert "--seed: must be an integer in [0, 2**32), received -1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_verbose_brings_back_tensorflows_lines(verbose, tmp_path, monkeypatch):
+    from tfvitmae.utils import backend
+
+    quiet = []
+    monkeypatch.setattr(backend, "import_tensorflow_quietly", lambda: quiet.append(True))
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "unset after the test")
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
+    argv = ["convert", str(FIXTURE), str(tmp_path / "out"), "--to", "keras"]
+    assert main(argv + ["--verbose"] * verbose) == 0
+    assert quiet == ([] if verbose else [True])
+    assert ("TF_CPP_MIN_LOG_LEVEL" in os.environ) is not verbose

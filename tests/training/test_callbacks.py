@@ -1,6 +1,9 @@
 import math
 import os
+import signal
+import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,6 +11,7 @@ import tensorflow as tf
 from tfvitmae import TFViTMAEForPreTraining
 from tfvitmae.training.callbacks import (
     EmptyEpochError,
+    InterruptBetweenSteps,
     NonFiniteLossError,
     ReconstructionCallback,
     SavePretrained,
@@ -104,3 +108,72 @@ def test_the_guard_in_a_plain_fit_stops_before_a_checkpoint_saves_nan(tmp_path):
         saved = TFViTMAEForPreTraining(config)
         saved.load_weights(path)
         assert all(np.isfinite(w.numpy()).all() for w in saved.weights if w.dtype == "float32")
+
+
+class _SigintAt(keras.callbacks.Callback):
+    """Sends this process a SIGINT at the start of a step and in `on_epoch_end`
+    (a backup's place), and records whether a KeyboardInterrupt was raised
+    inside the epoch-end work, where it must never be."""
+
+    def __init__(self, step=None, at_epoch_end=False):
+        super().__init__()
+        self.step, self.at_epoch_end = step, at_epoch_end
+        self.steps_done = 0
+        self.epoch_end_finished = False
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.steps_done == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps_done += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.at_epoch_end:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here; the work must go on
+            self.epoch_end_finished = True
+
+
+def _tiny_fit(callbacks, interrupt, epochs=2):
+    model = TFViTMAEForPreTraining(tiny_config())
+    model.compile(optimizer="adam", jit_compile=False)
+    data = pixels(model.config, batch=2)
+    with interrupt:
+        model.fit(data, epochs=epochs, batch_size=1, verbose=0, callbacks=[*callbacks, interrupt])
+    return model
+
+
+@pytest.mark.parametrize("step", [0, 1])
+def test_ctrl_c_stops_fit_at_the_end_of_the_step(step):
+    """A KeyboardInterrupt raised wherever Python happened to be (a backup, a
+    finaliser, a lock held) could be swallowed or hang the process."""
+    default = signal.getsignal(signal.SIGINT)
+    probe, interrupt = _SigintAt(step=step), InterruptBetweenSteps()
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_fit([probe], interrupt)
+    assert probe.steps_done == step + 1  # the step under way finished, no other began
+    assert signal.getsignal(signal.SIGINT) is default
+
+
+def test_ctrl_c_in_an_epoch_end_save_lets_it_finish_then_stops():
+    probe, interrupt = _SigintAt(at_epoch_end=True), InterruptBetweenSteps()
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_fit([probe], interrupt, epochs=3)
+    assert probe.epoch_end_finished
+    assert probe.steps_done == 3  # epoch 1's two steps, and the first of epoch 2
+
+
+def test_a_second_ctrl_c_stops_at_once_and_the_handler_is_restored():
+    interrupt = InterruptBetweenSteps()
+    with interrupt:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert interrupt.requested
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with interrupt:  # a fit that ends without Ctrl-C leaves nothing behind
+        assert not interrupt.requested
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -142,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reconstruct(subparsers)
     _add_export(subparsers)
     _add_convert(subparsers)
+    for command in subparsers.choices.values():
+        command.add_argument(
+            "--verbose",
+            action="store_true",
+            help="show TensorFlow's start-up and log lines (hidden by default)",
+        )
     return parser
 
 
@@ -446,9 +452,14 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    # TensorFlow's C++ start-up lines (no GPU found, CPU features, XLA) are
-    # not for a command's user; its errors still show. Set the variable to see all.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's start-up lines (no GPU found, CPU features, absl, AutoGraph)
+    # are not for a command's user; its errors still show. --verbose (or
+    # TF_CPP_MIN_LOG_LEVEL set by the user) brings them back.
+    if not args.verbose:
+        from ..utils.backend import import_tensorflow_quietly
+
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import_tensorflow_quietly()
     try:
         commands.check_output_paths(args)
         return args.func(args)

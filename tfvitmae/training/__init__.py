@@ -7,7 +7,8 @@
 - `optimizers.py`: AdamW with MAE's settings, layer-wise lr decay, the
   warmup-cosine schedule, SGD for the probe.
 - `callbacks.py`: divergence guard, per-epoch `save_pretrained`,
-  reconstruction grids, the learning rate in the logs, `DataEpoch`.
+  reconstruction grids, the learning rate in the logs, `DataEpoch`,
+  Ctrl-C between steps.
 - `runs.py`: an output directory's run: resume, refuse or start afresh;
   atomic backups.
 - `distributed.py`: the multi-worker loop and its start on the chief.
@@ -34,6 +35,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "scaled_learning_rate": "optimizers",
         "DataEpoch": "callbacks",
         "EmptyEpochError": "callbacks",
+        "InterruptBetweenSteps": "callbacks",
         "LogLearningRate": "callbacks",
         "NonFiniteLossError": "callbacks",
         "ReconstructionCallback": "callbacks",

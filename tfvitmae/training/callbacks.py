@@ -1,10 +1,13 @@
 """Keras callbacks of the training recipe: stop on a non-finite loss, save a
 `from_pretrained` checkpoint every epoch, draw reconstructions, log the
-learning rate, and keep a `make_dataset` pipeline on `fit`'s epoch."""
+learning rate, keep a `make_dataset` pipeline on `fit`'s epoch, and stop on
+Ctrl-C between steps."""
 
 import math
 import os
+import signal
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 import keras
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DataEpoch",
     "EmptyEpochError",
+    "InterruptBetweenSteps",
     "LogLearningRate",
     "NonFiniteLossError",
     "ReconstructionCallback",
@@ -205,3 +209,47 @@ class DataEpoch(keras.callbacks.Callback):
         pipeline = sys.modules.get("tfvitmae.data.pipeline")
         if pipeline is not None:  # else no make_dataset pipeline exists
             pipeline.set_epoch(self.dataset, epoch)
+
+
+class InterruptBetweenSteps(keras.callbacks.Callback):
+    """Ctrl-C (SIGINT) stops `fit` at the end of the current step, never
+    inside a backup, a save or a finaliser, where a `KeyboardInterrupt` could
+    leave a lock held or be swallowed; a second Ctrl-C stops at once.
+
+    Use it as a context manager around `fit` as well as a callback: the handler
+    is installed on entry (only in the main thread, and only over Python's
+    default handler) and the previous one restored on exit, however `fit` ends.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "InterruptBetweenSteps":
+        self.requested = False
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _on_sigint(self, signum: int, frame: object) -> None:
+        if self.requested:  # pressed again: now
+            self._restore()
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.requested:
+            self._restore()
+            raise KeyboardInterrupt

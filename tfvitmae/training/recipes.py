@@ -12,6 +12,7 @@ from ..utils.backend import in_multi_worker_strategy, is_tf_dataset
 from ..utils.types import PathLike, TensorLike
 from .callbacks import (
     DataEpoch,
+    InterruptBetweenSteps,
     LogLearningRate,
     ReconstructionCallback,
     SavePretrained,
@@ -153,15 +154,16 @@ def pretrain(
         )
     all_callbacks.extend(callbacks)
     fit = functools.partial(_multi_worker_fit, model) if in_multi_worker_strategy() else model.fit
-    return fit(
-        dataset,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=steps_per_epoch,
-        callbacks=all_callbacks,
-        verbose=verbose,
-        shuffle=False,  # the dataset shuffles itself
-    )
+    with InterruptBetweenSteps() as interrupt:
+        return fit(
+            dataset,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=[*all_callbacks, interrupt],
+            verbose=verbose,
+            shuffle=False,  # the dataset shuffles itself
+        )
 
 
 def _multi_worker_fit(model, dataset, *, shuffle, **options) -> keras.callbacks.History:
@@ -279,17 +281,18 @@ def train_classifier(
     elif log_dir:
         check_tensorboard()
         callbacks += [LogLearningRate(), keras.callbacks.TensorBoard(log_dir)]
-    return model.fit(
-        checked_train,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=steps_per_epoch,
-        validation_data=validation_data,
-        validation_steps=validation_steps,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,
-    )  # the dataset shuffles itself
+    with InterruptBetweenSteps() as interrupt:
+        return model.fit(
+            checked_train,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=validation_data,
+            validation_steps=validation_steps,
+            callbacks=[*callbacks, interrupt],
+            verbose=verbose,
+            shuffle=False,  # the dataset shuffles itself
+        )
 
 
 def compile_classifier(
