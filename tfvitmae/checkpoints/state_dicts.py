@@ -85,6 +85,11 @@ _SIZES = (
     ("decoder/mask_token", -1, "decoder_hidden_size"),
     ("decoder/layer_0/mlp/intermediate/bias", 0, "decoder_intermediate_size"),
 )
+# And in the Keras layout only: the patch projection's kernel is (patch, patch, channels, width).
+_KERAS_SIZES = (
+    ("vit/embeddings/patch_embeddings/projection/kernel", 0, "patch_size"),
+    ("vit/embeddings/patch_embeddings/projection/kernel", 2, "num_channels"),
+)
 
 
 def check_sizes(
@@ -111,18 +116,38 @@ def check_sizes(
         )
         if count
     }
-    if fmt != "keras":  # a Keras file's arrays are named once a model exists
-        tiny = config.copy(num_hidden_layers=1, decoder_num_hidden_layers=1)
+    tiny = config.copy(num_hidden_layers=1, decoder_num_hidden_layers=1)
+    if fmt == "keras":  # "<layer path>/<index>": named in the weight table's order
+        by_layer = _table_layers(tiny)
+        names = {}
+        for name in shapes:
+            layer, _, index = name.rpartition("/")
+            if index.isdecimal() and int(index) < len(by_layer.get(layer, ())):
+                names[by_layer[layer][int(index)]] = name
+    else:
         names = {e.keras_path: e.names[0] for e in weight_table(tiny, fmt, ("vit", "decoder"))}
-        for keras_path, axis, field in _SIZES:
-            if names[keras_path] in shapes:
-                size = int(shapes[names[keras_path]][axis])
-                found[field] = size - 1 if field == "num_patches" else size
-    wrong = [
-        f"{field} = {getattr(config, field)} in {config_source}, {found[field]} in {source}"
-        for field in found
-        if found[field] != getattr(config, field)
-    ]
+        names = {path: name for path, name in names.items() if name in shapes}
+    sizes = _SIZES + (_KERAS_SIZES if fmt == "keras" else ())
+    stored = {}  # config field: (weight, its shape, the axis read)
+    for keras_path, axis, key in sizes:
+        if keras_path in names:
+            shape = tuple(int(n) for n in shapes[names[keras_path]])
+            if -len(shape) <= axis < len(shape):
+                found[key] = shape[axis] - 1 if key == "num_patches" else shape[axis]
+                stored[key] = (names[keras_path], shape, axis)
+    wrong = []
+    for key, size in found.items():
+        want = getattr(config, key)
+        want = want[0] if isinstance(want, (tuple, list)) else want  # a patch's height
+        if size == want:
+            continue
+        line = f"{key} = {getattr(config, key)} in {config_source}, {size} in {source}"
+        if key in stored:
+            name, shape, axis = stored[key]
+            expected = list(shape)
+            expected[axis] = want + (key == "num_patches")
+            line += f" ({name}: stored {shape}, expected {tuple(expected)})"
+        wrong.append(line)
     if wrong:
         raise CheckpointError(
             f"{source} does not fit {config_source}: {'; '.join(wrong)}. Nothing was built: "
@@ -291,6 +316,15 @@ def to_state_dict(model: Any, fmt: str = "transformers") -> dict[str, np.ndarray
     return state
 
 
+def _table_layers(config: Any) -> dict[str, list[str]]:
+    """The Keras variable paths of `config`'s weight table (every part), by
+    layer path, in the order a layer holds its variables."""
+    names: dict[str, list[str]] = {}
+    for entry in weight_table(config, "keras", parts=tuple(sorted(set(PARTS.values())))):
+        names.setdefault(entry.keras_path.rpartition("/")[0], []).append(entry.keras_path)
+    return names
+
+
 def keras_state(model: Any, layers: Mapping[str, Sequence[np.ndarray]]) -> dict[str, np.ndarray]:
     """Name the arrays of `formats.read_keras_weights` by variable
     path, giving the `keras` layout that `load_state_dict` reads.
@@ -300,10 +334,7 @@ def keras_state(model: Any, layers: Mapping[str, Sequence[np.ndarray]]) -> dict[
     come from the weight table. Arrays of layers neither knows stay under
     `"<layer path>/<index>"` and are reported as unexpected.
     """
-    names: dict[str, list[str]] = {}
-    for entry in weight_table(model.config, "keras", parts=tuple(sorted(set(PARTS.values())))):
-        layer = entry.keras_path.rpartition("/")[0]
-        names.setdefault(layer, []).append(entry.keras_path)
+    names = _table_layers(model.config)
     own: dict[str, list[str]] = {}
     for path in keras_variables(model):
         own.setdefault(path.rpartition("/")[0], []).append(path)

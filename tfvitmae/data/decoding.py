@@ -4,7 +4,11 @@ One decoder for every path (Python calls, `tf.data`, folder checks and
 SavedModel signatures), built from TensorFlow ops so that it runs in all of
 them. On top of `tf.io.decode_image` it:
 
-- refuses images over a pixel budget from their header, before decoding;
+- refuses images over a pixel budget from their header, before decoding: a
+  GIF's size is the larger of its screen and its first frame, found by walking
+  its blocks, and only that frame is decoded (TensorFlow's GIF decoder would
+  decode every frame); animated WebP images are refused (TensorFlow 2.21's
+  decoder for them corrupts memory);
 - reads BMPs of 1, 2, 4 and 8 bits a pixel through their colour table
   (TensorFlow returns 8-bit ones as palette indices and refuses the others);
 - turns upright the JPEG, PNG and WebP images whose EXIF orientation says so,
@@ -50,6 +54,8 @@ _HEADER_BYTES = 64
 _EXIF_ENTRIES = 64  # read from the first IFD; orientation (0x0112) sorts early
 _JPEG_SEGMENTS = 4  # EXIF's APP1 follows the start, at most after JFIF's APP0 and a few
 _JPEG_XL_CONTAINER = b"\0\0\0\x0cJXL \r\n\x87\n"
+_SIDE = 2**31  # sides are clipped here, so that no product of two overflows int64
+_GIF_WINDOW = 2**14  # bytes one step of the GIF block walk reads
 
 
 # ---------------------------------------------------------------- bytes
@@ -101,19 +107,37 @@ def _bmp_fields(header: tf.Tensor) -> dict[str, tf.Tensor]:
     )
 
 
-def _webp_pixels(header: tf.Tensor) -> tf.Tensor:
-    extended = (_uint(header, 24, 3) + 1) * (_uint(header, 27, 3) + 1)  # VP8X
-    lossy = tf.bitwise.bitwise_and(_uint(header, 26, 2), 0x3FFF) * tf.bitwise.bitwise_and(
-        _uint(header, 28, 2), 0x3FFF
-    )  # VP8
+def _webp_size(header: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Width and height of a WebP: its VP8X canvas, or its one VP8/VP8L frame."""
     bits = _uint(header, 21, 4)  # VP8L: 14-bit width - 1, then 14-bit height - 1
-    lossless = (tf.bitwise.bitwise_and(bits, 0x3FFF) + 1) * (
-        tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 14), 0x3FFF) + 1
-    )
-    return tf.where(
-        _starts_with(header, b"VP8X", 12),
+    extended, lossless = _starts_with(header, b"VP8X", 12), _starts_with(header, b"VP8L", 12)
+    width = tf.where(
         extended,
-        tf.where(_starts_with(header, b"VP8L", 12), lossless, lossy),
+        _uint(header, 24, 3) + 1,
+        tf.where(
+            lossless,
+            tf.bitwise.bitwise_and(bits, 0x3FFF) + 1,
+            tf.bitwise.bitwise_and(_uint(header, 26, 2), 0x3FFF),  # VP8
+        ),
+    )
+    height = tf.where(
+        extended,
+        _uint(header, 27, 3) + 1,
+        tf.where(
+            lossless,
+            tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 14), 0x3FFF) + 1,
+            tf.bitwise.bitwise_and(_uint(header, 28, 2), 0x3FFF),
+        ),
+    )
+    return width, height
+
+
+def _is_animated_webp(header: tf.Tensor) -> tf.Tensor:
+    """A WebP whose VP8X header flags an animation (libwebp's test for one)."""
+    return (
+        _is_webp(header)
+        & _starts_with(header, b"VP8X", 12)
+        & (tf.bitwise.bitwise_and(header[20], 0x02) > 0)
     )
 
 
@@ -125,50 +149,163 @@ def _is_png(header: tf.Tensor) -> tf.Tensor:
     return _starts_with(header, b"\x89PNG\r\n\x1a\n")
 
 
+def _is_gif(header: tf.Tensor) -> tf.Tensor:
+    return tf.logical_or(_starts_with(header, b"GIF87a"), _starts_with(header, b"GIF89a"))
+
+
 def _is_webp(header: tf.Tensor) -> tf.Tensor:
     return tf.logical_and(_starts_with(header, b"RIFF"), _starts_with(header, b"WEBP", 8))
 
 
-def _pixels(contents: tf.Tensor, header: tf.Tensor, bmp: dict[str, tf.Tensor]) -> tf.Tensor:
-    pixels = tf.cond(  # the one format whose size needs more than the first bytes
-        _is_jpeg(header),
-        lambda: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(contents)[:2], tf.int64)),
-        lambda: tf.constant(0, tf.int64),
+def _gif_table(flags: tf.Tensor) -> tf.Tensor:
+    """Bytes of the colour table that a GIF screen's or image's `flags` announce."""
+    size = tf.bitwise.left_shift(tf.constant(3, tf.int64), tf.bitwise.bitwise_and(flags, 7) + 1)
+    return tf.where(tf.bitwise.bitwise_and(flags, 0x80) > 0, size, 0)
+
+
+def _gif_stop(contents: tf.Tensor, start: TensorLike, state: int) -> tf.Tensor:
+    """Where a walk of GIF blocks from `start` stops (int64), in one of two states.
+
+    `state` 0 is between blocks: extensions (0x21, a label, then sub-blocks)
+    are skipped, and the walk stops at any other byte, such as an image
+    (0x2C) or the trailer (0x3B). `state` 2 is in an image's data
+    sub-blocks, and the walk stops at their terminator (a zero size).
+    Sub-blocks are a chain (a size byte, then that many bytes): the walk
+    reads `_GIF_WINDOW` bytes a step and follows the chain through them by
+    pointer doubling, so that a file of a million one-byte sub-blocks costs
+    a few vectorized steps, not a million loop turns. Every step but the last
+    moves on by at least a window, so the steps are bounded by the file's
+    length; past its end, the walk stops (and reads zeros there).
+    """
+    window = _GIF_WINDOW
+    length = tf.cast(tf.strings.length(contents), tf.int64)
+    offsets = tf.range(window, dtype=tf.int64)
+
+    def step(at, state, _):
+        size = _bytes_at(contents, at, window)
+        sub, ends = offsets + 1 + size, tf.equal(size, 0)
+        # Each node (state, offset) leads to one; state 1 is in an extension's
+        # sub-blocks. Nodes that lead to themselves are where the walk stops.
+        extension = tf.equal(size, 0x21)
+        to_offset = tf.concat(
+            [tf.where(extension, offsets + 2, offsets), sub, tf.where(ends, offsets, sub)], 0
+        )
+        to_state = tf.concat(
+            [tf.where(extension, 1, 0), tf.where(ends, 0, 1), tf.fill([window], 2)], 0
+        )
+        to_state = tf.cast(to_state, tf.int64)
+        nodes = tf.range(3 * window, dtype=tf.int64)
+        leaves = to_offset >= window
+        follow = tf.where(leaves, nodes, to_state * window + to_offset)
+        for _ in range(window.bit_length()):  # a chain in a window is shorter than it
+            follow = tf.gather(follow, follow)
+        reached = follow[state * window]
+        moves_on = leaves[reached]
+        return (
+            tf.where(moves_on, at + to_offset[reached], at + reached % window),
+            tf.where(moves_on, to_state[reached], reached // window),
+            tf.logical_not(moves_on),
+        )
+
+    at, _, _ = tf.while_loop(
+        lambda at, state, stopped: tf.logical_and(tf.logical_not(stopped), at < length),
+        step,
+        (tf.cast(start, tf.int64), tf.constant(state, tf.int64), tf.constant(False)),
+        maximum_iterations=tf.cast(length // window + 2, tf.int32),
     )
+    return at
+
+
+def _gif_frame(contents: tf.Tensor) -> dict[str, tf.Tensor]:
+    """The first image of a GIF: its descriptor's `left`, `top`, `width` and
+    `height`, and `end`, the position just past its data (-1 when there is no
+    whole first image: no image before the trailer, or a truncated file)."""
+    length = tf.cast(tf.strings.length(contents), tf.int64)
+    screen = _bytes_at(contents, 0, 13)
+    found = _gif_stop(contents, 13 + _gif_table(screen[10]), 0)
+    descriptor = _bytes_at(contents, found, 10)
+    is_image = tf.logical_and(tf.equal(descriptor[0], 0x2C), found + 10 < length)
+    data = found + 10 + _gif_table(descriptor[9]) + 1  # after LZW's minimum code size
+    end = tf.cond(
+        is_image, lambda: _gif_stop(contents, data, 2) + 1, lambda: tf.constant(-1, tf.int64)
+    )
+    return dict(
+        left=_uint(descriptor, 1, 2),
+        top=_uint(descriptor, 3, 2),
+        width=_uint(descriptor, 5, 2),
+        height=_uint(descriptor, 7, 2),
+        end=tf.where(end <= length, end, -1),
+    )
+
+
+def _first_gif_frame(contents: tf.Tensor, frame: dict[str, tf.Tensor]) -> tf.Tensor:
+    """A GIF of the blocks of `contents` up to its first image, then the trailer."""
+    return tf.strings.substr(contents, 0, tf.cast(frame["end"], tf.int32)) + b";"
+
+
+def _size(
+    contents: tf.Tensor, header: tf.Tensor, bmp: dict[str, tf.Tensor]
+) -> tuple[tf.Tensor, tf.Tensor, dict[str, tf.Tensor]]:
+    """Width and height an image's header claims (int64; -1 and 1 for JPEG XL,
+    whose size is not read here; 0 for other bytes), and its first GIF frame.
+
+    A GIF's size spans its screen and its first frame (TensorFlow decodes a
+    frame larger than the screen at the frame's size)."""
+    width, height = tf.cond(  # the one format whose size needs more than the first bytes
+        _is_jpeg(header),
+        lambda: tuple(tf.unstack(tf.cast(tf.image.extract_jpeg_shape(contents)[1::-1], tf.int64))),
+        lambda: (tf.constant(0, tf.int64), tf.constant(0, tf.int64)),
+    )
+    none = dict.fromkeys(("left", "top", "width", "height", "end"), tf.constant(-1, tf.int64))
+    gif = tf.cond(_is_gif(header), lambda: _gif_frame(contents), lambda: none)
     formats = (
-        (_is_png(header), _uint(header, 16, 4, True) * _uint(header, 20, 4, True)),
+        (_is_png(header), (_uint(header, 16, 4, True), _uint(header, 20, 4, True))),
         (
-            tf.logical_or(_starts_with(header, b"GIF87a"), _starts_with(header, b"GIF89a")),
-            _uint(header, 6, 2) * _uint(header, 8, 2),
+            _is_gif(header),
+            (
+                tf.maximum(_uint(header, 6, 2), gif["left"] + gif["width"]),
+                tf.maximum(_uint(header, 8, 2), gif["top"] + gif["height"]),
+            ),
         ),
-        (_starts_with(header, b"BM"), bmp["width"] * bmp["height"]),
-        (_is_webp(header), _webp_pixels(header)),
+        (_starts_with(header, b"BM"), (bmp["width"], bmp["height"])),
+        (_is_webp(header), _webp_size(header)),
         (
             tf.logical_or(
                 _starts_with(header, b"\xff\x0a"), _starts_with(header, _JPEG_XL_CONTAINER)
             ),
-            tf.constant(-1, tf.int64),
+            (tf.constant(-1, tf.int64), tf.constant(1, tf.int64)),
         ),
     )
-    for is_format, size in formats:  # the leading bytes exclude one another
-        pixels = tf.where(is_format, size, pixels)
-    return pixels
+    for is_format, (format_width, format_height) in formats:  # leading bytes exclude one another
+        width = tf.where(is_format, format_width, width)
+        height = tf.where(is_format, format_height, height)
+    return tf.minimum(width, _SIDE), tf.minimum(height, _SIDE), gif
 
 
 def image_pixels(contents: TensorLike) -> tf.Tensor:
     """Height x width of an encoded JPEG, PNG, GIF, BMP or WebP image, read
     from its header without decoding it (int64; -1 for JPEG XL, whose size
-    is not read here; 0 for other bytes, which do not decode)."""
+    is not read here; 0 for other bytes, which do not decode). A GIF's spans
+    its screen and its first frame, the one frame `decode_image` decodes."""
     contents = tf.convert_to_tensor(contents, tf.string)
     header = _bytes_at(contents, 0, _HEADER_BYTES)
-    return _pixels(contents, header, _bmp_fields(header))
+    width, height, _ = _size(contents, header, _bmp_fields(header))
+    return width * height
+
+
+def _budget_message(budget: int) -> str:
+    return (
+        f"more than the pixel budget of {budget:,} pixels (tfvitmae.data.decoding.MAX_IMAGE_PIXELS)"
+    )
 
 
 def image_problem(contents: TensorLike, *, max_pixels: int | None = None) -> tf.Tensor:
     """Why encoded bytes that failed to decode did so, as far as their header
     tells (a string tensor; `decode_image` refuses the same): not an image of
-    a format read here, JPEG XL, over the pixel budget, or else broken data."""
+    a format read here, JPEG XL, an animated WebP, over the pixel budget, or
+    else broken data."""
     budget = MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
+    contents = tf.convert_to_tensor(contents, tf.string)
     pixels = image_pixels(contents)
     return tf.where(
         tf.equal(pixels, 0),
@@ -178,15 +315,21 @@ def image_problem(contents: TensorLike, *, max_pixels: int | None = None) -> tf.
             "is a JPEG XL image, which is not read; convert it to PNG or JPEG",
             tf.where(
                 pixels > budget,
-                tf.strings.format(
-                    f"has {{}} pixels, more than the pixel budget of {budget:,} pixels "
-                    "(tfvitmae.data.decoding.MAX_IMAGE_PIXELS)",
-                    pixels,
+                tf.strings.format(f"has {{}} pixels, {_budget_message(budget)}", [pixels]),
+                tf.where(
+                    _is_animated_webp(_bytes_at(contents, 0, _HEADER_BYTES)),
+                    _ANIMATED_WEBP,
+                    "does not decode: its data is broken or truncated",
                 ),
-                "does not decode: its data is broken or truncated",
             ),
         ),
     )
+
+
+_ANIMATED_WEBP = (
+    "is an animated WebP image, which is not read (TensorFlow's decoder for them "
+    "corrupts memory); convert its first frame to PNG"
+)
 
 
 # ---------------------------------------------------------------- formats
@@ -343,7 +486,11 @@ def decode_image(
     applied (see the module's docstring). An image whose header gives more
     than `max_pixels` (default `MAX_IMAGE_PIXELS`) pixels is refused before
     it is decoded, with an `InvalidArgumentError` (`INVALID_ARGUMENT` from TF
-    Serving): a few small files must not take gigabytes and minutes to decode.
+    Serving) that says what the header claims: a few small files must not
+    take gigabytes and minutes to decode. A GIF decodes its first image only
+    (its other frames are cut off before the decoder sees them), and its size
+    is the larger of its screen and that image; animated WebP images are
+    refused.
     """
     if num_channels not in (1, 3, 4):
         raise ValueError(
@@ -353,28 +500,57 @@ def decode_image(
     contents = tf.convert_to_tensor(contents, tf.string)
     header = _bytes_at(contents, 0, _HEADER_BYTES)
     bmp = _bmp_fields(header)  # read once: for the size and for the colour table
-    pixels = _pixels(contents, header, bmp)
-    known = tf.debugging.assert_non_negative(
-        pixels,
-        message="JPEG XL images are not read: their size cannot be checked before decoding; "
-        "convert them to PNG or JPEG",
+    width, height, gif = _size(contents, header, bmp)
+    pixels = width * height
+    gif_claim = tf.strings.format(
+        " (a GIF screen of {}x{} whose first image is {}x{} at {},{})",
+        [
+            _uint(header, 6, 2),
+            _uint(header, 8, 2),
+            gif["width"],
+            gif["height"],
+            gif["left"],
+            gif["top"],
+        ],
     )
-    with tf.control_dependencies([known]):
-        pixels = tf.identity(pixels)
-    within = tf.debugging.assert_less_equal(
-        pixels,
-        tf.constant(budget, tf.int64),
-        message=(
-            f"the image is larger than the pixel budget of {budget:,} pixels "
-            "(tfvitmae.data.decoding.MAX_IMAGE_PIXELS); refused before decoding"
+    claim = tf.strings.join(
+        [
+            tf.strings.format(
+                f"the image is larger than the pixel budget of {budget:,} pixels "
+                "(tfvitmae.data.decoding.MAX_IMAGE_PIXELS): its header claims {}x{}, {} pixels",
+                [width, height, pixels],
+            ),
+            tf.where(_is_gif(header), gif_claim, ""),
+            "; refused before decoding",
+        ]
+    )
+    checks = [
+        tf.debugging.assert_non_negative(
+            pixels,
+            message="JPEG XL images are not read: their size cannot be checked before "
+            "decoding; convert them to PNG or JPEG",
         ),
-    )
+        tf.debugging.assert_equal(
+            _is_animated_webp(header), False, message="the image " + _ANIMATED_WEBP
+        ),
+        tf.debugging.assert_equal(
+            tf.logical_or(tf.logical_not(_is_gif(header)), gif["end"] > 0),
+            True,
+            message="the GIF has no whole image: it ends or its trailer comes before one",
+        ),
+    ]
+    with tf.control_dependencies(checks):
+        within = tf.debugging.Assert(pixels <= budget, [claim])
     with tf.control_dependencies([within]):
         paletted = tf.logical_and(_starts_with(header, b"BM"), bmp["bits"] <= 8)
         image = tf.cond(
             paletted,
             lambda: _palette_bmp(contents, header, bmp),
-            lambda: tf.io.decode_image(contents, channels=0, expand_animations=False),
+            lambda: tf.io.decode_image(
+                tf.where(_is_gif(header), _first_gif_frame(contents, gif), contents),
+                channels=0,
+                expand_animations=False,
+            ),
         )
     image = _upright(_with_channels(image, num_channels), _orientation(contents, header))
     image.set_shape((None, None, num_channels))
@@ -383,8 +559,15 @@ def decode_image(
 
 def tf_error_reason(error: tf.errors.OpError) -> str:
     """The first line of a TensorFlow error, without its `{{function_node ...}}`
-    prefix and `[Op:...]` suffix."""
-    reason = error.message.splitlines()[0] if error.message else str(error)
+    prefix and `[Op:...]` suffix, or the message of a failed `tf.debugging.Assert`."""
+    message = error.message or str(error)
+    # tf.debugging.Assert's message: its data, eagerly or in a graph.
+    asserted = re.search(
+        r"Summarized data: b(['\"])(.*?)\1$|assertion failed: \[(.*?)\]$", message, re.M
+    )
+    if asserted:
+        return asserted.group(2) or asserted.group(3)
+    reason = message.splitlines()[0]
     reason = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", reason)
     return re.sub(r"\s*\[Op:[^\]]*\].*$", "", reason).strip()
 
