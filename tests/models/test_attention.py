@@ -92,3 +92,22 @@ def test_check_attn_implementation():
         ViTMAEAttention(8, 2, attn_implementation="flash")
     with pytest.raises(ValueError, match=r"hidden_size \(10\) must be divisible by num_heads"):
         ViTMAEAttention(10, 4)
+
+
+def test_torchs_sdpa_keeps_the_softmax_in_float32_for_bfloat16_inputs():
+    """On the PyTorch backend under `mixed_bfloat16`, the `"sdpa"` path hands
+    bf16 queries, keys and values to torch's SDPA kernel; the README says the
+    softmax stays float32 there, as it does on the explicit path. A bf16
+    softmax would be about ten times further from float32 attention."""
+    torch = pytest.importorskip("torch")
+    f = torch.nn.functional
+    generator = torch.Generator().manual_seed(0)
+    query, key, value = (3 * torch.randn(2, 4, 50, 16, generator=generator) for _ in range(3))
+    query, key, value = query.bfloat16(), key.bfloat16(), value.bfloat16()
+    fused = f.scaled_dot_product_attention(query, key, value).float()
+    logits = query.float() @ key.float().transpose(-1, -2) / 4.0
+    in_float32 = torch.softmax(logits, -1) @ value.float()
+    in_bfloat16 = torch.softmax(logits.bfloat16(), -1).float() @ value.float()
+    rounding = 2**-8 * float(in_float32.abs().max())  # bf16 output rounding
+    assert float((fused - in_float32).abs().max()) <= 2 * rounding
+    assert float((in_bfloat16 - in_float32).abs().max()) > 4 * rounding  # the test can tell
