@@ -382,3 +382,50 @@ def test_a_published_folder_has_a_new_folders_mode_not_a_private_one(tmp_path):
     assert os.stat(target).st_mode & 0o777 == os.stat(tmp_path / "expected").st_mode & 0o777
     assert os.stat(target).st_mode & 0o777 == 0o755
     assert os.listdir(target) == []  # the staging marker is not published
+
+
+@pytest.fixture
+def nfs_locks(monkeypatch):
+    """`flock` as on NFS, which emulates it with POSIX locks: an exclusive lock
+    on a descriptor not open for writing (a folder's) fails with EBADF."""
+    import errno
+    import fcntl
+
+    real = fcntl.flock
+
+    def flock(fd, operation):
+        read_only = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+        if operation & fcntl.LOCK_EX and read_only:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        return real(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+
+
+def test_staging_folders_are_locked_and_told_apart_on_nfs(tmp_path, nfs_locks):
+    """Every staged write failed with EBADF where the folder itself was locked."""
+    killed = tmp_path / ".tmp-killed"
+    killed.mkdir()
+    (killed / STAGING_MARKER).touch()
+    with staging_dir(tmp_path) as live:
+        assert os.listdir(live) == [STAGING_MARKER]
+        assert remove_staging_leftovers(str(tmp_path)) == [str(killed)]  # the live one stays
+        assert os.path.isdir(live)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_checkpoint_saves_and_loads_on_nfs_with_one_warning(tmp_path, nfs_locks):
+    from tfvitmae import TFViTMAEForPreTraining
+    from tfvitmae.utils import files
+
+    from ..helpers import tiny_config
+
+    model = TFViTMAEForPreTraining(tiny_config())
+    with pytest.warns(UserWarning, match="Cannot lock the folder .* not kept apart") as warned:
+        model.save_pretrained(tmp_path)
+        model.save_pretrained(tmp_path)  # the same folder: not warned again
+    assert len([w for w in warned if "Cannot lock" in str(w.message)]) == 1
+    files._UNLOCKABLE.clear()
+    loaded = TFViTMAEForPreTraining.from_pretrained(tmp_path)  # a shared lock works there
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        assert (a == b).all()

@@ -82,16 +82,22 @@ def staging_dir(parent: PathLike, prefix: str = ".tmp-") -> Iterator[str]:
     (left for `finish_commits`). Move finished files out of it with
     `os.replace`, `commit_files` or `publish_dir`. It holds the empty file
     `STAGING_MARKER`, by which `remove_staging_leftovers` knows it as ours,
-    and is locked (`flock`) while in use, by which it knows it is not a leftover."""
+    and the marker is locked (`flock`) while in use, by which it knows it is
+    not a leftover."""
     import fcntl
 
     check_folder_path(parent)
     os.makedirs(parent, exist_ok=True)
     folder = tempfile.mkdtemp(prefix=prefix, dir=parent)
-    fd = os.open(folder, os.O_RDONLY)
+    # The marker file holds the lock, not the folder: NFS emulates flock with
+    # POSIX locks, whose exclusive kind needs a descriptor open for writing,
+    # which a folder cannot have. It is locked under another name, then
+    # renamed: a marked folder is never seen unlocked.
+    unmarked = os.path.join(folder, STAGING_MARKER + ".new")
+    fd = os.open(unmarked, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # before the marker: a marked folder is never seen unlocked
-        open(os.path.join(folder, STAGING_MARKER), "x").close()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(unmarked, os.path.join(folder, STAGING_MARKER))
         yield folder
     finally:
         if not os.path.lexists(os.path.join(folder, COMMIT_PLAN)):
@@ -297,10 +303,13 @@ def remove_staging_leftovers(folder: PathLike, prefix: str = ".tmp-") -> list[st
 
 
 def _in_use(folder: str) -> bool:
-    """Whether a live `staging_dir` holds `folder` locked (a write under way)."""
+    """Whether a live `staging_dir` holds `folder`'s marker locked (a write under way)."""
     import fcntl
 
-    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fd = os.open(os.path.join(folder, STAGING_MARKER), os.O_RDWR | os.O_NOFOLLOW)
+    except FileNotFoundError:  # just published (publish_dir removes the marker)
+        return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -315,7 +324,11 @@ def locked_folder(folder: PathLike, exclusive: bool) -> Iterator[None]:
     """A `flock` on the folder itself (no lock file is written): the moves of a
     `save_pretrained` or a run's clean-up (exclusive) and the reads of a load
     (shared) exclude one another, so a load sees one whole save. The kernel
-    drops the lock of a killed process."""
+    drops the lock of a killed process. Where the file system cannot lock a
+    folder (NFS refuses an exclusive lock on a descriptor not open for
+    writing), it warns once per folder and goes on unlocked: each file still
+    arrives whole, by rename."""
+    import errno
     import fcntl
 
     try:
@@ -324,10 +337,31 @@ def locked_folder(folder: PathLike, exclusive: bool) -> Iterator[None]:
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        except OSError as e:
+            if e.errno not in (errno.EBADF, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            _warn_unlockable(os.fspath(folder), e)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+_UNLOCKABLE: set[str] = set()  # folders already warned about
+
+
+def _warn_unlockable(folder: str, error: OSError) -> None:
+    import warnings
+
+    real = os.path.realpath(folder)
+    if real not in _UNLOCKABLE:
+        _UNLOCKABLE.add(real)
+        warnings.warn(
+            f"Cannot lock the folder {folder} on its file system ({error.strerror}): a save "
+            "into it and a load from it are not kept apart (each file still arrives whole)",
+            stacklevel=4,
+        )
 
 
 def atomic_write(path: PathLike, write: Callable[[str], object]) -> str:
