@@ -349,3 +349,23 @@ def test_one_training_run_per_directory_and_a_killed_one_leaves_no_lock(tmp_path
     assert mode == "resume"
     start_run(tmp_path, {"a": 1}, 2)  # the same process again: no conflict with itself
     unlock_run_dir(tmp_path)
+
+
+def test_run_start_up_clears_leftovers_only_under_the_folders_lock(tmp_path):
+    """Issue 30, item 5: start-up removed a checkpoint folder's leftovers under
+    a concurrent `from_pretrained` (which holds the folder's shared lock)."""
+    import threading
+
+    from tfvitmae.training.runs import remove_leftovers
+    from tfvitmae.utils.files import locked_folder
+
+    killed = tmp_path / ".tmp-save-killed"
+    killed.mkdir()
+    (killed / STAGING_MARKER).touch()
+    done = threading.Event()
+    with locked_folder(tmp_path, exclusive=False):  # a load reading the folder
+        start_up = threading.Thread(target=lambda: (remove_leftovers(tmp_path), done.set()))
+        start_up.start()
+        assert not done.wait(0.5) and killed.exists()  # it waits for the load
+    start_up.join(30)
+    assert done.is_set() and not killed.exists()
