@@ -411,7 +411,9 @@ def test_repeat_runs_pass_after_pass_each_in_its_own_batches(drop_remainder):
     assert data.steps_per_pass(ds) == len(sizes)
     batches = [y.numpy() for _, y in ds.take(4 * len(sizes))]  # 4 passes
     assert [len(y) for y in batches] == sizes * 4
-    passes = [np.concatenate(batches[i : i + len(sizes)]) for i in range(0, len(batches), len(sizes))]
+    passes = [
+        np.concatenate(batches[i : i + len(sizes)]) for i in range(0, len(batches), len(sizes))
+    ]
     for one_pass in passes:
         assert len(set(one_pass)) == len(one_pass) == sum(sizes)  # each image at most once
     assert len({tuple(p) for p in passes}) > 1  # in a new order

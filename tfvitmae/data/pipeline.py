@@ -358,7 +358,9 @@ def make_dataset(
     out = passes.flat_map(
         lambda epoch: _pass_batches(epoch, examples, count, decode=decode, options=options)
     )
-    out = _finish(_with_length(out, options, exact_count=None if decode is not None else count), options)
+    out = _finish(
+        _with_length(out, options, exact_count=None if decode is not None else count), options
+    )
     _NEXT_EPOCH[out] = next_epoch
     # The batches in one pass, where the number of images is known (verified files too).
     if info["num_examples"] is not None and (decode is None or verify_images):
