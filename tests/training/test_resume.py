@@ -117,3 +117,18 @@ def check_resume(recipe, drop_remainder, repeat, mid_epoch, tmp_path, monkeypatc
     assert len(resumed) == len(straight)
     for a, b in zip(resumed, straight):
         np.testing.assert_array_equal(a, b)
+
+
+def test_an_epoch_is_whole_passes_of_a_make_dataset_pipeline(tmp_path):
+    """`steps_per_epoch` defaults to one pass (repeated data included) and
+    must be a whole number of passes: an epoch that ends inside a pass would
+    resume on other data."""
+    config = tiny_config(image_size=16, patch_size=4, num_hidden_layers=1)
+    model = TFViTMAEForPreTraining(config, seed=0)
+    raw = np.zeros((IMAGES, 16, 16, 3), np.uint8)
+    data = make_dataset(raw, batch_size=BATCH, processor=model.image_processor, repeat=True)
+    options = dict(epochs=1, batch_size=BATCH, output_dir=str(tmp_path), verbose=0)
+    with pytest.raises(ValueError, match=r"whole number of passes .*3 batches.*received 4"):
+        pretrain(model, data, steps_per_epoch=4, **options)
+    history = pretrain(model, data, jit_compile=False, **options)  # 3 steps: 4 + 4 + 2 images
+    assert int(model.optimizer.iterations) == 3 and len(history.history["loss"]) == 1

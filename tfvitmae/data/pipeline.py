@@ -10,11 +10,14 @@ batches of normalised `pixel_values` (and labels) out.
   `augmenter`.
 - Folders are scanned once (`folders.py`), and file paths are shuffled
   before anything is decoded.
-- Everything is deterministic for a given `seed`, and each pass over the data
-  (epoch) is a function of the seed and the epoch's number: shuffled anew
-  every epoch, yet the same whenever that epoch runs. `set_epoch` (or the
-  `training.DataEpoch` callback, which `pretrain` and `train_classifier` add) says which
-  epoch the next pass is, so a resumed run sees the data of the epochs it resumes.
+- An epoch is one pass over the data: that pass's batches, the last one
+  short (or dropped with `drop_remainder`), never filled from the next pass
+  (`steps_per_pass`). Everything is deterministic for a given `seed`, and
+  pass k (its order, crops, flips, MixUp and CutMix) is a function of the
+  seed, k and the place in the pass alone: shuffled anew every pass, yet the
+  same whenever that pass runs. `set_epoch` (or the `training.DataEpoch`
+  callback, which `pretrain` and `train_classifier` add) says which pass the
+  next one is, so a resumed run sees the data of the epochs it resumes.
 """
 
 import dataclasses
@@ -303,9 +306,11 @@ def make_dataset(
             image's mixing weight is drawn from Beta(alpha, alpha); CutMix's
             alpha is at most 1 (MAE: 0.8 and 1.0). With both, each batch gets
             one of them, chosen at random.
-        drop_remainder: Drop the last, smaller batch.
-        repeat: Repeat forever (pair with `steps_per_epoch`; folders with
-            undecodable images have no known length otherwise).
+        drop_remainder: Drop each pass's last, smaller batch.
+        repeat: Repeat forever, pass after pass, each pass in its own batches
+            (one epoch: `steps_per_epoch = steps_per_pass(dataset)`, which
+            `pretrain` and `train_classifier` default to; tf.data cannot
+            see a file source's length).
         return_info: Also return `{"num_examples", "skipped", "class_names",
             "unreadable"}`: the images used, the other files skipped, the classes,
             and the image files that did not decode.
