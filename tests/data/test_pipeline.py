@@ -152,9 +152,9 @@ def test_file_paths_are_shuffled_before_decoding(tmp_path):
     ds = data.make_dataset(str(tmp_path), 8, 10, with_labels=True, augment=False, seed=0)
     first_labels = next(iter(ds))[1].numpy()
     assert set(first_labels) == {0, 1}
-    assert "StatelessShuffle" in _epoch_stages(ds)  # each pass permutes the paths...
-    chain = [type(d).__name__ for d in _pipeline(ds)]
-    assert chain.index("_FlatMapDataset") < chain.index("_IgnoreErrorsDataset")  # ...then decodes
+    stages = _epoch_stages(ds)  # each pass permutes the paths, then decodes them
+    assert stages.index("StatelessShuffle") < stages.index("TensorSliceDataset")
+    assert stages.index("TensorSliceDataset") < stages.index("IgnoreErrorsDataset")
 
 
 def _pipeline(ds):
@@ -212,7 +212,8 @@ def test_mixup_cutmix_mix_images_and_labels():
     with the image's own class kept) and the images differ from the same
     pipeline without mixing, which is otherwise reproducible."""
     images = np.random.default_rng(5).integers(0, 256, size=(8, 20, 20, 3), dtype=np.uint8)
-    common = dict(labels=np.arange(8) % 4, with_labels=True, num_classes=4, seed=1)
+    # One class per image: a row stays one-hot only where an image is mixed with itself.
+    common = dict(labels=np.arange(8), with_labels=True, num_classes=8, seed=1)
 
     def batches(**mixing):
         return [
@@ -227,7 +228,7 @@ def test_mixup_cutmix_mix_images_and_labels():
         np.testing.assert_array_equal(y, y_again)
     soft_rows = 0
     for (x, y), (plain_x, plain_y) in zip(mixed, plain):
-        assert y.shape == (4, 4) and plain_y.shape == (4,)
+        assert y.shape == (4, 8) and plain_y.shape == (4,)
         np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-5)
         assert (y >= 0).all()
         assert (y[np.arange(4), plain_y] > 0).all()  # the image's own class keeps a share
@@ -342,6 +343,46 @@ def test_every_epoch_reshuffles_and_can_be_replayed_on_its_own():
     assert not data.set_epoch(tf.data.Dataset.range(3), 1)  # not ours: left alone
 
 
+@pytest.mark.parametrize(
+    "count, drop_remainder, repeat",
+    [(8, False, True), (10, False, True), (10, True, True), (10, False, False), (10, True, False)],
+)
+def test_set_epoch_replays_any_pass_exactly(count, drop_remainder, repeat):
+    """Pass k of an uninterrupted iteration (over passes 0..k, in one
+    iterator with `repeat`, one iterator a pass without) is what a new
+    pipeline told `set_epoch(k)` gives first: the same order, crops, flips,
+    MixUp and CutMix, batch for batch, with the pass's short last batch.
+    With 8 images the batches line up across passes whatever the batching,
+    so there only the mixing's seeds are observed."""
+    images = np.random.default_rng(2).integers(0, 256, (count, 12, 12, 3), dtype=np.uint8)
+    batch, passes = 4, 3
+
+    def pipeline():
+        return data.make_dataset(
+            images, 8, batch, labels=np.arange(count) % 3, with_labels=True, num_classes=3,
+            mixup_alpha=0.8, cutmix_alpha=1.0, seed=5, repeat=repeat,
+            drop_remainder=drop_remainder,
+        )  # fmt: skip
+
+    per_pass = count // batch if drop_remainder else -(-count // batch)
+    straight = pipeline()
+    assert data.steps_per_pass(straight) == per_pass
+    if repeat:
+        stream = iter(straight)
+        uninterrupted = [[next(stream) for _ in range(per_pass)] for _ in range(passes)]
+    else:
+        uninterrupted = [list(straight) for _ in range(passes)]
+    for k in range(passes):
+        replay = pipeline()
+        assert data.set_epoch(replay, k)
+        replayed = list(replay.take(per_pass))
+        assert len(uninterrupted[k]) == len(replayed) == per_pass
+        for (x, y), (x_again, y_again) in zip(uninterrupted[k], replayed):
+            np.testing.assert_array_equal(x, x_again)
+            np.testing.assert_array_equal(y, y_again)
+    assert not np.allclose(uninterrupted[0][0][0], uninterrupted[1][0][0])  # passes differ
+
+
 def test_data_epoch_pins_each_pass_to_the_epoch_number():
     """`fit` iterates the pipeline anew each epoch, after `on_epoch_begin`:
     the pass then belongs to that epoch, whatever passes came before."""
@@ -358,16 +399,23 @@ def test_data_epoch_pins_each_pass_to_the_epoch_number():
     assert not np.allclose(order[0], order[1])
 
 
-def test_repeat_runs_pass_after_pass_in_full_batches():
+@pytest.mark.parametrize("drop_remainder", [False, True])
+def test_repeat_runs_pass_after_pass_each_in_its_own_batches(drop_remainder):
+    """One pass is one epoch's batches: its last batch is short (or dropped
+    with `drop_remainder`), never filled from the next pass."""
     images = (np.arange(5)[:, None, None, None] * np.ones((5, 8, 8, 3))).astype(np.uint8)
     ds = data.make_dataset(images, 8, 2, augment=False, repeat=True, with_labels=True, seed=1,
-                           labels=np.arange(5))  # fmt: skip
+                           labels=np.arange(5), drop_remainder=drop_remainder)  # fmt: skip
     assert int(ds.cardinality()) == tf.data.INFINITE_CARDINALITY
-    labels = np.concatenate([y.numpy() for _, y in ds.take(10)])  # 20 images: 4 passes
-    assert all(len(y) == 2 for _, y in ds.take(10))  # batches run across the passes' ends
-    passes = labels.reshape(4, 5)
+    sizes = [2, 2] if drop_remainder else [2, 2, 1]
+    assert data.steps_per_pass(ds) == len(sizes)
+    batches = [y.numpy() for _, y in ds.take(4 * len(sizes))]  # 4 passes
+    assert [len(y) for y in batches] == sizes * 4
+    passes = [
+        np.concatenate(batches[i : i + len(sizes)]) for i in range(0, len(batches), len(sizes))
+    ]
     for one_pass in passes:
-        assert sorted(one_pass) == [0, 1, 2, 3, 4]  # each image once per pass
+        assert len(set(one_pass)) == len(one_pass) == sum(sizes)  # each image at most once
     assert len({tuple(p) for p in passes}) > 1  # in a new order
 
 

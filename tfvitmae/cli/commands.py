@@ -211,8 +211,7 @@ def pretrain(args: argparse.Namespace) -> int:
             dataset,
             epochs=args.epochs,
             batch_size=args.batch_size,
-            output_dir=args.output_dir,
-            steps_per_epoch=n // args.batch_size,
+            output_dir=args.output_dir,  # an epoch: one pass, its full batches
             base_lr=args.base_lr,
             warmup_epochs=args.warmup_epochs,
             weight_decay=args.weight_decay,
@@ -308,8 +307,7 @@ def train_classifier(args: argparse.Namespace, linear_probe: bool) -> int:
         model,
         train,
         epochs=args.epochs,
-        batch_size=args.batch_size,
-        steps_per_epoch=math.ceil(len(train_paths) / args.batch_size),
+        batch_size=args.batch_size,  # an epoch: one pass over the images that decode
         validation_data=val,
         validation_steps=val_steps,
         label_smoothing=0.0 if linear_probe else args.label_smoothing,

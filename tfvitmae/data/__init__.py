@@ -31,6 +31,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "make_dataset": "pipeline",
         "normalize": "pipeline",
         "set_epoch": "pipeline",
+        "steps_per_pass": "pipeline",
         "to_tf_dataset": "hf_datasets",
         "find_unreadable": "folders",
         "list_image_files": "folders",

@@ -1,10 +1,11 @@
 """MAE's augmentation, stateless where it can be: each image's random resized
 crop and horizontal flip come from a seed that `data.make_dataset` derives
-from its `seed`, the epoch and the image's place, so an epoch's augmentation
-is the same whenever it runs (a resumed run included). MixUp/CutMix for
-fine-tuning are Keras core layers, reseeded at every epoch's first batch; any other
-Keras preprocessing layer (keras-cv's included) plugs in as an `augmenter`.
-Batch augmentation sees pixels in [0, 255], before normalising.
+from its `seed`, the pass (epoch) and the image's place in it (`pass_seed`),
+so a pass's augmentation is the same whenever it runs (a resumed run
+included). MixUp/CutMix for fine-tuning are Keras core layers, reseeded
+before every batch from the seed, the pass and the batch's place in it; any
+other Keras preprocessing layer (keras-cv's included) plugs in as an
+`augmenter`. Batch augmentation sees pixels in [0, 255], before normalising.
 """
 
 import math
@@ -28,6 +29,7 @@ __all__ = [
     "CROP_SCALE",
     "batch_augment",
     "mixers",
+    "pass_seed",
     "random_flip",
     "random_resized_crop",
 ]
@@ -126,13 +128,23 @@ def mixers(
     return layers
 
 
-def _reseed(layers: Sequence[keras.layers.Layer], seed: int, epoch) -> tf.Tensor:
-    """Set the random generators of `layers` (MixUp, CutMix) to a state of
-    `seed` and `epoch` (a scalar tensor) alone; returns `True` once done."""
+def pass_seed(seed: int, epoch: TensorLike, stream: int) -> tf.Tensor:
+    """The stateless seed (shape (2,), int64) of random `stream` in pass
+    `epoch` (a scalar tensor) of a pipeline seeded with `seed`: 0 shuffles,
+    1 crops and flips, 2 mixes batches."""
+    key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.random.experimental.stateless_fold_in(key, stream)
+
+
+def _reseed(layers: Sequence[keras.layers.Layer], key: tf.Tensor) -> tf.Tensor:
+    """Set the random generators of `layers` (MixUp, CutMix) to states drawn
+    from the stateless seed `key` alone; returns `True` once done."""
     assigned = []
     for i, layer in enumerate(layers):
         state = layer.generator.state
-        start = tf.stack([tf.cast(seed + i, tf.int64), tf.cast(epoch, tf.int64) * 2**20])
+        start = tf.random.stateless_uniform(
+            (2,), tf.random.experimental.stateless_fold_in(key, i), None, None, tf.int64
+        )
         assigned.append(state.assign(tf.cast(start, state.dtype)))
     with tf.control_dependencies(assigned):
         return tf.constant(True)
@@ -149,8 +161,10 @@ def batch_augment(
     """Batch-level augmentation: MixUp or CutMix (`mix_layers`, see `mixers`;
     with both, a coin picks one per batch) and `augmenter`, run sequentially
     so that it is repeatable. `ds` yields `(batch index, (images, labels,
-    epochs))` (each example's pass number); the mixing depends on the epoch
-    and the index alone, and the output is `(images, labels)`."""
+    epochs))`: the batch's place in its pass and each example's pass number.
+    Before every batch the layers are reseeded from `seed`, the pass and the
+    index alone, so a batch is mixed alike whatever batches ran before it (a
+    pass replayed by `set_epoch` included). The output is `(images, labels)`."""
 
     def mix(layer, images, labels):
         data = {"images": images, "labels": labels}
@@ -163,19 +177,15 @@ def batch_augment(
         images, labels, epochs = batch
         epoch = epochs[0]
         if mix_layers:
-            # An epoch's first batch resets the layers' generators: the mixing
-            # then depends on the epoch, not on how many epochs ran before.
-            reset = tf.cond(
-                tf.equal(index, 0), lambda: _reseed(mix_layers, seed, epoch), lambda: True
-            )
-            with tf.control_dependencies([reset]):
+            key = tf.random.experimental.stateless_fold_in(pass_seed(seed, epoch, 2), index)
+            coin_seed, layer_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+            with tf.control_dependencies([_reseed(mix_layers, layer_key)]):
                 images = tf.identity(images)
             # An out-of-range label would become an all-zero row: no class at all.
             labels = tf.one_hot(tf.cast(assert_labels(labels, num_classes), tf.int32), num_classes)
             if len(mix_layers) == 1:
                 images, labels = mix(mix_layers[0], images, labels)
             else:
-                coin_seed = tf.stack([tf.cast(epoch * 2**20 + index, tf.int32), seed])
                 coin = tf.random.stateless_uniform((), coin_seed)
                 images, labels = tf.cond(
                     coin < 0.5,

@@ -10,11 +10,14 @@ batches of normalised `pixel_values` (and labels) out.
   `augmenter`.
 - Folders are scanned once (`folders.py`), and file paths are shuffled
   before anything is decoded.
-- Everything is deterministic for a given `seed`, and each pass over the data
-  (epoch) is a function of the seed and the epoch's number: shuffled anew
-  every epoch, yet the same whenever that epoch runs. `set_epoch` (or the
-  `training.DataEpoch` callback, which `pretrain` and `train_classifier` add) says which
-  epoch the next pass is, so a resumed run sees the data of the epochs it resumes.
+- An epoch is one pass over the data: that pass's batches, the last one
+  short (or dropped with `drop_remainder`), never filled from the next pass
+  (`steps_per_pass`). Everything is deterministic for a given `seed`, and
+  pass k (its order, crops, flips, MixUp and CutMix) is a function of the
+  seed, k and the place in the pass alone: shuffled anew every pass, yet the
+  same whenever that pass runs. `set_epoch` (or the `training.DataEpoch`
+  callback, which `pretrain` and `train_classifier` add) says which pass the
+  next one is, so a resumed run sees the data of the epochs it resumes.
 """
 
 import dataclasses
@@ -31,7 +34,7 @@ import numpy as np
 from ..utils.backend import tensorflow
 from ..utils.checks import check_batch_size, check_data_format
 from ..utils.types import TensorLike
-from .augmentation import batch_augment, mixers, random_flip, random_resized_crop
+from .augmentation import batch_augment, mixers, pass_seed, random_flip, random_resized_crop
 from .decoding import decode_image, match_channels
 from .folders import check_labelled, find_unreadable, list_image_files
 from .image_processor import IMAGENET_MEAN, IMAGENET_STD, ViTMAEImageProcessor
@@ -42,7 +45,7 @@ if TYPE_CHECKING:
 else:
     tf = tensorflow("The tf.data pipeline (make_dataset)")
 
-__all__ = ["denormalize", "make_dataset", "normalize", "set_epoch"]
+__all__ = ["denormalize", "make_dataset", "normalize", "set_epoch", "steps_per_pass"]
 
 
 def _processor(
@@ -303,9 +306,11 @@ def make_dataset(
             image's mixing weight is drawn from Beta(alpha, alpha); CutMix's
             alpha is at most 1 (MAE: 0.8 and 1.0). With both, each batch gets
             one of them, chosen at random.
-        drop_remainder: Drop the last, smaller batch.
-        repeat: Repeat forever (pair with `steps_per_epoch`; folders with
-            undecodable images have no known length otherwise).
+        drop_remainder: Drop each pass's last, smaller batch.
+        repeat: Repeat forever, pass after pass, each pass in its own batches
+            (one epoch: `steps_per_epoch = steps_per_pass(dataset)`, which
+            `pretrain` and `train_classifier` default to; tf.data cannot
+            see a file source's length).
         return_info: Also return `{"num_examples", "skipped", "class_names",
             "unreadable"}`: the images used, the other files skipped, the classes,
             and the image files that did not decode.
@@ -353,12 +358,18 @@ def make_dataset(
         _check_yields(examples, decode)
     examples, count = _as_tensors(examples, options)
     passes, next_epoch = _pass_numbers(repeat)
-    # One pass's examples at a time; the work per example runs outside, in parallel.
-    out = passes.flat_map(lambda epoch: _one_pass(epoch, examples, count, options=options))
-    out = _prepare_examples(out, decode, options)
-    out = _batch(out, options, exact_count=None if decode is not None else count)
-    out = _finish(out, options)
+    # Each pass is batched on its own: its last batch is short (or dropped), never
+    # filled from the next pass, so a pass's batches are the same whatever came before.
+    out = passes.flat_map(
+        lambda epoch: _pass_batches(epoch, examples, count, decode=decode, options=options)
+    )
+    out = _finish(
+        _with_length(out, options, exact_count=None if decode is not None else count), options
+    )
     _NEXT_EPOCH[out] = next_epoch
+    # The batches in one pass, where the number of images is known (verified files too).
+    if info["num_examples"] is not None and (decode is None or verify_images):
+        _STEPS_PER_PASS[out] = _batches(info["num_examples"], options)
     return (out, info) if return_info else out
 
 
@@ -408,6 +419,24 @@ def _pass_numbers(repeat: bool):
     return passes, next_epoch
 
 
+def _pass_batches(epoch, examples, count: int | None, *, decode, options: _Options):
+    """Pass `epoch`'s batches `(images, labels, epochs)`: its examples in an
+    order of the seed and `epoch` alone, prepared, batched and mixed (see
+    `batch_augment`), each batch a function of `seed`, `epoch` and its place."""
+    out = _one_pass(epoch, examples, count, options=options)
+    out = _prepare_examples(out, decode, options)
+    out = out.batch(options.batch_size, drop_remainder=options.drop_remainder)
+    if options.mix_layers or options.augmenter is not None:
+        out = batch_augment(
+            out.enumerate(),  # the batch's place in this pass
+            options.mix_layers,
+            options.augmenter,
+            seed=options.seed,
+            num_classes=options.num_classes,
+        )
+    return out
+
+
 def _one_pass(epoch, examples, count: int | None, *, options: _Options) -> tf.data.Dataset:
     """Pass `epoch`'s `(index, (image or path, label), epoch)`: `count`
     examples in an order drawn from the seed and `epoch` alone (a dataset
@@ -418,7 +447,7 @@ def _one_pass(epoch, examples, count: int | None, *, options: _Options) -> tf.da
     positions = tf.range(count, dtype=tf.int64)
     order = positions
     if options.shuffle:
-        order = tf.random.experimental.stateless_shuffle(order, _epoch_seed(options.seed, epoch, 0))
+        order = tf.random.experimental.stateless_shuffle(order, pass_seed(options.seed, epoch, 0))
     columns = tuple(tf.gather(column, order) for column in examples)
     return tf.data.Dataset.from_tensor_slices((positions, columns, tf.fill([count], epoch)))
 
@@ -446,7 +475,7 @@ def _prepare_example(index, example, epoch, *, options: _Options):
     processor = options.processor
     if options.augment:
         # The crop's and the flip's seeds: of `seed`, the epoch and the example alone.
-        key = tf.random.experimental.stateless_fold_in(_epoch_seed(options.seed, epoch, 1), index)
+        key = tf.random.experimental.stateless_fold_in(pass_seed(options.seed, epoch, 1), index)
         seeds = tf.random.experimental.stateless_split(key, 2)
         image = random_resized_crop(image, processor.size, seeds[0], method=processor.method)
         image = random_flip(image, seeds[1])
@@ -455,25 +484,19 @@ def _prepare_example(index, example, epoch, *, options: _Options):
     return tf.ensure_shape(image, processor.size + (options.num_channels,)), label, epoch
 
 
-def _batch(out: tf.data.Dataset, options: _Options, *, exact_count: int | None) -> tf.data.Dataset:
-    """Batches, mixed and augmented where asked (`batch_augment`), with the
-    length that tf.data cannot see through the passes: infinite with `repeat`,
-    else that of `exact_count` examples where it is known."""
-    out = out.batch(options.batch_size, drop_remainder=options.drop_remainder)
-    if options.mix_layers or options.augmenter is not None:
-        out = batch_augment(
-            out.enumerate(),
-            options.mix_layers,
-            options.augmenter,
-            seed=options.seed,
-            num_classes=options.num_classes,
-        )
+def _batches(num_examples: int, options: _Options) -> int:
+    """The batches in one pass over `num_examples` examples."""
+    size = options.batch_size
+    return num_examples // size if options.drop_remainder else -(-num_examples // size)
+
+
+def _with_length(out: tf.data.Dataset, options: _Options, *, exact_count: int | None):
+    """`out` with the length that tf.data cannot see through the passes:
+    infinite with `repeat`, else that of `exact_count` examples where it is known."""
     if options.repeat:
-        out = out.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
-    elif exact_count:
-        size = options.batch_size
-        batches = exact_count // size if options.drop_remainder else -(-exact_count // size)
-        out = out.apply(tf.data.experimental.assert_cardinality(batches))
+        return out.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
+    if exact_count:
+        return out.apply(tf.data.experimental.assert_cardinality(_batches(exact_count, options)))
     return out
 
 
@@ -489,14 +512,9 @@ def _finish(out: tf.data.Dataset, options: _Options) -> tf.data.Dataset:
     return out.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def _epoch_seed(seed: int, epoch, stream: int) -> tf.Tensor:
-    """The stateless seed (shape (2,), int64) of random `stream` in pass
-    `epoch` (a tensor)."""
-    return tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64) * 2 + stream])
-
-
-# make_dataset's pipelines -> their pass counters
+# make_dataset's pipelines -> their pass counters, and the batches in one pass
 _NEXT_EPOCH: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_STEPS_PER_PASS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def set_epoch(dataset: tf.data.Dataset, epoch: int) -> bool:
@@ -512,3 +530,11 @@ def set_epoch(dataset: tf.data.Dataset, epoch: int) -> bool:
         return False
     next_epoch.assign(epoch)
     return True
+
+
+def steps_per_pass(dataset: tf.data.Dataset) -> int | None:
+    """The batches in one pass over `dataset` (from `make_dataset`): one
+    epoch's `steps_per_epoch`. `None` where the number of images is unknown
+    (a `tf.data.Dataset` source, or files with `verify_images=False`) or
+    `dataset` is not `make_dataset`'s."""
+    return _STEPS_PER_PASS.get(dataset)

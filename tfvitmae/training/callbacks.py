@@ -194,21 +194,32 @@ class SavePretrained(keras.callbacks.Callback):
         self.model.save_pretrained(self.directory)
 
 
+def steps_per_pass(dataset: object) -> int | None:
+    """The batches in one pass over a `make_dataset` pipeline
+    (`data.steps_per_pass`); `None` for other data, or where it is unknown."""
+    pipeline = sys.modules.get("tfvitmae.data.pipeline")  # else no make_dataset pipeline exists
+    return None if pipeline is None else pipeline.steps_per_pass(dataset)
+
+
 class DataEpoch(keras.callbacks.Callback):
-    """Keep a `make_dataset` pipeline in step with `fit`'s epochs (`set_epoch`
-    at every epoch start), so a run resumed at epoch N sees the data an
-    uninterrupted run saw in epoch N. `pretrain` and `train_classifier` add it."""
+    """Keep a `make_dataset` pipeline in step with `fit`'s epochs: epoch `e`
+    reads passes `e * passes_per_epoch` on (`set_epoch` at every epoch
+    start), so a run resumed at epoch N sees the data an uninterrupted run saw
+    in epoch N. That holds when every epoch reads exactly `passes_per_epoch`
+    whole passes (`steps_per_epoch` a multiple of `data.steps_per_pass`), as
+    `pretrain` and `train_classifier`, which add this callback, make sure."""
 
     on_every_worker = True  # train_loop: every worker reads its own pipeline
 
-    def __init__(self, dataset: "tf.data.Dataset"):
+    def __init__(self, dataset: "tf.data.Dataset", passes_per_epoch: int = 1):
         super().__init__()
         self.dataset = dataset
+        self.passes_per_epoch = passes_per_epoch
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         pipeline = sys.modules.get("tfvitmae.data.pipeline")
         if pipeline is not None:  # else no make_dataset pipeline exists
-            pipeline.set_epoch(self.dataset, epoch)
+            pipeline.set_epoch(self.dataset, epoch * self.passes_per_epoch)
 
 
 class InterruptBetweenSteps(keras.callbacks.Callback):

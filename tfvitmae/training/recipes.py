@@ -17,6 +17,7 @@ from .callbacks import (
     ReconstructionCallback,
     SavePretrained,
     StopOnNonFiniteLoss,
+    steps_per_pass,
 )
 from .optimizers import PRETRAIN_BASE_LR, classifier_optimizer, mae_optimizer
 from .runs import check_tensorboard, run_callbacks
@@ -29,6 +30,25 @@ if TYPE_CHECKING:
     from ..models.vit_mae import TFViTMAEForPreTraining
 
 __all__ = ["compile_classifier", "pretrain", "train_classifier"]
+
+
+def _epoch_length(dataset, steps_per_epoch) -> tuple[int, int]:
+    """`(steps_per_epoch, passes_per_epoch)`. An epoch is one pass over a
+    `make_dataset` pipeline whose pass length is known (its batches by
+    default), or a whole number of passes; other data default to their
+    length. A resumed run then starts each epoch where an uninterrupted one did."""
+    per_pass = steps_per_pass(dataset)
+    if per_pass is None:
+        return _steps_per_epoch(dataset, steps_per_epoch), 1
+    if steps_per_epoch is None:
+        return per_pass, 1
+    if steps_per_epoch < 1 or steps_per_epoch % per_pass:
+        raise ValueError(
+            f"steps_per_epoch must be a whole number of passes over the make_dataset pipeline "
+            f"(one pass is {per_pass} batches, data.steps_per_pass), received {steps_per_epoch}: "
+            "epochs that end inside a pass would not resume on the data an uninterrupted run saw"
+        )
+    return steps_per_epoch, steps_per_epoch // per_pass
 
 
 def _steps_per_epoch(dataset, steps_per_epoch):
@@ -86,7 +106,12 @@ def pretrain(
             `model.weights.h5` and `preprocessor_config.json`, rewritten every
             epoch), reconstruction PNGs, `training_log.csv`, and the run's
             state (`run.json` and `backup/`) to resume from.
-        steps_per_epoch: Defaults to the dataset's cardinality.
+        steps_per_epoch: The batches of one epoch. For a `make_dataset`
+            pipeline an epoch is one pass over the data (the default,
+            `data.steps_per_pass`: with `drop_remainder` off its last batch
+            is short) or a whole number of passes, and epoch N reads the
+            passes an uninterrupted run read then, resumed or not; other
+            data default to their cardinality.
         base_lr: Learning rate per 256 images (default `PRETRAIN_BASE_LR`, 1.5e-4).
         warmup_epochs, weight_decay: The recipe (see `mae_optimizer`).
         jit_compile: Compile the train step with XLA; `"auto"` (default) is the
@@ -109,7 +134,7 @@ def pretrain(
         The Keras `History` (from `train_loop`: an object whose `history`
         attribute holds the per-epoch losses, like Keras').
     """
-    steps_per_epoch = _steps_per_epoch(dataset, steps_per_epoch)
+    steps_per_epoch, passes_per_epoch = _epoch_length(dataset, steps_per_epoch)
     base_lr = PRETRAIN_BASE_LR if base_lr is None else base_lr
     optimizer = mae_optimizer(
         batch_size,
@@ -128,7 +153,7 @@ def pretrain(
         weight_decay=weight_decay,
     )
     all_callbacks = [
-        DataEpoch(dataset),  # a resumed run sees the data of the epochs it resumes
+        DataEpoch(dataset, passes_per_epoch),  # a resumed run sees the data of its epochs
         StopOnNonFiniteLoss(checkpoint_hint=output_dir),
         SavePretrained(output_dir),
     ]
@@ -224,7 +249,7 @@ def train_classifier(
     Returns:
         The Keras `History`.
     """
-    steps_per_epoch = _steps_per_epoch(train_data, steps_per_epoch)
+    steps_per_epoch, passes_per_epoch = _epoch_length(train_data, steps_per_epoch)
     if validation_steps is not None:
         if isinstance(validation_steps, bool) or not isinstance(validation_steps, int):
             raise TypeError(f"validation_steps must be an int, received {validation_steps!r}")
@@ -253,7 +278,10 @@ def train_classifier(
     )
     if one_hot_labels:
         validation_data = _one_hot(validation_data, model.num_labels)
-    callbacks = [DataEpoch(train_data), StopOnNonFiniteLoss(checkpoint_hint=output_dir)]
+    callbacks = [
+        DataEpoch(train_data, passes_per_epoch),
+        StopOnNonFiniteLoss(checkpoint_hint=output_dir),
+    ]
     initial_epoch = 0
     if output_dir:
         recipe = dict(
