@@ -680,10 +680,16 @@ class HubMixin:
         as a `ViTModel` (whose weights are ViTMAE's; the fixed sin-cos
         table becomes ViT's position embedding). `ViTModel`'s pooler has no
         counterpart: transformers initialises it and says so, so read
-        `last_hidden_state`, not `pooler_output`."""
-        encoder = {
-            k.removeprefix("vit."): v
-            for k, v in self.pytorch_state_dict().items()
-            if not k.startswith("decoder.")
-        }
+        `last_hidden_state`, not `pooler_output`. A pretraining model's
+        decoder has no place there: it is left out, with a warning."""
+        state = self.pytorch_state_dict()
+        decoder = [k for k in state if k.startswith("decoder.")]
+        if decoder:
+            warnings.warn(
+                f"transformers' ViT layout holds the encoder only: the decoder's {len(decoder)} "
+                "weights are not saved (load the folder with TFViTMAEModel, or save with "
+                "pytorch=True to keep them)",
+                stacklevel=4,
+            )
+        encoder = {k.removeprefix("vit."): v for k, v in state.items() if k not in decoder}
         return "ViTModel", encoder
