@@ -32,7 +32,9 @@ MODELS = ("pretraining", "classifier")
 DTYPES = ("float32", "mixed_bfloat16")
 # Each sub-layer alone and all together in float32, all together in bfloat16.
 TENSORFLOW_CELLS = [
-    (kind, cell, "float32") for kind in MODELS for cell in ("hidden", "attention", "drop_path", "all")
+    (kind, cell, "float32")
+    for kind in MODELS
+    for cell in ("hidden", "attention", "drop_path", "all")
 ] + [(kind, "all", "mixed_bfloat16") for kind in MODELS]
 # All together (a sub-layer that draws afresh shows there), in both dtypes,
 # and unseeded (then Keras' PyTorch dropout draws from torch's own RNG).
