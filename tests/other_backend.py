@@ -22,6 +22,8 @@ from tfvitmae import (  # noqa: E402
 )
 from tfvitmae.models import layers  # noqa: E402
 
+from .remat_gradients import OTHER_BACKEND_CELLS, compare  # noqa: E402
+
 
 class Batches(keras.utils.PyDataset):
     """`(pixel_values[, labels])` batches from arrays, without tf.data."""
@@ -107,14 +109,21 @@ def main(folder):
         classifier, Batches(pixels, labels), epochs=1, batch_size=2, layer_decay=0.75, verbose=0
     )
     report["finetune_loss"] = float(history.history["loss"][-1])
-    # Recomputed activations: one SGD step, the same weights after it.
+    # Recomputed activations, with dropout and drop path on: one SGD step of
+    # Keras' own (compiled on JAX), the same weights after it, for the
+    # recomputation draws the forward pass's masks.
     stepped = []
+    config = model.config.copy(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3)
     for remat in (False, True):
-        model = TFViTMAEForPreTraining.from_pretrained(os.path.join(folder, "keras"), remat=remat)
+        model = TFViTMAEForPreTraining.from_pretrained(
+            os.path.join(folder, "keras"), config=config, remat=remat, seed=7, drop_path_rate=0.5
+        )
         model.compile(optimizer=keras.optimizers.SGD(0.1))
         model.train_on_batch({"pixel_values": pixels, "noise": noise})
         stepped.append([keras.ops.convert_to_numpy(w) for w in model.trainable_weights])
     report["remat_step"] = max(float(np.abs(a - b).max()) for a, b in zip(*stepped))
+    if backend == "torch":  # and the gradient matrix (JAX's compiles would take minutes)
+        report["remat_matrix"] = {"/".join(key): compare(*key) for key in OTHER_BACKEND_CELLS}
     try:
         tfvitmae.make_dataset(pixels, batch_size=2)
     except ImportError as error:

@@ -167,6 +167,26 @@ def test_drop_path_drops_whole_samples_and_keeps_the_mean():
         DropPath(1)
 
 
+def test_drop_path_keeps_its_rate_and_scale_under_mixed_bfloat16():
+    """The keep mask and the scaling are float32 under any policy. In bfloat16,
+    `floor(keep + uniform)` kept 0.9458 of the samples at rate 0.05 (8 standard
+    errors off), and `keep` rounded to 0.9492 scaled every kept one 0.08% up."""
+    n, rate = 200_000, 0.05
+    x = np.random.default_rng(0).uniform(1, 2, size=(n, 1)).astype("float32")
+    x = tf.cast(tf.cast(x, tf.bfloat16), tf.float32).numpy()  # exact in bfloat16
+    fp32 = DropPath(rate, seed=0)(x, training=True).numpy()
+    out = DropPath(rate, seed=0, dtype="mixed_bfloat16")(x, training=True)
+    assert out.dtype == tf.bfloat16
+    out = tf.cast(out, tf.float64).numpy()
+    kept = out[:, 0] != 0
+    np.testing.assert_array_equal(kept, fp32[:, 0] != 0)  # the mask does not follow the policy
+    standard_error = np.sqrt(rate * (1 - rate) / n)
+    assert abs(kept.mean() - (1 - rate)) < 5 * standard_error
+    # Each kept value rounds once to bfloat16 (2**-9 at most, either way): on average, 1 / keep.
+    scale = out[kept].sum() / x[kept].astype("float64").sum()
+    assert abs(scale * (1 - rate) - 1) < 2e-4
+
+
 # --------------------------------------------------------------------- Block
 BLOCK = dict(
     hidden_size=8,

@@ -28,6 +28,7 @@ __all__ = [
     "AttentionSwitch",
     "NORM_PIX_EPS",
     "DropPath",
+    "Dropout",
     "PatchEmbedding",
     "RandomMasking",
     "ViTMAEAttention",
@@ -35,6 +36,7 @@ __all__ = [
     "ViTMAEMLP",
     "bicubic_resize_matrix",
     "check_attn_implementation",
+    "draw_seed",
     "gather_rows",
     "masked_mean",
     "masking_noise",
@@ -63,6 +65,58 @@ def sub_seed(seed: int | None, name: str) -> int | None:
     if seed is None:
         return None
     return zlib.crc32(f"{seed}/{name}".encode()) % (2**31 - 1)
+
+
+class _DrawnSeed(keras.random.SeedGenerator):
+    """A seed already drawn from `generator`, given to `keras.random` in its
+    place: `next()` returns that seed and advances nothing, so a call run
+    twice (as `keras.remat` recomputes a block in the backward pass) draws the
+    same numbers both times."""
+
+    def __init__(self, value: TensorLike, generator: keras.random.SeedGenerator):
+        # No state variable of its own; Keras' PyTorch dropout reads `_initial_seed`.
+        self.name, self.backend = generator.name, generator.backend
+        self._initial_seed = generator._initial_seed
+        self.value = value
+
+    def next(self, ordered: bool = True) -> TensorLike:
+        return self.value
+
+
+def draw_seed(layer: "Dropout | DropPath") -> TensorLike | None:
+    """Draw now the seed that `layer`'s next training call would draw,
+    advancing its generator as that call would; `None` when it draws none
+    from it. Giving it back to the call (`seed=`) draws that call's mask."""
+    if layer.rate == 0:
+        return None
+    generator = layer.seed_generator
+    if (
+        isinstance(layer, keras.layers.Dropout)
+        and keras.backend.backend() == "torch"
+        and generator._initial_seed is None
+    ):
+        return None  # Keras' PyTorch dropout, unseeded, draws from torch's RNG instead
+    return generator.next()
+
+
+def _seed_source(layer, seed):
+    """What `layer` hands `keras.random`: the drawn `seed`, else its generator."""
+    return layer.seed_generator if seed is None else _DrawnSeed(seed, layer.seed_generator)
+
+
+@keras.saving.register_keras_serializable(package="tfvitmae")
+class Dropout(keras.layers.Dropout):
+    """`keras.layers.Dropout` whose call can also take a seed drawn beforehand
+    (`seed`, from `draw_seed(layer)`) to draw its mask from."""
+
+    def call(
+        self, inputs: TensorLike, training: bool = False, seed: TensorLike | None = None
+    ) -> TensorLike:
+        if seed is None or not training or self.rate == 0:
+            return super().call(inputs, training=training)
+        return keras.random.dropout(
+            inputs, self.rate, noise_shape=self.noise_shape, seed=_seed_source(self, seed)
+        )
 
 
 # ----------------------------------------------------------------------
@@ -242,6 +296,8 @@ class ViTMAEAttention(AttentionSwitch, keras.layers.Layer):
         head_mask: Optional `(num_heads,)` multiplier of the probabilities.
         output_attentions: Whether to return the probabilities.
         training: Enables dropout.
+        seeds: Optional `(probabilities' seed, output's seed)` drawn beforehand
+            (`draw_seed`) for the two dropouts; each `None` draws afresh.
 
     Returns:
         `(output, probabilities)`: `(batch, seq, hidden_size)` and, when
@@ -287,10 +343,10 @@ class ViTMAEAttention(AttentionSwitch, keras.layers.Layer):
             name="output",
             dtype=self.dtype_policy,
         )
-        self.probs_dropout = keras.layers.Dropout(
+        self.probs_dropout = Dropout(
             attention_dropout, seed=sub_seed(seed, "probs_dropout"), dtype=self.dtype_policy
         )
-        self.dropout = keras.layers.Dropout(
+        self.dropout = Dropout(
             output_dropout, seed=sub_seed(seed, "dropout"), dtype=self.dtype_policy
         )
 
@@ -304,20 +360,22 @@ class ViTMAEAttention(AttentionSwitch, keras.layers.Layer):
         head_mask: TensorLike | None = None,
         output_attentions: bool = False,
         training: bool = False,
+        seeds: tuple[TensorLike | None, TensorLike | None] | None = None,
     ) -> tuple[TensorLike, TensorLike | None]:
+        probs_seed, output_seed = seeds or (None, None)
         batch, length = ops.shape(hidden_states)[0], ops.shape(hidden_states)[1]
         qkv = ops.reshape(
             self.qkv(hidden_states), (batch, length, 3, self.num_heads, self.head_dim)
         )
         if self.attn_implementation == "eager":
-            context, probs = self._eager(qkv, head_mask, training)
+            context, probs = self._eager(qkv, head_mask, training, probs_seed)
         elif self._kernel_applies(head_mask, output_attentions, training):
             query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
             context, probs = ops.dot_product_attention(query, key, value), None
         else:
-            context, probs = self._fused(qkv, head_mask, training)
+            context, probs = self._fused(qkv, head_mask, training, probs_seed)
         context = ops.reshape(context, (batch, length, self.hidden_size))
-        output = self.dropout(self.output_dense(context), training=training)
+        output = self.dropout(self.output_dense(context), training=training, seed=output_seed)
         return output, (probs if output_attentions else None)
 
     def _kernel_applies(self, head_mask, output_attentions, training) -> bool:
@@ -330,15 +388,15 @@ class ViTMAEAttention(AttentionSwitch, keras.layers.Layer):
             and not (training and self.attention_dropout > 0)
         )
 
-    def _probabilities(self, logits, dtype, *, head_mask, training):
+    def _probabilities(self, logits, dtype, *, head_mask, training, seed):
         # Softmax in float32 (logits arrive already scaled), then dropout and head mask.
         probs = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), dtype)
-        probs = self.probs_dropout(probs, training=training)
+        probs = self.probs_dropout(probs, training=training, seed=seed)
         if head_mask is not None:
             probs = probs * ops.cast(ops.reshape(head_mask, (1, -1, 1, 1)), probs.dtype)
         return probs
 
-    def _fused(self, qkv, head_mask, training):
+    def _fused(self, qkv, head_mask, training, seed=None):
         """Batched matmuls in the `(batch, heads, seq, head_dim)` layout: one
         transpose splits q, k and v, and the matmul -> softmax -> matmul chain is
         the pattern oneDNN runs fastest on CPU (in bfloat16 too, where einsum is
@@ -347,16 +405,20 @@ class ViTMAEAttention(AttentionSwitch, keras.layers.Layer):
         query, key, value = qkv[0], qkv[1], qkv[2]
         query = query * ops.cast(self.head_dim**-0.5, query.dtype)
         logits = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2)))
-        probs = self._probabilities(logits, query.dtype, head_mask=head_mask, training=training)
+        probs = self._probabilities(
+            logits, query.dtype, head_mask=head_mask, training=training, seed=seed
+        )
         context = ops.matmul(probs, value)  # (batch, heads, seq, head_dim)
         return ops.transpose(context, (0, 2, 1, 3)), probs
 
-    def _eager(self, qkv, head_mask, training):
+    def _eager(self, qkv, head_mask, training, seed=None):
         """The reference: einsums over the `(batch, seq, heads, head_dim)` layout."""
         query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         logits = ops.einsum("bthd,bshd->bhts", query, key)
         logits = ops.cast(logits, "float32") * self.head_dim**-0.5
-        probs = self._probabilities(logits, query.dtype, head_mask=head_mask, training=training)
+        probs = self._probabilities(
+            logits, query.dtype, head_mask=head_mask, training=training, seed=seed
+        )
         return ops.einsum("bhts,bshd->bthd", probs, value), probs
 
     def get_config(self) -> dict:
@@ -574,6 +636,11 @@ class ViTMAEMLP(keras.layers.Layer):
         dropout: Dropout rate after the output projection.
         initializer_range: Stddev of the truncated-normal kernel init.
         seed: Seed for the dropout layer.
+
+    Call arguments:
+        hidden_states: `(batch, seq, hidden_size)`.
+        training: Enables dropout.
+        seed: Optional seed drawn beforehand (`draw_seed`) for the dropout.
     """
 
     def __init__(
@@ -601,17 +668,17 @@ class ViTMAEMLP(keras.layers.Layer):
         self.output_dense = keras.layers.Dense(
             hidden_size, kernel_initializer=init, name="output", dtype=self.dtype_policy
         )
-        self.dropout = keras.layers.Dropout(
-            dropout, seed=sub_seed(seed, "dropout"), dtype=self.dtype_policy
-        )
+        self.dropout = Dropout(dropout, seed=sub_seed(seed, "dropout"), dtype=self.dtype_policy)
 
     def build(self, input_shape: tuple | None = None) -> None:
         self.intermediate.build((None, None, self.hidden_size))
         self.output_dense.build((None, None, self.intermediate_size))
 
-    def call(self, hidden_states: TensorLike, training: bool = False) -> TensorLike:
+    def call(
+        self, hidden_states: TensorLike, training: bool = False, seed: TensorLike | None = None
+    ) -> TensorLike:
         hidden_states = self.activation(self.intermediate(hidden_states))
-        return self.dropout(self.output_dense(hidden_states), training=training)
+        return self.dropout(self.output_dense(hidden_states), training=training, seed=seed)
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -631,9 +698,18 @@ class DropPath(keras.layers.Layer):
     """Stochastic depth: zero a residual branch for whole samples, scaling the
     kept ones by `1 / (1 - rate)`, in training only.
 
+    The keep mask and the scaling are computed in float32 under any dtype
+    policy: in bfloat16, `floor(keep + uniform)` rounds sums near 1 up (too
+    many samples kept) and `keep` itself rounds (a biased scale).
+
     Args:
         rate: Probability of dropping the branch for a sample, in `[0, 1)`.
         seed: Seed of the layer's `keras.random.SeedGenerator`.
+
+    Call arguments:
+        branch: The residual branch, `(batch, ...)`.
+        training: Enables the drop.
+        seed: Optional seed drawn beforehand (`draw_seed`) for the mask.
     """
 
     def __init__(self, rate: float = 0.0, seed: int | None = None, **kwargs):
@@ -644,15 +720,16 @@ class DropPath(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
 
-    def call(self, branch: TensorLike, training: bool = False) -> TensorLike:
+    def call(
+        self, branch: TensorLike, training: bool = False, seed: TensorLike | None = None
+    ) -> TensorLike:
         if not training or self.rate == 0:
             return branch
         keep = 1.0 - self.rate
         shape = (ops.shape(branch)[0],) + (1,) * (len(branch.shape) - 1)
-        mask = ops.floor(
-            keep + keras.random.uniform(shape, seed=self.seed_generator, dtype=branch.dtype)
-        )
-        return branch * mask / keep
+        uniform = keras.random.uniform(shape, seed=_seed_source(self, seed), dtype="float32")
+        scaled = ops.cast(branch, "float32") * ops.floor(keep + uniform) / keep
+        return ops.cast(scaled, branch.dtype)
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -681,6 +758,9 @@ class ViTMAEBlock(AttentionSwitch, keras.layers.Layer):
         head_mask: Optional `(num_heads,)` multiplier of the attention.
         output_attentions: Whether to return the attention probabilities.
         training: Enables dropout.
+        seeds: Optional seeds of every random draw of the call, drawn
+            beforehand by `draw_seeds()`: then the call is a function of its
+            inputs (what `keras.remat` needs to recompute it).
 
     Returns:
         `(hidden_states, attention_probabilities or None)`.
@@ -750,6 +830,18 @@ class ViTMAEBlock(AttentionSwitch, keras.layers.Layer):
     def _switch_children(self):
         return [self.attention]
 
+    def draw_seeds(self) -> dict[str, TensorLike | None]:
+        """Draw now the seeds that the next training call would draw, as it
+        would (the same values, the generators advanced alike), by the
+        sub-layer that uses each; `None` where a rate is 0."""
+        return dict(
+            attention_probs=draw_seed(self.attention.probs_dropout),
+            attention_output=draw_seed(self.attention.dropout),
+            attention_path=draw_seed(self.drop_path),  # drop path runs twice: in this order
+            mlp_output=draw_seed(self.mlp.dropout),
+            mlp_path=draw_seed(self.drop_path),
+        )
+
     def build(self, input_shape: tuple | None = None) -> None:
         shape = (None, None, self.hidden_size)
         for layer in (self.layernorm_before, self.attention, self.layernorm_after, self.mlp):
@@ -761,16 +853,23 @@ class ViTMAEBlock(AttentionSwitch, keras.layers.Layer):
         head_mask: TensorLike | None = None,
         output_attentions: bool = False,
         training: bool = False,
+        seeds: dict[str, TensorLike | None] | None = None,
     ) -> tuple[TensorLike, TensorLike | None]:
+        seeds = seeds or {}
         attended, probs = self.attention(
             self.layernorm_before(hidden_states),
             head_mask=head_mask,
             output_attentions=output_attentions,
             training=training,
+            seeds=(seeds.get("attention_probs"), seeds.get("attention_output")),
         )
-        hidden_states = hidden_states + self.drop_path(attended, training=training)
-        mlp_out = self.mlp(self.layernorm_after(hidden_states), training=training)
-        hidden_states = hidden_states + self.drop_path(mlp_out, training=training)
+        attended = self.drop_path(attended, training=training, seed=seeds.get("attention_path"))
+        hidden_states = hidden_states + attended
+        mlp_out = self.mlp(
+            self.layernorm_after(hidden_states), training=training, seed=seeds.get("mlp_output")
+        )
+        mlp_out = self.drop_path(mlp_out, training=training, seed=seeds.get("mlp_path"))
+        hidden_states = hidden_states + mlp_out
         return hidden_states, probs
 
     def get_config(self) -> dict:

@@ -107,7 +107,10 @@ def _run_blocks(
     None, all attention probabilities or None)`. With `remat` (in training,
     without attention outputs), each block's activations are recomputed in
     the backward pass instead of kept (`keras.remat`: `jax.checkpoint`,
-    `tf.recompute_grad`, PyTorch's checkpointing)."""
+    `tf.recompute_grad`, PyTorch's checkpointing). Its dropout and drop-path
+    seeds are drawn before, outside the recomputed function: drawn inside,
+    the recomputation would advance the generators again and (on TensorFlow
+    and PyTorch) draw other masks than the forward pass did."""
     all_hidden: list | None = [hidden_states] if output_hidden_states else None
     all_attentions: list | None = [] if output_attentions else None
     for i, block in enumerate(blocks):
@@ -117,7 +120,10 @@ def _run_blocks(
             training=training,
         )
         if remat and training and not output_attentions:
-            # Only hidden states pass the checkpoint; the flags stay Python values.
+            # Only hidden states pass the checkpoint; the flags stay Python
+            # values, and the seeds are bound here (TensorFlow's recompute_grad
+            # takes float tensors only).
+            options["seeds"] = block.draw_seeds()
             run = functools.partial(_block_hidden_states, block, options)
             hidden_states, probs = keras.remat(run)(hidden_states), None
         else:
