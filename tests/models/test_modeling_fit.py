@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel
 
-from ..helpers import max_diff, noise_for, pixels, smooth_images, tiny_config
+from ..helpers import max_diff, noise_for, numpy_mae_loss, pixels, smooth_images, tiny_config
 
 
 @pytest.mark.slow
@@ -89,6 +89,29 @@ def test_dropout_only_in_training():
     assert max_diff(a.logits, b.logits) == 0
     c = model(x, noise=noise, training=True)
     assert max_diff(a.logits, c.logits) > 1e-4
+
+
+def test_mixed_precision_keeps_pixels_and_the_softmax_in_float32(monkeypatch):
+    """README: under mixed precision the softmax is float32 and pixels are not
+    rounded to 16 bits. Pixels of 1 + 2**-10 round to 1.0 in bfloat16, which
+    would move the loss target by 0.1%; the loss must be the float32 image's."""
+    from tfvitmae.models import layers
+
+    softmax_inputs = []
+    softmax = layers.ops.softmax
+
+    def spy(x, *args, **kwargs):
+        softmax_inputs.append(keras.backend.standardize_dtype(x.dtype))
+        return softmax(x, *args, **kwargs)
+
+    monkeypatch.setattr(layers.ops, "softmax", spy)
+    config = tiny_config()
+    model = TFViTMAEForPreTraining(config, dtype="mixed_bfloat16")
+    x = np.full((2, config.num_channels, *config.image_hw), 1 + 2**-10, "float32")
+    out = model(x, noise=noise_for(config))
+    expected = numpy_mae_loss(x, out.logits, out.mask, config.patch_size, norm_pix_loss=False)
+    assert float(out.loss) == pytest.approx(expected, rel=1e-5)
+    assert softmax_inputs and set(softmax_inputs) == {"float32"}, softmax_inputs
 
 
 @pytest.mark.slow
