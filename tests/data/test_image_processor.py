@@ -266,3 +266,22 @@ def test_a_scalar_statistic_in_a_file_keeps_rgb_images_rgb(tmp_path):
     np.testing.assert_allclose(
         mixed.normalize(image).numpy(), (image / 255 - 0.5) / [0.25, 0.5, 1.0], atol=1e-6
     )
+
+
+def test_a_size_over_the_pixel_budget_is_refused(tmp_path, monkeypatch):
+    """README: an image processor `size` over the pixel budget is refused, made
+    directly or read from a `preprocessor_config.json`, and the budget follows
+    `MAX_IMAGE_PIXELS` when it is raised."""
+    from tfvitmae.data import decoding
+
+    budget = decoding.MAX_IMAGE_PIXELS
+    side = int(budget**0.5) + 1  # side * side > budget
+    pattern = rf"size {side}x{side} is {side * side:,} pixels, more than the pixel budget"
+    with pytest.raises(ValueError, match=pattern):
+        ViTMAEImageProcessor(size=side)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"size": side}))
+    with pytest.raises(ValueError, match=pattern):
+        ViTMAEImageProcessor.from_pretrained(tmp_path)
+    assert ViTMAEImageProcessor(size=(1, budget)).size == (1, budget)  # at the budget: fine
+    monkeypatch.setattr(decoding, "MAX_IMAGE_PIXELS", side * side)
+    assert ViTMAEImageProcessor(size=side).size == (side, side)
