@@ -153,9 +153,9 @@ def test_ctrl_c_in_pretrain_says_what_was_saved_and_how_to_resume(tiny_checkpoin
             time.sleep(0.1)
         process.send_signal(signal.SIGINT)
         try:
-            status = process.wait(timeout=60)
+            status = process.wait(timeout=120)
         except subprocess.TimeoutExpired:
-            status = "still running 60 s after Ctrl-C"
+            status = "still running 120 s after Ctrl-C"
     finally:
         process.kill()
     logs[1].seek(0)
