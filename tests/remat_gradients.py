@@ -6,8 +6,8 @@ takes one training step's loss and gradients twice from the same state,
 remat off and on: the recomputation must draw the forward pass's masks, so
 the two agree. `tests/models/test_remat.py` runs `TENSORFLOW_CELLS` in its
 process, `tests/other_backend.py` runs `OTHER_BACKEND_CELLS` in its PyTorch
-process (on JAX, it checks Keras' compiled train step instead: a cell's
-compiles there take longer than the whole matrix here).
+and JAX processes (on JAX, the gradients are taken op by op, not jitted:
+a cell's compiles there took longer than the whole matrix here).
 """
 
 import keras
@@ -37,7 +37,8 @@ TENSORFLOW_CELLS = [
     for cell in ("hidden", "attention", "drop_path", "all")
 ] + [(kind, "all", "mixed_bfloat16") for kind in MODELS]
 # All together (a sub-layer that draws afresh shows there), in both dtypes,
-# and unseeded (then Keras' PyTorch dropout draws from torch's own RNG).
+# and unseeded (then Keras' PyTorch dropout draws from torch's own RNG; on
+# JAX an unseeded layer draws from Keras' global generator).
 OTHER_BACKEND_CELLS = [(kind, "all", dtype) for kind in MODELS for dtype in DTYPES] + [
     (kind, "all_unseeded", "float32") for kind in MODELS
 ]
@@ -99,6 +100,20 @@ def loss_and_gradients(kind, model, inputs):
         loss.backward()
         grads = [v.value.grad for v in model.trainable_variables]
         states = [v.value for v in _seed_states(model)]
+    elif backend == "jax":  # not jitted: op by op, no compile of the whole step
+        import jax
+
+        variables = model.non_trainable_variables
+
+        def loss_of(trainable):
+            output, after = model.stateless_call(
+                trainable, [v.value for v in variables], images, **noise, training=True
+            )
+            return _loss(kind, output, labels), after
+
+        values = [v.value for v in model.trainable_variables]
+        (loss, after), grads = jax.value_and_grad(loss_of, has_aux=True)(values)
+        states = [value for v, value in zip(variables, after) if "seed_generator_state" in v.path]
     else:
         raise ValueError(f"No gradient step for the {backend!r} backend")
     numpy = keras.ops.convert_to_numpy

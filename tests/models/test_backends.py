@@ -78,8 +78,8 @@ def test_the_model_side_runs_on_another_backend_without_tensorflow(made_on_tenso
     assert report["resumed_epochs"] == 1  # epochs 1-2 were done: only the third ran
     assert np.isfinite(report["finetune_loss"])
     assert report["remat_step"] < 1e-6  # with dropout and drop path on
-    assert ("remat_matrix" in report) is (backend == "torch")
-    for cell, result in report.get("remat_matrix", {}).items():  # tests/remat_gradients.py
+    assert len(report["remat_matrix"]) == 6
+    for cell, result in report["remat_matrix"].items():  # tests/remat_gradients.py
         assert result["agree"], (cell, result)
     assert report["export_error"].startswith("A SavedModel export needs TensorFlow")
     assert report["make_dataset_error"].endswith(

@@ -5,8 +5,8 @@ rerun into the same folder, ends with the uninterrupted run's weights
 exactly. An epoch is one pass over the data (`data.steps_per_pass`).
 
 The matrix runs its train steps eagerly (`tf.config.run_functions_eagerly`):
-tracing them costs far more than the few steps; one case runs them traced
-(`jit_compile=False`, as the matrix does)."""
+tracing them costs far more than the few steps; one case runs them traced,
+and compiled by XLA."""
 
 import keras
 import numpy as np
@@ -41,7 +41,7 @@ class Stop(keras.callbacks.Callback):
             raise KeyboardInterrupt("stopped inside epoch 2 (backups are per epoch)")
 
 
-def run(recipe, folder, *, drop_remainder, repeat, stop=None):
+def run(recipe, folder, *, drop_remainder, repeat, jit_compile=False):
     """One process's run of `recipe` into `folder` (a new model and pipeline,
     as a rerun builds them); the model's weights at its end."""
     config = tiny_config(image_size=16, patch_size=4, num_hidden_layers=1)
@@ -64,7 +64,7 @@ def run(recipe, folder, *, drop_remainder, repeat, stop=None):
     steps = IMAGES // BATCH if drop_remainder else -(-IMAGES // BATCH)
     options = dict(
         epochs=EPOCHS, batch_size=BATCH, steps_per_epoch=steps, output_dir=str(folder),
-        base_lr=1e-2, warmup_epochs=1, jit_compile=False, verbose=0,
+        base_lr=1e-2, warmup_epochs=1, jit_compile=jit_compile, verbose=0,
     )  # fmt: skip
     if recipe == "pretrain":
         pretrain(model, data, **options)
@@ -94,14 +94,19 @@ def test_a_resumed_run_ends_with_the_uninterrupted_runs_weights(
 
 
 @pytest.mark.slow
-def test_a_resumed_traced_run_ends_with_the_uninterrupted_runs_weights(tmp_path, monkeypatch):
-    check_resume("finetune", False, True, True, tmp_path, monkeypatch)
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["traced", "xla"])
+def test_a_resumed_traced_run_ends_with_the_uninterrupted_runs_weights(
+    jit_compile, tmp_path, monkeypatch
+):
+    """Traced, and compiled by XLA (`--jit-compile`): exactly the same too, as
+    XLA on a CPU runs the same program the same way."""
+    check_resume("finetune", False, True, True, tmp_path, monkeypatch, jit_compile=jit_compile)
 
 
-def check_resume(recipe, drop_remainder, repeat, mid_epoch, tmp_path, monkeypatch):
+def check_resume(recipe, drop_remainder, repeat, mid_epoch, tmp_path, monkeypatch, **compile):
     """Run `recipe` straight, then stopped (at epoch 2's start or after its
     first batch) and rerun: the weights at the ends are the same."""
-    options = dict(drop_remainder=drop_remainder, repeat=repeat)
+    options = dict(drop_remainder=drop_remainder, repeat=repeat, **compile)
     straight = run(recipe, tmp_path / "straight", **options)
 
     def stopping_callbacks(*args, **kwargs):
