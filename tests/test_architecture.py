@@ -9,6 +9,7 @@ model: they take one as an argument.
 
 import ast
 import importlib
+import inspect
 import pathlib
 
 import pytest
@@ -144,3 +145,27 @@ def test_the_annotation_check_sees_what_is_missing(tmp_path):
         "    def method(self, *, y: int = 0) -> None: ...\n"
     )
     assert unannotated(source) == ["f: ['b']", "g: ['return']", "C.__init__: ['x']"]
+
+
+# The CHANGELOG's list of lower-level options that are keyword-only.
+KEYWORD_ONLY = {
+    "tfvitmae.training.visualization:reconstruction_grid": ("processor", "seed", "titles"),
+    "tfvitmae.training.visualization:write_reconstruction_grid": ("processor", "seed", "titles"),
+    "tfvitmae.serving.saved_model:export_saved_model": ("raw_inputs", "warmup", "top_k", "verbose"),
+    "tfvitmae.models.inputs:check_pixel_values": ("data_format", "interpolate_pos_encoding"),
+    "tfvitmae.models.layers:unpatchify": ("image_size", "channels"),
+    "tfvitmae.models.layers:per_patch_error": ("norm_pix_loss",),
+    "tfvitmae.data.folders:split_files": ("seed",),
+    "tfvitmae.data.augmentation:mixers": ("seed",),
+    "tfvitmae.data.augmentation:batch_augment": ("seed", "num_classes"),
+    "tfvitmae.data.augmentation:random_resized_crop": ("scale", "ratio", "method"),
+    "tfvitmae.data.image_processor:channel_stats": ("dtype",),
+}
+
+
+@pytest.mark.parametrize("where", KEYWORD_ONLY)
+def test_lower_level_options_are_keyword_only(where):
+    module, name = where.split(":")
+    parameters = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    for option in KEYWORD_ONLY[where]:
+        assert parameters[option].kind is inspect.Parameter.KEYWORD_ONLY, (where, option)

@@ -488,3 +488,24 @@ def test_float_arrays_in_the_unit_range_are_scaled_as_uint8_ones():
     from_uint8 = next(iter(data.make_dataset(uint8, 8, **options)))
     from_float = next(iter(data.make_dataset(uint8 / 255.0, 8, **options)))
     np.testing.assert_allclose(from_float, from_uint8, atol=1e-5)
+
+
+def test_the_mixup_or_cutmix_choice_changes_from_pass_to_pass():
+    """With both on, a coin picks one per batch; it repeated every epoch. Each
+    image is one flat colour, so a MixUp batch holds flat images (a blend of
+    two flat colours) and a CutMix batch holds images with a pasted box."""
+    levels = np.linspace(0, 255, 8).astype(np.uint8)
+    images = np.broadcast_to(levels[:, None, None, None], (8, 12, 12, 3)).copy()
+    choices = []
+    for k in range(6):
+        pipeline = data.make_dataset(
+            images, 8, 4, labels=np.arange(8) % 2, with_labels=True, num_classes=2,
+            mixup_alpha=0.8, cutmix_alpha=1.0, seed=5,
+        )  # fmt: skip
+        assert data.set_epoch(pipeline, k)
+        for x, _ in pipeline:
+            flat = [len(np.unique(np.round(image, 3))) <= 3 for image in np.asarray(x)]
+            choices.append("mixup" if all(flat) else "cutmix")
+    per_pass = [tuple(choices[i : i + 2]) for i in range(0, len(choices), 2)]
+    assert {"mixup", "cutmix"} <= set(choices)
+    assert len(set(per_pass)) > 1, per_pass

@@ -270,3 +270,22 @@ def test_compile_refuses_what_the_pretraining_model_would_ignore(arguments, patt
         position = names.index(next(iter(arguments)))
         model.compile(*(["adam"] + [None] * (position - 1) + [next(iter(arguments.values()))]))
     model.compile(optimizer="adam")  # without them, as before
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_nearly_tied_noise_masks_as_in_float32(policy):
+    """Noise 1e-4 apart rounds to one value in 16 bits (bf16's spacing near
+    0.5 is 0.002), so the patches kept would follow the sort's tie order."""
+    config = tiny_config()
+    fp32 = TFViTMAEModel(config)
+    mixed = TFViTMAEModel(config, dtype=policy)
+    x = pixels(config, batch=2)
+    fp32(x)
+    mixed(x)
+    mixed.set_weights(fp32.get_weights())
+    order = np.random.default_rng(0).permutation(config.num_patches)
+    noise = np.stack([0.5 + 1e-4 * order, 0.5 + 1e-4 * order[::-1]]).astype("float32")
+    a, b = fp32(x, noise=noise), mixed(x, noise=noise)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    np.testing.assert_array_equal(a.ids_restore, b.ids_restore)
+    np.testing.assert_array_equal(np.argsort(noise, axis=1), np.argsort(a.ids_restore, axis=1))
