@@ -651,7 +651,7 @@ def test_a_save_removes_the_staging_folders_of_crashed_saves_and_only_those(tmp_
 
     TFViTMAEModel(tiny_config()).save_pretrained(tmp_path)
     crashed = tmp_path / ".tmp-save-k1ll3d_x"  # killed while writing: no plan
-    running = tmp_path / ".tmp-save-runn1ng_"  # a save writing now holds it locked
+    running = tmp_path / ".tmp-save-runn1ng_"  # a save writing now holds its marker locked
     for staging in (crashed, running):
         staging.mkdir()
         (staging / STAGING_MARKER).touch()  # as staging_dir marks its folders
@@ -662,7 +662,7 @@ def test_a_save_removes_the_staging_folders_of_crashed_saves_and_only_those(tmp_
     (tmp_path / "elsewhere" / STAGING_MARKER).touch()
     (tmp_path / "elsewhere" / "keep.txt").write_text("keep")
     os.symlink(tmp_path / "elsewhere", tmp_path / ".tmp-save-l1nk0ut_")
-    fd = os.open(running, os.O_RDONLY)
+    fd = os.open(running / STAGING_MARKER, os.O_RDWR)  # as staging_dir locks it
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         TFViTMAEModel(tiny_config()).save_pretrained(tmp_path)

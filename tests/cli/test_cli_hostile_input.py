@@ -144,7 +144,12 @@ def test_ctrl_c_in_pretrain_says_what_was_saved_and_how_to_resume(tiny_checkpoin
     # As a newcomer runs it: no log-level variable set.
     env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP_")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "tfvitmae", *argv], stdout=logs[0], stderr=logs[1], env=env
+        [sys.executable, "-m", "tfvitmae", *argv],
+        stdout=logs[0],
+        stderr=logs[1],
+        env=env,
+        # As from a shell: a pytest-xdist worker ignores SIGINT, which its children inherit.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 120

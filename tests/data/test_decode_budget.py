@@ -205,7 +205,12 @@ def hostile_images(draw):
 def test_property_no_header_decodes_past_the_budget(contents):
     """Whatever sizes a header claims, decoding refuses or gives an image
     within the budget, and never more pixels than `image_pixels` said."""
-    claimed = int(image_pixels(contents))
+    try:
+        claimed = int(image_pixels(contents))
+    except tf.errors.InvalidArgumentError:  # a header TensorFlow cannot read (a 0 or 65535 side)
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            decode_image(contents, max_pixels=BUDGET)
+        return
     try:
         image = decode_image(contents, max_pixels=BUDGET)
     except tf.errors.InvalidArgumentError:

@@ -110,6 +110,15 @@ def test_the_guard_in_a_plain_fit_stops_before_a_checkpoint_saves_nan(tmp_path):
         assert all(np.isfinite(w.numpy()).all() for w in saved.weights if w.dtype == "float32")
 
 
+@pytest.fixture(autouse=True)
+def python_handles_sigint():
+    """Python's own SIGINT handler, as in a process started from a shell (a
+    pytest-xdist worker ignores SIGINT, and then nothing is deferred)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 class _SigintAt(keras.callbacks.Callback):
     """Sends this process a SIGINT at the start of a step and in `on_epoch_end`
     (a backup's place), and records whether a KeyboardInterrupt was raised
