@@ -122,7 +122,9 @@ def main(folder):
         model.train_on_batch({"pixel_values": pixels, "noise": noise})
         stepped.append([keras.ops.convert_to_numpy(w) for w in model.trainable_weights])
     report["remat_step"] = max(float(np.abs(a - b).max()) for a, b in zip(*stepped))
-    report["remat_matrix"] = {"/".join(key): compare(*key) for key in OTHER_BACKEND_CELLS}
+    # Unseeded dropout is torch's own RNG there; on JAX it is Keras' global generator.
+    cells = [c for c in OTHER_BACKEND_CELLS if backend == "torch" or "unseeded" not in c[1]]
+    report["remat_matrix"] = {"/".join(key): compare(*key) for key in cells}
     try:
         tfvitmae.make_dataset(pixels, batch_size=2)
     except ImportError as error:

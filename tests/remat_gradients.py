@@ -6,8 +6,8 @@ takes one training step's loss and gradients twice from the same state,
 remat off and on: the recomputation must draw the forward pass's masks, so
 the two agree. `tests/models/test_remat.py` runs `TENSORFLOW_CELLS` in its
 process, `tests/other_backend.py` runs `OTHER_BACKEND_CELLS` in its PyTorch
-and JAX processes (on JAX, the gradients are taken op by op, not jitted:
-a cell's compiles there took longer than the whole matrix here).
+process and the seeded ones in its JAX process (there the gradients are taken
+op by op, not jitted: a cell's compiles took longer than the whole matrix here).
 """
 
 import keras

@@ -78,7 +78,7 @@ def test_the_model_side_runs_on_another_backend_without_tensorflow(made_on_tenso
     assert report["resumed_epochs"] == 1  # epochs 1-2 were done: only the third ran
     assert np.isfinite(report["finetune_loss"])
     assert report["remat_step"] < 1e-6  # with dropout and drop path on
-    assert len(report["remat_matrix"]) == 6
+    assert len(report["remat_matrix"]) == (6 if backend == "torch" else 4)
     for cell, result in report["remat_matrix"].items():  # tests/remat_gradients.py
         assert result["agree"], (cell, result)
     assert report["export_error"].startswith("A SavedModel export needs TensorFlow")
