@@ -179,16 +179,23 @@ def pretrain(
         )
     all_callbacks.extend(callbacks)
     fit = functools.partial(_multi_worker_fit, model) if in_multi_worker_strategy() else model.fit
+    return _fit_stopping_between_steps(
+        fit,
+        dataset,
+        all_callbacks,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch,
+        verbose=verbose,
+        shuffle=False,  # the dataset shuffles itself
+    )
+
+
+def _fit_stopping_between_steps(fit, data, callbacks, **options) -> keras.callbacks.History:
+    """`fit(data, callbacks=callbacks, **options)`, with Ctrl-C taking effect
+    at the end of the step under way (`InterruptBetweenSteps`)."""
     with InterruptBetweenSteps() as interrupt:
-        return fit(
-            dataset,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            callbacks=[*all_callbacks, interrupt],
-            verbose=verbose,
-            shuffle=False,  # the dataset shuffles itself
-        )
+        return fit(data, callbacks=[*callbacks, interrupt], **options)
 
 
 def _multi_worker_fit(model, dataset, *, shuffle, **options) -> keras.callbacks.History:
@@ -309,18 +316,18 @@ def train_classifier(
     elif log_dir:
         check_tensorboard()
         callbacks += [LogLearningRate(), keras.callbacks.TensorBoard(log_dir)]
-    with InterruptBetweenSteps() as interrupt:
-        return model.fit(
-            checked_train,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            validation_data=validation_data,
-            validation_steps=validation_steps,
-            callbacks=[*callbacks, interrupt],
-            verbose=verbose,
-            shuffle=False,  # the dataset shuffles itself
-        )
+    return _fit_stopping_between_steps(
+        model.fit,
+        checked_train,
+        callbacks,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=validation_data,
+        validation_steps=validation_steps,
+        verbose=verbose,
+        shuffle=False,  # the dataset shuffles itself
+    )
 
 
 def compile_classifier(
