@@ -307,18 +307,18 @@ def record_attention_paths(monkeypatch):
     """Record which path every `ViTMAEAttention` call takes.
 
     Returns a list that fills with `(layer path, "sdpa" or "eager")`, one per
-    attention call, by spying on the two path methods: a test can see the
-    path actually taken, not only outputs (which are equal on both paths).
+    attention call: the `attn_implementation` the call ran under, read by a
+    spy on the layer's `call`. A test sees that a switch reached each layer,
+    not only outputs (which are equal on both paths).
     """
     from tfvitmae.models.layers import ViTMAEAttention
 
     calls = []
-    for method, label in (("_fused", "sdpa"), ("_eager", "eager")):
-        original = getattr(ViTMAEAttention, method)
+    original = ViTMAEAttention.call
 
-        def spy(self, *args, _original=original, _label=label, **kwargs):
-            calls.append((self.path, _label))
-            return _original(self, *args, **kwargs)
+    def spy(self, *args, **kwargs):
+        calls.append((self.path, self.attn_implementation))
+        return original(self, *args, **kwargs)
 
-        monkeypatch.setattr(ViTMAEAttention, method, spy)
+    monkeypatch.setattr(ViTMAEAttention, "call", spy)
     return calls

@@ -12,6 +12,7 @@ import importlib
 import inspect
 import pathlib
 
+import numpy as np
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "tfvitmae"
@@ -20,7 +21,7 @@ FLOORS = ("utils", "checkpoints", "data", "serving", "models", "training", "cli"
 RANK = {name: floor for floor, name in enumerate(FLOORS)}
 # Top-level modules: the public API and the old module paths (both may name any subpackage).
 TOP_LEVEL = {"__init__", "__main__", "_deprecated"}
-MODEL_CLASS_MODULES = {"models.vit_mae", "models.classification"}
+MODEL_CLASS_MODULES = {"models.vit_mae", "models.pretrained", "models.classification"}
 
 
 def resolve(path, node):
@@ -152,7 +153,7 @@ KEYWORD_ONLY = {
     "tfvitmae.training.visualization:reconstruction_grid": ("processor", "seed", "titles"),
     "tfvitmae.training.visualization:write_reconstruction_grid": ("processor", "seed", "titles"),
     "tfvitmae.serving.saved_model:export_saved_model": ("raw_inputs", "warmup", "top_k", "verbose"),
-    "tfvitmae.models.inputs:check_pixel_values": ("data_format", "interpolate_pos_encoding"),
+    "tfvitmae.models.pretrained:check_pixel_values": ("data_format", "interpolate_pos_encoding"),
     "tfvitmae.models.layers:unpatchify": ("image_size", "channels"),
     "tfvitmae.models.layers:per_patch_error": ("norm_pix_loss",),
     "tfvitmae.data.folders:split_files": ("seed",),
@@ -169,3 +170,54 @@ def test_lower_level_options_are_keyword_only(where):
     parameters = inspect.signature(getattr(importlib.import_module(module), name)).parameters
     for option in KEYWORD_ONLY[where]:
         assert parameters[option].kind is inspect.Parameter.KEYWORD_ONLY, (where, option)
+
+
+# ------------------------------------------------ the model reads like the paper
+def test_the_model_file_is_the_architecture():
+    """`vit_mae.py` holds the architecture alone (issue 31): about 650 lines, the
+    pretraining model about 170, and the first `call` within 80 lines of the
+    imports, so a reader meets the forward pass on the first screens."""
+    from tfvitmae.models.vit_mae import TFViTMAEForPreTraining
+
+    path = PACKAGE / "models" / "vit_mae.py"
+    source = path.read_text()
+    tree = ast.parse(source)
+    imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "call"]
+    assert len(source.splitlines()) <= 650
+    assert len(inspect.getsourcelines(TFViTMAEForPreTraining)[0]) <= 170
+    assert min(n.lineno for n in calls) - max(n.end_lineno for n in imports) <= 80
+
+
+def test_a_forward_pass_reads_in_three_files():
+    """Every line of package code that one pretraining forward pass runs, with
+    every output and dropout, is in `vit_mae.py`, `layers.py` or `pretrained.py`."""
+    import sys
+
+    from tfvitmae import TFViTMAEForPreTraining
+
+    from .helpers import noise_for, pixels, tiny_config
+
+    config = tiny_config(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    model = TFViTMAEForPreTraining(config)
+    x, noise = pixels(config), noise_for(config)
+    model(x, noise=noise)  # Keras' first call builds and traces what it needs
+    ran = set()
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename.startswith(str(PACKAGE)):
+            ran.add(pathlib.Path(frame.f_code.co_filename).relative_to(PACKAGE).as_posix())
+
+    sys.setprofile(profile)
+    try:
+        out = model(
+            {"pixel_values": x, "output_attentions": True},
+            noise=noise,
+            head_mask=np.ones(config.num_attention_heads, "float32"),
+            output_hidden_states=True,
+            training=True,
+        )
+    finally:
+        sys.setprofile(None)
+    assert len(out.attentions) == config.num_hidden_layers  # the call ran them all
+    assert ran == {"models/vit_mae.py", "models/layers.py", "models/pretrained.py"}

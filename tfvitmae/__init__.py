@@ -31,13 +31,13 @@ _PUBLIC = {
     # models
     "PRESETS": "models.config",
     "ViTMAEConfig": "models.config",
-    "TFViTMAEPreTrainedModel": "models.vit_mae",
+    "TFViTMAEPreTrainedModel": "models.pretrained",
     "TFViTMAEModel": "models.vit_mae",
     "TFViTMAEForPreTraining": "models.vit_mae",
     "TFViTMAEForImageClassification": "models.classification",
-    "TFViTMAEModelOutput": "models.outputs",
-    "TFViTMAEForPreTrainingOutput": "models.outputs",
-    "TFViTMAEDecoderOutput": "models.outputs",
+    "TFViTMAEModelOutput": "models.pretrained",
+    "TFViTMAEForPreTrainingOutput": "models.pretrained",
+    "TFViTMAEDecoderOutput": "models.pretrained",
     "masking_noise": "models.layers",
     # checkpoints
     "CheckpointError": "checkpoints.formats",

@@ -1,7 +1,8 @@
-"""Module paths of tfvitmae 0.1 (one flat folder), kept importable for one
-release: `import tfvitmae.layers` still works, warns with a
-`DeprecationWarning` naming the new module, and finds every name in it.
-`CHANGELOG.md` lists each move."""
+"""Module paths that moved, kept importable for one release: those of
+tfvitmae 0.1 (one flat folder) and the model modules merged since
+(`tfvitmae.models.inputs`, ...). `import tfvitmae.layers` still works,
+warns with a `DeprecationWarning` naming the new module, and finds every
+name in it. `CHANGELOG.md` lists each move."""
 
 import importlib
 import importlib.abc
@@ -17,10 +18,10 @@ __all__ = ["MOVED_MODULES", "install"]
 
 # Old module -> the modules that now hold its names, searched in order.
 MOVED_MODULES: dict[str, tuple[str, ...]] = {
-    "activations": ("models.activations",),
+    "activations": ("models.layers",),
     "attention": ("models.layers",),
     "augmentation": ("data.augmentation",),
-    "base_model": ("models.vit_mae",),
+    "base_model": ("models.vit_mae", "models.pretrained", "models.tasks"),
     "callbacks": ("training.callbacks",),
     "checkpoint_files": ("checkpoints.formats",),
     "classification": ("models.classification",),
@@ -32,12 +33,12 @@ MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "hub": ("checkpoints.hub",),
     "image_folders": ("data.folders",),
     "image_processor": ("data.image_processor",),
-    "inputs": ("models.inputs", "utils.checks"),
+    "inputs": ("models.pretrained", "models.layers", "utils.checks"),
     "layers": ("models.layers",),
     "loops": ("training.distributed",),
-    "modeling": ("models.vit_mae",),
+    "modeling": ("models.vit_mae", "models.pretrained", "models.tasks"),
     "optimizers": ("training.optimizers",),
-    "outputs": ("models.outputs",),
+    "outputs": ("models.pretrained",),
     "patches": ("models.layers",),
     "position": ("models.layers",),
     "runs": ("training.runs",),
@@ -47,6 +48,10 @@ MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "state_dicts": ("checkpoints.state_dicts",),
     "visualization": ("training.visualization",),
     "weights": ("checkpoints.weight_names", "checkpoints.formats"),
+    # tfvitmae 0.2: the model subpackage's own moves.
+    "models.activations": ("models.layers",),
+    "models.inputs": ("models.pretrained", "models.layers"),
+    "models.outputs": ("models.pretrained",),
 }
 _PACKAGE = __name__.rpartition(".")[0]
 
@@ -102,13 +107,13 @@ class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         path: Sequence[str] | None = None,
         target: types.ModuleType | None = None,
     ) -> importlib.machinery.ModuleSpec | None:
-        prefix, _, old = fullname.rpartition(".")
+        prefix, _, old = fullname.partition(".")
         if prefix == _PACKAGE and old in MOVED_MODULES:
             return importlib.util.spec_from_loader(fullname, self)
         return None
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
-        old = spec.name.rpartition(".")[2]
+        old = spec.name.partition(".")[2]
         targets = tuple(f"{_PACKAGE}.{t}" for t in MOVED_MODULES[old])
         _warn(
             f"{spec.name} has moved to {' and '.join(targets)}; the old path will be removed "

@@ -4,7 +4,7 @@ from math import erf, sqrt
 import numpy as np
 import pytest
 
-from tfvitmae.models.activations import ACTIVATIONS, get_activation
+from tfvitmae.models.layers import ACTIVATIONS, get_activation
 
 from ..helpers import max_diff
 

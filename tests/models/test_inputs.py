@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tfvitmae import TFViTMAEForPreTraining, TFViTMAEModel
-from tfvitmae.models.inputs import (
+from tfvitmae.models.pretrained import (
     check_noise,
     check_pixel_values,
     head_masks,

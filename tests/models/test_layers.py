@@ -5,7 +5,14 @@ import pytest
 import tensorflow as tf
 
 from tfvitmae import TFViTMAEModel
-from tfvitmae.models.layers import DropPath, PatchEmbedding, RandomMasking, ViTMAEBlock, ViTMAEMLP
+from tfvitmae.models.layers import (
+    DropPath,
+    PatchEmbedding,
+    RandomMasking,
+    ViTMAEBlock,
+    ViTMAEMLP,
+    set_attn_implementation,
+)
 
 from ..harness import run_layer_test
 from ..helpers import max_diff, tiny_config
@@ -240,10 +247,13 @@ def test_block_uses_explicit_layer_norm_eps():
 
 def test_block_attn_implementation_is_checked():
     block = ViTMAEBlock(8, 2, 12)
-    block.attn_implementation = "eager"
+    set_attn_implementation(block, "eager")
     assert block.attention.attn_implementation == "eager"
+    assert block.get_config()["attn_implementation"] == "eager"
     with pytest.raises(ValueError, match="received 'flash'"):
-        block.attn_implementation = "flash"
+        set_attn_implementation(block, "flash")
+    with pytest.raises(ValueError, match="received 'flash'"):
+        ViTMAEBlock(8, 2, 12, attn_implementation="flash")
 
 
 # ---------------------------------------------- seeded dropouts never repeat

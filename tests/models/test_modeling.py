@@ -7,6 +7,7 @@ from tfvitmae import (
     TFViTMAEModel,
     TFViTMAEModelOutput,
 )
+from tfvitmae.models.layers import set_attn_implementation
 
 from ..harness import run_model_test
 from ..helpers import (
@@ -184,7 +185,7 @@ def _attention_layers(model):
 
 
 def _levels(model):
-    """Each level that carries the switch, with the attention layers below it."""
+    """Each level `set_attn_implementation` can switch, with the attention layers below it."""
     block = model.vit.blocks[1]
     return {
         "model": (model, _attention_layers(model)),
@@ -206,8 +207,8 @@ def test_switching_attention_at_any_level_changes_the_path_below_it(level, monke
     assert len(every) == config.num_hidden_layers + config.decoder_num_hidden_layers
     assert sorted(paths) == sorted((path, "sdpa") for path in every)
     owner, below = _levels(model)[level]
-    owner.attn_implementation = "eager"
-    assert owner.attn_implementation == "eager"
+    set_attn_implementation(owner, "eager")
+    assert {layer.attn_implementation for layer in below} == {"eager"}
     del paths[:]
     model(x, noise=noise)
     switched = {layer.path for layer in below}
@@ -215,8 +216,19 @@ def test_switching_attention_at_any_level_changes_the_path_below_it(level, monke
         (path, "eager" if path in switched else "sdpa") for path in every
     )
     with pytest.raises(ValueError, match="attn_implementation must be one of .* received 'flash'"):
-        owner.attn_implementation = "flash"
-    assert owner.attn_implementation == "eager"
+        set_attn_implementation(owner, "flash")
+    assert {layer.attn_implementation for layer in below} == {"eager"}
+
+
+def test_the_model_switch_is_its_attribute():
+    model = TFViTMAEForPreTraining(tiny_config())
+    model.attn_implementation = "eager"
+    assert model.attn_implementation == "eager"
+    assert {layer.attn_implementation for layer in _attention_layers(model)} == {"eager"}
+    assert model.get_config()["attn_implementation"] == "eager"
+    with pytest.raises(ValueError, match="attn_implementation must be one of .* received 'flash'"):
+        model.attn_implementation = "flash"
+    assert model.attn_implementation == "eager"
 
 
 @pytest.mark.parametrize("overrides", [dict(), dict(qkv_bias=False, num_channels=1)])

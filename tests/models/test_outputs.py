@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvitmae.models.outputs import TFViTMAEForPreTrainingOutput, TFViTMAEModelOutput
+from tfvitmae.models.pretrained import TFViTMAEForPreTrainingOutput, TFViTMAEModelOutput
 
 
 def test_fields_left_at_none_are_absent():

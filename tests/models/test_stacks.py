@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from tfvitmae.models.layers import set_attn_implementation
 from tfvitmae.models.vit_mae import ViTMAEDecoder, ViTMAEEmbeddings, ViTMAEEncoder
 
 from ..harness import run_layer_test
@@ -76,12 +77,15 @@ def test_drop_path_rises_linearly_to_the_last_block():
 
 def test_attn_implementation_switches_every_block():
     decoder = ViTMAEDecoder(tiny_config(decoder_num_hidden_layers=2))
-    assert decoder.attn_implementation == "sdpa"
-    decoder.attn_implementation = "eager"
-    assert [b.attn_implementation for b in decoder.blocks] == ["eager", "eager"]
+    assert [b.attention.attn_implementation for b in decoder.blocks] == ["sdpa", "sdpa"]
+    set_attn_implementation(decoder, "eager")
+    assert [b.attention.attn_implementation for b in decoder.blocks] == ["eager", "eager"]
+    assert [b.get_config()["attn_implementation"] for b in decoder.blocks] == ["eager", "eager"]
     assert decoder.get_config()["attn_implementation"] == "eager"
     with pytest.raises(ValueError, match="received 'flash'"):
-        decoder.attn_implementation = "flash"
+        set_attn_implementation(decoder, "flash")
+    built = ViTMAEDecoder(tiny_config(decoder_num_hidden_layers=2), attn_implementation="eager")
+    assert [b.attention.attn_implementation for b in built.blocks] == ["eager", "eager"]
 
 
 def test_unmasked_encoder_keeps_every_patch_in_order():

@@ -1,13 +1,19 @@
 """The model: its config, layers, the two documented models and the classifier.
 
-- `config.py`: `ViTMAEConfig` and the published sizes (plain Python).
-- `activations.py`: the `hidden_act` table (plain Python until called).
-- `layers.py`: position tables, attention, patch embedding, masking, MLP,
-  block, and the pixel loss.
-- `vit_mae.py`: the encoder and decoder stacks, `TFViTMAEPreTrainedModel`,
+A forward pass reads in three files: `vit_mae.py`, `layers.py` and
+`pretrained.py`.
+
+- `config.py`: `ViTMAEConfig`, its fields, sizes and presets (plain Python);
+  `config_compat.py`: what it keeps of transformers' `PretrainedConfig`.
+- `layers.py`: activations, position tables, attention, patch embedding,
+  masking, MLP, block, and the pixel loss.
+- `vit_mae.py`: the architecture: embeddings, encoder, decoder,
   `TFViTMAEModel` and `TFViTMAEForPreTraining`.
+- `pretrained.py`: `TFViTMAEPreTrainedModel` (transformers' TF API), the
+  output containers and the input checks.
+- `tasks.py`: what a user does with a model (`predict_images`,
+  `reconstruct`, `classify`, `fit` without labels), inherited by the models.
 - `classification.py`: `TFViTMAEForImageClassification` (probe, fine-tune).
-- `outputs.py`, `inputs.py`: the output containers and the input checks.
 
 The models are built on `checkpoints`, `data` and `serving`, which never
 import a model: the documented `from_pretrained`, `save_pretrained` and
@@ -21,12 +27,12 @@ __all__, __getattr__, __dir__ = lazy_exports(
     {
         "PRESETS": "config",
         "ViTMAEConfig": "config",
-        "TFViTMAEPreTrainedModel": "vit_mae",
+        "TFViTMAEPreTrainedModel": "pretrained",
         "TFViTMAEModel": "vit_mae",
         "TFViTMAEForPreTraining": "vit_mae",
         "TFViTMAEForImageClassification": "classification",
-        "TFViTMAEModelOutput": "outputs",
-        "TFViTMAEForPreTrainingOutput": "outputs",
-        "TFViTMAEDecoderOutput": "outputs",
+        "TFViTMAEModelOutput": "pretrained",
+        "TFViTMAEForPreTrainingOutput": "pretrained",
+        "TFViTMAEDecoderOutput": "pretrained",
     },
 )

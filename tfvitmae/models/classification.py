@@ -17,8 +17,9 @@ from ..checkpoints import keras_variables, to_state_dict
 from ..data.image_processor import channel_stats
 from ..utils.types import PathLike, TensorLike
 from .config import ViTMAEConfig, as_config
-from .inputs import unpack_inputs
-from .vit_mae import TFViTMAEModel, TFViTMAEPreTrainedModel
+from .pretrained import TFViTMAEPreTrainedModel, unpack_inputs
+from .tasks import ClassificationTasks
+from .vit_mae import TFViTMAEModel, ViTMAEEncoder
 
 __all__ = ["POOLINGS", "TFViTMAEForImageClassification"]
 
@@ -26,7 +27,7 @@ POOLINGS = ("cls", "mean")
 
 
 @keras.saving.register_keras_serializable(package="tfvitmae")
-class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
+class TFViTMAEForImageClassification(ClassificationTasks, TFViTMAEPreTrainedModel):
     """ViTMAE encoder (no masking) + classification head.
 
     Args:
@@ -100,6 +101,15 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
             drop_path_rate=drop_path_rate,
             **kwargs,
         )
+        self.vit = ViTMAEEncoder(
+            self.config,
+            attn_implementation=self.attn_implementation,
+            seed=seed,
+            drop_path_rate=drop_path_rate,
+            remat=self.remat,
+            name="vit",
+            dtype=self.dtype_policy,
+        )
         self.num_labels = num_labels
         self.pooling = pooling
         self.linear_probe = linear_probe
@@ -142,7 +152,7 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
             self.vit.layernorm.trainable = False
 
     def build(self, input_shape: tuple | None = None) -> None:
-        super().build()
+        self.vit.build()
         width = self.config.hidden_size
         for layer in (self.fc_norm, self.probe_norm, self.classifier):
             if layer is not None:
@@ -179,57 +189,6 @@ class TFViTMAEForImageClassification(TFViTMAEPreTrainedModel):
         if self.probe_norm is not None:
             features = self.probe_norm(features, training=training)
         return ops.cast(self.classifier(features), "float32")
-
-    def label_names(self) -> list:
-        """The class names, by index (`id2label`, else the index as text)."""
-        return [self.id2label.get(i, str(i)) for i in range(self.num_labels)]
-
-    def classify(self, pixel_values: TensorLike, top_k: int = 5) -> dict:
-        """Logits, probabilities and the `top_k` classes of `pixel_values`.
-
-        The one implementation behind `predict_images` and the SavedModel's
-        `classify*` signatures.
-
-        Returns:
-            `{"logits", "probabilities"}` `(batch, num_labels)` and
-            `{"top_k_indices", "top_k_probabilities", "top_k_labels"}`
-            `(batch, min(top_k, num_labels))`, the labels as string tensors
-            on TensorFlow (as served), else as a NumPy array of `str`.
-        """
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be a positive integer, received {top_k!r}")
-        logits = self(pixel_values)
-        probabilities = ops.softmax(logits, axis=-1)
-        values, indices = ops.top_k(probabilities, k=min(top_k, self.num_labels))
-        return {
-            "logits": logits,
-            "probabilities": probabilities,
-            "top_k_indices": indices,
-            "top_k_probabilities": values,
-            "top_k_labels": self._labels_of(indices),
-        }
-
-    def _labels_of(self, indices: TensorLike) -> Any:
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf  # a string tensor, in graphs too
-
-            return tf.gather(tf.constant(self.label_names()), indices)
-        return np.asarray(self.label_names(), dtype=object)[ops.convert_to_numpy(indices)]
-
-    def _image_outputs(self, pixel_values, start: int = 0, top_k: int = 5) -> dict:
-        """`predict_images`' outputs: class probabilities and the top `top_k`."""
-        del start  # classes do not depend on the image's place
-        out = self.classify(pixel_values, top_k=top_k)
-        decode = np.vectorize(
-            lambda name: name.decode("utf-8") if isinstance(name, bytes) else name, otypes=[object]
-        )
-        labels = decode(np.asarray(out["top_k_labels"], dtype=object))
-        return {
-            "probabilities": out["probabilities"],
-            "top_k_indices": np.asarray(out["top_k_indices"]),
-            "top_k_probabilities": out["top_k_probabilities"],
-            "top_k_labels": labels,
-        }
 
     def get_config(self) -> dict:
         config = super().get_config()

@@ -1,31 +1,29 @@
 """The building blocks of ViTMAE, as Keras layers and ops.
 
 Read top to bottom, this is the model below the encoder and decoder stacks
-(`vit_mae.py`): the fixed 2-D sin-cos position tables, multi-head attention,
-the patch embedding, MAE's random masking (and the one way a seed becomes
-masking noise), the MLP, stochastic depth, the pre-norm transformer block,
-and the pixel side: `patchify`, the (normalised) pixel targets and the
-masked-patch loss.
+(`vit_mae.py`): the activations, the seeds of the random sub-layers, the
+fixed 2-D sin-cos position tables, multi-head attention, the patch
+embedding, MAE's random masking (and the one way a seed becomes masking
+noise), the MLP, stochastic depth, the pre-norm transformer block, and the
+pixel side: `patchify`, the (normalised) pixel targets and the masked-patch
+loss.
 """
 
 import math
 import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
 from keras import ops
 
 from ..utils.types import TensorLike
-from .activations import get_activation
-from .inputs import all_finite, is_eager
 
 __all__ = [
+    "ACTIVATIONS",
     "ATTENTION_IMPLEMENTATIONS",
     "FUSED_ATTENTION_BACKENDS",
-    "fused_attention_kernel",
-    "AttentionSwitch",
     "NORM_PIX_EPS",
     "DropPath",
     "Dropout",
@@ -34,20 +32,94 @@ __all__ = [
     "ViTMAEAttention",
     "ViTMAEBlock",
     "ViTMAEMLP",
+    "all_finite",
     "bicubic_resize_matrix",
     "check_attn_implementation",
     "draw_seed",
+    "fused_attention_kernel",
     "gather_rows",
+    "get_activation",
+    "is_eager",
     "masked_mean",
     "masking_noise",
     "patch_targets",
     "patchify",
     "per_patch_error",
     "resize_position_table",
+    "set_attn_implementation",
     "sincos_position_table",
     "sub_seed",
     "unpatchify",
 ]
+
+
+# ----------------------------------------------------------------------
+# Activations (Hugging Face `hidden_act` names) and eager-value checks
+# ----------------------------------------------------------------------
+
+
+def gelu(x: TensorLike) -> TensorLike:
+    """The exact erf GELU: Hugging Face's (and PyTorch's) `"gelu"`; Keras'
+    `gelu` defaults to the tanh approximation, hence `approximate=False`."""
+    return ops.gelu(x, approximate=False)
+
+
+def gelu_tanh(x: TensorLike) -> TensorLike:
+    """The tanh approximation of GELU (`"gelu_new"` and its aliases)."""
+    inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * ops.power(x, 3))
+    return 0.5 * x * (1.0 + ops.tanh(inner))
+
+
+def quick_gelu(x: TensorLike) -> TensorLike:
+    """`x * sigmoid(1.702 x)`."""
+    return x * ops.sigmoid(1.702 * x)
+
+
+# Hugging Face name -> function (`ViTMAEConfig.ACTIVATION_NAMES` lists the same names).
+ACTIVATIONS: dict[str, Callable[[TensorLike], TensorLike]] = {
+    "gelu": gelu,
+    "gelu_new": gelu_tanh,
+    "gelu_pytorch_tanh": gelu_tanh,
+    "gelu_fast": gelu_tanh,
+    "quick_gelu": quick_gelu,
+    "relu": ops.relu,
+    "silu": ops.silu,
+    "swish": ops.silu,
+    "tanh": ops.tanh,
+    "sigmoid": ops.sigmoid,
+}
+
+
+def get_activation(name: str) -> Callable[[TensorLike], TensorLike]:
+    """The function for a Hugging Face `hidden_act` name."""
+    try:
+        return ACTIVATIONS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"hidden_act must be one of {sorted(ACTIVATIONS)}, received {name!r}"
+        ) from None
+
+
+def is_eager(x: TensorLike) -> bool:
+    """Whether `x` holds values now (not a symbol of a graph being traced):
+    the finite-value checks run only then."""
+    if isinstance(x, keras.KerasTensor):
+        return False
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.executing_eagerly()
+    if backend == "jax":
+        import jax
+
+        return not isinstance(x, jax.core.Tracer)
+    return True
+
+
+def all_finite(x: TensorLike) -> bool:
+    """Whether every value of the eager tensor `x` is finite."""
+    return bool(ops.all(ops.isfinite(ops.cast(x, "float32"))))
 
 
 # ----------------------------------------------------------------------
@@ -224,37 +296,10 @@ def check_attn_implementation(value: str) -> str:
     return value
 
 
-class AttentionSwitch:
-    """The `attn_implementation` property of every level that has attention
-    (the attention layer, a block, a stack, a model): reading it gives the
-    level's path; setting it checks the value and switches every level
-    below (`_switch_children`), down to each `ViTMAEAttention`. Weights are
-    shared, so the switch is free."""
-
-    _attn_implementation = "sdpa"
-
-    def _switch_children(self):
-        """The layers one level down that carry the switch."""
-        return []
-
-    @property
-    def attn_implementation(self) -> str:
-        """`"sdpa"` or `"eager"`; setting it switches every attention layer below."""
-        return self._attn_implementation
-
-    @attn_implementation.setter
-    def attn_implementation(self, value: str) -> None:
-        self._attn_implementation = check_attn_implementation(value)
-        for child in self._switch_children():
-            child.attn_implementation = value
-
-
-# Where `keras.ops.dot_product_attention` runs a fused kernel faster than
-# batched matmuls: a backend, or "jax:<platform>". `benchmarks/attention.py`
-# measured on a 2-core CPU (ViT-B/16, train step): PyTorch's SDPA 1.04x
-# (encoder) and 1.23x (decoder) faster; TensorFlow (unfused, 0.92x) and JAX
-# on CPU (XLA, 0.89-1.01x) slower or level. On GPU, JAX calls cuDNN's flash
-# attention (`benchmarks/gpu.py` compares the two paths there).
+# Where `keras.ops.dot_product_attention` runs a fused kernel that beat the
+# explicit matmuls in `benchmarks/attention.py` (results and the machines
+# they came from: `benchmarks/results/attention_*`): a backend, or
+# "jax:<platform>". TensorFlow has no fused kernel (its op is an einsum chain).
 FUSED_ATTENTION_BACKENDS = ("torch", "jax:gpu")
 
 
@@ -269,17 +314,16 @@ def fused_attention_kernel() -> bool:
 
 
 @keras.saving.register_keras_serializable(package="tfvitmae")
-class ViTMAEAttention(AttentionSwitch, keras.layers.Layer):
+class ViTMAEAttention(keras.layers.Layer):
     """Multi-head self-attention with one fused query/key/value projection.
 
-    Two paths give the same numbers (within float rounding): `"sdpa"`, the
-    default and the fast one, and `"eager"`, the explicit einsum reference.
-    `"sdpa"` calls `keras.ops.dot_product_attention` (a fused kernel) on the
-    backends in `FUSED_ATTENTION_BACKENDS`, when no attention probabilities
-    are asked for, no `head_mask` is given and no attention dropout runs;
-    otherwise it runs batched matmuls in the `(batch, heads, seq, head_dim)`
-    layout. Every path supports `output_attentions`, a `head_mask` and
-    attention dropout.
+    Two paths give the same numbers (within float rounding):
+    - the kernel, `keras.ops.dot_product_attention`: no probabilities, so it
+      runs only for `attn_implementation="sdpa"` on the backends in
+      `FUSED_ATTENTION_BACKENDS`, without `output_attentions`, `head_mask`
+      or attention dropout in training;
+    - the explicit matmuls (`_matmul_attention`), which compute the
+      probabilities: every other call, and every call with `"eager"`.
 
     Args:
         hidden_size: Model width.
@@ -288,7 +332,8 @@ class ViTMAEAttention(AttentionSwitch, keras.layers.Layer):
         attention_dropout: Dropout rate on the attention probabilities.
         output_dropout: Dropout rate after the output projection.
         initializer_range: Stddev of the truncated-normal kernel init.
-        attn_implementation: `"sdpa"` (default) or `"eager"`.
+        attn_implementation: `"sdpa"` (default) or `"eager"`; switch later with
+            `set_attn_implementation`.
         seed: Seed for the dropout layers.
 
     Call arguments:
@@ -328,20 +373,18 @@ class ViTMAEAttention(AttentionSwitch, keras.layers.Layer):
         self.attention_dropout = attention_dropout
         self.output_dropout = output_dropout
         self.initializer_range = initializer_range
-        self.attn_implementation = attn_implementation
+        self.attn_implementation = check_attn_implementation(attn_implementation)
         self.seed = seed
+        init = keras.initializers.TruncatedNormal(stddev=initializer_range)
         self.qkv = keras.layers.Dense(
             3 * hidden_size,
             use_bias=qkv_bias,
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=initializer_range),
+            kernel_initializer=init,
             name="qkv",
             dtype=self.dtype_policy,
         )
         self.output_dense = keras.layers.Dense(
-            hidden_size,
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=initializer_range),
-            name="output",
-            dtype=self.dtype_policy,
+            hidden_size, kernel_initializer=init, name="output", dtype=self.dtype_policy
         )
         self.probs_dropout = Dropout(
             attention_dropout, seed=sub_seed(seed, "probs_dropout"), dtype=self.dtype_policy
@@ -367,13 +410,11 @@ class ViTMAEAttention(AttentionSwitch, keras.layers.Layer):
         qkv = ops.reshape(
             self.qkv(hidden_states), (batch, length, 3, self.num_heads, self.head_dim)
         )
-        if self.attn_implementation == "eager":
-            context, probs = self._eager(qkv, head_mask, training, probs_seed)
-        elif self._kernel_applies(head_mask, output_attentions, training):
+        if self._kernel_applies(head_mask, output_attentions, training):
             query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
             context, probs = ops.dot_product_attention(query, key, value), None
         else:
-            context, probs = self._fused(qkv, head_mask, training, probs_seed)
+            context, probs = self._matmul_attention(qkv, head_mask, training, probs_seed)
         context = ops.reshape(context, (batch, length, self.hidden_size))
         output = self.dropout(self.output_dense(context), training=training, seed=output_seed)
         return output, (probs if output_attentions else None)
@@ -382,44 +423,29 @@ class ViTMAEAttention(AttentionSwitch, keras.layers.Layer):
         """Whether the fused kernel computes this call: it returns no
         probabilities, so it cannot mask heads or drop them out."""
         return (
-            fused_attention_kernel()
+            self.attn_implementation == "sdpa"
+            and fused_attention_kernel()
             and head_mask is None
             and not output_attentions
             and not (training and self.attention_dropout > 0)
         )
 
-    def _probabilities(self, logits, dtype, *, head_mask, training, seed):
-        # Softmax in float32 (logits arrive already scaled), then dropout and head mask.
-        probs = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), dtype)
-        probs = self.probs_dropout(probs, training=training, seed=seed)
-        if head_mask is not None:
-            probs = probs * ops.cast(ops.reshape(head_mask, (1, -1, 1, 1)), probs.dtype)
-        return probs
-
-    def _fused(self, qkv, head_mask, training, seed=None):
-        """Batched matmuls in the `(batch, heads, seq, head_dim)` layout: one
-        transpose splits q, k and v, and the matmul -> softmax -> matmul chain is
-        the pattern oneDNN runs fastest on CPU (in bfloat16 too, where einsum is
-        several times slower) and XLA's fused-attention rewrite matches on GPU."""
+    def _matmul_attention(self, qkv, head_mask, training, seed=None):
+        """Softmax attention with explicit probabilities, as batched matmuls in
+        the `(batch, heads, seq, head_dim)` layout: one transpose splits q, k
+        and v, and matmul -> softmax -> matmul is the pattern oneDNN runs best
+        on CPU and XLA's fused-attention rewrite matches on GPU."""
         qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))  # (3, batch, heads, seq, head_dim)
         query, key, value = qkv[0], qkv[1], qkv[2]
         query = query * ops.cast(self.head_dim**-0.5, query.dtype)
         logits = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2)))
-        probs = self._probabilities(
-            logits, query.dtype, head_mask=head_mask, training=training, seed=seed
-        )
+        # Softmax in float32 under mixed precision, then dropout and head mask.
+        probs = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), query.dtype)
+        probs = self.probs_dropout(probs, training=training, seed=seed)
+        if head_mask is not None:
+            probs = probs * ops.cast(ops.reshape(head_mask, (1, -1, 1, 1)), probs.dtype)
         context = ops.matmul(probs, value)  # (batch, heads, seq, head_dim)
         return ops.transpose(context, (0, 2, 1, 3)), probs
-
-    def _eager(self, qkv, head_mask, training, seed=None):
-        """The reference: einsums over the `(batch, seq, heads, head_dim)` layout."""
-        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        logits = ops.einsum("bthd,bshd->bhts", query, key)
-        logits = ops.cast(logits, "float32") * self.head_dim**-0.5
-        probs = self._probabilities(
-            logits, query.dtype, head_mask=head_mask, training=training, seed=seed
-        )
-        return ops.einsum("bhts,bshd->bthd", probs, value), probs
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -434,6 +460,16 @@ class ViTMAEAttention(AttentionSwitch, keras.layers.Layer):
             seed=self.seed,
         )
         return config
+
+
+def set_attn_implementation(layer: keras.layers.Layer, value: str) -> None:
+    """Switch every `ViTMAEAttention` in `layer` (a model, a stack, a block or
+    one attention layer) to `value`, `"sdpa"` or `"eager"`. Weights are
+    shared by both paths, so switching is free."""
+    check_attn_implementation(value)
+    for sublayer in layer._flatten_layers(include_self=True):
+        if isinstance(sublayer, ViTMAEAttention):
+            sublayer.attn_implementation = value
 
 
 # ----------------------------------------------------------------------
@@ -738,7 +774,7 @@ class DropPath(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfvitmae")
-class ViTMAEBlock(AttentionSwitch, keras.layers.Layer):
+class ViTMAEBlock(keras.layers.Layer):
     """Pre-norm transformer block: `x + Attn(LN(x))`, then `x + MLP(LN(x))`.
 
     Args:
@@ -794,7 +830,6 @@ class ViTMAEBlock(AttentionSwitch, keras.layers.Layer):
         self.layer_norm_eps = layer_norm_eps
         self.initializer_range = initializer_range
         self.seed = seed
-        self._attn_implementation = check_attn_implementation(attn_implementation)
         self.layernorm_before = keras.layers.LayerNormalization(
             epsilon=layer_norm_eps, name="layernorm_before", dtype=self.dtype_policy
         )
@@ -826,9 +861,6 @@ class ViTMAEBlock(AttentionSwitch, keras.layers.Layer):
         self.drop_path = DropPath(
             drop_path, seed=sub_seed(seed, "drop_path"), name="drop_path", dtype=self.dtype_policy
         )
-
-    def _switch_children(self):
-        return [self.attention]
 
     def draw_seeds(self) -> dict[str, TensorLike | None]:
         """Draw now the seeds that the next training call would draw, as it
@@ -884,7 +916,7 @@ class ViTMAEBlock(AttentionSwitch, keras.layers.Layer):
             attention_dropout=self.attention_dropout,
             layer_norm_eps=self.layer_norm_eps,
             initializer_range=self.initializer_range,
-            attn_implementation=self.attn_implementation,
+            attn_implementation=self.attention.attn_implementation,
             drop_path=self.drop_path_rate,
             seed=self.seed,
         )
