@@ -1,6 +1,10 @@
 """The model: its config, layers, the two documented models and the classifier.
 
-- `config.py`: `ViTMAEConfig` and the published sizes (plain Python).
+- `config.py`: `ViTMAEConfig` (fields, derived sizes, I/O, validation) and the
+  published sizes (plain Python).
+- `config_compat.py`: what the config keeps of transformers' `PretrainedConfig`
+  (its base class: kept keys, class names, refused settings, misspellings, the
+  memory estimate).
 - `activations.py`: the `hidden_act` table (plain Python until called).
 - `layers.py`: position tables, attention, patch embedding, masking, MLP,
   block, and the pixel loss.
