@@ -391,3 +391,49 @@ def test_another_num_labels_renames_the_saved_classes_with_a_warning(tmp_path):
         named.copy(num_labels=5, id2label={0: "x", 1: "y"})
     with pytest.raises(ValueError, match=r"num_labels must be a positive integer, received 0"):
         named.copy(num_labels=0)
+
+
+def test_the_config_reads_as_a_config():
+    """Issue 31: the class is its fields, derived sizes, I/O and validation
+    (transformers' compatibility is `config_compat`), and its field list is
+    written out, not read from `__init__`'s signature."""
+    import inspect
+
+    from tfvitmae.models import config as config_module
+
+    lines, _ = inspect.getsourcelines(ViTMAEConfig)
+    assert len(lines) <= 280, f"ViTMAEConfig is {len(lines)} lines"
+    assert "inspect.signature" not in inspect.getsource(config_module)
+    parameters = list(inspect.signature(ViTMAEConfig.__init__).parameters)
+    assert list(ViTMAEConfig.STRUCTURE) == parameters[1:-1]  # the literal list is the signature's
+
+
+def test_the_config_names_every_activation_the_models_have():
+    """`config.py` lists the `hidden_act` names itself, so that it imports no Keras."""
+    from tfvitmae.models.activations import ACTIVATIONS
+    from tfvitmae.models.config import ACTIVATION_NAMES
+
+    assert set(ACTIVATION_NAMES) == set(ACTIVATIONS)
+    for name in ACTIVATION_NAMES:
+        assert ViTMAEConfig(hidden_act=name).hidden_act == name
+
+
+def test_torchscript_is_a_plain_output_flag_that_round_trips(tmp_path):
+    """`torchscript` is set by `__init__` like the other output flags (the models
+    read it without `__getattr__`), written only when on, and a `config.json`
+    carrying it reads back the same."""
+    from tfvitmae.models.config_compat import OUTPUT_FLAG_DEFAULTS
+
+    plain = ViTMAEConfig()
+    assert {k: vars(plain)[k] for k in OUTPUT_FLAG_DEFAULTS} == OUTPUT_FLAG_DEFAULTS
+    assert "torchscript" in ViTMAEConfig.OUTPUT_FLAGS and "torchscript" in ViTMAEConfig.FIELDS
+    assert "torchscript" not in ViTMAEConfig(torchscript=False).to_dict()
+    assert "torchscript" not in plain.extra
+    data = {**plain.to_dict(), "torchscript": True}
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    loaded = ViTMAEConfig.from_pretrained(tmp_path)
+    assert vars(loaded)["torchscript"] is True and loaded.use_return_dict is False
+    assert loaded.to_dict() == data and "torchscript" not in loaded.extra
+    loaded.save_pretrained(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "config.json").read_text()) == data
+    assert plain.copy(torchscript=True) == loaded and loaded.copy(torchscript=False) == plain

@@ -2,12 +2,24 @@
 what was expected and what was received."""
 
 import numbers
+from typing import TypeGuard
 
-__all__ = ["DATA_FORMATS", "DEFAULT_MAX_IMAGE_PIXELS", "check_batch_size", "check_data_format"]
+__all__ = [
+    "DATA_FORMATS",
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "check_batch_size",
+    "check_data_format",
+    "is_int",
+]
 
 DATA_FORMATS = ("channels_first", "channels_last")
 # Pillow's own `Image.MAX_IMAGE_PIXELS`: the default of `data.decoding.MAX_IMAGE_PIXELS`.
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+
+
+def is_int(value: object) -> TypeGuard[int]:
+    """Whether `value` is a Python `int` (a bool is not)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_data_format(data_format: str) -> str:
