@@ -410,7 +410,7 @@ def test_the_config_reads_as_a_config():
 
 def test_the_config_names_every_activation_the_models_have():
     """`config.py` lists the `hidden_act` names itself, so that it imports no Keras."""
-    from tfvitmae.models.activations import ACTIVATIONS
+    from tfvitmae.models.layers import ACTIVATIONS
     from tfvitmae.models.config import ACTIVATION_NAMES
 
     assert set(ACTIVATION_NAMES) == set(ACTIVATIONS)

@@ -140,7 +140,7 @@ class _BlockStack(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.config, self.seed, self.remat = as_config(config), seed, remat
-        self.attn_implementation = attn_implementation
+        self._attn_implementation = attn_implementation  # the blocks' at construction
 
     def make_blocks(self, width, depth, heads, intermediate, seed, drop_path_rate=0.0):
         """`depth` blocks; stochastic depth rises linearly to `drop_path_rate`
@@ -158,7 +158,7 @@ class _BlockStack(keras.layers.Layer):
                 attention_dropout=c.attention_probs_dropout_prob,
                 layer_norm_eps=c.layer_norm_eps,
                 initializer_range=c.initializer_range,
-                attn_implementation=self.attn_implementation,
+                attn_implementation=self._attn_implementation,
                 drop_path=rates[i],
                 seed=sub_seed(seed, f"layer_{i}"),
                 name=f"layer_{i}",
@@ -217,7 +217,7 @@ class _BlockStack(keras.layers.Layer):
             "attn_implementation": (
                 self.blocks[0].attention.attn_implementation
                 if self.blocks
-                else self.attn_implementation
+                else self._attn_implementation
             ),
             "seed": self.seed,
             "remat": self.remat,
