@@ -221,3 +221,24 @@ def test_a_forward_pass_reads_in_three_files():
         sys.setprofile(None)
     assert len(out.attentions) == config.num_hidden_layers  # the call ran them all
     assert ran == {"models/vit_mae.py", "models/layers.py", "models/pretrained.py"}
+
+
+def test_architecture_md_points_at_the_code():
+    """Each `file:first-last` `Name` in ARCHITECTURE.md spans exactly that
+    definition (several names: from the first's start to the last's end)."""
+    import re
+
+    text = (PACKAGE.parent / "ARCHITECTURE.md").read_text()
+    rows = re.findall(r"`(models/\w+\.py):(\d+)-(\d+)` ((?:`[\w.]+`(?:, )?)+)", text)
+    assert len(rows) >= 10
+    for path, first, last, names in rows:
+        tree = ast.parse((PACKAGE / path).read_text())
+        spans = {}
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                spans[node.name] = (node.lineno, node.end_lineno)
+                for member in getattr(node, "body", []) if isinstance(node, ast.ClassDef) else []:
+                    if isinstance(member, ast.FunctionDef):
+                        spans[f"{node.name}.{member.name}"] = (member.lineno, member.end_lineno)
+        found = [spans[name] for name in re.findall(r"`([\w.]+)`", names)]
+        assert (found[0][0], found[-1][1]) == (int(first), int(last)), (path, names)

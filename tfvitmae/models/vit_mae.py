@@ -142,7 +142,15 @@ class _BlockStack(keras.layers.Layer):
         self.config, self.seed, self.remat = as_config(config), seed, remat
         self._attn_implementation = attn_implementation  # the blocks' at construction
 
-    def make_blocks(self, width, depth, heads, intermediate, seed, drop_path_rate=0.0):
+    def make_blocks(
+        self,
+        width: int,
+        depth: int,
+        heads: int,
+        intermediate: int,
+        seed: int | None,
+        drop_path_rate: float = 0.0,
+    ) -> list[ViTMAEBlock]:
         """`depth` blocks; stochastic depth rises linearly to `drop_path_rate`
         at the last block."""
         c = self.config
@@ -169,17 +177,17 @@ class _BlockStack(keras.layers.Layer):
 
     def run_blocks(
         self,
-        hidden_states,
+        hidden_states: TensorLike,
         *,
-        head_masks=None,
-        output_attentions=False,
-        output_hidden_states=False,
-        training=False,
-    ):
+        head_masks: Sequence[TensorLike] | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        training: bool = False,
+    ) -> tuple[TensorLike, tuple | None, tuple | None]:
         """`(hidden_states, every block's hidden states or None, every
         block's attention probabilities or None)`."""
-        all_hidden = [hidden_states] if output_hidden_states else None
-        all_attentions = [] if output_attentions else None
+        all_hidden: list | None = [hidden_states] if output_hidden_states else None
+        all_attentions: list | None = [] if output_attentions else None
         for i, block in enumerate(self.blocks):
             head_mask = None if head_masks is None else head_masks[i]
             if self.remat and training and not output_attentions:
@@ -636,8 +644,5 @@ class TFViTMAEForPreTraining(PreTrainingTasks, TFViTMAEPreTrainedModel):
 
     def _masked_loss(self, images, logits, mask):
         """Mean squared pixel error over the removed patches (`mask == 1`)."""
-        norm_pix_loss = self.config.norm_pix_loss
-        per_patch = per_patch_error(
-            images, logits, self.input_sizes.patch_hw, norm_pix_loss=norm_pix_loss
-        )
-        return masked_mean(per_patch, mask)
+        patch_hw, norm = self.input_sizes.patch_hw, self.config.norm_pix_loss
+        return masked_mean(per_patch_error(images, logits, patch_hw, norm_pix_loss=norm), mask)
