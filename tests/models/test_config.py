@@ -410,8 +410,8 @@ def test_the_config_reads_as_a_config():
 
 def test_the_config_names_every_activation_the_models_have():
     """`config.py` lists the `hidden_act` names itself, so that it imports no Keras."""
-    from tfvitmae.models.layers import ACTIVATIONS
     from tfvitmae.models.config import ACTIVATION_NAMES
+    from tfvitmae.models.layers import ACTIVATIONS
 
     assert set(ACTIVATION_NAMES) == set(ACTIVATIONS)
     for name in ACTIVATION_NAMES:
