@@ -106,24 +106,32 @@ class ViTMAEEmbeddings(keras.layers.Layer):
         return ops.concatenate([cls, embeddings], axis=1), mask, ids_restore
 
     def build(self, input_shape: tuple | None = None) -> None:
-        c = self.config
         self.patch_embeddings.build()
-        self.cls_token = self.add_weight(
-            shape=(1, 1, c.hidden_size),
-            initializer=keras.initializers.RandomNormal(stddev=c.initializer_range),
-            name="cls_token",
-        )
-        table = sincos_position_table(c.grid_size, c.hidden_size)[None]
-        # Fixed: stored (checkpoints carry it) but never trained.
-        self.position_embeddings = self.add_weight(
-            shape=table.shape,
-            initializer=keras.initializers.Constant(table),
-            trainable=False,
-            name="position_embeddings",
+        self.cls_token, self.position_embeddings = _token_and_positions(
+            self, "cls_token", "position_embeddings", self.config.hidden_size
         )
 
     def get_config(self) -> dict:
         return {**super().get_config(), "config": self.config.to_dict(), "seed": self.seed}
+
+
+def _token_and_positions(layer, token_name, table_name, width):
+    """A learned `(1, 1, width)` token (CLS or mask) and the fixed 2-D sin-cos
+    table of `width`: stored (checkpoints carry it) but never trained."""
+    c = layer.config
+    token = layer.add_weight(
+        shape=(1, 1, width),
+        initializer=keras.initializers.RandomNormal(stddev=c.initializer_range),
+        name=token_name,
+    )
+    table = sincos_position_table(c.grid_size, width)[None]
+    positions = layer.add_weight(
+        shape=table.shape,
+        initializer=keras.initializers.Constant(table),
+        trainable=False,
+        name=table_name,
+    )
+    return token, positions
 
 
 class _BlockStack(keras.layers.Layer):
@@ -410,17 +418,8 @@ class ViTMAEDecoder(_BlockStack):
     def build(self, input_shape: tuple | None = None) -> None:
         c = self.config
         self.decoder_embed.build((None, None, c.hidden_size))
-        self.mask_token = self.add_weight(
-            shape=(1, 1, c.decoder_hidden_size),
-            initializer=keras.initializers.RandomNormal(stddev=c.initializer_range),
-            name="mask_token",
-        )
-        table = sincos_position_table(c.grid_size, c.decoder_hidden_size)[None]
-        self.decoder_pos_embed = self.add_weight(
-            shape=table.shape,
-            initializer=keras.initializers.Constant(table),
-            trainable=False,
-            name="decoder_pos_embed",
+        self.mask_token, self.decoder_pos_embed = _token_and_positions(
+            self, "mask_token", "decoder_pos_embed", c.decoder_hidden_size
         )
         for block in self.decoder_layers:
             block.build()
