@@ -21,6 +21,7 @@ from tfvitmae import (  # noqa: E402
     train_classifier,
 )
 from tfvitmae.models import layers  # noqa: E402
+from tfvitmae.training import mae_optimizer  # noqa: E402
 
 from .remat_gradients import OTHER_BACKEND_CELLS, compare  # noqa: E402
 
@@ -122,6 +123,23 @@ def main(folder):
         model.train_on_batch({"pixel_values": pixels, "noise": noise})
         stepped.append([keras.ops.convert_to_numpy(w) for w in model.trainable_weights])
     report["remat_step"] = max(float(np.abs(a - b).max()) for a, b in zip(*stepped))
+    # Gradient accumulation (Keras' own, in MAE's optimizer): two updates of
+    # two accumulated batches of 2 give the weights that two batches of 4
+    # give, the masks drawn from the same noise.
+    trained = []
+    for batch, accum_steps in ((2, 2), (4, 1)):
+        model = TFViTMAEForPreTraining.from_pretrained(os.path.join(folder, "keras"))
+        steps = 2 * 4 // batch  # an epoch of 2 updates
+        optimizer = mae_optimizer(
+            batch, steps, 1, warmup_epochs=0, base_lr=0.64, accum_steps=accum_steps
+        )  # a peak rate of 1e-2: 0.64 per 256 images, 4 images per update
+        model.compile(optimizer=optimizer)
+        for start in [0, 2, 0, 2] if batch == 2 else [0, 0]:  # the 4 images, twice
+            part = slice(start, start + batch)
+            model.train_on_batch({"pixel_values": pixels[part], "noise": noise[part]})
+        report[f"accumulation_updates_{accum_steps}"] = int(optimizer.iterations)
+        trained.append([keras.ops.convert_to_numpy(w) for w in model.trainable_weights])
+    report["accumulation_vs_full_batch"] = max(float(np.abs(a - b).max()) for a, b in zip(*trained))
     # Unseeded dropout is torch's own RNG there; on JAX it is Keras' global generator.
     cells = [c for c in OTHER_BACKEND_CELLS if backend == "torch" or "unseeded" not in c[1]]
     report["remat_matrix"] = {"/".join(key): compare(*key) for key in cells}

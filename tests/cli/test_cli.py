@@ -79,6 +79,11 @@ def test_pretrain_help_states_the_norm_pix_loss_default(capsys):
         (["pretrain", "d", "--output-dir", "o", "--reconstruction-every", "-1"], "0 or more"),
         (["pretrain", "d", "--output-dir", "o", "--image-std", "0.2", "0"], "--image-std: must"),
         (["pretrain", "d", "--output-dir", "o", "--mask-ratio", "1"], "in [0, 1), received 1"),
+        (["pretrain", "d", "--output-dir", "o", "--accum-steps", "0"], "--accum-steps: must be"),
+        (
+            ["probe", "d", "--model", "m", "--output-dir", "o", "--accum-steps", "1.5"],
+            "--accum-steps: must be at least 1, received '1.5'",
+        ),
         (
             ["finetune", "d", "--model", "m", "--output-dir", "o", "--label-smoothing", "5"],
             "[0, 1)",
@@ -588,6 +593,38 @@ def test_classes_too_small_to_validate_are_named(tiny_checkpoint, tmp_path, monk
     out = capsys.readouterr().out
     assert "note: 1 of the 2 classes have no validation image" in out and ": single" in out
     assert "validation accuracy 100.00% on 1 images of 1 of the 2 classes" in out
+
+
+def test_accum_steps_reach_every_training_recipe(
+    image_folder, tiny_checkpoint, tmp_path, capsys, monkeypatch
+):
+    """`--accum-steps` reaches `pretrain` and `train_classifier` (which
+    refuse an epoch of no whole updates: tests/training/test_recipes.py)."""
+    from tfvitmae.cli import commands
+    from tfvitmae.training import recipes
+
+    seen = []
+    history = type("History", (), {"history": {"loss": [1.0], "val_accuracy": [1.0]}})
+
+    def recipe(model, data, **options):
+        seen.append((options["batch_size"], options["accum_steps"]))
+        return history
+
+    monkeypatch.setattr(recipes, "pretrain", recipe)
+    monkeypatch.setattr(recipes, "train_classifier", recipe)
+    # Only the arguments are tested: no pipeline is built.
+    info = {"num_examples": 16, "skipped": 0}
+    monkeypatch.setattr(commands, "_pretraining_dataset", lambda *args: ("data", info))
+    monkeypatch.setattr(commands, "_reconstruction_samples", lambda *args: None)
+    monkeypatch.setattr(commands, "_classifier_datasets", lambda *args, **kwargs: ("t", "v", 1))
+    base = ["--model", str(tiny_checkpoint), "--batch-size", "4", "--reconstruction-every", "0"]
+    for command in ("pretrain", "probe", "finetune"):
+        argv = [command, str(image_folder), *base[: 4 if command != "pretrain" else 6]]
+        argv += ["--output-dir", str(tmp_path / command)]
+        assert main([*argv, "--accum-steps", "2"]) == 0
+        assert main(argv) == 0
+    assert seen == [(4, 2), (4, 1)] * 3
+    assert "2 batches of 4 per update (effective batch 8)" in capsys.readouterr().out
 
 
 def test_remat_reaches_the_models_of_pretrain_probe_and_finetune(tiny_checkpoint, tmp_path):

@@ -14,6 +14,8 @@ from tfvitmae.training.optimizers import (
     classifier_optimizer,
     layer_decay_multipliers,
     mae_optimizer,
+    scaled_learning_rate,
+    updates_per_epoch,
 )
 
 from ..helpers import tiny_config
@@ -150,3 +152,83 @@ def test_classifier_optimizers_follow_mae():
     assert schedule.peak_lr == pytest.approx(FINETUNE_BASE_LR * 4) and schedule.warmup_steps == 50
     kernel = tuned.vit.blocks[1].attention.qkv.kernel.path
     assert optimizer.lr_multipliers[kernel] == pytest.approx(0.65)
+
+
+# ------------------------------------------------------ gradient accumulation
+@pytest.mark.parametrize("kind", ["mae", "finetune", "probe"])
+def test_accumulated_batches_make_the_update_of_their_full_batch(kind):
+    """The recipes' three optimizers (AdamW, `LayerDecayAdamW`, the probe's
+    SGD) with `accum_steps=3` on batches of 2 give, update after update
+    (warmup and cosine included), the weights that one batch of 6 gives: the
+    learning rate follows the effective batch, the schedule counts updates,
+    and the update uses the mean gradient. Between updates nothing moves.
+
+    Tolerance: here both sides sum the same float32 gradients in the same
+    order and agree to the bit; `rtol=1e-5, atol=1e-7` leaves room for a
+    sum in another order (a few float32 ulps, ~1e-7 relative, in the mean
+    gradient, which Adam's normalised step and SGD's step keep relative),
+    far below what a rate or schedule off by one update, or SGD on a summed
+    gradient, moves a weight."""
+    accum, micro, updates_per_epoch, epochs = 3, 2, 2, 2
+    rng = np.random.default_rng(0)
+    models = [
+        TFViTMAEForImageClassification(
+            tiny_config(num_hidden_layers=2), num_labels=2, linear_probe=kind == "probe", seed=0
+        )
+        for _ in range(2)
+    ]
+    models[1].set_weights(models[0].get_weights())
+
+    def optimizer(model, batch_size, accum_steps):
+        steps = updates_per_epoch * accum_steps
+        options = dict(batch_size=batch_size, steps_per_epoch=steps, epochs=epochs)
+        options.update(warmup_epochs=1, base_lr=2.0, accum_steps=accum_steps)
+        if kind == "mae":
+            return mae_optimizer(**options)
+        return classifier_optimizer(model, **options, weight_decay=0.3, layer_decay=0.5)
+
+    accumulated = optimizer(models[0], micro, accum)
+    full = optimizer(models[1], micro * accum, 1)
+    variables = [m.trainable_variables for m in models]
+    assert len(variables[0]) == len(variables[1])
+    for update in range(updates_per_epoch * epochs):
+        grads = [[rng.normal(size=v.shape).astype("float32") for v in variables[0]]]
+        grads += [[g + rng.normal(size=g.shape).astype("float32") for g in grads[0]]]
+        grads += [[rng.normal(size=g.shape).astype("float32") for g in grads[0]]]
+        before = [v.numpy().copy() for v in variables[0]]
+        for i, batch in enumerate(grads):
+            if i:  # only the last batch of an update changes a weight
+                for v, b in zip(variables[0], before):
+                    np.testing.assert_array_equal(v.numpy(), b, err_msg=v.path)
+            accumulated.apply_gradients(zip(batch, variables[0]))
+        mean = [np.mean(gs, axis=0) for gs in zip(*grads)]
+        full.apply_gradients(zip(mean, variables[1]))
+        assert int(accumulated.iterations) == int(full.iterations) == update + 1
+        assert float(accumulated.learning_rate) == pytest.approx(float(full.learning_rate))
+        for a, b in zip(*variables):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7, err_msg=a.path)
+    peak = scaled_learning_rate(2.0, micro * accum)  # the effective batch's
+    assert schedule_of(accumulated).peak_lr == schedule_of(full).peak_lr == pytest.approx(peak)
+
+
+@pytest.mark.parametrize("steps_per_epoch, accum_steps, fits", [(10, 4, 2), (9, 2, 1), (12, 5, 4)])
+def test_accumulation_must_end_every_epoch_on_an_update(steps_per_epoch, accum_steps, fits):
+    with pytest.raises(
+        ValueError,
+        match=rf"steps_per_epoch must be a multiple of accum_steps.*received "
+        rf"steps_per_epoch={steps_per_epoch} and accum_steps={accum_steps} .* is {fits}\)",
+    ):
+        mae_optimizer(256, steps_per_epoch, 1, accum_steps=accum_steps)
+    assert updates_per_epoch(steps_per_epoch * accum_steps, accum_steps) == steps_per_epoch
+
+
+@pytest.mark.parametrize("accum_steps", [0, -1, 2.0, True, "3"])
+def test_accum_steps_must_be_a_positive_int(accum_steps):
+    probe = TFViTMAEForImageClassification(tiny_config(), num_labels=2, linear_probe=True)
+    for make in (
+        lambda: mae_optimizer(256, 6, 1, accum_steps=accum_steps),
+        lambda: classifier_optimizer(probe, 256, 6, 1, accum_steps=accum_steps),
+    ):
+        message = rf"accum_steps must be a positive int.*{accum_steps!r}"
+        with pytest.raises(ValueError, match=message):
+            make()

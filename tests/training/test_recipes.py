@@ -22,6 +22,7 @@ from ..helpers import (
     distributed_run_results,
     finish_distributed_run,
     labelled,
+    noise_for,
     pixels,
     smooth_images,
     start_distributed_run,
@@ -206,6 +207,85 @@ def test_pretrain_needs_a_length():
     endless = tf.data.Dataset.from_tensor_slices(pixels(model.config, batch=4)).batch(2).repeat()
     with pytest.raises(ValueError, match="pass steps_per_epoch"):
         pretrain(model, endless, epochs=1, batch_size=2, output_dir="unused")
+
+
+@pytest.mark.parametrize("recipe", ["pretrain", "finetune"])
+def test_accumulated_batches_train_as_their_full_batches(recipe, tmp_path):
+    """`accum_steps=2` on batches of 2 trains as batches of 4 do: an epoch of
+    two updates (the cosine's first two rates, of the effective batch), to
+    the same weights. Pretraining masks with the same explicit noise;
+    fine-tuning runs with layer decay, label smoothing and remat. The run
+    record says the batch, the steps accumulated and the effective batch.
+
+    Tolerance: both sides compute the mean gradient of the same 4 images,
+    in another order (two means of 2, one mean of 4): float32 rounding. The
+    loss is one mean over images either way, as every image has as many
+    masked patches. Adam normalises the step per weight, which can magnify a
+    rounding error where a gradient is near its epsilon: the weights agree to
+    `atol=5e-7` (2e-8 measured here), against Adam steps of ~4e-3 (the
+    learning rate); a rate or schedule off by a step moves weights by ~1e-3."""
+    config = tiny_config()
+    x, y = labelled(config, n=8)
+    noise = noise_for(config, batch=8, seed=3)
+
+    def run(batch_size, accum_steps):
+        keras.utils.set_random_seed(0)
+        if recipe == "pretrain":
+            model = TFViTMAEForPreTraining(config, seed=0)
+            data = tf.data.Dataset.from_tensor_slices({"pixel_values": x, "noise": noise})
+            train, options = pretrain, {}
+        else:
+            model = TFViTMAEForImageClassification(config, num_labels=3, pooling="mean", seed=0)
+            model.remat = True
+            data = tf.data.Dataset.from_tensor_slices((x, y))
+            train, options = train_classifier, dict(label_smoothing=0.1, layer_decay=0.5)
+        folder = tmp_path / f"accum_{accum_steps}"
+        train(
+            model, data.batch(batch_size), epochs=1, batch_size=batch_size,
+            accum_steps=accum_steps, base_lr=0.25, warmup_epochs=0, output_dir=str(folder),
+            jit_compile=False, verbose=0, **options,
+        )  # fmt: skip
+        assert int(model.optimizer.iterations) == 2  # updates
+        settings = json.loads((folder / "run.json").read_text())["settings"]
+        assert (settings["batch_size"], settings["accum_steps"]) == (batch_size, accum_steps)
+        assert settings["effective_batch_size"] == 4
+        return model
+
+    tf.config.run_functions_eagerly(True)  # a few steps: tracing would cost more
+    try:
+        accumulated, full = run(2, accum_steps=2), run(4, accum_steps=1)
+    finally:
+        tf.config.run_functions_eagerly(False)
+    assert float(accumulated.optimizer.learning_rate) == float(full.optimizer.learning_rate)
+    for a, b in zip(accumulated.weights, full.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=5e-7, err_msg=a.path)
+
+
+def test_accum_steps_must_divide_an_epoch(tmp_path):
+    """Every epoch ends on an optimizer update; a `make_dataset` pipeline's
+    error says how long its pass is. Nothing is written for a refused run."""
+    from tfvitmae.data import make_dataset
+
+    model = TFViTMAEForPreTraining(tiny_config(image_size=16, patch_size=4), seed=0)
+    raw = np.zeros((10, 16, 16, 3), np.uint8)
+    data = make_dataset(raw, batch_size=4, processor=model.image_processor, repeat=True)
+    options = dict(epochs=1, batch_size=4, output_dir=str(tmp_path / "run"), verbose=0)
+    with pytest.raises(
+        ValueError,
+        match=r"steps_per_epoch=3 and accum_steps=2 .*One pass over the make_dataset pipeline "
+        r"is 3 batches",
+    ):
+        pretrain(model, data, accum_steps=2, **options)
+    images = tf.data.Dataset.from_tensor_slices(pixels(model.config, batch=6)).batch(2)
+    with pytest.raises(ValueError, match=r"received steps_per_epoch=3 and accum_steps=2 \(the"):
+        train_classifier(
+            TFViTMAEForImageClassification(model.config, num_labels=2),
+            images.map(lambda x: (x, 0)), accum_steps=2, **options,
+        )  # fmt: skip
+    for bad in (0, 1.0, "2"):
+        with pytest.raises(ValueError, match=rf"accum_steps must be a positive int.*{bad!r}"):
+            pretrain(model, images, accum_steps=bad, **options)
+    assert not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------- train_classifier

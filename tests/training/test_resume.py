@@ -8,6 +8,8 @@ The matrix runs its train steps eagerly (`tf.config.run_functions_eagerly`):
 tracing them costs far more than the few steps; one case runs them traced,
 and compiled by XLA."""
 
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -41,7 +43,7 @@ class Stop(keras.callbacks.Callback):
             raise KeyboardInterrupt("stopped inside epoch 2 (backups are per epoch)")
 
 
-def run(recipe, folder, *, drop_remainder, repeat, jit_compile=False):
+def run(recipe, folder, *, drop_remainder, repeat, jit_compile=False, accum_steps=1):
     """One process's run of `recipe` into `folder` (a new model and pipeline,
     as a rerun builds them); the model's weights at its end."""
     config = tiny_config(image_size=16, patch_size=4, num_hidden_layers=1)
@@ -62,9 +64,11 @@ def run(recipe, folder, *, drop_remainder, repeat, jit_compile=False):
     )  # fmt: skip
     # One pass's batches, counted here: with repeat tf.data cannot tell.
     steps = IMAGES // BATCH if drop_remainder else -(-IMAGES // BATCH)
+    steps = math.lcm(steps, accum_steps)  # whole passes, whole updates
     options = dict(
         epochs=EPOCHS, batch_size=BATCH, steps_per_epoch=steps, output_dir=str(folder),
         base_lr=1e-2, warmup_epochs=1, jit_compile=jit_compile, verbose=0,
+        accum_steps=accum_steps,
     )  # fmt: skip
     if recipe == "pretrain":
         pretrain(model, data, **options)
@@ -101,6 +105,21 @@ def test_a_resumed_traced_run_ends_with_the_uninterrupted_runs_weights(
     """Traced, and compiled by XLA (`--jit-compile`): exactly the same too, as
     XLA on a CPU runs the same program the same way."""
     check_resume("finetune", False, True, True, tmp_path, monkeypatch, jit_compile=jit_compile)
+
+
+@pytest.mark.parametrize("recipe, repeat", [("pretrain", True), ("finetune", False)])
+def test_a_run_killed_inside_an_accumulation_resumes_to_the_uninterrupted_runs_weights(
+    recipe, repeat, tmp_path, monkeypatch
+):
+    """With `accum_steps=2` (fine-tuning: MixUp, CutMix and layer decay on)
+    the kill comes after epoch 2's first batch, half-way through an update:
+    the rerun restores epoch 1's backup, which ends on an update, and ends
+    with the uninterrupted run's weights exactly."""
+    tf.config.run_functions_eagerly(True)
+    try:
+        check_resume(recipe, True, repeat, True, tmp_path, monkeypatch, accum_steps=2)
+    finally:
+        tf.config.run_functions_eagerly(False)
 
 
 def check_resume(recipe, drop_remainder, repeat, mid_epoch, tmp_path, monkeypatch, **compile):

@@ -79,6 +79,44 @@ def test_different_settings_are_refused_with_what_differs(tmp_path):
         start_run(str(tmp_path), SETTINGS, epochs=5, resume=False)
 
 
+def test_a_continued_run_keeps_its_accum_steps_and_old_records_read_as_one(tmp_path):
+    """`accum_steps` shapes a backup's optimizer state (its step count counts
+    batches, and only accumulation has accumulators): a continued run
+    (`resume`) may change the recipe, but not that, once a backup exists. A
+    record written before accumulation trained one batch per update."""
+    accumulated = {**SETTINGS, "accum_steps": 2, "effective_batch_size": 16}
+    plain = {**SETTINGS, "accum_steps": 1, "effective_batch_size": 8}
+    start_run(str(tmp_path), accumulated, epochs=3)
+    with pytest.raises(
+        RunConflictError,
+        match=r"other settings \(accum_steps: 2 -> 1; effective_batch_size: 16 -> 8",
+    ):
+        start_run(str(tmp_path), plain, epochs=3)
+    RunProgress(str(tmp_path), 3).on_epoch_end(0)
+    (tmp_path / "backup" / "epoch_1").mkdir(parents=True)
+    (tmp_path / "backup" / "epoch_1" / "state.weights.h5").write_bytes(b"")
+    with pytest.raises(
+        RunConflictError,
+        match=r"holds a run with accum_steps=2, and this one asks for accum_steps=1: a continued "
+        r"run keeps it.*Pass overwrite",
+    ):
+        start_run(str(tmp_path), plain, epochs=3, resume=True)
+    assert read_run(str(tmp_path))["settings"]["accum_steps"] == 2  # refused: left as it was
+    assert start_run(str(tmp_path), accumulated, epochs=3)[0] == "resume"
+    assert start_run(str(tmp_path), accumulated, epochs=4, resume=True)[0] == "resume"
+
+    legacy = tmp_path / "legacy"
+    start_run(str(legacy), SETTINGS, epochs=3)  # no accum_steps, as 0.x recorded
+    with pytest.raises(
+        RunConflictError, match=r"accum_steps: 1 -> 2; effective_batch_size: 8 -> 16"
+    ):
+        start_run(str(legacy), accumulated, epochs=3)
+    assert start_run(str(legacy), plain, epochs=3) == (
+        "resume",
+        f"resuming the run in {legacy} after epoch 0",
+    )
+
+
 def test_overwrite_starts_afresh_and_clears_the_state(tmp_path):
     start_run(str(tmp_path), SETTINGS, epochs=2)
     finish(tmp_path, 2)

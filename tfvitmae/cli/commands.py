@@ -211,6 +211,7 @@ def pretrain(args: argparse.Namespace) -> int:
             dataset,
             epochs=args.epochs,
             batch_size=args.batch_size,
+            accum_steps=args.accum_steps,
             output_dir=args.output_dir,  # an epoch: one pass, its full batches
             base_lr=args.base_lr,
             warmup_epochs=args.warmup_epochs,
@@ -255,6 +256,12 @@ def _print_pretraining_summary(
         f"{info['num_examples']} images "
         f"({config.image_hw[0]}x{config.image_hw[1]}) for {args.epochs} epochs, "
         f"{replicas} replica(s)"
+        + (
+            f", {args.accum_steps} batches of {args.batch_size} per update "
+            f"(effective batch {args.accum_steps * args.batch_size})"
+            if args.accum_steps > 1
+            else ""
+        )
     )
 
 
@@ -308,6 +315,7 @@ def train_classifier(args: argparse.Namespace, linear_probe: bool) -> int:
         train,
         epochs=args.epochs,
         batch_size=args.batch_size,  # an epoch: one pass over the images that decode
+        accum_steps=args.accum_steps,
         validation_data=val,
         validation_steps=val_steps,
         label_smoothing=0.0 if linear_probe else args.label_smoothing,

@@ -57,6 +57,15 @@ def _add_common_training(parser: argparse.ArgumentParser, epochs: int, batch_siz
         help=f"global batch size (default: {batch_size})",
     )
     parser.add_argument(
+        "--accum-steps",
+        type=POSITIVE_INT,
+        default=1,
+        metavar="N",
+        help="gradient accumulation: average the gradients of N batches into one optimizer "
+        "update, for an effective batch of --batch-size x N that sets the learning rate; N must "
+        "divide the batches of an epoch (default: 1)",
+    )
+    parser.add_argument(
         "--base-lr", type=POSITIVE, help="learning rate per 256 images (default: the MAE recipe's)"
     )
     parser.add_argument("--no-augment", action="store_true", help="no random resized crop / flip")

@@ -5,9 +5,15 @@ Defaults follow the paper and the original code: AdamW with betas (0.9, 0.95),
 weight decay 0.05 (none on biases, norms, tokens and position tables),
 `lr = base_lr * batch / 256` with `base_lr = 1.5e-4`, linear warmup then a
 half-cycle cosine decay per step.
+
+With gradient accumulation (`accum_steps`, MAE's `accum_iter`; Keras'
+`gradient_accumulation_steps`) an optimizer update averages the gradients of
+`accum_steps` batches: `batch` in the scaling rule is then the effective
+batch, `batch_size * accum_steps`, and the schedule counts updates.
 """
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +33,12 @@ __all__ = [
     "PRETRAIN_BASE_LR",
     "PROBE_BASE_LR",
     "WarmupCosineDecay",
+    "check_accum_steps",
     "classifier_optimizer",
     "layer_decay_multipliers",
     "mae_optimizer",
     "scaled_learning_rate",
+    "updates_per_epoch",
 ]
 
 # Variable names (the last path component) that get no weight decay.
@@ -53,18 +61,71 @@ def scaled_learning_rate(base_lr: float, batch_size: int) -> float:
     return base_lr * batch_size / 256
 
 
+def check_accum_steps(accum_steps: int) -> int:
+    """`accum_steps` (the batches whose gradients make one optimizer update),
+    checked to be a positive int; 1 is no accumulation."""
+    if (
+        isinstance(accum_steps, bool)
+        or not isinstance(accum_steps, numbers.Integral)
+        or accum_steps < 1
+    ):
+        raise ValueError(
+            "accum_steps must be a positive int (the batches whose gradients make one "
+            f"optimizer update), received {accum_steps!r}"
+        )
+    return int(accum_steps)
+
+
+def updates_per_epoch(steps_per_epoch: int, accum_steps: int) -> int:
+    """The optimizer updates in an epoch of `steps_per_epoch` batches, each
+    update accumulating `accum_steps` of them.
+
+    Raises:
+        ValueError: `accum_steps` does not divide `steps_per_epoch`: every
+            epoch must end on an update, so that each epoch's updates are
+            whole and a run resumed at an epoch boundary starts on one.
+    """
+    accum_steps = check_accum_steps(accum_steps)
+    if steps_per_epoch % accum_steps:
+        fits = max(k for k in range(1, accum_steps) if steps_per_epoch % k == 0)
+        raise ValueError(
+            f"steps_per_epoch must be a multiple of accum_steps, so that every epoch ends on "
+            f"an optimizer update: received steps_per_epoch={steps_per_epoch} and "
+            f"accum_steps={accum_steps} (the largest accum_steps below it that divides "
+            f"{steps_per_epoch} is {fits})"
+        )
+    return steps_per_epoch // accum_steps
+
+
+def _gradient_accumulation_steps(accum_steps: int) -> int | None:
+    """Keras' `gradient_accumulation_steps` (`None`, or 2 and more) for `accum_steps`."""
+    return accum_steps if accum_steps > 1 else None
+
+
 @keras.saving.register_keras_serializable(package="tfvitmae")
 class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from 0 to `peak_lr`, then half-cycle cosine to `min_lr`.
+    """Linear warmup from 0 to `peak_lr`, then half-cycle cosine to `min_lr`,
+    counted in optimizer updates.
 
     Args:
         peak_lr: Learning rate at the end of the warmup.
-        warmup_steps: Steps of linear warmup.
-        total_steps: Steps in all; the rate reaches `min_lr` here.
+        warmup_steps: Updates of linear warmup.
+        total_steps: Updates in all; the rate reaches `min_lr` here.
         min_lr: Final learning rate.
+        accum_steps: The optimizer's `gradient_accumulation_steps` (1: none).
+            Keras calls a schedule with its count of batches, of which
+            `step // accum_steps` updates are done: update `k` gets the rate
+            of step `k`, as without accumulation.
     """
 
-    def __init__(self, peak_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0):
+    def __init__(
+        self,
+        peak_lr: float,
+        warmup_steps: int,
+        total_steps: int,
+        min_lr: float = 0.0,
+        accum_steps: int = 1,
+    ):
         if total_steps < 1 or warmup_steps < 0 or warmup_steps > total_steps:
             raise ValueError(
                 f"Need 0 <= warmup_steps <= total_steps and total_steps >= 1, "
@@ -74,8 +135,11 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
         self.warmup_steps = int(warmup_steps)
         self.total_steps = int(total_steps)
         self.min_lr = float(min_lr)
+        self.accum_steps = check_accum_steps(accum_steps)
 
     def __call__(self, step: TensorLike) -> TensorLike:
+        if self.accum_steps > 1:
+            step = ops.floor_divide(step, self.accum_steps)
         step = ops.cast(step, "float32")
         warmup = self.peak_lr * step / max(self.warmup_steps, 1)
         progress = (step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1)
@@ -91,6 +155,7 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
             warmup_steps=self.warmup_steps,
             total_steps=self.total_steps,
             min_lr=self.min_lr,
+            accum_steps=self.accum_steps,
         )
 
 
@@ -172,29 +237,39 @@ def mae_optimizer(
     min_lr: float = 0.0,
     model: "TFViTMAEPreTrainedModel | None" = None,
     layer_decay: float | None = None,
+    accum_steps: int = 1,
 ) -> keras.optimizers.Optimizer:
     """AdamW with the MAE schedule and weight-decay exclusions.
 
     Args:
-        batch_size: The global batch size (for the lr scaling rule).
-        steps_per_epoch, epochs: The length of training (the schedule is per step).
+        batch_size: The global batch size of one step.
+        steps_per_epoch, epochs: The length of training, in batches per epoch.
         warmup_epochs: Linear warmup length, capped at `epochs`.
         base_lr: Learning rate per 256 images.
         weight_decay, beta_1, beta_2, min_lr: AdamW and schedule settings.
         model, layer_decay: With both, a `LayerDecayAdamW` with layer-wise decay
             (of the step and the weight decay, as MAE).
+        accum_steps: Batches whose mean gradient makes one update (Keras'
+            `gradient_accumulation_steps`); it must divide `steps_per_epoch`.
+            The learning rate scales with the effective batch,
+            `batch_size * accum_steps`, and the schedule counts updates.
 
     Returns:
-        A Keras optimizer. Its `learning_rate` schedule is driven by
-        `optimizer.iterations`, so training resumed from a backup continues
-        at the same point of the schedule.
+        A Keras optimizer. Its `learning_rate` schedule is driven by the
+        optimizer's step count (saved with its state), so training resumed
+        from a backup continues at the same point of the schedule.
     """
-    total = max(1, int(steps_per_epoch * epochs))
-    warmup = min(int(steps_per_epoch * warmup_epochs), total)
-    peak = scaled_learning_rate(base_lr, batch_size)
-    schedule = WarmupCosineDecay(peak, warmup, total, min_lr=min_lr)
+    updates = updates_per_epoch(steps_per_epoch, accum_steps)
+    total = max(1, int(updates * epochs))
+    warmup = min(int(updates * warmup_epochs), total)
+    peak = scaled_learning_rate(base_lr, batch_size * accum_steps)
+    schedule = WarmupCosineDecay(peak, warmup, total, min_lr=min_lr, accum_steps=accum_steps)
     kwargs: dict[str, Any] = dict(
-        learning_rate=schedule, weight_decay=weight_decay, beta_1=beta_1, beta_2=beta_2
+        learning_rate=schedule,
+        weight_decay=weight_decay,
+        beta_1=beta_1,
+        beta_2=beta_2,
+        gradient_accumulation_steps=_gradient_accumulation_steps(accum_steps),
     )
     if layer_decay is None:
         optimizer = keras.optimizers.AdamW(**kwargs)
@@ -218,6 +293,7 @@ def classifier_optimizer(
     warmup_epochs: float | None = None,
     weight_decay: float | None = None,
     layer_decay: float | None = 0.65,
+    accum_steps: int = 1,
 ) -> keras.optimizers.Optimizer:
     """The MAE downstream optimizers.
 
@@ -226,12 +302,20 @@ def classifier_optimizer(
     LARS, which Keras does not ship; SGD with momentum is the usual stand-in.)
     Fine-tuning: AdamW (betas 0.9/0.999, weight decay 0.05), `base_lr` 5e-4
     per 256 images, warmup 5 epochs, cosine, layer-wise lr decay 0.65.
+    `accum_steps` accumulates gradients as in `mae_optimizer`, for both.
     """
-    total = max(1, int(steps_per_epoch * epochs))
     if model.linear_probe:
-        warmup = min(int(steps_per_epoch * (10 if warmup_epochs is None else warmup_epochs)), total)
-        lr = scaled_learning_rate(PROBE_BASE_LR if base_lr is None else base_lr, batch_size)
-        return keras.optimizers.SGD(WarmupCosineDecay(lr, warmup, total), momentum=0.9)
+        updates = updates_per_epoch(steps_per_epoch, accum_steps)
+        total = max(1, int(updates * epochs))
+        warmup = min(int(updates * (10 if warmup_epochs is None else warmup_epochs)), total)
+        lr = scaled_learning_rate(
+            PROBE_BASE_LR if base_lr is None else base_lr, batch_size * accum_steps
+        )
+        return keras.optimizers.SGD(
+            WarmupCosineDecay(lr, warmup, total, accum_steps=accum_steps),
+            momentum=0.9,
+            gradient_accumulation_steps=_gradient_accumulation_steps(accum_steps),
+        )
     return mae_optimizer(
         batch_size,
         steps_per_epoch,
@@ -242,4 +326,5 @@ def classifier_optimizer(
         beta_2=0.999,
         model=model,
         layer_decay=layer_decay,
+        accum_steps=accum_steps,
     )

@@ -19,7 +19,13 @@ from .callbacks import (
     StopOnNonFiniteLoss,
     steps_per_pass,
 )
-from .optimizers import PRETRAIN_BASE_LR, classifier_optimizer, mae_optimizer
+from .optimizers import (
+    PRETRAIN_BASE_LR,
+    check_accum_steps,
+    classifier_optimizer,
+    mae_optimizer,
+    updates_per_epoch,
+)
 from .runs import check_tensorboard, run_callbacks
 from .runs import run_settings as run_settings_of
 
@@ -32,23 +38,37 @@ if TYPE_CHECKING:
 __all__ = ["compile_classifier", "pretrain", "train_classifier"]
 
 
-def _epoch_length(dataset, steps_per_epoch) -> tuple[int, int]:
+def _epoch_length(dataset, steps_per_epoch, accum_steps) -> tuple[int, int]:
     """`(steps_per_epoch, passes_per_epoch)`. An epoch is one pass over a
     `make_dataset` pipeline whose pass length is known (its batches by
     default), or a whole number of passes; other data default to their
-    length. A resumed run then starts each epoch where an uninterrupted one did."""
+    length. A resumed run then starts each epoch where an uninterrupted one did.
+    Every epoch ends on an optimizer update: `accum_steps` divides its batches."""
+    check_accum_steps(accum_steps)
     per_pass = steps_per_pass(dataset)
     if per_pass is None:
-        return _steps_per_epoch(dataset, steps_per_epoch), 1
-    if steps_per_epoch is None:
-        return per_pass, 1
-    if steps_per_epoch < 1 or steps_per_epoch % per_pass:
+        length = _steps_per_epoch(dataset, steps_per_epoch), 1
+    elif steps_per_epoch is None:
+        length = per_pass, 1
+    elif steps_per_epoch < 1 or steps_per_epoch % per_pass:
         raise ValueError(
             f"steps_per_epoch must be a whole number of passes over the make_dataset pipeline "
             f"(one pass is {per_pass} batches, data.steps_per_pass), received {steps_per_epoch}: "
             "epochs that end inside a pass would not resume on the data an uninterrupted run saw"
         )
-    return steps_per_epoch, steps_per_epoch // per_pass
+    else:
+        length = steps_per_epoch, steps_per_epoch // per_pass
+    try:
+        updates_per_epoch(length[0], accum_steps)
+    except ValueError as e:
+        if per_pass is None:
+            raise
+        raise ValueError(
+            f"{e}. One pass over the make_dataset pipeline is {per_pass} batches "
+            "(data.steps_per_pass) and an epoch is a whole number of passes: choose "
+            "accum_steps, the batch size or steps_per_epoch to fit"
+        ) from None
+    return length
 
 
 def _steps_per_epoch(dataset, steps_per_epoch):
@@ -89,6 +109,8 @@ def pretrain(
     log_dir: PathLike | None = None,
     callbacks: Iterable[keras.callbacks.Callback] = (),
     verbose: int | str = "auto",
+    *,
+    accum_steps: int = 1,
 ) -> keras.callbacks.History:
     """MAE pretraining with the paper's recipe, as a Keras `fit`.
 
@@ -129,12 +151,18 @@ def pretrain(
         log_dir: Also log to TensorBoard there (scalars, the learning rate,
             reconstruction images).
         callbacks: More Keras callbacks.
+        accum_steps: Gradient accumulation (MAE's `accum_iter`): each
+            optimizer update averages the gradients of `accum_steps`
+            batches, so it sees an effective batch of `batch_size *
+            accum_steps` images, the learning rate scales with that, and the
+            schedule counts updates. It must divide `steps_per_epoch`, so
+            that every epoch ends on an update.
 
     Returns:
         The Keras `History` (from `train_loop`: an object whose `history`
         attribute holds the per-epoch losses, like Keras').
     """
-    steps_per_epoch, passes_per_epoch = _epoch_length(dataset, steps_per_epoch)
+    steps_per_epoch, passes_per_epoch = _epoch_length(dataset, steps_per_epoch, accum_steps)
     base_lr = PRETRAIN_BASE_LR if base_lr is None else base_lr
     optimizer = mae_optimizer(
         batch_size,
@@ -143,10 +171,11 @@ def pretrain(
         warmup_epochs=warmup_epochs,
         base_lr=base_lr,
         weight_decay=weight_decay,
+        accum_steps=accum_steps,
     )
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
     recipe = dict(
-        batch_size=batch_size,
+        _batches(batch_size, accum_steps),
         steps_per_epoch=steps_per_epoch,
         base_lr=base_lr,
         warmup_epochs=warmup_epochs,
@@ -191,6 +220,16 @@ def pretrain(
     )
 
 
+def _batches(batch_size: int, accum_steps: int) -> dict:
+    """The run record's batch settings: the global batch of a step, the steps
+    accumulated into an update, and the effective batch of an update."""
+    return dict(
+        batch_size=batch_size,
+        accum_steps=accum_steps,
+        effective_batch_size=batch_size * accum_steps,
+    )
+
+
 def _fit_stopping_between_steps(fit, data, callbacks, **options) -> keras.callbacks.History:
     """`fit(data, callbacks=callbacks, **options)`, with Ctrl-C taking effect
     at the end of the step under way (`InterruptBetweenSteps`)."""
@@ -230,6 +269,8 @@ def train_classifier(
     run_settings: dict | None = None,
     log_dir: PathLike | None = None,
     verbose: int | str = "auto",
+    *,
+    accum_steps: int = 1,
 ) -> keras.callbacks.History:
     """Linear-probe or fine-tune a `TFViTMAEForImageClassification` with `fit`.
 
@@ -251,12 +292,14 @@ def train_classifier(
             log, as in `pretrain`: a stopped run resumes.
         resume, overwrite, run_settings, log_dir: As in `pretrain` (with an
             `output_dir`).
+        accum_steps: Gradient accumulation, as in `pretrain`. The probe's
+            BatchNorm still normalises each batch of `batch_size` on its own.
         Other arguments: see `classifier_optimizer` and `pretrain`.
 
     Returns:
         The Keras `History`.
     """
-    steps_per_epoch, passes_per_epoch = _epoch_length(train_data, steps_per_epoch)
+    steps_per_epoch, passes_per_epoch = _epoch_length(train_data, steps_per_epoch, accum_steps)
     if validation_steps is not None:
         if isinstance(validation_steps, bool) or not isinstance(validation_steps, int):
             raise TypeError(f"validation_steps must be an int, received {validation_steps!r}")
@@ -279,6 +322,7 @@ def train_classifier(
         weight_decay=weight_decay,
         layer_decay=layer_decay,
         jit_compile=jit_compile,
+        accum_steps=accum_steps,
     )
     checked_train, validation_data = _checked_labels(
         train_data, validation_data, model.num_labels, one_hot_labels=one_hot_labels
@@ -292,7 +336,7 @@ def train_classifier(
     initial_epoch = 0
     if output_dir:
         recipe = dict(
-            batch_size=batch_size,
+            _batches(batch_size, accum_steps),
             steps_per_epoch=steps_per_epoch,
             base_lr=base_lr,
             warmup_epochs=warmup_epochs,
@@ -342,12 +386,14 @@ def compile_classifier(
     weight_decay: float | None = None,
     layer_decay: float | None = 0.65,
     jit_compile: bool | str = "auto",
+    *,
+    accum_steps: int = 1,
 ) -> None:
     """`model.compile` with `train_classifier`'s optimizer, loss and accuracy metric.
 
-    The learning-rate schedule lasts `steps_per_epoch * epochs` steps; the
-    other arguments are as in `train_classifier`. Compile once to train the
-    same classifier several times without tracing its step again.
+    The learning-rate schedule lasts `steps_per_epoch * epochs / accum_steps`
+    updates; the other arguments are as in `train_classifier`. Compile once to
+    train the same classifier several times without tracing its step again.
     """
     optimizer = classifier_optimizer(
         model,
@@ -358,6 +404,7 @@ def compile_classifier(
         warmup_epochs=warmup_epochs,
         weight_decay=weight_decay,
         layer_decay=layer_decay,
+        accum_steps=accum_steps,
     )
     loss, metrics = _classification_loss(
         model.num_labels, one_hot_labels=one_hot_labels, label_smoothing=label_smoothing

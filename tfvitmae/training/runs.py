@@ -87,6 +87,16 @@ def _write_run(output_dir, record):
     atomic_write_text(os.path.join(output_dir, RUN_FILE), text)
 
 
+def _recorded_settings(record: dict, settings: dict) -> dict:
+    """A run record's settings, to compare with a rerun's `settings`. A recipe
+    recorded before gradient accumulation (no `accum_steps`) trained one
+    batch per update: it reads as such."""
+    saved = dict(record.get("settings", {}))
+    if "accum_steps" in settings and "accum_steps" not in saved and "batch_size" in saved:
+        saved.update(accum_steps=1, effective_batch_size=saved["batch_size"])
+    return saved
+
+
 def _differences(saved, settings):
     keys = sorted(set(saved) | set(settings))
     return [
@@ -307,7 +317,8 @@ def _decide_run(
             )
         return "fresh", f"starting a new run in {output_dir}", new_record, False
     done, finished = record.get("epochs_done", 0), record.get("finished", False)
-    differences = _differences(record.get("settings", {}), settings)
+    saved = _recorded_settings(record, settings)
+    differences = _differences(saved, settings)
     if resume is None and not differences and not finished:
         return "resume", f"resuming the run in {output_dir} after epoch {done}", None, False
     if (resume and done >= epochs) or (finished and not differences):
@@ -315,6 +326,14 @@ def _decide_run(
             f"{output_dir} holds a run that has trained {done} epochs, and this one asks for "
             f"{epochs}: ask for more epochs and pass resume (--resume) to continue it, "
             "overwrite (--overwrite) to start afresh, or choose another output directory"
+        )
+    if resume and saved.get("accum_steps") != settings.get("accum_steps") and backups(output_dir):
+        raise RunConflictError(
+            f"{output_dir} holds a run with accum_steps={saved.get('accum_steps')}, and this one "
+            f"asks for accum_steps={settings.get('accum_steps')}: a continued run keeps it (its "
+            "backup's optimizer state counts batches, not updates, and holds the gradient "
+            "accumulators only with accumulation). Pass overwrite (--overwrite) to start afresh, "
+            "or train from the saved model in another output directory"
         )
     if resume:
         changed = f" with new settings ({'; '.join(differences)})" if differences else ""
