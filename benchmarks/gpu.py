@@ -3,6 +3,7 @@ PyTorch `transformers` (SDPA), both in bfloat16. Needs no TensorFlow.
 
     python benchmarks/gpu.py                 # ViT-B/16 at 224, batches 64 and 256 (~5 min)
     python benchmarks/gpu.py --tiny --device cpu   # seconds: the smoke test, on a CPU
+    python benchmarks/gpu.py --scaling 1 2 4 8     # data-parallel scaling over the devices
 
 Contestants, each in a process of its own (a Keras backend is fixed at
 import), driven through a pipe and timed from here, rounds interleaved:
@@ -12,6 +13,12 @@ import), driven through a pipe and timed from here, rounds interleaved:
 - `ours jax bf16 matmuls`: the same with attention as batched matmuls;
 - `hf-pt bf16`: `transformers.ViTMAEForPreTraining` with SDPA attention,
   under `torch.autocast(bfloat16)`, AdamW.
+With `--scaling N ...`, instead: `ours jax bf16` under
+`keras.distribution.DataParallel` over the first N devices, each device
+with the same batch (`--batches`' first, per device), one worker per N
+(rounds interleaved); images/s and the scaling efficiency
+`(images/s on N) / (N x images/s on 1)`, in `<out>/gpu-scaling-*`.
+
 Same weights, images and masking noise. Ratios `peer time / our time` are
 taken within a round (median over rounds: above 1, ours is faster). MFU is
 the step's matmul FLOPs (`flops.step_flops`) per second against the
@@ -44,7 +51,8 @@ REFERENCE = "ours jax bf16"
 
 # ------------------------------------------------------------------ workers
 class OursJax:
-    def __init__(self, checkpoint, kernel):
+    def __init__(self, checkpoint, kernel, devices=None):
+        import jax
         import keras
 
         from tfvitmae import TFViTMAEForPreTraining
@@ -52,6 +60,11 @@ class OursJax:
 
         if not kernel:
             layers.FUSED_ATTENTION_BACKENDS = ()
+        if devices is not None:  # data parallel: weights replicated, each batch split
+            if devices > jax.device_count():
+                raise SystemExit(f"--scaling {devices}: only {jax.device_count()} devices here")
+            distribution = keras.distribution.DataParallel(devices=jax.devices()[:devices])
+            keras.distribution.set_distribution(distribution)
         keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
         self.model = TFViTMAEForPreTraining.from_pretrained(checkpoint)
         self.model.compile(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=True)
@@ -104,11 +117,12 @@ def serve(name, checkpoint, device, tiny):
     from tfvitmae import ViTMAEConfig
 
     config = ViTMAEConfig.from_pretrained(checkpoint)
-    runner = (
-        HfTorch(checkpoint, device)
-        if name.startswith("hf-pt")
-        else OursJax(checkpoint, kernel=not name.endswith("matmuls"))
-    )
+    if name.startswith("hf-pt"):
+        runner = HfTorch(checkpoint, device)
+    elif name.startswith("dp "):  # "dp N": data parallel over N devices
+        runner = OursJax(checkpoint, kernel=True, devices=int(name.split()[1]))
+    else:
+        runner = OursJax(checkpoint, kernel=not name.endswith("matmuls"))
     made = {}
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
@@ -127,6 +141,11 @@ class Worker:
         # Each JAX worker takes a third of the device's memory, not JAX's default
         # 75% up front, so that all three fit on one GPU.
         env = {**environ, "KERAS_BACKEND": "jax", "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.3"}
+        if name.startswith("dp "):  # one worker per device count: allocate as needed
+            env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+            if args.device == "cpu":  # as many CPU devices as the largest count
+                flag = f"--xla_force_host_platform_device_count={max(args.scaling)}"
+                env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flag}".strip()
         if args.device == "cpu" or name.startswith("hf-pt"):
             env["JAX_PLATFORMS"] = "cpu"  # PyTorch's worker leaves the GPU to torch
         command = [sys.executable, __file__, "--serve", name, "--checkpoint", checkpoint]
@@ -157,6 +176,13 @@ def main():
     parser.add_argument("--steps", type=int, default=3, help="timed steps per turn (median)")
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     parser.add_argument("--tiny", action="store_true", help="a tiny config, batch 4, 2 rounds")
+    parser.add_argument(
+        "--scaling",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="data-parallel scaling over the first N devices (per-device batch: --batches[0])",
+    )
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
@@ -172,6 +198,8 @@ def main():
 
     batches, rounds = ([4], 2) if args.tiny else (args.batches, args.rounds)
     config = ViTMAEConfig(**TINY) if args.tiny else ViTMAEConfig.from_preset("base")
+    if args.scaling:
+        return scaling(args, config, batches[0], rounds, environ)
     report = {"device": args.device, "config": "tiny" if args.tiny else "base", "tasks": []}
     with tempfile.TemporaryDirectory() as checkpoint:
         TFViTMAEForPreTraining(config, seed=0).save_pretrained(checkpoint, pytorch=True)
@@ -179,19 +207,10 @@ def main():
         peak = workers[REFERENCE].ask("peak")["flops"]
         report["bf16_matmul_peak_tflops"] = peak / 1e12
         for batch in batches:
-            times = {name: [] for name in workers}
             losses = {name: worker.ask(f"step {batch}")["loss"] for name, worker in workers.items()}
             for worker in workers.values():  # compile and warm up
                 worker.ask(f"step {batch}")
-            for i in range(rounds):
-                names = list(workers)[i % len(workers) :] + list(workers)[: i % len(workers)]
-                for name in names:
-                    turn = []
-                    for _ in range(args.steps):
-                        start = time.perf_counter()
-                        workers[name].ask(f"step {batch}")
-                        turn.append(time.perf_counter() - start)
-                    times[name].append(statistics.median(turn))
+            times = timed_rounds(workers, dict.fromkeys(workers, batch), rounds, args.steps)
             flops = step_flops(config) * batch
             rows = {}
             for name, per_round in times.items():
@@ -226,6 +245,76 @@ def main():
     print(table)
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"gpu-{report['config']}-{args.device}")
+    with open(stem + ".json", "w") as f:
+        json.dump(report, f, indent=1)
+    with open(stem + ".md", "w") as f:
+        f.write(table)
+
+
+def timed_rounds(workers, batch_of, rounds, steps):
+    """Each worker's median step time per round, the workers' turns rotated
+    from round to round; `batch_of[name]` is the batch it steps."""
+    times = {name: [] for name in workers}
+    for i in range(rounds):
+        names = list(workers)[i % len(workers) :] + list(workers)[: i % len(workers)]
+        for name in names:
+            turn = []
+            for _ in range(steps):
+                start = time.perf_counter()
+                workers[name].ask(f"step {batch_of[name]}")
+                turn.append(time.perf_counter() - start)
+            times[name].append(statistics.median(turn))
+    return times
+
+
+def scaling(args, config, per_device, rounds, environ):
+    """Data-parallel weak scaling: `per_device` images per device per step."""
+    from tfvitmae import TFViTMAEForPreTraining
+
+    report = {"device": args.device, "config": "tiny" if args.tiny else "base", "rows": []}
+    report["per_device_batch"] = per_device
+    with tempfile.TemporaryDirectory() as checkpoint:
+        TFViTMAEForPreTraining(config, seed=0).save_pretrained(checkpoint, pytorch=True)
+        workers = {f"dp {n}": Worker(f"dp {n}", checkpoint, args, environ) for n in args.scaling}
+        batch_of = {f"dp {n}": per_device * n for n in args.scaling}
+        losses = {name: w.ask(f"step {batch_of[name]}")["loss"] for name, w in workers.items()}
+        for name, worker in workers.items():  # compile and warm up
+            worker.ask(f"step {batch_of[name]}")
+        times = timed_rounds(workers, batch_of, rounds, args.steps)
+        for worker in workers.values():
+            worker.close()
+    base = per_device / statistics.median(times[f"dp {args.scaling[0]}"]) / args.scaling[0]
+    for n in args.scaling:
+        seconds = statistics.median(times[f"dp {n}"])
+        images = per_device * n / seconds
+        report["rows"].append(
+            {
+                "devices": n,
+                "global_batch": per_device * n,
+                "seconds": seconds,
+                "images_per_s": images,
+                "efficiency": images / (n * base),
+                "first_loss": losses[f"dp {n}"],
+                "seconds_per_round": times[f"dp {n}"],
+            }
+        )
+    lines = [
+        f"ViTMAE {report['config']} train step (bf16), data parallel on {args.device}: "
+        f"{per_device} images per device; {rounds} interleaved rounds. Efficiency: "
+        f"images/s on N devices over N x images/s on {args.scaling[0]}.",
+        "",
+        "| devices | global batch | ms | images/s | efficiency |",
+        "|---|---|---|---|---|",
+    ]
+    for row in report["rows"]:
+        lines.append(
+            f"| {row['devices']} | {row['global_batch']} | {row['seconds'] * 1000:.1f} | "
+            f"{row['images_per_s']:.0f} | {row['efficiency']:.0%} |"
+        )
+    table = "\n".join(lines) + "\n"
+    print(table)
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, f"gpu-scaling-{report['config']}-{args.device}")
     with open(stem + ".json", "w") as f:
         json.dump(report, f, indent=1)
     with open(stem + ".md", "w") as f:

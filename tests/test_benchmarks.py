@@ -134,6 +134,32 @@ def test_the_gpu_script_runs_on_a_cpu_without_tensorflow(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_gpu_scaling_run_reports_each_device_count(tmp_path):
+    """`gpu.py --scaling` trains data parallel over 1 and 2 (virtual CPU) devices,
+    each with the same per-device batch, without TensorFlow."""
+    pytest.importorskip("jax")
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "tensorflow.py").write_text("raise ImportError('no TensorFlow here')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), str(ROOT)])}
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--tiny", "--device", "cpu",
+        "--scaling", "1", "2", "--out", str(tmp_path),
+    ]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu-scaling-tiny-cpu.json").read_text())
+    rows = report["rows"]
+    assert [(r["devices"], r["global_batch"]) for r in rows] == [(1, 4), (2, 8)]
+    one = 4 / np.median(rows[0]["seconds_per_round"])
+    for row in rows:
+        assert np.isfinite(row["first_loss"]) and row["seconds"] > 0
+        images = row["global_batch"] / np.median(row["seconds_per_round"])
+        assert row["efficiency"] == pytest.approx(images / (row["devices"] * one))
+    assert "| 2 | 8 |" in (tmp_path / "gpu-scaling-tiny-cpu.md").read_text()
+
+
+@pytest.mark.slow
 def test_deploy_reports_every_target_at_parity(tmp_path):
     command = [sys.executable, str(ROOT / "benchmarks" / "deploy.py"), "--config", "tiny"]
     out = subprocess.run(
