@@ -144,6 +144,7 @@ def main(out):
     sharded_folder = os.path.join(out, "model_parallel")
     sharded.save_weights(sharded_file)
     sharded.save_pretrained(sharded_folder, pytorch=True)
+    sharded.save_pretrained(os.path.join(out, "model_parallel_keras"))  # .weights.h5 inside
     sharded_weights = weights(sharded)
 
     # The sharded run's files on one device, and on a mesh of another shape
@@ -151,10 +152,14 @@ def main(out):
     report["loads"] = {}
     for name, distribution in (("one_device", None), ("1x4", model_parallel((1, 4)))):
         with scope(distribution):
-            from_keras = load(sharded_file)
+            from_keras = load(sharded_file)  # Keras' load_weights
+            from_folder = TFViTMAEForPreTraining.from_pretrained(
+                os.path.join(out, "model_parallel_keras")
+            )
             from_pytorch = TFViTMAEForPreTraining.from_pretrained(sharded_folder)
         report["loads"][name] = found = dict(
             keras=max_diff(weights(from_keras), sharded_weights),
+            keras_folder=max_diff(weights(from_folder), sharded_weights),
             pytorch=max_diff(weights(from_pytorch), sharded_weights),
         )
         if distribution is None:  # it computes what the one-device run's model does

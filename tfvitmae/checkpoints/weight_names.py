@@ -283,8 +283,8 @@ def weight_table(
     entries = []
     for keras_path, transform, hf_name, mae_name in MODEL_TABLE + HEAD_TABLE:
         if part_of(keras_path) in parts:
-            names = _expand((hf_name, hf_name, mae_name)[column])
-            entries.append(Entry(keras_path, transform, names, transform == LINEAR))
+            name = (hf_name, hf_name, mae_name)[column]
+            entries.append(Entry(keras_path, transform, _expand(name), transform == LINEAR))
     depths = (
         config.num_hidden_layers,
         config.decoder_num_hidden_layers if "decoder" in parts else 0,
