@@ -319,21 +319,20 @@ def fused_attention_kernel() -> bool:
 class QKVProjection(keras.layers.Layer):
     """The fused query/key/value projection, split into heads.
 
-    Its kernel is the matrix `(hidden_size, 3 * hidden_size)` whose columns are
-    `[q | k | v]`, heads in order within each: what a Dense layer holds, and what
-    `.weights.h5` and `.keras` files, state dicts and exports always hold.
+    Its kernel is the matrix `(hidden_size, 3 * hidden_size)`, columns
+    `[q | k | v]` with the heads in order in each: what a Dense layer holds, and
+    what files, state dicts and exports hold.
 
-    Built under `keras.distribution.ModelParallel`, the kernel holds the same
-    values in the same order as `(hidden_size, 3, num_heads, head_dim)`, so that
-    a layout map can shard its heads axis (`get_layout_map`): each device then
-    holds whole heads' query, key and value columns and attends with them
-    alone. A sharding cuts an axis into contiguous blocks, so cutting the
-    matrix's columns would give one of two devices the queries and half the
-    keys, and every block would move activations between devices to regroup
-    them. On one device (and under `DataParallel`) the kernel stays the
-    matrix, so everything that reads `qkv.kernel` keeps its layout; files are
-    the same either way (`save_own_variables` writes the matrix, and
-    `load_own_variables` reads it into either shape).
+    Built under `keras.distribution.ModelParallel`, it holds the same values as
+    `(hidden_size, 3, num_heads, head_dim)`, so that the layout map
+    (`get_layout_map`) can shard the heads axis and give each device whole
+    heads' query, key and value columns. A sharding cuts an axis into
+    contiguous blocks: cut along the matrix's columns, one of two devices would
+    hold the queries and half the keys, and every block would move activations
+    between devices to regroup them by head. Elsewhere the kernel stays the
+    matrix, so what reads `qkv.kernel` keeps its layout. `save_own_variables`
+    writes the matrix from either shape; `load_own_variables` reads it into
+    either.
 
     Args:
         hidden_size: Input width, and the width of each of q, k and v.

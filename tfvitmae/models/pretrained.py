@@ -577,6 +577,7 @@ class TFViTMAEPreTrainedModel(ImageTasks, HubMixin, ExportMixin, keras.Model):
         device_mesh: keras.distribution.DeviceMesh,
         model_parallel_dim_name: str = "model",
         data_parallel_dim_name: str = "batch",
+        *,
         config: ViTMAEConfig | dict | None = None,
     ) -> keras.distribution.LayoutMap:
         """The `keras.distribution.LayoutMap` that shards each transformer block
