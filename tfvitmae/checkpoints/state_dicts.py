@@ -222,7 +222,9 @@ def load_state_dict(
             continue
         used.update(entry.names)
         variable = variables[entry.keras_path]
-        expected = torch_shape(variable.shape, entry.transform, len(entry.names))
+        expected = torch_shape(
+            entry.layout_shape(variable.shape), entry.transform, len(entry.names)
+        )
         found = [tuple(np.shape(state[n])) for n in entry.names]
         if any(shape != expected for shape in found):
             bad = next(i for i, shape in enumerate(found) if shape != expected)
@@ -230,7 +232,7 @@ def load_state_dict(
             continue
         arrays = [to_keras_layout(np.asarray(state[n]), entry.transform) for n in entry.names]
         value = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=-1)
-        assignments.append((variable, value.astype(variable.dtype)))
+        assignments.append((variable, value.reshape(variable.shape).astype(variable.dtype)))
         report.loaded.append(entry.keras_path)
     unused = set(state) - used
     # Moving between the encoder, pretraining and classification models is
@@ -308,7 +310,8 @@ def to_state_dict(model: Any, fmt: str = "transformers") -> dict[str, np.ndarray
         )
     state: dict[str, np.ndarray] = {}
     for entry in entries:
-        value = np.asarray(variables[entry.keras_path].numpy())
+        variable = variables[entry.keras_path]
+        value = np.asarray(variable.numpy()).reshape(entry.layout_shape(variable.shape))
         for name, part in zip(entry.names, np.split(value, len(entry.names), axis=-1)):
             state[name] = np.ascontiguousarray(to_torch_layout(part, entry.transform))
     if model_parts(model) == ("vit",) and fmt == "transformers":

@@ -224,6 +224,15 @@ class Entry:
     keras_path: str
     transform: str
     names: tuple[str, ...]  # one name, or several fused along the last Keras axis
+    # A Dense kernel: a matrix `(in, out)` in every layout, which a variable may
+    # hold with `out` split into axes (the attention's query/key/value kernel
+    # built for model parallelism: `models.layers.QKVProjection`).
+    matrix: bool = False
+
+    def layout_shape(self, variable_shape: Sequence[int]) -> tuple[int, ...]:
+        """The shape of a variable of `variable_shape` in the table's Keras layout."""
+        shape = tuple(variable_shape)
+        return (shape[0], int(np.prod(shape[1:]))) if self.matrix else shape
 
 
 def _expand(name: str) -> tuple[str, ...]:
@@ -274,9 +283,8 @@ def weight_table(
     entries = []
     for keras_path, transform, hf_name, mae_name in MODEL_TABLE + HEAD_TABLE:
         if part_of(keras_path) in parts:
-            entries.append(
-                Entry(keras_path, transform, _expand((hf_name, hf_name, mae_name)[column]))
-            )
+            name = (hf_name, hf_name, mae_name)[column]
+            entries.append(Entry(keras_path, transform, _expand(name), transform == LINEAR))
     depths = (
         config.num_hidden_layers,
         config.decoder_num_hidden_layers if "decoder" in parts else 0,
@@ -287,13 +295,15 @@ def weight_table(
                 if suffix.endswith("qkv/bias") and not config.qkv_bias:
                     continue
                 name = prefixes[column].format(i=i) + names[column]
-                entries.append(Entry(keras_prefix.format(i=i) + suffix, transform, _expand(name)))
+                path = keras_prefix.format(i=i) + suffix
+                entries.append(Entry(path, transform, _expand(name), transform == LINEAR))
     if fmt == "tf-legacy":
         entries = [
-            Entry(e.keras_path, NONE, tuple(_legacy_tf_name(n) for n in e.names)) for e in entries
+            Entry(e.keras_path, NONE, tuple(_legacy_tf_name(n) for n in e.names), e.matrix)
+            for e in entries
         ]
     elif fmt == "keras":
-        entries = [Entry(e.keras_path, NONE, (e.keras_path,)) for e in entries]
+        entries = [Entry(e.keras_path, NONE, (e.keras_path,), e.matrix) for e in entries]
     return entries
 
 

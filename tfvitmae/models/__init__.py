@@ -14,6 +14,8 @@ A forward pass reads in three files: `vit_mae.py`, `layers.py` and
 - `tasks.py`: what a user does with a model (`predict_images`,
   `reconstruct`, `classify`, `fit` without labels), inherited by the models.
 - `classification.py`: `TFViTMAEForImageClassification` (probe, fine-tune).
+- `sharding.py`: the layout map that splits each block over devices
+  (`get_layout_map`, for `keras.distribution.ModelParallel`).
 
 The models are built on `checkpoints`, `data` and `serving`, which never
 import a model: the documented `from_pretrained`, `save_pretrained` and

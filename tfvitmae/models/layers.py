@@ -13,6 +13,7 @@ import math
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -28,6 +29,7 @@ __all__ = [
     "DropPath",
     "Dropout",
     "PatchEmbedding",
+    "QKVProjection",
     "RandomMasking",
     "ViTMAEAttention",
     "ViTMAEBlock",
@@ -314,6 +316,132 @@ def fused_attention_kernel() -> bool:
 
 
 @keras.saving.register_keras_serializable(package="tfvitmae")
+class QKVProjection(keras.layers.Layer):
+    """The fused query/key/value projection, split into heads.
+
+    Its kernel is the matrix `(hidden_size, 3 * hidden_size)`, columns
+    `[q | k | v]` with the heads in order in each: what a Dense layer holds, and
+    what files, state dicts and exports hold.
+
+    Built under `keras.distribution.ModelParallel`, it holds the same values as
+    `(hidden_size, 3, num_heads, head_dim)`, so that the layout map
+    (`get_layout_map`) can shard the heads axis and give each device whole
+    heads' query, key and value columns. A sharding cuts an axis into
+    contiguous blocks: cut along the matrix's columns, one of two devices would
+    hold the queries and half the keys, and every block would move activations
+    between devices to regroup them by head. Elsewhere the kernel stays the
+    matrix, so what reads `qkv.kernel` keeps its layout. `save_own_variables`
+    writes the matrix from either shape; `load_own_variables` reads it into
+    either.
+
+    Args:
+        hidden_size: Input width, and the width of each of q, k and v.
+        num_heads: Attention heads; must divide `hidden_size`.
+        use_bias: Whether the projection has a bias, `(3 * hidden_size,)`.
+        kernel_initializer: Initializer of the matrix (called with its 2-D
+            shape in either layout, so both draw the same values).
+
+    Call arguments:
+        hidden_states: `(batch, seq, hidden_size)`.
+
+    Returns:
+        `(batch, seq, 3, num_heads, head_dim)`: queries, keys and values.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        use_bias: bool = True,
+        kernel_initializer: keras.initializers.Initializer | str = "glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if hidden_size % num_heads:
+            raise ValueError(
+                f"hidden_size ({hidden_size}) must be divisible by num_heads, received {num_heads}"
+            )
+        self.hidden_size = hidden_size
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.matrix_shape = (hidden_size, 3 * hidden_size)
+
+    def build(self, input_shape: tuple | None = None) -> None:
+        # Decided here, where the variable is made: its layout is decided then too.
+        by_heads = isinstance(keras.distribution.distribution(), keras.distribution.ModelParallel)
+        shape = (self.hidden_size, 3, self.num_heads, self.head_dim) if by_heads else None
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=shape or self.matrix_shape,
+            initializer=self._initialize_kernel,
+        )
+        self.bias = (
+            self.add_weight(name="bias", shape=(3 * self.hidden_size,), initializer="zeros")
+            if self.use_bias
+            else None
+        )
+
+    def _initialize_kernel(self, shape, dtype=None):
+        return ops.reshape(self.kernel_initializer(self.matrix_shape, dtype=dtype), shape)
+
+    @property
+    def by_heads(self) -> bool:
+        """Whether the kernel is held as `(hidden_size, 3, num_heads, head_dim)`."""
+        return len(self.kernel.shape) == 4
+
+    def call(self, hidden_states: TensorLike) -> TensorLike:
+        split = (3, self.num_heads, self.head_dim)
+        if self.by_heads:  # one contraction, no reshape of the sharded kernel
+            qkv = ops.tensordot(hidden_states, self.kernel, axes=1)
+            return qkv if self.bias is None else qkv + ops.reshape(self.bias, split)
+        qkv = ops.matmul(hidden_states, self.kernel)  # as a Dense layer computes it
+        qkv = qkv if self.bias is None else qkv + self.bias
+        batch, length = ops.shape(hidden_states)[0], ops.shape(hidden_states)[1]
+        return ops.reshape(qkv, (batch, length) + split)
+
+    def save_own_variables(self, store: Any) -> None:
+        """Write the kernel as the matrix, whatever shape it is held in."""
+        store["0"] = (
+            np.reshape(ops.convert_to_numpy(self.kernel), self.matrix_shape)
+            if self.by_heads
+            else self.kernel
+        )
+        if self.bias is not None:
+            store["1"] = self.bias
+
+    def load_own_variables(self, store: Any) -> None:
+        """Read the matrix `save_own_variables` wrote into the kernel's shape."""
+        expected = 2 if self.use_bias else 1
+        if len(store.keys()) != expected:
+            raise ValueError(
+                f"Layer {self.path!r} expects {expected} variables (the kernel"
+                f"{' and the bias' if self.use_bias else ''}), but the file holds "
+                f"{len(store.keys())}"
+            )
+        kernel = np.asarray(store["0"])
+        if kernel.shape != self.matrix_shape:
+            raise ValueError(
+                f"Layer {self.path!r}: the file's kernel has shape {kernel.shape}, expected "
+                f"the matrix {self.matrix_shape}"
+            )
+        self.kernel.assign(np.reshape(kernel, self.kernel.shape))
+        if self.bias is not None:
+            self.bias.assign(store["1"])
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            hidden_size=self.hidden_size,
+            num_heads=self.num_heads,
+            use_bias=self.use_bias,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfvitmae")
 class ViTMAEAttention(keras.layers.Layer):
     """Multi-head self-attention with one fused query/key/value projection.
 
@@ -376,8 +504,9 @@ class ViTMAEAttention(keras.layers.Layer):
         self.attn_implementation = check_attn_implementation(attn_implementation)
         self.seed = seed
         init = keras.initializers.TruncatedNormal(stddev=initializer_range)
-        self.qkv = keras.layers.Dense(
-            3 * hidden_size,
+        self.qkv = QKVProjection(
+            hidden_size,
+            num_heads,
             use_bias=qkv_bias,
             kernel_initializer=init,
             name="qkv",
@@ -407,9 +536,7 @@ class ViTMAEAttention(keras.layers.Layer):
     ) -> tuple[TensorLike, TensorLike | None]:
         probs_seed, output_seed = seeds or (None, None)
         batch, length = ops.shape(hidden_states)[0], ops.shape(hidden_states)[1]
-        qkv = ops.reshape(
-            self.qkv(hidden_states), (batch, length, 3, self.num_heads, self.head_dim)
-        )
+        qkv = self.qkv(hidden_states)  # (batch, seq, 3, heads, head_dim)
         if self._kernel_applies(head_mask, output_attentions, training):
             query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
             context, probs = ops.dot_product_attention(query, key, value), None

@@ -30,7 +30,8 @@ from ..utils.checks import check_data_format
 from ..utils.types import TensorLike
 from .config import ViTMAEConfig, as_config
 from .layers import all_finite, check_attn_implementation, is_eager, set_attn_implementation
-from .tasks import ImageTasks
+from .sharding import get_layout_map
+from .tasks import ImageTasks, PreTrainingTasks
 
 __all__ = [
     "InputSizes",
@@ -568,6 +569,42 @@ class TFViTMAEPreTrainedModel(ImageTasks, HubMixin, ExportMixin, keras.Model):
         config = dict(config)
         config["config"] = ViTMAEConfig.from_dict(config["config"])
         return cls(**config)
+
+    # ------------------------------------------------ model parallelism
+    @classmethod
+    def get_layout_map(
+        cls,
+        device_mesh: keras.distribution.DeviceMesh,
+        model_parallel_dim_name: str = "model",
+        data_parallel_dim_name: str = "batch",
+        *,
+        config: ViTMAEConfig | dict | None = None,
+    ) -> keras.distribution.LayoutMap:
+        """The `keras.distribution.LayoutMap` that shards each transformer block
+        over the model axis of `device_mesh`, attention by heads and the MLP
+        by hidden units (`models/sharding.py`), as keras-hub's backbones give
+        theirs. Build the model under `ModelParallel` with it:
+
+        ```python
+        mesh = keras.distribution.DeviceMesh((2, 4), ["batch", "model"])
+        layout_map = TFViTMAEForPreTraining.get_layout_map(mesh, config=config)
+        parallel = keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch")
+        with parallel.scope():
+            model = TFViTMAEForPreTraining(config)
+        ```
+
+        With `config`, a model axis that does not divide the heads or MLP
+        hidden units of this class's blocks (the encoder's; the decoder's
+        too for `TFViTMAEForPreTraining`) raises `ValueError` here, naming
+        the block, the size and the mesh. See `sharding.get_layout_map`.
+        """
+        return get_layout_map(
+            device_mesh,
+            model_parallel_dim_name,
+            data_parallel_dim_name,
+            config=None if config is None else as_config(config),
+            stacks=("vit", "decoder") if issubclass(cls, PreTrainingTasks) else ("vit",),
+        )
 
     # ------------------------------------------------ transformers' TF API
     def get_input_embeddings(self) -> keras.layers.Layer:
