@@ -241,13 +241,17 @@ def main():
                 f"| {task['batch']} | {name} | {row['seconds'] * 1000:.1f} | "
                 f"{row['images_per_s']:.0f} | {row['mfu']:.0%} | {row['vs hf-pt bf16']:.2f}x |"
             )
+    write_report(args.out, f"gpu-{report['config']}-{args.device}", report, lines)
+
+
+def write_report(out, name, report, lines):
+    """Print the table `lines`, and write `<out>/<name>.json` and `.md`."""
     table = "\n".join(lines) + "\n"
     print(table)
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"gpu-{report['config']}-{args.device}")
-    with open(stem + ".json", "w") as f:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, name + ".json"), "w") as f:
         json.dump(report, f, indent=1)
-    with open(stem + ".md", "w") as f:
+    with open(os.path.join(out, name + ".md"), "w") as f:
         f.write(table)
 
 
@@ -311,14 +315,7 @@ def scaling(args, config, per_device, rounds, environ):
             f"| {row['devices']} | {row['global_batch']} | {row['seconds'] * 1000:.1f} | "
             f"{row['images_per_s']:.0f} | {row['efficiency']:.0%} |"
         )
-    table = "\n".join(lines) + "\n"
-    print(table)
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"gpu-scaling-{report['config']}-{args.device}")
-    with open(stem + ".json", "w") as f:
-        json.dump(report, f, indent=1)
-    with open(stem + ".md", "w") as f:
-        f.write(table)
+    write_report(args.out, f"gpu-scaling-{report['config']}-{args.device}", report, lines)
 
 
 if __name__ == "__main__":
