@@ -10,6 +10,7 @@ from keras import ops
 
 from ..utils.backend import in_multi_worker_strategy, is_tf_dataset
 from ..utils.types import PathLike, TensorLike
+from . import mesh
 from .callbacks import (
     DataEpoch,
     InterruptBetweenSteps,
@@ -70,6 +71,7 @@ def _steps_per_epoch(dataset, steps_per_epoch):
     return cardinality
 
 
+@mesh.with_distribution
 def pretrain(
     model: "TFViTMAEForPreTraining",
     dataset: "tf.data.Dataset",
@@ -89,6 +91,7 @@ def pretrain(
     log_dir: PathLike | None = None,
     callbacks: Iterable[keras.callbacks.Callback] = (),
     verbose: int | str = "auto",
+    distribution: "keras.distribution.Distribution | None" = None,
 ) -> keras.callbacks.History:
     """MAE pretraining with the paper's recipe, as a Keras `fit`.
 
@@ -97,6 +100,8 @@ def pretrain(
     `MultiWorkerMirroredStrategy` the training runs in `train_loop` (Keras'
     `fit` fails there): the chief writes, and on a rerun every worker
     restores the chief's backup from `output_dir`, which they must share.
+    On JAX, `distribution` (or one set with `keras.distribution`) does the
+    same through Keras' own API, in one process or several (see `mesh`).
 
     Args:
         model: A `TFViTMAEForPreTraining`.
@@ -129,11 +134,17 @@ def pretrain(
         log_dir: Also log to TensorBoard there (scalars, the learning rate,
             reconstruction images).
         callbacks: More Keras callbacks.
+        distribution: A `keras.distribution` (JAX) to train under, e.g.
+            `mesh.make_distribution("data")`; `model` must have been made
+            inside its scope. In several processes each reads its part of
+            every batch (`make_dataset(..., process_index=, process_count=)`),
+            and only process 0 writes.
 
     Returns:
         The Keras `History` (from `train_loop`: an object whose `history`
         attribute holds the per-epoch losses, like Keras').
     """
+    mesh.prepare(model, dataset, batch_size=batch_size)
     steps_per_epoch, passes_per_epoch = _epoch_length(dataset, steps_per_epoch)
     base_lr = PRETRAIN_BASE_LR if base_lr is None else base_lr
     optimizer = mae_optimizer(
@@ -193,7 +204,10 @@ def pretrain(
 
 def _fit_stopping_between_steps(fit, data, callbacks, **options) -> keras.callbacks.History:
     """`fit(data, callbacks=callbacks, **options)`, with Ctrl-C taking effect
-    at the end of the step under way (`InterruptBetweenSteps`)."""
+    at the end of the step under way (`InterruptBetweenSteps`); of several
+    JAX processes, only the chief writes and shows progress."""
+    callbacks = mesh.process_callbacks(callbacks)
+    options["verbose"] = mesh.chief_verbosity(options.get("verbose", "auto"))
     with InterruptBetweenSteps() as interrupt:
         return fit(data, callbacks=[*callbacks, interrupt], **options)
 
@@ -209,6 +223,7 @@ def _multi_worker_fit(model, dataset, *, shuffle, **options) -> keras.callbacks.
     return history
 
 
+@mesh.with_distribution
 def train_classifier(
     model: "TFViTMAEForImageClassification",
     train_data: "tf.data.Dataset",
@@ -230,6 +245,7 @@ def train_classifier(
     run_settings: dict | None = None,
     log_dir: PathLike | None = None,
     verbose: int | str = "auto",
+    distribution: "keras.distribution.Distribution | None" = None,
 ) -> keras.callbacks.History:
     """Linear-probe or fine-tune a `TFViTMAEForImageClassification` with `fit`.
 
@@ -251,11 +267,13 @@ def train_classifier(
             log, as in `pretrain`: a stopped run resumes.
         resume, overwrite, run_settings, log_dir: As in `pretrain` (with an
             `output_dir`).
+        distribution: As in `pretrain` (`validation_data` too is split).
         Other arguments: see `classifier_optimizer` and `pretrain`.
 
     Returns:
         The Keras `History`.
     """
+    mesh.prepare(model, train_data, validation_data, batch_size=batch_size)
     steps_per_epoch, passes_per_epoch = _epoch_length(train_data, steps_per_epoch)
     if validation_steps is not None:
         if isinstance(validation_steps, bool) or not isinstance(validation_steps, int):
