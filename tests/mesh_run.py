@@ -4,15 +4,19 @@ the suite keeps TensorFlow and one device). Used by tests/training/test_mesh.py.
     python -m tests.mesh_run devices OUT.json WORK_DIR
 
 With `XLA_FLAGS=--xla_force_host_platform_device_count=4`: `pretrain` and
-`train_classifier` on one device and data parallel over 2 and 4, the same
-global batches; the `tfvitmae pretrain --distribution data` command; a model
-made outside the distribution. Writes what it found to OUT.json.
+`train_classifier` on one device and data parallel over 4, the same global
+batches; `tfvitmae pretrain --distribution data`; a model made outside the
+distribution. Writes what it found to OUT.json.
 
-    python -m tests.mesh_run process OUTPUT_DIR [--kill-after N]
+    python -m tests.mesh_run process OUTPUT_DIR... [--kill-after N]
 
-One process of a multi-process `pretrain` (`KERAS_DISTRIBUTION_*` set by the
-caller), data parallel over the processes; with `--kill-after N` the process
-kills itself (SIGKILL) after N steps once the chief has backed up an epoch.
+One process of a multi-process run (`KERAS_DISTRIBUTION_*` set by the
+caller), data parallel over the processes: `pretrain` of the tiny model on
+16 images, 3 epochs of 2 steps, into each OUTPUT_DIR in turn (a rerun
+without starting the processes anew), each time from the same new weights. A run
+that cannot start prints why and the next one starts. With `--kill-after
+N` the process kills itself (SIGKILL) in the last run, after N steps once
+the chief has backed up an epoch.
 """
 
 import contextlib
@@ -27,7 +31,8 @@ import numpy as np
 from tfvitmae import TFViTMAEForImageClassification, TFViTMAEForPreTraining
 from tfvitmae.data import make_dataset
 from tfvitmae.training import mesh, pretrain, train_classifier
-from tfvitmae.training.runs import backups
+from tfvitmae.training.mesh import WorkerStartError
+from tfvitmae.training.runs import RunConflictError, backups
 
 from .helpers import tiny_config
 
@@ -98,58 +103,49 @@ def train_on(devices, work):
     )
 
 
-def write_folder(folder, n=16):
-    from PIL import Image
-
-    os.makedirs(folder)
-    for i, image in enumerate(images(n)):
-        Image.fromarray(image).save(os.path.join(folder, f"{i}.png"))
-
-
 def devices_run(out, work):
-    report = {"devices": len(keras.distribution.list_devices())}
-    runs = {n: train_on(n, work) for n in (0, 2, 4)}
-    for n in (2, 4):
-        report[f"data_parallel_{n}"] = dict(
-            loss=runs[n]["loss"],
-            weights=largest_difference(runs[n]["weights"], runs[0]["weights"]),
-            classifier_loss=runs[n]["classifier_loss"],
+    one, parallel = train_on(0, work), train_on(4, work)
+    report = dict(
+        devices=len(keras.distribution.list_devices()),
+        one_device=dict(loss=one["loss"], classifier_loss=one["classifier_loss"]),
+        data_parallel_4=dict(
+            loss=parallel["loss"],
+            classifier_loss=parallel["classifier_loss"],
+            weights=largest_difference(parallel["weights"], one["weights"]),
             classifier_weights=largest_difference(
-                runs[n]["classifier_weights"], runs[0]["classifier_weights"]
+                parallel["classifier_weights"], one["classifier_weights"]
             ),
-            kernel_devices=runs[n]["kernel_devices"],
-            kernel_replicated=runs[n]["kernel_replicated"],
-        )
-    report["one_device"] = dict(loss=runs[0]["loss"], classifier_loss=runs[0]["classifier_loss"])
-    distribution = keras.distribution.DataParallel()
+            kernel_devices=parallel["kernel_devices"],
+            kernel_replicated=parallel["kernel_replicated"],
+        ),
+    )
     outside = TFViTMAEForPreTraining(tiny_config(), seed=0)
     data = make_dataset(images(), batch_size=GLOBAL_BATCH, seed=0, image_size=32)
     try:
-        pretrain(
-            outside,
-            data,
-            1,
-            GLOBAL_BATCH,
-            os.path.join(work, "outside"),
-            verbose=0,
-            distribution=distribution,
-        )
+        pretrain(outside, data, 1, GLOBAL_BATCH, os.path.join(work, "outside"), verbose=0,
+                 distribution=keras.distribution.DataParallel())  # fmt: skip
     except ValueError as e:
         report["made_outside"] = str(e)
-    # The command line: a checkpoint, a folder of images, data parallel over the 4 devices.
+    # The command line, on a folder of images: data parallel over the 4 devices.
+    from PIL import Image
+
     from tfvitmae.cli import main
 
     checkpoint, folder = os.path.join(work, "checkpoint"), os.path.join(work, "images")
     TFViTMAEForPreTraining(tiny_config(), seed=0).save_pretrained(checkpoint)
-    write_folder(folder)
+    os.makedirs(folder)
+    for i, image in enumerate(images()):
+        Image.fromarray(image).save(os.path.join(folder, f"{i}.png"))
     command = [
         "pretrain", folder, "--model", checkpoint, "--output-dir", os.path.join(work, "cli"),
-        "--epochs", "1", "--batch-size", str(GLOBAL_BATCH), "--warmup-epochs", "0",
-        "--reconstruction-every", "0", "--distribution", "data",
+        "--epochs", "1", "--batch-size", str(GLOBAL_BATCH), "--reconstruction-every", "0",
+        "--distribution", "data",
     ]  # fmt: skip
-    with contextlib.redirect_stdout(open(os.path.join(work, "cli.txt"), "w")):
+    with open(os.path.join(work, "cli.txt"), "w") as said, contextlib.redirect_stdout(said):
         report["cli_exit"] = main(command)
     report["cli_distribution"] = type(keras.distribution.distribution()).__name__
+    with open(os.path.join(work, "cli.txt")) as said:
+        report["cli_said"] = said.read()
     with open(out, "w") as f:
         json.dump(report, f, indent=1)
 
@@ -169,35 +165,42 @@ class KillAfter(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def process_run(output_dir, kill_after=None):
-    """One process of a 2-process data-parallel `pretrain`, 3 epochs of 2 steps."""
+def process_run(output_dirs, kill_after=None):
+    """One process of a 2-process data-parallel `pretrain` (see above)."""
     assert mesh.initialize()  # from KERAS_DISTRIBUTION_*
     distribution = mesh.make_distribution("data")
-    with distribution.scope():
-        keras.utils.set_random_seed(0)
-        model = TFViTMAEForPreTraining(tiny_config(), seed=0)
-    data = make_dataset(
-        images(),
-        batch_size=GLOBAL_BATCH,
-        processor=model.image_processor,
-        seed=0,
-        drop_remainder=True,
-        process_index=mesh.process_index(),
-        process_count=mesh.process_count(),
-    )
-    pretrain(
-        model,
-        data,
-        epochs=3,
-        batch_size=GLOBAL_BATCH,
-        output_dir=output_dir,
-        base_lr=1e-2,
-        warmup_epochs=1,
-        verbose=2,
-        distribution=distribution,
-        callbacks=[KillAfter(kill_after, output_dir)] if kill_after else [],
-    )
-    print(f"process {mesh.process_index()} of {mesh.process_count()} finished", flush=True)
+    for number, output_dir in enumerate(output_dirs, 1):
+        keras.utils.set_random_seed(0)  # the same weights on every process, every run
+        with distribution.scope():
+            model = TFViTMAEForPreTraining(tiny_config(), seed=0)
+        data = make_dataset(
+            images(),
+            batch_size=GLOBAL_BATCH,
+            processor=model.image_processor,
+            seed=0,
+            repeat=True,
+            drop_remainder=True,
+            process_index=mesh.process_index(),
+            process_count=mesh.process_count(),
+        )
+        last = number == len(output_dirs)
+        try:
+            pretrain(
+                model,
+                data,
+                epochs=3,
+                batch_size=GLOBAL_BATCH,
+                output_dir=output_dir,
+                base_lr=0.01,
+                warmup_epochs=1,
+                verbose=2,
+                distribution=distribution,
+                callbacks=[KillAfter(kill_after, output_dir)] if kill_after and last else [],
+            )
+        except (WorkerStartError, RunConflictError) as e:
+            print(f"run {number} stopped: {type(e).__name__}: {e}", flush=True)
+        else:
+            print(f"run {number} finished", flush=True)
 
 
 if __name__ == "__main__":
@@ -205,5 +208,8 @@ if __name__ == "__main__":
         devices_run(sys.argv[2], sys.argv[3])
     else:
         args = sys.argv[2:]
-        kill = int(args[args.index("--kill-after") + 1]) if "--kill-after" in args else None
-        process_run(args[0], kill_after=kill)
+        kill = None
+        if "--kill-after" in args:
+            kill = int(args.pop(args.index("--kill-after") + 1))
+            args.remove("--kill-after")
+        process_run(args, kill_after=kill)
