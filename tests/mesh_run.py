@@ -6,7 +6,8 @@ the suite keeps TensorFlow and one device). Used by tests/training/test_mesh.py.
 With `XLA_FLAGS=--xla_force_host_platform_device_count=4`: `pretrain` and
 `train_classifier` on one device and data parallel over 4, the same global
 batches; `tfvitmae pretrain --distribution data`; a model made outside the
-distribution. Writes what it found to OUT.json.
+distribution, and distributions that cannot be made. Writes what it found to
+OUT.json.
 
     python -m tests.mesh_run process OUTPUT_DIR... [--kill-after N]
 
@@ -126,6 +127,14 @@ def devices_run(out, work):
                  distribution=keras.distribution.DataParallel())  # fmt: skip
     except ValueError as e:
         report["made_outside"] = str(e)
+    for name, args in (
+        ("no_layout_map", ("model", (2, 2), keras.Model)),
+        ("data_mesh", ("data", (2, 2))),
+    ):
+        try:
+            mesh.make_distribution(*args)
+        except (NotImplementedError, ValueError) as e:
+            report[name] = str(e)
     # The command line, on a folder of images: data parallel over the 4 devices.
     from PIL import Image
 

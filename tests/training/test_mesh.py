@@ -13,12 +13,16 @@ import subprocess
 import sys
 
 import h5py
+import keras
 import numpy as np
 import pytest
 
-from tfvitmae.training.runs import backups
+from tfvitmae import TFViTMAEForPreTraining
+from tfvitmae.cli import main
+from tfvitmae.training import mesh
+from tfvitmae.training.runs import RunConflictError, backups, check_backup, restore_backup
 
-from ..helpers import ROOT
+from ..helpers import ROOT, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -181,5 +185,80 @@ def test_data_parallel_trains_as_one_device(data_parallel_run):
     assert parallel["kernel_devices"] == 4 and parallel["kernel_replicated"]
     assert "made outside the distribution" in report["made_outside"]
     assert "distribution.scope()" in report["made_outside"]
+    assert "Model parallelism needs Model.get_layout_map(device_mesh)" in report["no_layout_map"]
+    assert "Data parallelism runs on every device (4x1)" in report["data_mesh"]
     assert report["cli_exit"] == 0 and report["cli_distribution"] == "DataParallel"
     assert "4 replica(s)" in report["cli_said"], report["cli_said"]
+
+
+# ------------------------------------------------ in this process (TensorFlow)
+@pytest.mark.parametrize(
+    "flags, code, message",
+    [
+        (["--mesh", "2by2"], 2, "--mesh: must be RxC, batch x model devices"),
+        (["--mesh", "2x2"], 1, "--mesh applies to --distribution model"),
+        (["--distribution", "data", "--multi-gpu"], 1, "exclude each other"),
+        (["--distribution", "data"], 1, "runs on JAX here, but Keras runs on tensorflow"),
+        (["--num-processes", "2"], 1, "Training in several processes runs on JAX here"),
+    ],
+)
+def test_distribution_flags_are_checked_before_anything_is_read(
+    flags, code, message, tmp_path, capsys
+):
+    """Before the data or the model is read: the mesh's form, which flags go
+    together, and that `keras.distribution` needs JAX."""
+    argv = ["pretrain", str(tmp_path / "none"), "--output-dir", str(tmp_path / "out"), *flags]
+    if code == 2:
+        with pytest.raises(SystemExit) as exit:
+            main(argv)
+        assert exit.value.code == 2
+    else:
+        assert main(argv) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_process_without_a_distribution_changes_nothing(monkeypatch):
+    """Off JAX (or in one process) every process is the chief, runs every
+    callback, and the data go to Keras as they are."""
+    for name in mesh.PROCESS_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    assert not mesh.initialize()
+    assert (mesh.process_index(), mesh.process_count(), mesh.is_chief()) == (0, 1, True)
+    callbacks = [keras.callbacks.History(), keras.callbacks.CSVLogger("log.csv")]
+    assert mesh.process_callbacks(callbacks) == callbacks
+    assert mesh.chief_verbosity(2) == 2 and mesh.replicas() == 1
+    mesh.prepare(None, None, batch_size=3)  # no distribution: nothing to check
+
+
+def test_a_backup_is_checked_whole_without_loading_it(tmp_path):
+    """`check_backup` finds the backup `restore_backup` loads, reading every
+    array, and refuses what `restore_backup` refuses, with its words."""
+    from tfvitmae.training.runs import RunBackup
+
+    model = TFViTMAEForPreTraining(tiny_config(), seed=0)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3))
+    model.optimizer.build(model.trainable_variables)
+    backup = RunBackup(str(tmp_path))
+    backup.set_model(model)
+    backup.on_epoch_end(0)
+    before = [w.numpy().copy() for w in model.weights]
+    epoch, path = check_backup(str(tmp_path))
+    assert (
+        (epoch, path) == restore_backup(model, str(tmp_path)) == (1, backups(str(tmp_path))[0][1])
+    )
+    assert check_backup(str(tmp_path), 1) == (1, path)
+    for weight, value in zip(model.weights, before):
+        np.testing.assert_array_equal(weight.numpy(), value)
+    with pytest.raises(RunConflictError, match="There is no backup of epoch 2"):
+        check_backup(str(tmp_path), 2)
+    with open(path, "r+b") as f:  # the header reads, an array's bytes do not
+        f.truncate(os.path.getsize(path) - 100)
+    for read in (
+        lambda: check_backup(str(tmp_path), 1),
+        lambda: restore_backup(model, str(tmp_path), 1),
+    ):
+        with pytest.raises(RunConflictError, match=r"No backup in .* can be resumed from"):
+            with pytest.warns(UserWarning, match="unreadable"):
+                read()
+    assert check_backup(str(tmp_path / "fresh")) == (0, None)

@@ -126,19 +126,22 @@ def start_distribution(args: argparse.Namespace) -> None:
 
     from ..training import mesh
 
-    several = mesh.initialize(args.coordinator_address, args.num_processes, args.process_id)
-    kind = args.distribution or ("data" if several else None)
+    kind = args.distribution or ("data" if args.num_processes else None)
     if args.mesh is not None and kind != "model":
         raise ValueError("--mesh applies to --distribution model")
-    if kind is None:
-        return
-    if getattr(args, "multi_gpu", False):
+    if kind is not None and getattr(args, "multi_gpu", False):
         raise ValueError("--multi-gpu (TensorFlow's) and --distribution (JAX's) exclude each other")
-    from ..models.pretrained import TFViTMAEPreTrainedModel
+    try:  # no JAX, or no coordinator: a message, not a traceback
+        several = mesh.initialize(args.coordinator_address, args.num_processes, args.process_id)
+        kind = kind or ("data" if several else None)
+        if kind is None:
+            return
+        from ..models.pretrained import TFViTMAEPreTrainedModel
 
-    keras.distribution.set_distribution(
-        mesh.make_distribution(kind, args.mesh, TFViTMAEPreTrainedModel)
-    )
+        distribution = mesh.make_distribution(kind, args.mesh, TFViTMAEPreTrainedModel)
+    except RuntimeError as e:
+        raise ValueError(str(e)) from None
+    keras.distribution.set_distribution(distribution)
 
 
 def _process_part() -> dict:

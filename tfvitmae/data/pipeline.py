@@ -341,9 +341,10 @@ def make_dataset(
             batch of `batch_size`: rows `process_index * batch_size /
             process_count` on, of the batch one process would yield. It reads
             and decodes only those images; the crops and flips are those of
-            one process. Needs files or arrays, `drop_remainder` and
-            `verify_images` (so that every process drops the same files), and
-            a `batch_size` that `process_count` divides. MixUp, CutMix and
+            one process. Needs files or arrays, `drop_remainder`, for files
+            `verify_images` (every process checks every file once, so that
+            all drop the same ones), and a `batch_size` that `process_count`
+            divides. MixUp, CutMix and
             `augmenter` mix within the process's part.
     """
     check_batch_size(batch_size)
@@ -437,7 +438,7 @@ def _check_process_part(
             f"process_count {count} needs drop_remainder=True: a pass's last, short batch "
             "cannot be split evenly between the processes"
         )
-    if not verify_images:
+    if not verify_images and (isinstance(source, (str, os.PathLike)) or _is_file_list(source)):
         raise ValueError(
             f"process_count {count} needs verify_images=True: a file dropped while training "
             "would shift one process's batches against the others'"
