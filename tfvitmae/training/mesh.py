@@ -37,7 +37,9 @@ if TYPE_CHECKING:
     from keras.distribution import Distribution
 
 __all__ = [
+    "PROCESS_ENVIRONMENT",
     "WorkerStartError",
+    "chief_verbosity",
     "initialize",
     "is_chief",
     "make_distribution",
@@ -47,6 +49,7 @@ __all__ = [
     "process_index",
     "replicas",
     "start_on_chief",
+    "total_over_processes",
     "with_distribution",
 ]
 
@@ -79,10 +82,10 @@ def initialize(
     Call it first, before anything runs on JAX. What is not given here is
     read where Keras and JAX read it: `KERAS_DISTRIBUTION_JOB_ADDRESSES`,
     `KERAS_DISTRIBUTION_NUM_PROCESSES` and `KERAS_DISTRIBUTION_PROCESS_ID`
-    (Keras), `JAX_COORDINATOR_ADDRESS` (JAX), and on the clusters JAX
-    detects (SLURM, Open MPI, Kubernetes, Cloud TPU) their own variables.
-    Nothing given here or in those four variables: a single process, and
-    nothing is done. On CPUs the processes talk through gloo.
+    (Keras), `JAX_COORDINATOR_ADDRESS` (JAX), then the variables of the
+    clusters JAX detects (SLURM, Open MPI, Kubernetes, Cloud TPU). Nothing
+    given here or in those four variables: a single process, and nothing is
+    done. On CPUs the processes talk through gloo.
 
     Args:
         coordinator_address: `host:port` of process 0, which every process reaches.
@@ -311,6 +314,7 @@ def _outside_distribution(name: str) -> Callable:
 for _name in dir(keras.callbacks.Callback):
     if _name.startswith("on_"):
         setattr(_OutsideDistribution, _name, _outside_distribution(_name))
+del _name
 
 
 def process_callbacks(
