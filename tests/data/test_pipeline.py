@@ -509,3 +509,53 @@ def test_the_mixup_or_cutmix_choice_changes_from_pass_to_pass():
     per_pass = [tuple(choices[i : i + 2]) for i in range(0, len(choices), 2)]
     assert {"mixup", "cutmix"} <= set(choices)
     assert len(set(per_pass)) > 1, per_pass
+
+
+@pytest.mark.parametrize("count, processes", [(21, 2), (16, 4)])
+def test_each_process_reads_its_rows_of_every_global_batch(count, processes):
+    """A process's part of the images: rows `i * batch / processes` on of
+    each global batch, with the crops, flips and order one process gives,
+    pass after pass: the parts together are the global batches. (Files are
+    split the same way, before they are decoded.)"""
+    images = np.random.default_rng(3).integers(0, 256, (count, 40, 40, 3), dtype=np.uint8)
+    options = dict(image_size=32, batch_size=8, seed=0, drop_remainder=True, repeat=True)
+    whole = data.make_dataset(images, **options)
+    parts = [
+        data.make_dataset(images, process_index=i, process_count=processes, **options)
+        for i in range(processes)
+    ]
+    assert [data.steps_per_pass(p) for p in parts] == [data.steps_per_pass(whole)] * processes
+    assert [data.process_part(p) for p in parts] == [(i, processes) for i in range(processes)]
+    assert data.process_part(whole) is None
+    steps = 3 * data.steps_per_pass(whole)  # three passes, each shuffled anew
+    expected = [batch.numpy() for batch in whole.take(steps)]
+    got = [[batch.numpy() for batch in part.take(steps)] for part in parts]
+    for step in range(steps):
+        assert {g[step].shape[0] for g in got} == {8 // processes}
+        np.testing.assert_array_equal(np.concatenate([g[step] for g in got]), expected[step])
+
+
+@pytest.mark.parametrize(
+    "options, pattern",
+    [
+        (dict(process_index=2, process_count=2), r"process_index must lie in \[0, process_count\)"),
+        (dict(process_index=0, process_count=3), "multiple of process_count 3"),
+        (dict(process_index=0, process_count=2, drop_remainder=False), "needs drop_remainder"),
+        (dict(process_index=True, process_count=2), "process_index must be an int"),
+    ],
+)
+def test_process_parts_that_cannot_be_read_in_step_are_refused(options, pattern):
+    images = np.zeros((16, 12, 12, 3), np.uint8)
+    options = {"drop_remainder": True, **options}
+    with pytest.raises((ValueError, TypeError), match=pattern):
+        data.make_dataset(images, 8, 8, **options)
+    with pytest.raises(ValueError, match="needs verify_images"):
+        data.make_dataset(
+            ["a.png", "b.png"], 8, 8, process_index=0, process_count=2, drop_remainder=True,
+            verify_images=False,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match=r"shard the dataset yourself"):
+        data.make_dataset(
+            tf.data.Dataset.from_tensor_slices(images), 8, 8, process_index=0, process_count=2,
+            drop_remainder=True,
+        )  # fmt: skip

@@ -30,6 +30,7 @@ __all__ = [
     "reconstruct",
     "run_options",
     "set_mixed_precision",
+    "start_distribution",
     "start_training",
     "train_classifier",
 ]
@@ -107,12 +108,55 @@ def set_mixed_precision(policy: str) -> None:
 
 def start_training(args: argparse.Namespace) -> None:
     """What a training command sets before it builds or loads a model: the
-    mixed precision policy, and every random seed (Python, NumPy, the backend
+    mixed precision policy, the processes and distribution
+    (`start_distribution`), and every random seed (Python, NumPy, the backend
     and Keras' global generator, which draws the new weights) from `--seed`."""
     import keras
 
     set_mixed_precision(args.mixed_precision)
+    start_distribution(args)
     keras.utils.set_random_seed(args.seed)
+
+
+def start_distribution(args: argparse.Namespace) -> None:
+    """Join the processes (`--coordinator-address`, `--num-processes`,
+    `--process-id` or the environment) and set `--distribution` for the rest
+    of the command: the model is made inside it (see `training.mesh`)."""
+    import keras
+
+    from ..training import mesh
+
+    kind = args.distribution or ("data" if args.num_processes else None)
+    if args.mesh is not None and kind != "model":
+        raise ValueError("--mesh applies to --distribution model")
+    if kind is not None and getattr(args, "multi_gpu", False):
+        raise ValueError("--multi-gpu (TensorFlow's) and --distribution (JAX's) exclude each other")
+    try:  # no JAX, or no coordinator: a message, not a traceback
+        several = mesh.initialize(args.coordinator_address, args.num_processes, args.process_id)
+        kind = kind or ("data" if several else None)
+        if kind is None:
+            return
+        from ..models.pretrained import TFViTMAEPreTrainedModel
+
+        distribution = mesh.make_distribution(kind, args.mesh, TFViTMAEPreTrainedModel)
+    except RuntimeError as e:
+        raise ValueError(str(e)) from None
+    keras.distribution.set_distribution(distribution)
+
+
+def _process_part() -> dict:
+    """`make_dataset`'s arguments that read this process's part of every batch."""
+    from ..training import mesh
+
+    count = mesh.process_count()
+    return {} if count == 1 else dict(process_index=mesh.process_index(), process_count=count)
+
+
+def _distributed() -> bool:
+    """Whether a `keras.distribution` splits the batches (`--distribution`)."""
+    import keras
+
+    return keras.distribution.distribution() is not None
 
 
 def jit_compile(args: argparse.Namespace) -> bool | str:
@@ -194,6 +238,7 @@ def pretrain(args: argparse.Namespace) -> int:
     """`tfvitmae pretrain`: MAE pretraining on the folder `args.data`."""
     import tensorflow as tf
 
+    from ..training import mesh
     from ..training.recipes import pretrain as run_pretraining
 
     start_training(args)
@@ -203,7 +248,7 @@ def pretrain(args: argparse.Namespace) -> int:
         dataset, info = _pretraining_dataset(args, model)
         n = info["num_examples"]
         _print_pretraining_summary(
-            args, model.config, info=info, replicas=strategy.num_replicas_in_sync
+            args, model.config, info=info, replicas=strategy.num_replicas_in_sync * mesh.replicas()
         )
         samples = _reconstruction_samples(args, model, n)
         history = run_pretraining(
@@ -243,6 +288,7 @@ def _pretraining_dataset(args: argparse.Namespace, model: "TFViTMAEForPreTrainin
         drop_remainder=True,
         return_info=True,
         progress=sys.stderr,
+        **_process_part(),
     )
 
 
@@ -395,6 +441,12 @@ def _classifier_datasets(
     from ..data import make_dataset
 
     (train_paths, train_labels), (val_paths, val_labels) = train_split, val_split
+    whole = _distributed()  # the devices split every batch: whole batches only
+    if whole and 0 < len(val_paths) < args.batch_size:
+        raise ValueError(
+            f"--distribution evaluates whole batches, and the validation split ({len(val_paths)} "
+            f"images) is smaller than --batch-size {args.batch_size}: raise --val-fraction"
+        )
     train = make_dataset(
         train_paths,
         batch_size=args.batch_size,
@@ -409,6 +461,8 @@ def _classifier_datasets(
         num_classes=num_classes,
         mixup_alpha=args.mixup if mixing else 0.0,
         cutmix_alpha=args.cutmix if mixing else 0.0,
+        drop_remainder=whole,
+        **_process_part(),
     )
     if not val_paths:
         return train, None, None
@@ -422,8 +476,11 @@ def _classifier_datasets(
         shuffle=False,
         num_channels=model.config.num_channels,
         return_info=True,
+        drop_remainder=whole,
+        **_process_part(),
     )
-    return train, val, math.ceil(info["num_examples"] / args.batch_size)
+    batches = (math.floor if whole else math.ceil)(info["num_examples"] / args.batch_size)
+    return train, val, batches
 
 
 def reconstruct(args: argparse.Namespace) -> int:

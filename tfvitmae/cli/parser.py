@@ -120,6 +120,57 @@ def _add_common_training(parser: argparse.ArgumentParser, epochs: int, batch_siz
     parser.add_argument(
         "--log-dir", help="log to TensorBoard in this folder (implies --tensorboard)"
     )
+    _add_distribution_options(parser)
+
+
+def _mesh_shape(text: str) -> tuple[int, int]:
+    """`--mesh RxC` as `(R, C)`."""
+    rows, x, columns = text.lower().partition("x")
+    if not (x and rows.isdigit() and columns.isdigit() and int(rows) and int(columns)):
+        raise argparse.ArgumentTypeError(
+            f"must be RxC, batch x model devices (e.g. 2x4), received {text!r}"
+        )
+    return int(rows), int(columns)
+
+
+def _add_distribution_options(parser: argparse.ArgumentParser) -> None:
+    """Several devices and processes through keras.distribution (JAX)."""
+    group = parser.add_argument_group(
+        "several devices and machines (KERAS_BACKEND=jax, keras.distribution)"
+    )
+    group.add_argument(
+        "--distribution",
+        choices=("data", "model"),
+        help="train on every device of every process: data parallel (the weights on every "
+        "device, each global batch split between them) or model parallel (the layouts of the "
+        "model's get_layout_map over --mesh); default: data with several processes, else none",
+    )
+    group.add_argument(
+        "--mesh",
+        type=_mesh_shape,
+        metavar="RxC",
+        help="--distribution model: batch x model devices, all of them (default: 1 x all)",
+    )
+    group.add_argument(
+        "--coordinator-address",
+        metavar="HOST:PORT",
+        help="several processes, one per machine: process 0's address, which every process "
+        "reaches (default: $KERAS_DISTRIBUTION_JOB_ADDRESSES, $JAX_COORDINATOR_ADDRESS, or "
+        "the cluster's)",
+    )
+    group.add_argument(
+        "--num-processes",
+        type=POSITIVE_INT,
+        help="the number of processes (default: $KERAS_DISTRIBUTION_NUM_PROCESSES, or the "
+        "cluster's)",
+    )
+    group.add_argument(
+        "--process-id",
+        type=NON_NEGATIVE_INT,
+        help="this process's number; process 0 writes the checkpoints, run record and logs, "
+        "into an --output-dir every process sees (default: $KERAS_DISTRIBUTION_PROCESS_ID, or "
+        "the cluster's)",
+    )
 
 
 def _add_classifier_options(parser: argparse.ArgumentParser) -> None:

@@ -30,6 +30,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "denormalize": "pipeline",
         "make_dataset": "pipeline",
         "normalize": "pipeline",
+        "process_part": "pipeline",
         "set_epoch": "pipeline",
         "steps_per_pass": "pipeline",
         "to_tf_dataset": "hf_datasets",

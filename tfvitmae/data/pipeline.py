@@ -45,7 +45,14 @@ if TYPE_CHECKING:
 else:
     tf = tensorflow("The tf.data pipeline (make_dataset)")
 
-__all__ = ["denormalize", "make_dataset", "normalize", "set_epoch", "steps_per_pass"]
+__all__ = [
+    "denormalize",
+    "make_dataset",
+    "normalize",
+    "process_part",
+    "set_epoch",
+    "steps_per_pass",
+]
 
 
 def _processor(
@@ -246,6 +253,13 @@ class _Options:
     num_classes: int | None
     data_format: str
     with_labels: bool
+    process_index: int = 0
+    process_count: int = 1
+
+    @property
+    def local_batch_size(self) -> int:
+        """This process's part of each global batch."""
+        return self.batch_size // self.process_count
 
 
 def make_dataset(
@@ -272,6 +286,8 @@ def make_dataset(
     return_info: bool = False,
     progress: TextIO | None = None,
     verify_images: bool = True,
+    process_index: int = 0,
+    process_count: int = 1,
 ) -> tf.data.Dataset | tuple[tf.data.Dataset, dict[str, Any]]:
     """Build a batched, prefetched `tf.data.Dataset` of `pixel_values`.
 
@@ -319,11 +335,25 @@ def make_dataset(
             so that broken ones are named in a warning and not counted; a
             folder with no readable image is refused. Without it, broken files
             are dropped silently while training.
+        process_index, process_count: Training in `process_count` processes
+            (`keras.distribution.initialize`; `jax.process_index()` and
+            `jax.process_count()`), this one yields its part of every global
+            batch of `batch_size`: rows `process_index * batch_size /
+            process_count` on, of the batch one process would yield. It reads
+            and decodes only those images; the crops and flips are those of
+            one process. Needs files or arrays, `drop_remainder`, for files
+            `verify_images` (every process checks every file once, so that
+            all drop the same ones), and a `batch_size` that `process_count`
+            divides. MixUp, CutMix and
+            `augmenter` mix within the process's part.
     """
     check_batch_size(batch_size)
     check_data_format(data_format)
     processor = _processor(processor, image_size=image_size, mean=mean, std=std)
     processor = processor.with_channels(num_channels)
+    _check_process_part(
+        process_index, process_count, batch_size, source, drop_remainder, verify_images
+    )
     examples, decode, info = _from_source(
         source, labels, num_channels, progress=progress, verify_images=verify_images
     )
@@ -353,6 +383,8 @@ def make_dataset(
         num_classes=num_classes,
         data_format=data_format,
         with_labels=with_labels,
+        process_index=process_index,
+        process_count=process_count,
     )
     if repeat and not (verify_images and decode is not None):  # verified files decode
         _check_yields(examples, decode)
@@ -370,7 +402,47 @@ def make_dataset(
     # The batches in one pass, where the number of images is known (verified files too).
     if info["num_examples"] is not None and (decode is None or verify_images):
         _STEPS_PER_PASS[out] = _batches(info["num_examples"], options)
+    if process_count > 1:
+        _PROCESS_PART[out] = (process_index, process_count)
     return (out, info) if return_info else out
+
+
+def _check_process_part(
+    index, count, batch_size, source, drop_remainder: bool, verify_images: bool
+) -> None:
+    """Refuse a process part that is not one, or that the processes could not
+    read in step (see `make_dataset`'s `process_index`)."""
+    for name, value in (("process_index", index), ("process_count", count)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, received {value!r}")
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(
+            f"process_index must lie in [0, process_count) and process_count be at least 1, "
+            f"received process_index={index}, process_count={count}"
+        )
+    if count == 1:
+        return
+    if batch_size % count:
+        raise ValueError(
+            f"batch_size {batch_size} (the global batch) must be a multiple of process_count "
+            f"{count}: every process reads an equal part"
+        )
+    if isinstance(source, tf.data.Dataset):
+        raise ValueError(
+            "make_dataset reads a process's part of files or arrays; of a tf.data.Dataset "
+            "source its length is unknown: shard the dataset yourself "
+            "(dataset.shard(process_count, process_index)), or pass files or arrays"
+        )
+    if not drop_remainder:
+        raise ValueError(
+            f"process_count {count} needs drop_remainder=True: a pass's last, short batch "
+            "cannot be split evenly between the processes"
+        )
+    if not verify_images and (isinstance(source, (str, os.PathLike)) or _is_file_list(source)):
+        raise ValueError(
+            f"process_count {count} needs verify_images=True: a file dropped while training "
+            "would shift one process's batches against the others'"
+        )
 
 
 def _check_yields(examples, decode) -> None:
@@ -425,7 +497,7 @@ def _pass_batches(epoch, examples, count: int | None, *, decode, options: _Optio
     `batch_augment`), each batch a function of `seed`, `epoch` and its place."""
     out = _one_pass(epoch, examples, count, options=options)
     out = _prepare_examples(out, decode, options)
-    out = out.batch(options.batch_size, drop_remainder=options.drop_remainder)
+    out = out.batch(options.local_batch_size, drop_remainder=options.drop_remainder)
     if options.mix_layers or options.augmenter is not None:
         out = batch_augment(
             out.enumerate(),  # the batch's place in this pass
@@ -448,8 +520,21 @@ def _one_pass(epoch, examples, count: int | None, *, options: _Options) -> tf.da
     order = positions
     if options.shuffle:
         order = tf.random.experimental.stateless_shuffle(order, pass_seed(options.seed, epoch, 0))
+    if options.process_count > 1:  # this process's rows of every whole global batch
+        positions = tf.constant(_process_positions(count, options))
+        order = tf.gather(order, positions)
     columns = tuple(tf.gather(column, order) for column in examples)
-    return tf.data.Dataset.from_tensor_slices((positions, columns, tf.fill([count], epoch)))
+    return tf.data.Dataset.from_tensor_slices(
+        (positions, columns, tf.fill(tf.shape(positions), epoch))
+    )
+
+
+def _process_positions(count: int, options: _Options) -> np.ndarray:
+    """The places in a pass of `count` examples that this process reads: rows
+    `[index * part, (index + 1) * part)` of each whole global batch."""
+    size, part = options.batch_size, options.local_batch_size
+    places = np.arange(count // size * size, dtype=np.int64)
+    return places[places % size // part == options.process_index]
 
 
 def _prepare_examples(out: tf.data.Dataset, decode, options: _Options) -> tf.data.Dataset:
@@ -515,6 +600,7 @@ def _finish(out: tf.data.Dataset, options: _Options) -> tf.data.Dataset:
 # make_dataset's pipelines -> their pass counters, and the batches in one pass
 _NEXT_EPOCH: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _STEPS_PER_PASS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PROCESS_PART: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def set_epoch(dataset: tf.data.Dataset, epoch: int) -> bool:
@@ -538,3 +624,9 @@ def steps_per_pass(dataset: tf.data.Dataset) -> int | None:
     (a `tf.data.Dataset` source, or files with `verify_images=False`) or
     `dataset` is not `make_dataset`'s."""
     return _STEPS_PER_PASS.get(dataset)
+
+
+def process_part(dataset: tf.data.Dataset) -> tuple[int, int] | None:
+    """`(process_index, process_count)` of a `make_dataset` pipeline that
+    reads one process's part of every batch; `None` for other data."""
+    return _PROCESS_PART.get(dataset)

@@ -12,6 +12,8 @@
 - `runs.py`: an output directory's run: resume, refuse or start afresh;
   atomic backups.
 - `distributed.py`: the multi-worker loop and its start on the chief.
+- `mesh.py`: several devices and processes on JAX through `keras.distribution`
+  (`from tfvitmae.training import mesh`).
 - `visualization.py`: reconstruction grids as arrays and PNGs.
 """
 

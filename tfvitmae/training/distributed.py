@@ -8,6 +8,8 @@ import keras
 import numpy as np
 
 from ..utils.backend import tensorflow
+from . import mesh
+from .mesh import WorkerStartError
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -56,27 +58,6 @@ def _sum_over_workers(value, strategy):
     return round(float(reduce()) / local_replicas)
 
 
-def _cache_keras_saving_skipset():
-    """Keras' weight saving and loading build a throwaway `Optimizer(1.0)`,
-    whose variables `MultiWorkerMirroredStrategy` creates collectively: a save
-    on the chief alone fails (or waits) for want of the other workers. Keras caches
-    it, but 3.15 reads the cache under another key than it writes, so it is
-    built on every save. Build it once here, on every worker together, and
-    cache it under both keys."""
-    try:
-        from keras.src.backend.common import global_state
-        from keras.src.saving import saving_lib
-    except ImportError:  # another Keras layout: nothing to prime
-        return
-    skipset = saving_lib.get_attr_skipset("Optimizer")
-    for key in ("saving_attr_skiplist_Optimizer", "saving_attr_skipset_Optimizer"):
-        global_state.set_global_attribute(key, skipset)
-
-
-class WorkerStartError(RuntimeError):
-    """Another worker of a multi-worker run could not start; its own error says why."""
-
-
 def start_on_chief(
     model: keras.Model,
     start: Callable[[], tuple[str, int]],
@@ -89,45 +70,21 @@ def start_on_chief(
     returns `(message, epoch)`. The other workers learn the epoch from it and
     call `restore(epoch)` to load the same backup, so all replicas start from
     the same weights. Every step is collective: a worker that fails makes all
-    of them raise instead of waiting for it forever.
+    of them raise instead of waiting for it forever (`mesh.start_on_chief`,
+    which JAX's processes share).
 
     Returns:
         `(message, epoch)`: the chief's message (a shorter one on the other
         workers) and the number of epochs already trained.
     """
     strategy = tf.distribute.get_strategy()
-    chief = is_chief(strategy)
-    if model.optimizer is not None and not model.optimizer.built:
-        # Variables are created collectively: every worker builds them, in the same order.
-        model.optimizer.build(model.trainable_variables)
-    _cache_keras_saving_skipset()
-    error: Exception | None = None
-    result: tuple[str, int] = ("", 0)
-    if chief:
-        try:
-            result = start()
-        except Exception as e:  # raised below, once the other workers know
-            error = e
-    epoch = _sum_over_workers(-1 if error else result[1], strategy)
-    if error is not None:
-        raise error
-    if epoch < 0:
-        raise WorkerStartError("The chief worker could not start the run; see its error")
-    if not chief and epoch > 0:
-        try:
-            restore(epoch)
-        except Exception as e:
-            error = e
-    failed = _sum_over_workers(error is not None, strategy)
-    if error is not None:
-        raise error
-    if failed:
-        raise WorkerStartError(
-            f"{failed} worker(s) could not restore the backup of epoch {epoch}; see their errors"
-        )
-    if chief:
-        return result
-    return f"worker resuming after epoch {epoch} from the chief's backup" if epoch else "", epoch
+    return mesh.start_on_chief(
+        model,
+        start,
+        restore,
+        chief=is_chief(strategy),
+        total=lambda value: _sum_over_workers(value, strategy),
+    )
 
 
 def train_loop(

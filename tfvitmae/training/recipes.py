@@ -10,6 +10,7 @@ from keras import ops
 
 from ..utils.backend import in_multi_worker_strategy, is_tf_dataset
 from ..utils.types import PathLike, TensorLike
+from . import mesh
 from .callbacks import (
     DataEpoch,
     InterruptBetweenSteps,
@@ -90,6 +91,7 @@ def _steps_per_epoch(dataset, steps_per_epoch):
     return cardinality
 
 
+@mesh.with_distribution
 def pretrain(
     model: "TFViTMAEForPreTraining",
     dataset: "tf.data.Dataset",
@@ -111,6 +113,7 @@ def pretrain(
     verbose: int | str = "auto",
     *,
     accum_steps: int = 1,
+    distribution: "keras.distribution.Distribution | None" = None,
 ) -> keras.callbacks.History:
     """MAE pretraining with the paper's recipe, as a Keras `fit`.
 
@@ -119,6 +122,8 @@ def pretrain(
     `MultiWorkerMirroredStrategy` the training runs in `train_loop` (Keras'
     `fit` fails there): the chief writes, and on a rerun every worker
     restores the chief's backup from `output_dir`, which they must share.
+    On JAX, `distribution` (or one set with `keras.distribution`) does the
+    same through Keras' own API, in one process or several (see `mesh`).
 
     Args:
         model: A `TFViTMAEForPreTraining`.
@@ -157,11 +162,17 @@ def pretrain(
             accum_steps` images, the learning rate scales with that, and the
             schedule counts updates. It must divide `steps_per_epoch`, so
             that every epoch ends on an update.
+        distribution: A `keras.distribution` (JAX) to train under, e.g.
+            `mesh.make_distribution("data")`; `model` must have been made
+            inside its scope. In several processes each reads its part of
+            every batch (`make_dataset(..., process_index=, process_count=)`),
+            and only process 0 writes.
 
     Returns:
         The Keras `History` (from `train_loop`: an object whose `history`
         attribute holds the per-epoch losses, like Keras').
     """
+    mesh.prepare(model, dataset, batch_size=batch_size)
     steps_per_epoch, passes_per_epoch = _epoch_length(dataset, steps_per_epoch, accum_steps)
     base_lr = PRETRAIN_BASE_LR if base_lr is None else base_lr
     optimizer = mae_optimizer(
@@ -232,7 +243,10 @@ def _batches(batch_size: int, accum_steps: int) -> dict:
 
 def _fit_stopping_between_steps(fit, data, callbacks, **options) -> keras.callbacks.History:
     """`fit(data, callbacks=callbacks, **options)`, with Ctrl-C taking effect
-    at the end of the step under way (`InterruptBetweenSteps`)."""
+    at the end of the step under way (`InterruptBetweenSteps`); of several
+    JAX processes, only the chief writes and shows progress."""
+    callbacks = mesh.process_callbacks(callbacks)
+    options["verbose"] = mesh.chief_verbosity(options.get("verbose", "auto"))
     with InterruptBetweenSteps() as interrupt:
         return fit(data, callbacks=[*callbacks, interrupt], **options)
 
@@ -248,6 +262,7 @@ def _multi_worker_fit(model, dataset, *, shuffle, **options) -> keras.callbacks.
     return history
 
 
+@mesh.with_distribution
 def train_classifier(
     model: "TFViTMAEForImageClassification",
     train_data: "tf.data.Dataset",
@@ -271,6 +286,7 @@ def train_classifier(
     verbose: int | str = "auto",
     *,
     accum_steps: int = 1,
+    distribution: "keras.distribution.Distribution | None" = None,
 ) -> keras.callbacks.History:
     """Linear-probe or fine-tune a `TFViTMAEForImageClassification` with `fit`.
 
@@ -294,11 +310,13 @@ def train_classifier(
             `output_dir`).
         accum_steps: Gradient accumulation, as in `pretrain`. The probe's
             BatchNorm still normalises each batch of `batch_size` on its own.
+        distribution: As in `pretrain` (`validation_data` too is split).
         Other arguments: see `classifier_optimizer` and `pretrain`.
 
     Returns:
         The Keras `History`.
     """
+    mesh.prepare(model, train_data, validation_data, batch_size=batch_size)
     steps_per_epoch, passes_per_epoch = _epoch_length(train_data, steps_per_epoch, accum_steps)
     if validation_steps is not None:
         if isinstance(validation_steps, bool) or not isinstance(validation_steps, int):

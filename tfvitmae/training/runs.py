@@ -13,6 +13,7 @@ written atomically (`restore_backup` reads them back). Before training,
 """
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -36,6 +37,7 @@ from ..utils.files import (
     staging_dir,
 )
 from ..utils.types import PathLike
+from . import mesh
 from .callbacks import LogLearningRate, weights_are_finite
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ __all__ = [
     "RunBackup",
     "RunConflictError",
     "RunProgress",
+    "check_backup",
     "check_tensorboard",
     "lock_run_dir",
     "read_run",
@@ -142,6 +145,34 @@ def restore_backup(
     """
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
+
+    def load(path):
+        model.load_weights(path)
+        _restore_random_state(model, os.path.join(os.path.dirname(path), RNG_FILE))
+
+    return _first_usable_backup(output_dir, epoch, load)
+
+
+def check_backup(output_dir: PathLike, epoch: int | None = None) -> tuple[int, str | None]:
+    """The backup `restore_backup` would load, `(epoch, path)`, found by
+    reading its files whole without loading them into a model: where loading
+    is collective (JAX across processes), every process checks before any
+    loads. Raises as `restore_backup` does."""
+
+    def read(path):
+        import h5py
+
+        with h5py.File(path, "r") as f:  # every array, as a load reads them
+            f.visititems(lambda _, item: item[()] if isinstance(item, h5py.Dataset) else None)
+        rng = os.path.join(os.path.dirname(path), RNG_FILE)
+        if os.path.isfile(rng) and "seed_generator_states" not in read_json(rng):
+            raise ValueError(f"{rng} holds no seed_generator_states")
+
+    return _first_usable_backup(output_dir, epoch, read)
+
+
+def _first_usable_backup(output_dir, epoch, use) -> tuple[int, str | None]:
+    """`use(path)` on the newest backup (or that of `epoch`) until one works."""
     found = backups(output_dir)
     if epoch is not None:
         found = [(e, path) for e, path in found if e == epoch]
@@ -152,8 +183,7 @@ def restore_backup(
     unreadable = []
     for backed_up, path in found:
         try:
-            model.load_weights(path)
-            _restore_random_state(model, os.path.join(os.path.dirname(path), RNG_FILE))
+            use(path)
             return backed_up, path
         except (OSError, ValueError) as e:
             unreadable.append(f"{path} ({e})")
@@ -475,9 +505,10 @@ def run_callbacks(
 ) -> tuple[list[keras.callbacks.Callback], int]:
     """Start (or resume) the run in `output_dir`.
 
-    Under `MultiWorkerMirroredStrategy` only the chief reads and writes the
-    run's state, and the other workers restore the backup it chose, from the
-    same `output_dir` (which every worker must see: a shared file system).
+    Under `MultiWorkerMirroredStrategy`, or in several JAX processes, only
+    the chief reads and writes the run's state, and the other workers restore
+    the backup it chose, from the same `output_dir` (which every worker must
+    see: a shared file system).
 
     Returns:
         `(callbacks, initial_epoch)`: the run's bookkeeping callbacks (the
@@ -486,18 +517,23 @@ def run_callbacks(
         the restored backup ends (0 for a fresh run).
     """
 
-    def start():
+    def start(collective=False):
         mode, message = start_run(output_dir, settings, epochs, resume=resume, overwrite=overwrite)
         initial_epoch = 0
         if mode == "resume":
-            initial_epoch, path = restore_backup(model, output_dir)
+            initial_epoch, path = (
+                check_backup(output_dir) if collective else restore_backup(model, output_dir)
+            )
             restored = f"weights and optimizer restored from {path}" if path else "no backup yet"
             message += f" ({restored})"
         return message, initial_epoch
 
-    def restore(epoch):
+    def restore(epoch, collective=False):
         try:
-            restore_backup(model, output_dir, epoch)
+            if collective:
+                check_backup(output_dir, epoch)
+            else:
+                restore_backup(model, output_dir, epoch)
         except RunConflictError as e:
             raise RunConflictError(
                 f"{e}. The chief worker resumes from it: every worker must see "
@@ -508,6 +544,16 @@ def run_callbacks(
         from .distributed import start_on_chief  # TensorFlow's
 
         message, initial_epoch = start_on_chief(model, start, restore)
+    elif mesh.process_count() > 1:  # JAX's: all check the backup, then all load it together
+        message, initial_epoch = mesh.start_on_chief(
+            model,
+            functools.partial(start, collective=True),
+            functools.partial(restore, collective=True),
+            chief=mesh.is_chief(),
+            total=mesh.total_over_processes,
+            load=lambda epoch: restore_backup(model, output_dir, epoch),
+            name="process",
+        )
     else:
         message, initial_epoch = start()
     if verbose and message:
