@@ -4,10 +4,11 @@ the suite keeps TensorFlow and one device). Used by tests/training/test_mesh.py.
     python -m tests.mesh_run devices OUT.json WORK_DIR
 
 With `XLA_FLAGS=--xla_force_host_platform_device_count=4`: `pretrain` and
-`train_classifier` on one device and data parallel over 4, the same global
-batches; `tfvitmae pretrain --distribution data`; a model made outside the
-distribution, and distributions that cannot be made. Writes what it found to
-OUT.json.
+`train_classifier` (with accumulation) on one device and data parallel over 4,
+and `pretrain` model parallel on a 2x2 mesh, the same global batches;
+`tfvitmae pretrain --distribution data`, and `--distribution model --mesh
+2x2`; a model made outside the distribution, and distributions that cannot
+be made. Writes what it found to OUT.json.
 
     python -m tests.mesh_run process OUTPUT_DIR... [--kill-after N]
 
@@ -52,60 +53,78 @@ def largest_difference(a, b):
     return max(float(np.abs(x - y).max()) for x, y in zip(a, b))
 
 
-def train_on(devices, work):
-    """`pretrain` (2 epochs) and `train_classifier` (1 epoch) on `devices`
-    devices: one without a distribution, else data parallel."""
-    distribution = None
-    if devices:
-        distribution = keras.distribution.DataParallel(
-            devices=keras.distribution.list_devices()[:devices]
-        )
+def flat_difference(a, b):
+    """`largest_difference` of weights held in other shapes (the query/key/value
+    kernel is 4-D under `ModelParallel`, the same values in the same order)."""
+    return max(float(np.abs(x.ravel() - y.ravel()).max()) for x, y in zip(a, b))
+
+
+def train_on(distribution, work, name, classifier=True):
+    """`pretrain` (2 epochs) and, with `classifier`, `train_classifier` (1
+    epoch, its 2 batches accumulated into one update) under `distribution`
+    (None: one device)."""
     scope = distribution.scope() if distribution else contextlib.nullcontext()
     with scope:  # the models are made inside the distribution
         keras.utils.set_random_seed(0)
         model = TFViTMAEForPreTraining(tiny_config(), seed=0)
-        classifier = TFViTMAEForImageClassification(tiny_config(), num_labels=3, seed=0)
+        if classifier:
+            classifier = TFViTMAEForImageClassification(tiny_config(), num_labels=3, seed=0)
     data = make_dataset(images(), batch_size=GLOBAL_BATCH, processor=model.image_processor, seed=0)
     history = pretrain(
         model,
         data,
         epochs=2,
         batch_size=GLOBAL_BATCH,
-        output_dir=os.path.join(work, f"pretrain_{devices}"),
+        output_dir=os.path.join(work, f"pretrain_{name}"),
         base_lr=1e-2,
         warmup_epochs=1,
         verbose=0,
         distribution=distribution,
     )
-    labelled = make_dataset(
-        images(),
-        batch_size=GLOBAL_BATCH,
-        processor=classifier.image_processor,
-        labels=np.arange(16) % 3,
-        with_labels=True,
-        seed=1,
-    )
-    fine_tuned = train_classifier(
-        classifier,
-        labelled,
-        epochs=1,
-        batch_size=GLOBAL_BATCH,
-        verbose=0,
-        distribution=distribution,
-    )
     kernel = model.vit.blocks[0].attention.qkv.kernel
-    return dict(
+    found = dict(
         loss=history.history["loss"],
-        classifier_loss=fine_tuned.history["loss"],
         weights=weights(model),
-        classifier_weights=weights(classifier),
+        kernel_shape=list(kernel.shape),
         kernel_devices=len(kernel.value.sharding.device_set),
         kernel_replicated=bool(kernel.value.sharding.is_fully_replicated),
+        kernel_spec=[str(axis) for axis in getattr(kernel.value.sharding, "spec", ())],
     )
+    if classifier:
+        labelled = make_dataset(
+            images(),
+            batch_size=GLOBAL_BATCH,
+            processor=classifier.image_processor,
+            labels=np.arange(16) % 3,
+            with_labels=True,
+            seed=1,
+        )
+        fine_tuned = train_classifier(
+            classifier,
+            labelled,
+            epochs=1,
+            batch_size=GLOBAL_BATCH,
+            verbose=0,
+            distribution=distribution,
+            accum_steps=2,
+        )
+        found.update(
+            classifier_loss=fine_tuned.history["loss"], classifier_weights=weights(classifier)
+        )
+    return found
 
 
 def devices_run(out, work):
-    one, parallel = train_on(0, work), train_on(4, work)
+    one = train_on(None, work, "one")
+    parallel = train_on(
+        keras.distribution.DataParallel(devices=keras.distribution.list_devices()), work, "data"
+    )
+    sharded = train_on(
+        mesh.make_distribution("model", (2, 2), TFViTMAEForPreTraining),
+        work,
+        "model",
+        classifier=False,
+    )
     report = dict(
         devices=len(keras.distribution.list_devices()),
         one_device=dict(loss=one["loss"], classifier_loss=one["classifier_loss"]),
@@ -119,6 +138,14 @@ def devices_run(out, work):
             kernel_devices=parallel["kernel_devices"],
             kernel_replicated=parallel["kernel_replicated"],
         ),
+        model_parallel_2x2=dict(
+            loss=sharded["loss"],
+            weights=flat_difference(sharded["weights"], one["weights"]),
+            kernel_shape=sharded["kernel_shape"],
+            kernel_devices=sharded["kernel_devices"],
+            kernel_replicated=sharded["kernel_replicated"],
+            kernel_spec=sharded["kernel_spec"],
+        ),
     )
     outside = TFViTMAEForPreTraining(tiny_config(), seed=0)
     data = make_dataset(images(), batch_size=GLOBAL_BATCH, seed=0, image_size=32)
@@ -127,6 +154,16 @@ def devices_run(out, work):
                  distribution=keras.distribution.DataParallel())  # fmt: skip
     except ValueError as e:
         report["made_outside"] = str(e)
+    with mesh.make_distribution("model", (2, 2), TFViTMAEForPreTraining).scope():
+        split = TFViTMAEForPreTraining(tiny_config(), seed=0)
+        count = mesh.process_count
+        mesh.process_count = lambda: 2  # as if the mesh spanned 2 processes
+        try:
+            mesh.prepare(split, None, batch_size=GLOBAL_BATCH)
+        except NotImplementedError as e:
+            report["split_between_processes"] = str(e)
+        finally:
+            mesh.process_count = count
     for name, args in (
         ("no_layout_map", ("model", (2, 2), keras.Model)),
         ("data_mesh", ("data", (2, 2))),
@@ -145,16 +182,23 @@ def devices_run(out, work):
     os.makedirs(folder)
     for i, image in enumerate(images()):
         Image.fromarray(image).save(os.path.join(folder, f"{i}.png"))
-    command = [
-        "pretrain", folder, "--model", checkpoint, "--output-dir", os.path.join(work, "cli"),
-        "--epochs", "1", "--batch-size", str(GLOBAL_BATCH), "--reconstruction-every", "0",
-        "--distribution", "data",
-    ]  # fmt: skip
-    with open(os.path.join(work, "cli.txt"), "w") as said, contextlib.redirect_stdout(said):
-        report["cli_exit"] = main(command)
-    report["cli_distribution"] = type(keras.distribution.distribution()).__name__
-    with open(os.path.join(work, "cli.txt")) as said:
-        report["cli_said"] = said.read()
+    for kind, flags in (("data", []), ("model", ["--mesh", "2x2"])):
+        command = [
+            "pretrain", folder, "--model", checkpoint,
+            "--output-dir", os.path.join(work, f"cli_{kind}"),
+            "--epochs", "1", "--batch-size", str(GLOBAL_BATCH), "--reconstruction-every", "0",
+            "--distribution", kind, *flags,
+        ]  # fmt: skip
+        said = os.path.join(work, f"cli_{kind}.txt")
+        with open(said, "w") as f, contextlib.redirect_stdout(f):
+            exit_code = main(command)
+        with open(said) as f:
+            report[f"cli_{kind}"] = dict(
+                exit=exit_code,
+                distribution=type(keras.distribution.distribution()).__name__,
+                said=f.read(),
+            )
+        keras.distribution.set_distribution(None)
     with open(out, "w") as f:
         json.dump(report, f, indent=1)
 

@@ -170,9 +170,10 @@ def test_two_processes_killed_mid_run_resume_as_if_never_stopped(
 
 @pytest.mark.slow
 def test_data_parallel_trains_as_one_device(data_parallel_run):
-    """`pretrain` and `train_classifier` with `distribution=DataParallel` over
-    4 virtual devices give the one-device run's losses and weights on the same
-    global batches; `tfvitmae pretrain --distribution data` trains over them."""
+    """`pretrain` and `train_classifier` (2 batches accumulated into an
+    update) with `distribution=DataParallel` over 4 virtual devices give the
+    one-device run's losses and weights on the same global batches;
+    `tfvitmae pretrain --distribution data` trains over them."""
     report = data_parallel_run()
     assert report["devices"] == 4
     one, parallel = report["one_device"], report["data_parallel_4"]
@@ -187,8 +188,38 @@ def test_data_parallel_trains_as_one_device(data_parallel_run):
     assert "distribution.scope()" in report["made_outside"]
     assert "Model parallelism needs Model.get_layout_map(device_mesh)" in report["no_layout_map"]
     assert "Data parallelism runs on every device (4x1)" in report["data_mesh"]
-    assert report["cli_exit"] == 0 and report["cli_distribution"] == "DataParallel"
-    assert "4 replica(s)" in report["cli_said"], report["cli_said"]
+    cli = report["cli_data"]
+    assert cli["exit"] == 0 and cli["distribution"] == "DataParallel"
+    assert "4 replica(s)" in cli["said"], cli["said"]
+
+
+@pytest.mark.slow
+def test_model_parallel_pretrain_trains_as_one_device(data_parallel_run):
+    """`pretrain` under `make_distribution("model", (2, 2), ...)`: the model's
+    `get_layout_map` splits the query/key/value kernel by heads over the
+    model axis, and 2 epochs give the one-device losses and weights;
+    `tfvitmae pretrain --distribution model --mesh 2x2` trains on that mesh,
+    2 replicas splitting each batch. Split weights in several processes are
+    refused (process 0 alone writes)."""
+    report = data_parallel_run()
+    one, sharded = report["one_device"], report["model_parallel_2x2"]
+    np.testing.assert_allclose(sharded["loss"], one["loss"], rtol=1e-6)
+    assert sharded["weights"] < 1e-6, sharded
+    # (hidden, 3, heads, head_dim), the heads axis on the model axis: 2 of the
+    # 4 devices hold each part, and no device holds all of it.
+    config = tiny_config()
+    heads = config.num_attention_heads
+    assert sharded["kernel_shape"] == [
+        config.hidden_size, 3, heads, config.hidden_size // heads
+    ]  # fmt: skip
+    assert sharded["kernel_spec"][2] == "model", sharded["kernel_spec"]
+    assert sharded["kernel_devices"] == 4 and not sharded["kernel_replicated"]
+    # Several processes: process 0 alone writes, so it must hold every weight.
+    assert "2 processes only process 0 writes" in report["split_between_processes"]
+    assert "model parallelism runs in one process" in report["split_between_processes"]
+    cli = report["cli_model"]
+    assert cli["exit"] == 0 and cli["distribution"] == "ModelParallel"
+    assert "2 replica(s)" in cli["said"], cli["said"]
 
 
 # ------------------------------------------------ in this process (TensorFlow)
@@ -229,6 +260,16 @@ def test_one_process_without_a_distribution_changes_nothing(monkeypatch):
     assert mesh.process_callbacks(callbacks) == callbacks
     assert mesh.chief_verbosity(2) == 2 and mesh.replicas() == 1
     mesh.prepare(None, None, batch_size=3)  # no distribution: nothing to check
+
+
+def test_only_the_chief_says_it_saved(monkeypatch):
+    """The command line's last line: the chief saved; another process says
+    that process 0 did."""
+    from tfvitmae.cli.commands import _saved
+
+    assert _saved("model", "out") == "model saved in out"
+    monkeypatch.setattr(mesh, "process_index", lambda: 1)
+    assert _saved("classifier", "out") == "process 1 done; process 0 saved the classifier in out"
 
 
 def test_a_backup_is_checked_whole_without_loading_it(tmp_path):

@@ -152,6 +152,16 @@ def _process_part() -> dict:
     return {} if count == 1 else dict(process_index=mesh.process_index(), process_count=count)
 
 
+def _saved(what: str, output_dir: str) -> str:
+    """`"<what> saved in <output_dir>"`, or on a process other than the chief,
+    which writes nothing, who saved it."""
+    from ..training import mesh
+
+    if mesh.is_chief():
+        return f"{what} saved in {output_dir}"
+    return f"process {mesh.process_index()} done; process 0 saved the {what} in {output_dir}"
+
+
 def _distributed() -> bool:
     """Whether a `keras.distribution` splits the batches (`--distribution`)."""
     import keras
@@ -268,7 +278,7 @@ def pretrain(args: argparse.Namespace) -> int:
             reconstruction_every=args.reconstruction_every or 1,
             **run_options(args, "model", "mixed_precision"),
         )
-    print(f"final loss {history.history['loss'][-1]:.4f}; model saved in {args.output_dir}")
+    print(f"final loss {history.history['loss'][-1]:.4f}; {_saved('model', args.output_dir)}")
     return 0
 
 
@@ -383,7 +393,7 @@ def train_classifier(args: argparse.Namespace, linear_probe: bool) -> int:
             f"validation accuracy {history.history['val_accuracy'][-1]:.2%} on {len(val_paths)} "
             f"images of {len(class_names) - len(unvalidated)} of the {len(class_names)} classes"
         )
-    print(f"classifier saved in {args.output_dir}")
+    print(_saved("classifier", args.output_dir))
     return 0
 
 

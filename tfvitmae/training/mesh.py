@@ -219,6 +219,8 @@ def prepare(model: keras.Model, *data: object, batch_size: int) -> None:
     - The model's variables lie on the distribution's mesh: it was made (or
       loaded) inside the distribution's scope.
     - `batch_size`, the global batch, splits evenly between the replicas.
+    - Several processes: every variable is whole on each device (data
+      parallel), since process 0 alone writes them.
     - Several processes: a `make_dataset` pipeline made with this process's
       `process_index` and `process_count` is this process's part already (Keras
       must not shard it again); another `tf.data.Dataset` yields global
@@ -239,6 +241,15 @@ def prepare(model: keras.Model, *data: object, batch_size: int) -> None:
                 f"lies on {len(devices)} device(s), the distribution's mesh has "
                 f"{len(mesh_devices)}. Make (or load) the model inside `with "
                 "distribution.scope():`, or after `keras.distribution.set_distribution(...)`"
+            )
+    if process_count() > 1:
+        split = [v.path for v in model.variables if not v.value.sharding.is_fully_replicated]
+        if split:
+            raise NotImplementedError(
+                f"Under {process_count()} processes only process 0 writes, and it must hold "
+                f"every weight, but {len(split)} variable(s) are split between devices "
+                f"(e.g. {split[0]}): model parallelism runs in one process; several "
+                "processes train data parallel (make_distribution('data'))"
             )
     count = replicas(distribution)
     if batch_size % count:
