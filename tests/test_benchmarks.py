@@ -182,6 +182,43 @@ def test_deploy_reports_every_target_at_parity(tmp_path):
 
 
 @pytest.mark.slow
+def test_serving_races_every_cpu_path_with_its_accuracy(tmp_path):
+    """benchmarks/serving.py runs every serving path (int8 ones included) on
+    the same images and reports latency, throughput, the ratio to HF-PT bf16
+    and each path's cosine to the Keras model (no speed asserted)."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "serving.py"), "--config", "tiny"]
+    command += ["--rounds", "1", "--latency-calls", "2", "--settle", "0", "--calibration", "4"]
+    out = subprocess.run(
+        [*command, "--output", str(tmp_path)], capture_output=True, text=True, timeout=900
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    [report_file] = tmp_path.glob("serving-tiny-*.json")
+    report = json.loads(report_file.read_text())
+    assert report["missing"] == {}
+    rows = {row["path"]: row for row in report["rows"]}
+    assert set(rows) == {
+        f"{runtime} {precision}"
+        for runtime, precisions in (
+            ("SavedModel", ("fp32", "bf16")),
+            ("ONNX Runtime", ("fp32", "int8")),
+            ("LiteRT", ("fp32", "int8")),
+            ("hf-pt", ("fp32", "bf16")),
+        )
+        for precision in precisions
+    }
+    for name, row in rows.items():
+        floor = 0.9999 if name.endswith("fp32") else 0.99
+        assert row["min_cosine"] >= floor, (name, row)
+        assert 0 < row["p50_ms"] <= row["p99_ms"] and row["images_per_s"] > 0
+    peer = rows["hf-pt bf16"]
+    assert peer["batch1_vs_peer"] == peer["batch8_vs_peer"] == 1.0
+    for row in rows.values():
+        assert row["batch1_vs_peer"] == pytest.approx(peer["p50_ms"] / row["p50_ms"])
+        assert row["batch8_vs_peer"] == pytest.approx(row["images_per_s"] / peer["images_per_s"])
+    assert report["machine"]["cpu_flags"] and "CPU: " in report_file.with_suffix(".md").read_text()
+
+
+@pytest.mark.slow
 def test_label_efficiency_reports_every_method_at_every_size(tmp_path):
     """The label-efficiency script runs end to end (an untrained demo-sized
     MAE and a few steps: no accuracy asserted) and reports every draw."""
