@@ -4,6 +4,7 @@ TensorFlow or tfvitmae, against the Keras model."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -220,3 +221,121 @@ def test_bad_arguments_are_refused_and_nothing_is_left(models, tmp_path, monkeyp
     with pytest.raises(RuntimeError, match="conversion failed"):
         encoder.export(tmp_path / "m.onnx", format="onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.onnx"]
+
+
+# ------------------------------------------------------------------ int8
+def calibration_images(count=8, size=40, seed=5):
+    """uint8 images at another size than the models', for their processor to resize."""
+    return np.random.default_rng(seed).integers(0, 256, (count, size, size, 3), np.uint8)
+
+
+def cosines(got, expected):
+    got, expected = (np.reshape(a, (len(a), -1)) for a in (got, np.asarray(expected)))
+    norms = np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1)
+    return np.sum(got * expected, axis=1) / norms
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_onnx_int8_runs_quantized_and_close_to_float(models, tmp_path, capsys, static):
+    """Dynamic without calibration images, static QDQ with them (a folder of
+    PNGs): quantized ops in the file, onnxruntime's outputs on new images
+    close to the Keras model's, and the measurement printed."""
+    import onnx
+    import onnxruntime
+
+    # A head with wide margins: a random tiny head's logits nearly tie, so
+    # their top-1 flips under any rounding.
+    classifier = TFViTMAEForImageClassification.from_encoder(
+        models["pretraining"], num_labels=4, data_format="channels_last"
+    )
+    kernel = classifier.classifier.kernel
+    kernel.assign(np.eye(*kernel.shape, dtype="float32") * 50)
+    folder = None
+    if static:
+        folder = tmp_path / "calibration"
+        folder.mkdir()
+        for i, image in enumerate(calibration_images()):
+            (folder / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    path = tmp_path / "m.onnx"
+    classifier.export(path, format="onnx", quantize="int8", calibration_images=folder)
+    printed = capsys.readouterr().out
+    assert re.search(r"cosine similarity to float32 \(lowest of 8 images\) 0\.99\d\d", printed)
+    assert "top-1 agreement 100.0%" in printed
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    quantized = {"QuantizeLinear", "DequantizeLinear"} if static else {"DynamicQuantizeLinear"}
+    assert quantized <= ops and (static or ops & {"MatMulInteger", "ConvInteger"}), ops
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    # New images of the kind checked (uint8 normalised), not the calibration ones.
+    images = calibration_images(size=32, seed=9)
+    inputs = {"pixel_values": np.asarray(classifier.image_processor.normalize(images))}
+    logits = session.run(["logits"], inputs)[0]
+    expected = keras_reference(classifier, "classify", inputs)["logits"].numpy()
+    assert cosines(logits, expected).min() >= 0.99
+    assert np.mean(logits.argmax(1) == expected.argmax(1)) >= 0.9
+
+
+@pytest.mark.slow
+def test_litert_int8_is_full_integer_with_float_inputs_and_outputs(models, tmp_path, capsys):
+    """The interpreter holds int8 tensors, takes and gives float32 (uint8
+    images), and its mean features are close to the Keras model's. The tiny
+    random model's CLS features and logits are not, so the default check
+    refuses it, naming the number."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    classifier, images = models["classifier"], calibration_images()
+    path = tmp_path / "m.tflite"
+    with pytest.raises(ValueError, match=r"too far from the float32 model: cosine .* 0\.\d{4}"):
+        classifier.export(
+            path, format="litert", signature="features", quantize="int8", calibration_images=images
+        )
+    assert not list(tmp_path.iterdir())
+    classifier.export(
+        path,
+        format="litert",
+        quantize="int8",
+        calibration_images=images,
+        min_cosine=0,
+        min_agreement=0,
+    )
+    assert "top-1 agreement" in capsys.readouterr().out
+    interpreter = Interpreter(model_path=str(path))
+    dtypes = {detail["dtype"] for detail in interpreter.get_tensor_details()}
+    assert np.int8 in dtypes
+    runner = interpreter.get_signature_runner("features")
+    assert runner.get_input_details()["pixel_values"]["dtype"] == np.float32
+    inputs = make_inputs(classifier, "features", batch=8, seed=9)
+    got = runner(**inputs)
+    expected = keras_reference(classifier, "features", inputs)
+    assert got["mean_features"].dtype == np.float32
+    assert cosines(got["mean_features"], expected["mean_features"]).min() >= 0.99
+    uint8 = interpreter.get_signature_runner("classify_uint8")
+    inputs = make_inputs(classifier, "classify_uint8", batch=8, seed=9)
+    assert uint8.get_input_details()["images"]["dtype"] == np.uint8
+    assert uint8(**inputs)["logits"].dtype == np.float32
+
+
+def test_int8_refusals_name_the_argument_and_leave_nothing(models, tmp_path):
+    pretraining, path = models["pretraining"], tmp_path / "m.onnx"
+    with pytest.raises(ValueError, match=r"quantize: expected 'int8' or None, received 'int4'"):
+        pretraining.export(path, format="onnx", quantize="int4")
+    with pytest.raises(ValueError, match="pass calibration_images .* received None"):
+        pretraining.export(tmp_path / "m.tflite", format="litert", quantize="int8")
+    with pytest.raises(ValueError, match="calibration_images applies to quantize='int8'"):
+        pretraining.export(path, format="onnx", calibration_images=calibration_images())
+    with pytest.raises(ValueError, match=r"min_cosine: expected a number in \[0, 1\], received 2"):
+        pretraining.export(path, format="onnx", quantize="int8", min_cosine=2)
+    wrong = np.zeros((2, 32, 32, 3), np.float32)  # channels-last; the model is channels-first
+    with pytest.raises(ValueError, match=r"pixel_values of shape \(n, \*\(3, 32, 32\)\), rec"):
+        pretraining.export(path, format="onnx", quantize="int8", calibration_images=wrong)
+    # A threshold int8 cannot meet: refused with the measured number, nothing written.
+    pixel_values = make_inputs(pretraining, "features", batch=4, seed=0)["pixel_values"]
+    with pytest.raises(ValueError, match=r"cosine similarity .* \(lowest of 4 images\) 0\.9\d{3}"):
+        pretraining.export(
+            path,
+            format="onnx",
+            signature="features",
+            quantize="int8",
+            calibration_images=pixel_values,
+            min_cosine=1,
+        )
+    assert not list(tmp_path.iterdir())

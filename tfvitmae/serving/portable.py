@@ -194,17 +194,17 @@ def export_portable(
     else:
         names = [signature] if signature else list(signatures)
     chosen = {name: signatures[name] for name in names}
-    requests = None
     if quantize:
         images = _calibration_uint8(model, calibration_images)
         requests = {name: _requests(model, name, images) for name in names}
     if format == "onnx":
         data = _onnx_bytes(*chosen[names[0]], opset=opset)
         if quantize:
-            data = _onnx_int8(data, requests[names[0]] if calibration_images is not None else None)
+            calibrated = calibration_images is not None
+            data = _onnx_int8(data, requests[names[0]] if calibrated else None)
     else:
-        data = _litert_bytes(chosen, requests)
-    if requests is not None:
+        data = _litert_bytes(chosen, requests if quantize else None)
+    if quantize:
         cosine, agreement = _agreement(format, data, chosen, requests)
         measured = f"cosine similarity to float32 (lowest of {len(images)} images) {cosine:.4f}"
         if agreement is not None:
@@ -327,6 +327,12 @@ def _run_file(format: str, data: bytes, name: str, inputs: dict) -> dict:
     return Interpreter(model_content=data).get_signature_runner(name)(**inputs)
 
 
+def _one_by_one(inputs: dict) -> list[dict]:
+    """The requests of one image each in `inputs`, as the calibrators take them."""
+    count = len(next(iter(inputs.values())))
+    return [{k: v[i : i + 1] for k, v in inputs.items()} for i in range(count)]
+
+
 def _onnx_int8(data: bytes, calibration: dict | None) -> bytes:
     """Dynamic quantization, or static QDQ calibrated on `calibration`'s
     images one at a time (see the module docstring)."""
@@ -334,21 +340,16 @@ def _onnx_int8(data: bytes, calibration: dict | None) -> bytes:
 
     with tempfile.TemporaryDirectory() as folder:
         source, target = os.path.join(folder, "float.onnx"), os.path.join(folder, "int8.onnx")
-        with open(source, "wb") as f:
-            f.write(data)
+        with open(source, "wb") as out:
+            out.write(data)
         if calibration is None:
             q.quantize_dynamic(source, target, weight_type=q.QuantType.QInt8)
         else:
+            requests = iter(_one_by_one(calibration))
 
             class Reader(q.CalibrationDataReader):
-                def __init__(self) -> None:
-                    count = len(next(iter(calibration.values())))
-                    self.requests = iter(
-                        [{k: v[i : i + 1] for k, v in calibration.items()} for i in range(count)]
-                    )
-
                 def get_next(self) -> dict | None:
-                    return next(self.requests, None)
+                    return next(requests, None)
 
             q.quantize_static(
                 source,
@@ -410,8 +411,8 @@ def _litert_bytes(
 
             def representative():
                 for name, inputs in calibration.items():
-                    for i in range(len(next(iter(inputs.values())))):
-                        yield name, {k: v[i : i + 1] for k, v in inputs.items()}
+                    for request in _one_by_one(inputs):
+                        yield name, request
 
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = representative
