@@ -450,14 +450,14 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     exp.add_argument(
         "--calibration-images",
         metavar="DIR",
-        help="--quantize: a folder of images to calibrate on (needed for litert; makes onnx "
-        "quantization static instead of dynamic) and to check the int8 file on",
+        help="--quantize: a folder of images to calibrate on (the quantization is then static: "
+        "onnx QDQ, litert full-integer; else dynamic) and to check the int8 file on",
     )
     exp.add_argument(
         "--min-cosine",
         type=UNIT,
-        help="--quantize: the lowest per-image cosine similarity to float32 accepted (default: "
-        "0.99)",
+        help="--quantize: the lowest per-image cosine similarity of the features to float32 "
+        "accepted (default: 0.99)",
     )
     exp.add_argument(
         "--min-agreement",
