@@ -717,3 +717,37 @@ def test_verbose_brings_back_tensorflows_lines(verbose, tmp_path, monkeypatch):
     assert main(argv + ["--verbose"] * verbose) == 0
     assert quiet == ([] if verbose else [True])
     assert ("TF_CPP_MIN_LOG_LEVEL" in os.environ) is not verbose
+
+
+@pytest.mark.slow
+def test_export_command_int8(tmp_path, capsys):
+    TFViTMAEForPreTraining(tiny_config()).save_pretrained(tmp_path / "ckpt")
+    base = ["export", str(tmp_path / "ckpt")]
+    onnx_file = tmp_path / "model.onnx"
+    exported = [*base, str(onnx_file), "--format", "onnx", "--signature", "features"]
+    assert main([*exported, "--quantize", "int8"]) == 0
+    out = capsys.readouterr().out
+    assert "(onnx): features" in out and "cosine similarity to float32" in out
+    # Refused, naming the flag, and nothing written.
+    refused = {
+        "keras-hub": "--quantize applies to --format onnx and litert, received --format keras-hub",
+        "tf_saved_model": "--quantize applies to --format onnx and litert",
+    }
+    for fmt, message in refused.items():
+        assert main([*base, str(tmp_path / "out"), "--format", fmt, "--quantize", "int8"]) == 1
+        assert message in capsys.readouterr().err
+    command = [*base, str(tmp_path / "m.tflite"), "--format", "litert"]
+    assert main([*command, "--quantize", "int4"]) == 1
+    assert "expected 'int8' or None, received 'int4'" in capsys.readouterr().err
+    assert main([*command, "--min-cosine", "0.5"]) == 1
+    assert "--min-cosine applies to --quantize int8" in capsys.readouterr().err
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        image = np.random.default_rng(i).integers(0, 256, (20, 20, 3), np.uint8)
+        (folder / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    features = [*base, str(tmp_path / "f.onnx"), "--format", "onnx", "--quantize", "int8"]
+    calibrated = [*features, "--signature", "features", "--calibration-images", str(folder)]
+    assert main([*calibrated, "--min-cosine", "1"]) == 1
+    assert re.search(r"float32 0\.\d{4} \(the lowest of 3 images\)", capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "images", "model.onnx"]

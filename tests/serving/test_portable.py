@@ -4,6 +4,7 @@ TensorFlow or tfvitmae, against the Keras model."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -220,3 +221,146 @@ def test_bad_arguments_are_refused_and_nothing_is_left(models, tmp_path, monkeyp
     with pytest.raises(RuntimeError, match="conversion failed"):
         encoder.export(tmp_path / "m.onnx", format="onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.onnx"]
+
+
+# ------------------------------------------------------------------ int8
+@pytest.fixture(scope="module")
+def digits():
+    """The demo's digit classifier (its config, trained briefly from scratch
+    on the 1,437 training digits), the 360 held-out digits as its
+    `pixel_values`, their labels, and 64 training digits (uint8) to calibrate."""
+    import keras
+
+    from tfvitmae.cli.demo import demo_config, load_digits_images, split_digits
+
+    images, labels = load_digits_images()
+    train, test = split_digits()
+    keras.utils.set_random_seed(0)
+    classifier = TFViTMAEForImageClassification(
+        demo_config(), num_labels=10, pooling="mean", seed=0
+    )
+
+    def pixel_values(uint8):
+        return np.asarray(classifier.to_model_layout(classifier.image_processor.normalize(uint8)))
+
+    classifier.compile(
+        optimizer=keras.optimizers.AdamW(2e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=False,
+    )
+    classifier.fit(pixel_values(images[train]), labels[train], epochs=8, batch_size=64, verbose=0)
+    return classifier, pixel_values(images[test]), labels[test], images[train][:64]
+
+
+def cosines(got, expected):
+    got, expected = (np.reshape(a, (len(a), -1)) for a in (got, np.asarray(expected)))
+    norms = np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1)
+    return np.sum(got * expected, axis=1) / norms
+
+
+def run_int8(path, signature, inputs):
+    """`signature`'s outputs of the int8 file, in its runtime, and whether it
+    holds int8 arithmetic (ONNX: quantize ops; LiteRT: int8 tensors)."""
+    if path.suffix == ".onnx":
+        import onnx
+        import onnxruntime
+
+        ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+        quantized = bool(ops & {"DynamicQuantizeLinear", "QuantizeLinear", "MatMulInteger"})
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, inputs)))
+        return outputs, quantized
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    quantized = any(t["dtype"] == np.int8 for t in interpreter.get_tensor_details())
+    runner = interpreter.get_signature_runner(signature)
+    assert runner.get_input_details()["pixel_values"]["dtype"] == np.float32
+    return runner(**inputs), quantized
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "format, calibrated",
+    [("onnx", False), ("onnx", True), ("litert", False), ("litert", True)],
+    ids=["onnx-dynamic", "onnx-static", "litert-dynamic", "litert-full-integer"],
+)
+def test_the_int8_digit_classifier_agrees_with_float32(
+    digits, tmp_path, capsys, format, calibrated
+):
+    """On the 360 held-out digits the int8 file (in onnxruntime or the LiteRT
+    interpreter, float32 in and out) gives the float32 model's class for at
+    least 99% of them and its accuracy within 0.5 points; its features stay
+    at cosine >= 0.99, where full-integer LiteRT (LayerNorm and GELU in int8
+    too) falls short on the mean features and is refused, with the number.
+    ONNX calibrates on a folder of PNGs, LiteRT on a uint8 array."""
+    classifier, pixel_values, labels, calibration = digits
+    # The export's own check runs on the 64 calibration images, where one
+    # class flip is 1.6%; the issue's numbers are asserted on the held-out digits.
+    options = dict(quantize="int8", min_agreement=0.98)
+    if calibrated and format == "onnx":
+        folder = tmp_path / "calibration"
+        folder.mkdir()
+        for i, image in enumerate(calibration):
+            (folder / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+        options["calibration_images"] = folder
+    elif calibrated:
+        options["calibration_images"] = calibration
+        # Full-integer: 4 of these 64 training digits flip class (93.8%), of the
+        # held-out ones 3 of 360 (below); the check says so, the test lets it pass.
+        options["min_agreement"] = 0.9
+    suffix = ".onnx" if format == "onnx" else ".tflite"
+    path, features_path = tmp_path / f"classify{suffix}", tmp_path / f"features{suffix}"
+    if calibrated:
+        classifier.export(path, format=format, signature="classify", **options)
+        assert re.search(r"top-1 agreement 1?\d\d\.\d% on 64 images", capsys.readouterr().out)
+    else:  # no images of the kind it classifies: agreement unmeasured, said
+        with pytest.warns(UserWarning, match="agreement with float32 was not measured"):
+            classifier.export(path, format=format, signature="classify", **options)
+    inputs = {"pixel_values": pixel_values}
+    got, quantized = run_int8(path, "classify", inputs)
+    assert quantized and got["logits"].dtype == np.float32
+    expected = keras_reference(classifier, "classify", inputs)["logits"].numpy()
+    agreement = np.mean(got["logits"].argmax(1) == expected.argmax(1))
+    accuracy = [np.mean(logits.argmax(1) == labels) for logits in (got["logits"], expected)]
+    print(f"\n{format} calibrated={calibrated}: agreement {agreement:.1%}, accuracy {accuracy}")
+    assert agreement >= 0.99 and abs(accuracy[0] - accuracy[1]) <= 0.005, (agreement, accuracy)
+
+    if format == "litert" and calibrated:
+        with pytest.raises(ValueError, match=r"cosine similarity to float32 0\.9[0-8]\d\d") as e:
+            classifier.export(features_path, format=format, signature="features", **options)
+        print(e.value)
+        assert not features_path.exists()
+        return
+    classifier.export(features_path, format=format, signature="features", **options)
+    got, _ = run_int8(features_path, "features", inputs)
+    expected = keras_reference(classifier, "features", inputs)
+    for name in ("cls_features", "mean_features"):
+        cosine = cosines(got[name], expected[name]).min()
+        print(f"{name}: lowest cosine {cosine:.4f}, {os.path.getsize(path) / 2**20:.2f} MiB")
+        assert cosine >= 0.99, name
+
+
+def test_int8_refusals_name_the_argument_and_leave_nothing(models, tmp_path):
+    pretraining, path = models["pretraining"], tmp_path / "m.onnx"
+    with pytest.raises(ValueError, match=r"quantize: expected 'int8' or None, received 'int4'"):
+        pretraining.export(path, format="onnx", quantize="int4")
+    with pytest.raises(ValueError, match="calibration_images applies to quantize='int8'"):
+        pretraining.export(path, format="onnx", calibration_images=np.zeros((2, 9, 9, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"min_cosine: expected a number in \[0, 1\], received 2"):
+        pretraining.export(path, format="onnx", quantize="int8", min_cosine=2)
+    wrong = np.zeros((2, 32, 32, 3), np.float32)  # channels-last; the model is channels-first
+    with pytest.raises(ValueError, match=r"pixel_values of shape \(n, \*\(3, 32, 32\)\), rec"):
+        pretraining.export(path, format="onnx", quantize="int8", calibration_images=wrong)
+    # A threshold int8 cannot meet: refused with the measured number, nothing written.
+    pixel_values = make_inputs(pretraining, "features", batch=4, seed=0)["pixel_values"]
+    with pytest.raises(ValueError, match=r"float32 0\.9\d{3} \(the lowest of 4 images"):
+        pretraining.export(
+            path,
+            format="onnx",
+            signature="features",
+            quantize="int8",
+            calibration_images=pixel_values,
+            min_cosine=1,
+        )
+    assert not list(tmp_path.iterdir())

@@ -623,6 +623,18 @@ def export(args: argparse.Namespace) -> int:
         top_k=args.top_k is not None,
         max_batch=args.max_batch is not None,
     )
+    int8_only = {
+        k: v
+        for k in ("calibration_images", "min_cosine", "min_agreement")
+        if (v := getattr(args, k)) is not None
+    }
+    if args.quantize is None and int8_only:
+        given = [f"--{k.replace('_', '-')}" for k in int8_only]
+        raise ValueError(f"{', '.join(given)} applies to --quantize int8")
+    if args.quantize is not None and args.format not in ("onnx", "litert"):
+        raise ValueError(
+            f"--quantize applies to --format onnx and litert, received --format {args.format}"
+        )
     if args.format != "tf_saved_model":
         given = [f"--{k.replace('_', '-')}" for k, v in saved_model_only.items() if v]
         if given:
@@ -638,7 +650,13 @@ def export(args: argparse.Namespace) -> int:
             from ..serving.portable import export_portable
 
             names = export_portable(
-                model, args.export_base, args.format, signature=args.signature, verbose=False
+                model,
+                args.export_base,
+                args.format,
+                signature=args.signature,
+                quantize=args.quantize,
+                **int8_only,
+                verbose=args.quantize is not None,  # prints the int8 file's agreement
             )
         print(
             f"exported {type(model).__name__} to {args.export_base} ({args.format}): "

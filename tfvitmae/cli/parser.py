@@ -38,6 +38,7 @@ POSITIVE = _checked(float, "a positive number", lambda v: v > 0)
 NON_NEGATIVE = _checked(float, "a number, 0 or more", lambda v: v >= 0)
 FINITE = _checked(float, "a finite number", lambda v: True)
 FRACTION = _checked(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
+UNIT = _checked(float, "a number in [0, 1]", lambda v: 0 <= v <= 1)
 DECAY = _checked(float, "a number in (0, 1]", lambda v: 0 < v <= 1)
 SEED = _checked(int, "an integer in [0, 2**32)", lambda v: 0 <= v < 2**32)  # NumPy's range
 
@@ -439,6 +440,30 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
         "--signature",
         help="onnx and litert: the function to write (default: the model's own for onnx, "
         "all for litert)",
+    )
+    exp.add_argument(
+        "--quantize",
+        metavar="int8",
+        help="onnx and litert: write an int8 file for CPU serving (float32 in and out), "
+        "refused if it is too far from the float32 model (see --min-cosine)",
+    )
+    exp.add_argument(
+        "--calibration-images",
+        metavar="DIR",
+        help="--quantize: a folder of images to calibrate on (the quantization is then static: "
+        "onnx QDQ, litert full-integer; else dynamic) and to check the int8 file on",
+    )
+    exp.add_argument(
+        "--min-cosine",
+        type=UNIT,
+        help="--quantize: the lowest per-image cosine similarity of the features to float32 "
+        "accepted (default: 0.99)",
+    )
+    exp.add_argument(
+        "--min-agreement",
+        type=UNIT,
+        help="--quantize: the lowest top-1 agreement with float32 accepted for a classifier "
+        "(default: 0.99)",
     )
     exp.add_argument(
         "--version",

@@ -31,7 +31,8 @@ class ExportMixin:
                 to `keras.Model.export`.
             verbose: Print what was written.
             **kwargs: `raw_inputs`, `warmup`, `top_k`, `max_batch` of `export_saved_model`;
-                `signature`, `opset` of `export_portable`.
+                `signature`, `opset`, `quantize`, `calibration_images`,
+                `min_cosine`, `min_agreement` of `export_portable`.
 
         Returns:
             The exported signature names (for keras-hub, the class that loads
