@@ -23,7 +23,9 @@ import argparse
 import json
 import os
 import pathlib
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,30 +51,59 @@ def cpu_kind(info):
 
 
 # ------------------------------------------------------------------ the paths
-def saved_model_path(model, work, name):
-    import tensorflow as tf
-
-    model.export(work / name, verbose=False, raw_inputs=False)
-    serve = tf.saved_model.load(str(work / name)).signatures["serving_default"]
-    return lambda pixels: serve(pixel_values=tf.constant(pixels))["cls_features"].numpy()
-
-
-def onnx_path(model, work, name, **quantize):
-    import onnxruntime
-
-    path = work / f"{name}.onnx"
-    model.export(path, format="onnx", signature="features", verbose=False, **quantize)
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    output = [o.name for o in session.get_outputs()].index("cls_features")
-    return lambda pixels: session.run(None, {"pixel_values": pixels})[output]
+# name: (format, precision of the model exported, int8 export options). Each
+# file is written by a process of its own (`--write`): converting ViT-B to
+# ONNX or LiteRT beside everything else loaded here ran out of 24 GiB.
+EXPORTS = {
+    "SavedModel fp32": ("tf_saved_model", "fp32", None),
+    "SavedModel bf16": ("tf_saved_model", "bf16", None),
+    "ONNX Runtime fp32": ("onnx", "fp32", None),
+    "ONNX Runtime int8 dynamic": ("onnx", "fp32", "dynamic"),
+    "ONNX Runtime int8 static": ("onnx", "fp32", "static"),
+    "LiteRT fp32": ("litert", "fp32", None),
+    "LiteRT int8 dynamic": ("litert", "fp32", "dynamic"),
+    "LiteRT int8 full-integer": ("litert", "fp32", "static"),
+}
+SUFFIX = {"tf_saved_model": "", "onnx": ".onnx", "litert": ".tflite"}
 
 
-def litert_path(model, work, name, **quantize):
+def write(job):
+    """Export one file (in a `--write` process): `job` = checkpoint, target,
+    format, precision, int8 mode and calibration `.npy`."""
+    from tfvitmae import TFViTMAEForPreTraining
+
+    dtype = "mixed_bfloat16" if job["precision"] == "bf16" else None
+    model = TFViTMAEForPreTraining.from_pretrained(job["checkpoint"], dtype=dtype)
+    options = {}
+    if job["format"] == "tf_saved_model":
+        options["raw_inputs"] = False
+    else:
+        options["signature"] = "features"
+    if job["int8"]:
+        # The export's own accuracy check is reported, not enforced: the
+        # table's cosine column says how close each path is.
+        options.update(quantize="int8", min_cosine=0, min_agreement=0)
+    if job["int8"] == "static":
+        options["calibration_images"] = np.load(job["calibration"])
+    model.export(job["target"], format=job["format"], verbose=False, **options)
+
+
+def load(format, target):
+    """`features(pixels)` of the exported file, in its runtime."""
+    if format == "tf_saved_model":
+        import tensorflow as tf
+
+        serve = tf.saved_model.load(str(target)).signatures["serving_default"]
+        return lambda pixels: serve(pixel_values=tf.constant(pixels))["cls_features"].numpy()
+    if format == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+        output = [o.name for o in session.get_outputs()].index("cls_features")
+        return lambda pixels: session.run(None, {"pixel_values": pixels})[output]
     from ai_edge_litert.interpreter import Interpreter
 
-    path = work / f"{name}.tflite"
-    model.export(path, format="litert", signature="features", verbose=False, **quantize)
-    interpreter = Interpreter(model_path=str(path), num_threads=os.cpu_count())
+    interpreter = Interpreter(model_path=str(target), num_threads=os.cpu_count())
     runner = interpreter.get_signature_runner("features")
     return lambda pixels: runner(pixel_values=pixels)["cls_features"]
 
@@ -101,36 +132,45 @@ def build_paths(config, work, calibration, only=None):
     from tfvitmae import TFViTMAEForPreTraining
 
     checkpoint = make_checkpoint(config, work / "checkpoint")
-    fp32 = TFViTMAEForPreTraining.from_pretrained(checkpoint)
-    # The export's own accuracy check is reported, not enforced: the table's
-    # cosine column says how close each path is.
-    dynamic = dict(quantize="int8", min_cosine=0, min_agreement=0)
-    static = dict(dynamic, calibration_images=calibration)
-    makers = {
-        "SavedModel fp32": lambda: saved_model_path(fp32, work, "saved_fp32"),
-        "SavedModel bf16": lambda: saved_model_path(
-            TFViTMAEForPreTraining.from_pretrained(checkpoint, dtype="mixed_bfloat16"),
-            work,
-            "saved_bf16",
-        ),
-        "ONNX Runtime fp32": lambda: onnx_path(fp32, work, "fp32"),
-        "ONNX Runtime int8 dynamic": lambda: onnx_path(fp32, work, "dynamic", **dynamic),
-        "ONNX Runtime int8 static": lambda: onnx_path(fp32, work, "static", **static),
-        "LiteRT fp32": lambda: litert_path(fp32, work, "fp32"),
-        "LiteRT int8 dynamic": lambda: litert_path(fp32, work, "dynamic", **dynamic),
-        "LiteRT int8 full-integer": lambda: litert_path(fp32, work, "static", **static),
-        "hf-pt fp32": lambda: hf_pt_path(checkpoint, bf16=False),
-        PEER: lambda: hf_pt_path(checkpoint, bf16=True),
-    }
+    np.save(work / "calibration.npy", calibration)
+    makers = {}
+    for name, (format, precision, int8) in EXPORTS.items():
+        target = work / (name.replace(" ", "_") + SUFFIX[format])
+        job = dict(
+            checkpoint=str(checkpoint),
+            target=str(target),
+            format=format,
+            precision=precision,
+            int8=int8,
+            calibration=str(work / "calibration.npy"),
+        )
+
+        def make(job=job):
+            done = subprocess.run(
+                [sys.executable, __file__, "--write", json.dumps(job)],
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode:
+                said = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+                raise RuntimeError(f"the export failed: {said}")
+            return load(job["format"], job["target"])
+
+        makers[name] = make
+    makers["hf-pt fp32"] = lambda: hf_pt_path(checkpoint, bf16=False)
+    makers[PEER] = lambda: hf_pt_path(checkpoint, bf16=True)
     paths, missing = {}, {}
     for name, make in makers.items():
         if only and name not in only and name != PEER:
             continue
         try:
             paths[name] = make()
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+            print(f"{name}: ready (this process's peak memory {peak:.1f} GiB)", flush=True)
         except Exception as e:  # a runtime or an option this install lacks
             missing[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
             print(f"{name}: not run ({missing[name]})")
+    fp32 = TFViTMAEForPreTraining.from_pretrained(checkpoint)
     reference = lambda pixels: np.asarray(fp32.unmasked_features(pixels)["cls_features"])  # noqa: E731
     return paths, missing, reference
 
@@ -156,6 +196,7 @@ def race(paths, inputs, rounds, calls, settle):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--write", help=argparse.SUPPRESS)  # one export, in its own process
     parser.add_argument("--config", choices=("base", "tiny"), default="base")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--latency-calls", type=int, default=10, help="batch-1 calls per turn")
@@ -165,6 +206,8 @@ def main(argv=None):
     parser.add_argument("--only", nargs="*", help="paths to run (the peer always runs)")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args(argv)
+    if args.write:
+        return write(json.loads(args.write))
 
     from run import machine, make_config
 
