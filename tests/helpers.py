@@ -280,6 +280,23 @@ def start_distributed_run(mode, out, env=None, args=()):
     )
 
 
+def backed_up_model(folder):
+    """A tiny pretraining model with AdamW built, and the `RunBackup` in
+    `folder` that has backed it up after epoch 1: `(model, backup)`."""
+    import keras
+
+    from tfvitmae import TFViTMAEForPreTraining
+    from tfvitmae.training.runs import RunBackup
+
+    model = TFViTMAEForPreTraining(tiny_config(), seed=0)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3))
+    model.optimizer.build(model.trainable_variables)
+    backup = RunBackup(str(folder))
+    backup.set_model(model)
+    backup.on_epoch_end(0)
+    return model, backup
+
+
 def finish_distributed_run(process, timeout=600):
     """Wait for a run to succeed; its output."""
     output, _ = process.communicate(timeout=timeout)

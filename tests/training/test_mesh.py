@@ -17,12 +17,12 @@ import keras
 import numpy as np
 import pytest
 
-from tfvitmae import TFViTMAEForPreTraining
 from tfvitmae.cli import main
 from tfvitmae.training import mesh
 from tfvitmae.training.runs import RunConflictError, backups, check_backup, restore_backup
 
-from ..helpers import ROOT, tiny_config
+from ..helpers import ROOT, backed_up_model, tiny_config
+from ..helpers import finish_distributed_run as finish
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +50,6 @@ def start(command, env):
         stderr=subprocess.STDOUT,
         text=True,
     )
-
-
-def finish(process, timeout=600):
-    output, _ = process.communicate(timeout=timeout)
-    assert process.returncode == 0, output[-3000:]
-    return output
 
 
 @pytest.fixture(scope="module")
@@ -275,14 +269,7 @@ def test_only_the_chief_says_it_saved(monkeypatch):
 def test_a_backup_is_checked_whole_without_loading_it(tmp_path):
     """`check_backup` finds the backup `restore_backup` loads, reading every
     array, and refuses what `restore_backup` refuses, with its words."""
-    from tfvitmae.training.runs import RunBackup
-
-    model = TFViTMAEForPreTraining(tiny_config(), seed=0)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-3))
-    model.optimizer.build(model.trainable_variables)
-    backup = RunBackup(str(tmp_path))
-    backup.set_model(model)
-    backup.on_epoch_end(0)
+    model, _ = backed_up_model(tmp_path)
     before = [w.numpy().copy() for w in model.weights]
     epoch, path = check_backup(str(tmp_path))
     assert (

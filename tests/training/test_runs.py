@@ -326,18 +326,9 @@ def test_a_backup_onto_a_full_disk_is_one_error_and_keeps_the_last_backup(tmp_pa
     backup claims its space first, so a full disk is an error naming the folder."""
     import errno
 
-    import keras
+    from tests.helpers import backed_up_model
 
-    from tests.helpers import tiny_config
-    from tfvitmae import TFViTMAEForPreTraining
-    from tfvitmae.training.runs import RunBackup
-
-    model = TFViTMAEForPreTraining(tiny_config(), seed=0)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-3))
-    model.optimizer.build(model.trainable_variables)
-    backup = RunBackup(str(tmp_path))
-    backup.set_model(model)
-    backup.on_epoch_end(0)
+    model, backup = backed_up_model(tmp_path)
     kept = (tmp_path / "backup" / "epoch_1" / "state.weights.h5").read_bytes()
 
     def no_space(fd, offset, size):
