@@ -18,6 +18,21 @@ def test_gelu_is_exact_and_gelu_new_is_the_tanh_form():
     assert max_diff(get_activation("gelu")(x), tanh_form) > 1e-4  # the two forms really differ
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_16_bit_gelu_is_the_exact_gelu_rounded_once(dtype):
+    # Computed in float32 and cast back (TensorFlow's bfloat16 Erfc is slow
+    # and rounds every step): each output is the exact GELU of the 16-bit
+    # input, rounded once to 16 bits.
+    import keras
+    import ml_dtypes
+
+    x = np.linspace(-6, 6, 2001).astype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
+    out = get_activation("gelu")(x)
+    assert keras.backend.standardize_dtype(out.dtype) == dtype
+    exact = np.array([0.5 * v * (1 + erf(v / sqrt(2))) for v in x.astype("float64")])
+    np.testing.assert_array_equal(np.asarray(out), exact.astype(np.float32).astype(x.dtype))
+
+
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 def test_every_name_matches_transformers(name):
     import torch
