@@ -1,7 +1,8 @@
-"""Where a pretraining step's time goes: ours (under XLA) against HF-PT, part by part.
+"""Where a pretraining step's time goes: ours against HF-PT, part by part.
 
-    python benchmarks/breakdown.py                 # ViT-B/16 at 224, batch 8
+    python benchmarks/breakdown.py                 # ViT-B/16 at 224, batch 8, fp32
     python benchmarks/breakdown.py --config tiny   # seconds
+    python benchmarks/breakdown.py --precision bf16 --xla off   # mixed_bfloat16 / autocast
 
 `run.py` says how fast each contestant is; this says why. Each line times
 one part of the step for both, interleaved, and reports milliseconds (times
@@ -13,7 +14,14 @@ ratio HF-PT / ours: the parts below 1 are where ours loses.
 - the attention core alone (softmax(QK^T)V), as our two formulations write it
   and as PyTorch's fused SDPA kernel and its plain math run it;
 - the three matrix products of a Dense layer's training (y = xW, dx, dW) in
-  GFLOP/s, at the decoder MLP's shape.
+  GFLOP/s, at the decoder MLP's shape (`matmul.py` has plain TF against
+  PyTorch, with the kernels each ran);
+- TensorFlow's op types by time in our forward pass and our gradients, from
+  TensorFlow's profiler (XLA off only: under XLA the ops are fused away).
+
+`--precision bf16` runs ours under `mixed_bfloat16` and HF-PT under bfloat16
+autocast; `--xla` defaults to what `compile()` chooses (on for fp32, off for
+bf16 on CPU).
 """
 
 import argparse
@@ -28,7 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from run import machine, make_checkpoint, make_config, make_inputs  # noqa: E402
+from run import machine, make_checkpoint, make_config, make_inputs, native_bf16  # noqa: E402
 
 
 def interleaved(calls, rounds, settle):
@@ -48,30 +56,71 @@ def interleaved(calls, rounds, settle):
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def _tf_grads(fn, watched, variables):
-    """An XLA-compiled `() -> gradients` of `sum(fn(*watched)**2)`."""
+def _tf_grads(fn, watched, variables, xla):
+    """A compiled `() -> gradients` of `sum(fn(*watched)**2)` (the sum in float32)."""
     import tensorflow as tf
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=xla)
     def grads(*inputs):
         with tf.GradientTape() as tape:
             tape.watch(inputs)
-            out = fn(*inputs)
+            out = tf.cast(fn(*inputs), tf.float32)
             loss = tf.reduce_sum(out * out)
         return tape.gradient(loss, list(inputs) + list(variables))
 
     return lambda: grads(*watched)[0].numpy()
 
 
-def _pt_grads(fn, inputs):
+def _pt_grads(fn, inputs, bf16):
+    import torch
+
     def run():
-        out = fn(*inputs)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = fn(*inputs).float()
         (out * out).sum().backward()
 
     return run
 
 
-def step_parts(config, checkpoint, batch):
+def op_profile(calls, runs=2, top=12):
+    """TensorFlow op types by time over `runs` calls of each of `calls`
+    (name -> callable): name -> [(op type, ms per call, share)]. Ops that
+    ran concurrently each count their whole time, so a share is of the
+    summed op time, not of the wall time. Reads the profiler's private
+    XPlane proto directly (no TensorBoard needed)."""
+    import collections
+    import glob
+
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    profiles = {}
+    for name, call in calls.items():
+        call()
+        with tempfile.TemporaryDirectory() as logdir:
+            tf.profiler.experimental.start(logdir)
+            for _ in range(runs):
+                call()
+            tf.profiler.experimental.stop()
+            (path,) = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+            space = xplane_pb2.XSpace.FromString(open(path, "rb").read())
+        totals = collections.Counter()
+        for plane in space.planes:
+            if not plane.name.startswith("/host:CPU"):
+                continue
+            for line in plane.lines:
+                if line.name.startswith("tf_Compute"):  # the executor's op events
+                    for event in line.events:
+                        kind = plane.event_metadata[event.metadata_id].name.split(":")[-1]
+                        totals[kind] += event.duration_ps / 1e9 / runs
+        for container in ("Process", "ExecutorDoneCallback", ""):
+            totals.pop(container, None)
+        whole = sum(totals.values()) or 1.0
+        profiles[name] = [(kind, ms, ms / whole) for kind, ms in totals.most_common(top)]
+    return profiles
+
+
+def step_parts(config, checkpoint, batch, precision, xla):
     import keras
     import tensorflow as tf
     import torch
@@ -80,15 +129,18 @@ def step_parts(config, checkpoint, batch):
     from tfvitmae import TFViTMAEForPreTraining
 
     pixels, noise = make_inputs(config, batch)
-    ours = TFViTMAEForPreTraining.from_pretrained(checkpoint)
-    ours.compile(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=True)
+    bf16 = precision == "bf16"
+    ours = TFViTMAEForPreTraining.from_pretrained(
+        checkpoint, dtype="mixed_bfloat16" if bf16 else None
+    )
+    ours.compile(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=xla)
     x, n = tf.constant(pixels), tf.constant(noise)
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=xla)
     def forward():
         return ours(x, noise=n, training=True).loss
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=xla)
     def gradients():
         with tf.GradientTape() as tape:
             loss = ours(x, noise=n, training=True).loss
@@ -96,7 +148,7 @@ def step_parts(config, checkpoint, batch):
 
     grads = gradients()
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=xla)
     def update():
         ours.optimizer.apply(grads, ours.trainable_variables)
 
@@ -104,13 +156,16 @@ def step_parts(config, checkpoint, batch):
     peer.train()
     optimizer = torch.optim.AdamW(peer.parameters(), lr=1e-4)
     px, pn = torch.from_numpy(pixels), torch.from_numpy(noise)
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
 
     def peer_forward():
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             return peer(pixel_values=px, noise=pn).loss.item()
 
     def peer_gradients():
-        peer(pixel_values=px, noise=pn).loss.backward()
+        with autocast():
+            loss = peer(pixel_values=px, noise=pn).loss
+        loss.backward()
 
     peer_gradients()  # every parameter has a .grad for the update alone
     return [
@@ -124,7 +179,7 @@ def step_parts(config, checkpoint, batch):
     ]  # fmt: skip
 
 
-def block_parts(config, batch):
+def block_parts(config, batch, precision, xla):
     import numpy as np
     import tensorflow as tf
     import torch
@@ -133,6 +188,8 @@ def block_parts(config, batch):
 
     from tfvitmae.models.layers import ViTMAEBlock
 
+    bf16 = precision == "bf16"
+    dtype = "bfloat16" if bf16 else "float32"
     kept = int(config.num_patches * (1 - config.mask_ratio))
     stacks = [
         ("encoder", 1 + kept, config.hidden_size, config.num_attention_heads,
@@ -145,7 +202,10 @@ def block_parts(config, batch):
     rng = np.random.default_rng(0)
     for name, tokens, width, heads, inner, layers in stacks:
         hidden = rng.standard_normal((batch, tokens, width)).astype("float32")
-        block = ViTMAEBlock(width, heads, inner, layer_norm_eps=config.layer_norm_eps)
+        block = ViTMAEBlock(
+            width, heads, inner, layer_norm_eps=config.layer_norm_eps,
+            dtype="mixed_bfloat16" if bf16 else None,
+        )  # fmt: skip
         block(hidden)
         peer = ViTMAELayer(
             PTConfig(hidden_size=width, num_attention_heads=heads, intermediate_size=inner,
@@ -154,23 +214,26 @@ def block_parts(config, batch):
         parts.append((
             f"{name} block {tuple(hidden.shape)}", layers,
             _tf_grads(lambda h, block=block: block(h, training=True)[0], [tf.constant(hidden)],
-                      block.trainable_variables),
+                      block.trainable_variables, xla),
             _pt_grads(lambda h, peer=peer: _first(peer(h)),
-                      [torch.from_numpy(hidden).requires_grad_()]),
+                      [torch.from_numpy(hidden).requires_grad_()], bf16),
         ))  # fmt: skip
         head_dim = width // heads
         qkv = [
             rng.standard_normal((batch, heads, tokens, head_dim)).astype("float32") for _ in "qkv"
         ]
-        tf_qkv = [tf.constant(a) for a in qkv]
-        pt_qkv = [torch.from_numpy(a.copy()).requires_grad_() for a in qkv]
+        tf_qkv = [tf.cast(a, dtype) for a in qkv]
+        pt_qkv = [torch.from_numpy(a).to(getattr(torch, dtype)).requires_grad_() for a in qkv]
         scale = head_dim**-0.5
 
+        def softmax(logits):  # in float32, as ours does under mixed precision
+            return tf.cast(tf.nn.softmax(tf.cast(logits, tf.float32)), logits.dtype)
+
         def matmul_core(q, k, v, scale=scale):
-            return tf.matmul(tf.nn.softmax(tf.matmul(q * scale, k, transpose_b=True)), v)
+            return tf.matmul(softmax(tf.matmul(q * scale, k, transpose_b=True)), v)
 
         def einsum_core(q, k, v, scale=scale):
-            probs = tf.nn.softmax(tf.einsum("bhtd,bhsd->bhts", q * scale, k))
+            probs = softmax(tf.einsum("bhtd,bhsd->bhts", q * scale, k))
             return tf.einsum("bhts,bhsd->bhtd", probs, v)
 
         def math_core(q, k, v, scale=scale):
@@ -179,11 +242,11 @@ def block_parts(config, batch):
         sdpa = torch.nn.functional.scaled_dot_product_attention
         parts += [
             (f"{name} attention core, matmul (ours: sdpa) vs SDPA", layers,
-             _tf_grads(matmul_core, tf_qkv, []), _pt_grads(sdpa, pt_qkv)),
+             _tf_grads(matmul_core, tf_qkv, [], xla), _pt_grads(sdpa, pt_qkv, bf16)),
             (f"{name} attention core, einsum (ours: eager) vs SDPA", layers,
-             _tf_grads(einsum_core, tf_qkv, []), _pt_grads(sdpa, pt_qkv)),
+             _tf_grads(einsum_core, tf_qkv, [], xla), _pt_grads(sdpa, pt_qkv, bf16)),
             (f"{name} attention core, matmul vs PT math", layers,
-             _tf_grads(matmul_core, tf_qkv, []), _pt_grads(math_core, pt_qkv)),
+             _tf_grads(matmul_core, tf_qkv, [], xla), _pt_grads(math_core, pt_qkv, bf16)),
         ]  # fmt: skip
     return parts
 
@@ -192,21 +255,21 @@ def _first(out):
     return out[0] if isinstance(out, tuple) else out
 
 
-def _matmul_calls(a, b, transpose_a, transpose_b):
+def _matmul_calls(a, b, transpose_a, transpose_b, dtype, xla):
     import tensorflow as tf
     import torch
 
     fn = tf.function(
         lambda a, b: tf.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b),
-        jit_compile=True,
+        jit_compile=xla,
     )
-    tf_a, tf_b = tf.constant(a), tf.constant(b)
-    pt_a, pt_b = torch.from_numpy(a), torch.from_numpy(b)
+    tf_a, tf_b = tf.cast(a, dtype), tf.cast(b, dtype)
+    pt_a, pt_b = (torch.from_numpy(v).to(getattr(torch, dtype)) for v in (a, b))
     pt_a, pt_b = (pt_a.t() if transpose_a else pt_a), (pt_b.t() if transpose_b else pt_b)
     return {"ours": lambda: fn(tf_a, tf_b).numpy(), "hf-pt": lambda: torch.matmul(pt_a, pt_b)}
 
 
-def matmul_rates(config, batch, rounds, settle):
+def matmul_rates(config, batch, rounds, settle, precision, xla, peer=True):
     """GFLOP/s of y = xW, dx = dy W^T and dW = x^T dy at the decoder MLP's shape."""
     import numpy as np
 
@@ -222,9 +285,17 @@ def matmul_rates(config, batch, rounds, settle):
     flops = 2 * rows * k * n
     rates = []
     for name, (a, b, ta, tb) in cases.items():
-        times = interleaved(_matmul_calls(a, b, ta, tb), rounds, settle)
-        rates.append({"part": name, **{k: flops / t / 1e9 for k, t in times.items()}})
+        dtype = "bfloat16" if precision == "bf16" else "float32"
+        calls = _matmul_calls(a, b, ta, tb, dtype, xla)
+        times = interleaved(calls if peer else {"ours": calls["ours"]}, rounds, settle)
+        rates.append(
+            {"part": name, "hf-pt": None, **{k: flops / t / 1e9 for k, t in times.items()}}
+        )
     return rates
+
+
+def _number(value, spec, unit=""):
+    return "-" if value is None else format(value, spec) + unit
 
 
 def main(argv=None):
@@ -235,41 +306,79 @@ def main(argv=None):
     parser.add_argument(
         "--settle", type=float, default=1.0, help="idle seconds before each timed call"
     )
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument(
+        "--xla", choices=("auto", "on", "off"), default="auto",
+        help="XLA for ours; auto: as compile() chooses on CPU (on for fp32, off for bf16)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--peer", choices=("auto", "on", "off"), default="auto",
+        help="time HF-PT too; auto: not in bf16 where the CPU emulates it (~100x slower)",
+    )  # fmt: skip
     parser.add_argument("--output", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
     config = make_config(args.config)
-    rows = []
+    xla = args.precision == "fp32" if args.xla == "auto" else args.xla == "on"
+    if args.peer == "auto":
+        with_peer = args.precision == "fp32" or native_bf16()
+    else:
+        with_peer = args.peer == "on"
+    rows, profiles = [], {}
     with tempfile.TemporaryDirectory() as folder:
-        parts = step_parts(config, make_checkpoint(config, folder), args.batch)
-        parts += block_parts(config, args.batch)
+        parts = step_parts(config, make_checkpoint(config, folder), args.batch, args.precision, xla)
+        if not xla:
+            ours = {name: call for name, _, call, _ in parts}
+            profiles = op_profile(
+                {"forward": ours["step: forward"], "gradients": ours["step: forward + backward"]}
+            )
+        parts += block_parts(config, args.batch, args.precision, xla)
         for name, count, ours, peer in parts:
-            times = interleaved({"ours": ours, "hf-pt": peer}, args.rounds, args.settle)
-            rows.append(
-                {"part": name, "count": count, "ours_ms": times["ours"] * 1000 * count,
-                 "hf_pt_ms": times["hf-pt"] * 1000 * count,
-                 "hf_pt_over_ours": times["hf-pt"] / times["ours"]}
-            )  # fmt: skip
-    rates = matmul_rates(config, args.batch, args.rounds, args.settle)
+            calls = {"ours": ours, "hf-pt": peer} if with_peer else {"ours": ours}
+            times = interleaved(calls, args.rounds, args.settle)
+            row = {"part": name, "count": count, "ours_ms": times["ours"] * 1000 * count,
+                   "hf_pt_ms": None, "hf_pt_over_ours": None}  # fmt: skip
+            if with_peer:
+                row["hf_pt_ms"] = times["hf-pt"] * 1000 * count
+                row["hf_pt_over_ours"] = times["hf-pt"] / times["ours"]
+            rows.append(row)
+    rates = matmul_rates(
+        config, args.batch, args.rounds, args.settle, args.precision, xla, with_peer
+    )
+    info = machine()
+    precision = (
+        "ours under mixed_bfloat16, HF-PT under bfloat16 autocast"
+        if args.precision == "bf16"
+        else "float32"
+    )
     lines = [
-        f"Machine: {machine().get('cpu', '?')}, {os.cpu_count()} CPUs. Config: {args.config}, "
-        f"batch {args.batch}, {args.rounds} interleaved rounds; ours under XLA, HF-PT with SDPA.",
+        f"Machine: {info.get('cpu', '?')}, {os.cpu_count()} CPUs, flags: "
+        f"{' '.join(info.get('cpu_flags', []))}. Config: {args.config}, batch {args.batch}, "
+        f"{args.rounds} interleaved rounds; {precision}; ours with XLA {'on' if xla else 'off'}, "
+        "HF-PT with SDPA."
+        + ("" if with_peer else " HF-PT not timed (--peer, or bf16 emulated on this CPU)."),
         "",
         "| part | x | ours ms | HF-PT ms | HF-PT / ours |",
         "|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['part']} | {r['count']} | {r['ours_ms']:.1f} | {r['hf_pt_ms']:.1f} | "
-        f"{r['hf_pt_over_ours']:.2f}x |"
+        f"| {r['part']} | {r['count']} | {r['ours_ms']:.1f} | {_number(r['hf_pt_ms'], '.1f')} | "
+        f"{_number(r['hf_pt_over_ours'], '.2f', 'x')} |"
         for r in rows
     ]
     lines += ["", "| Dense matmul | ours GFLOP/s | HF-PT GFLOP/s |", "|---|---|---|"]
-    lines += [f"| {r['part']} | {r['ours']:.0f} | {r['hf-pt']:.0f} |" for r in rates]
+    lines += [f"| {r['part']} | {r['ours']:.3g} | {_number(r['hf-pt'], '.3g')} |" for r in rates]
+    for name, ops in profiles.items():
+        lines += ["", f"| TF op type, ours' {name} | ms per call | share |", "|---|---|---|"]
+        lines += [f"| {kind} | {ms:.1f} | {share:.1%} |" for kind, ms, share in ops]
     table = "\n".join(lines) + "\n"
     print(table)
     os.makedirs(args.output, exist_ok=True)
-    stem = os.path.join(args.output, f"breakdown-{args.config}")
+    suffix = "" if (args.precision, xla) == ("fp32", True) else f"-{args.precision}"
+    suffix += "" if xla == (args.precision == "fp32") else f"-xla-{'on' if xla else 'off'}"
+    stem = os.path.join(args.output, f"breakdown-{args.config}{suffix}")
     with open(stem + ".json", "w") as f:
-        json.dump({"parts": rows, "matmuls": rates}, f, indent=2)
+        json.dump({"machine": info, "precision": args.precision, "xla": xla, "parts": rows,
+                   "matmuls": rates, "op_profiles": profiles}, f, indent=2)  # fmt: skip
     with open(stem + ".md", "w") as f:
         f.write(table)
     return rows, rates

@@ -229,9 +229,12 @@ def machine():
     }
     try:
         with open("/proc/cpuinfo") as f:
-            info["cpu"] = next(
-                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
-            )
+            lines = f.read().splitlines()
+        info["cpu"] = next(
+            line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")
+        )
+        flags = next(line for line in lines if line.startswith("flags")).split(":", 1)[1].split()
+        info["cpu_flags"] = sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4")))
     except (OSError, StopIteration):
         pass
     for module in ("keras", "torch", "transformers", "tf_keras"):

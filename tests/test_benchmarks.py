@@ -81,14 +81,20 @@ def test_run_writes_a_table_with_ratios_mfu_memory_and_loss_curves(tmp_path):
 
 
 @pytest.mark.slow
-def test_breakdown_times_each_part_for_both(tmp_path):
+@pytest.mark.parametrize(
+    "precision, xla, stem",
+    [("fp32", "auto", "breakdown-tiny"), ("bf16", "auto", "breakdown-tiny-bf16")],
+)
+def test_breakdown_times_each_part_for_both(tmp_path, precision, xla, stem):
     command = [
         sys.executable, str(ROOT / "benchmarks" / "breakdown.py"), "--config", "tiny",
         "--batch", "2", "--rounds", "1", "--settle", "0", "--output", str(tmp_path),
+        "--precision", precision, "--xla", xla, "--peer", "on",
     ]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads((tmp_path / "breakdown-tiny.json").read_text())
+    report = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert (report["precision"], report["xla"]) == (precision, precision == "fp32")
     parts = {row["part"]: row for row in report["parts"]}
     assert "step: forward + backward" in parts
     assert parts["encoder block (2, 5, 32)"]["count"] == 2  # tiny: two encoder blocks
@@ -98,7 +104,62 @@ def test_breakdown_times_each_part_for_both(tmp_path):
             row["hf_pt_ms"] / row["ours_ms"]
         )  # per-part times are scaled by the same count
     assert [m["part"].split()[0] for m in report["matmuls"]] == ["y", "dx", "dW"]
-    assert "| step: whole" in (tmp_path / "breakdown-tiny.md").read_text()
+    assert "| step: whole" in (tmp_path / f"{stem}.md").read_text()
+    profiles = report["op_profiles"]
+    if precision == "fp32":  # under XLA the ops are fused: nothing to profile
+        assert profiles == {}
+    else:  # the graph's own ops, float32 weights cast to bfloat16 among them
+        assert set(profiles) == {"forward", "gradients"}
+        for ops in profiles.values():
+            kinds = [kind for kind, _, _ in ops]
+            assert "MatMul" in kinds and all(ms > 0 for _, ms, _ in ops)
+            assert sum(share for _, _, share in ops) <= 1 + 1e-9
+        assert "Cast" in [kind for kind, _, _ in profiles["forward"]]
+
+
+def test_breakdown_leaves_out_an_emulated_bf16_peer(tmp_path, monkeypatch):
+    import breakdown
+
+    monkeypatch.setattr(breakdown, "native_bf16", lambda: False)
+    parts = [("step: forward", 1, int, _fail), ("step: forward + backward", 1, int, _fail)]
+    monkeypatch.setattr(breakdown, "step_parts", lambda *a: parts)
+    monkeypatch.setattr(breakdown, "block_parts", lambda *a: [])
+    monkeypatch.setattr(breakdown, "op_profile", lambda calls: {})
+    monkeypatch.setattr(breakdown, "make_checkpoint", lambda config, folder: folder)
+    rows, rates = breakdown.main(
+        ["--config", "tiny", "--batch", "2", "--rounds", "1", "--settle", "0",
+         "--precision", "bf16", "--output", str(tmp_path)]
+    )  # fmt: skip
+    assert [r["hf_pt_ms"] for r in rows] == [None, None]
+    assert all(rate["hf-pt"] is None and rate["ours"] > 0 for rate in rates)
+    table = (tmp_path / "breakdown-tiny-bf16.md").read_text()
+    assert "HF-PT not timed" in table and "| step: forward | 1 |" in table
+
+
+def _fail():
+    raise AssertionError("HF-PT ran in emulated bf16")
+
+
+def test_matmul_reports_each_framework_its_rate_and_kernels(tmp_path):
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "matmul.py"), "--config", "tiny",
+        "--batch", "2", "--rounds", "1", "--settle", "0", "--output", str(tmp_path),
+    ]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (path,) = tmp_path.glob("matmul-tiny-*.json")
+    report = json.loads(path.read_text())
+    assert report["machine"]["cpu_flags"]
+    rows = report["products"]
+    assert {r["dtype"] for r in rows} == {"float32", "bfloat16"} and len(rows) == 8
+    for row in rows:
+        assert all(row[k] > 0 for k in ("tf eager", "tf graph", "tf xla", "torch"))
+        # Every product is listed with what ran it: a oneDNN kernel, or none.
+        assert row["tf kernels"] and row["torch kernels"]
+    # TensorFlow's float32 Dense product goes through oneDNN on every x86 CPU.
+    dense = next(r for r in rows if r["dtype"] == "float32" and "MLP y = xW" in r["product"])
+    assert dense["tf kernels"] != ["no oneDNN call"]
+    assert path.with_suffix(".md").read_text().count("| float32 |") == 4
 
 
 @pytest.mark.slow
