@@ -289,3 +289,44 @@ def test_nearly_tied_noise_masks_as_in_float32(policy):
     np.testing.assert_array_equal(a.mask, b.mask)
     np.testing.assert_array_equal(a.ids_restore, b.ids_restore)
     np.testing.assert_array_equal(np.argsort(noise, axis=1), np.argsort(a.ids_restore, axis=1))
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_pretraining_gradients_match_pytorch(tmp_path, jit_compile):
+    # Every trainable weight's gradient of the masked-patch loss, with XLA and
+    # without (where the attention's q, k and v are unstacked from the fused
+    # projection), against transformers' autograd on the same weights and noise.
+    # PyTorch's gradients are saved as a checkpoint's weights by transformers
+    # itself and loaded by ours, so each lands on the weight it belongs to.
+    import torch
+
+    from ..helpers import save_torch_reference
+
+    reference, folder = save_torch_reference(tmp_path / "weights")
+    ours = TFViTMAEForPreTraining.from_pretrained(folder)
+    x, noise = pixels(ours.config), noise_for(ours.config)
+    reference(torch.from_numpy(x), noise=torch.from_numpy(noise)).loss.backward()
+    with torch.no_grad():
+        for param in reference.parameters():
+            if param.grad is not None:
+                param.copy_(param.grad)
+    reference.save_pretrained(tmp_path / "gradients")
+    expected = TFViTMAEForPreTraining.from_pretrained(tmp_path / "gradients")
+
+    @tf.function(jit_compile=jit_compile)
+    def gradients():
+        with tf.GradientTape() as tape:
+            loss = ours(x, noise=noise, training=True).loss
+        return tape.gradient(loss, ours.trainable_variables)
+
+    actual = gradients()
+    assert len(actual) == len(expected.trainable_variables) > 40
+    for variable, gradient, want in zip(
+        ours.trainable_variables, actual, expected.trainable_variables
+    ):
+        assert variable.path == want.path
+        scale = max(float(np.abs(want.numpy()).max()), 1e-3)
+        assert max_diff(gradient, want.numpy()) < 1e-5 * scale, variable.path
+    # The fused projection gets a gradient in each of its q, k and v thirds.
+    qkv = next(g for v, g in zip(ours.trainable_variables, actual) if v.path.endswith("qkv/kernel"))
+    assert all(np.abs(part).max() > 0 for part in np.split(np.asarray(qkv), 3, axis=-1))
